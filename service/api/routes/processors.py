@@ -1,0 +1,25 @@
+"""``/v1/processors``: what the service can do to files."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api.deps import ServicesDep
+from service.models import ProcessorInfo, ProcessorList
+
+router = APIRouter(prefix="/v1/processors", tags=["processors"])
+
+
+@router.get("", response_model=ProcessorList, summary="The available processors")
+async def list_processors(services: ServicesDep) -> ProcessorList:
+    return ProcessorList(
+        items=[
+            ProcessorInfo(
+                name=entry.processor.name,
+                description=entry.processor.description,
+                accepts=list(entry.processor.accepts),
+                params_schema=entry.processor.Params.model_json_schema(),
+            )
+            for entry in services.registry
+        ]
+    )

@@ -1,0 +1,108 @@
+"""The application factory: ``create_app()`` (``uvicorn --factory service.app:create_app``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+from anyio import to_thread
+from fastapi import FastAPI
+
+from service import __version__
+from service.api.problems import ProblemDetails, install_handlers
+from service.api.routes import health, jobs, processors
+from service.jobs.dispatch import Dispatcher
+from service.jobs.sweeper import sweep
+from service.services import Services, build_services
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+#: Orphaned uploads are looked for at startup and then every this many sweeps.
+ORPHAN_SCAN_EVERY = 60
+
+
+async def _sweep_forever(services: Services) -> None:
+    passes = 0
+    while True:
+        await asyncio.sleep(services.settings.sweep_interval)
+        passes += 1
+        try:
+            await to_thread.run_sync(
+                partial(
+                    sweep,
+                    db=services.db,
+                    storage=services.storage,
+                    settings=services.settings,
+                    dispatcher=services.dispatcher,
+                    scan_orphans=passes % ORPHAN_SCAN_EVERY == 0,
+                )
+            )
+        except Exception:
+            log.exception("sweep failed; trying again in %.0f s", services.settings.sweep_interval)
+
+
+def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None) -> FastAPI:
+    """Build the app. ``settings`` default to the environment; a ``dispatcher`` (tests) replaces the
+    worker pool, and jobs then run only when the caller runs them."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        resolved = settings or get_settings()
+        services = await to_thread.run_sync(lambda: build_services(resolved, dispatcher=dispatcher))
+        services.hub.bind(asyncio.get_running_loop())
+        if services.worker is not None:
+            services.worker.start()
+        await to_thread.run_sync(
+            lambda: sweep(
+                db=services.db, storage=services.storage, settings=resolved, dispatcher=services.dispatcher
+            )
+        )
+        sweeper = asyncio.create_task(_sweep_forever(services))
+        log.info(
+            "filejobs ready: data in %s, %d worker process(es)",
+            resolved.data_dir,
+            services.worker.size if services.worker else 0,
+        )
+        try:
+            yield {"services": services}
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            if services.worker is not None:
+                await to_thread.run_sync(services.worker.stop)
+            services.db.dispose()
+
+    app = FastAPI(
+        title="filejobs",
+        version=__version__,
+        summary="Upload a file, get 202 Accepted, and follow its processing.",
+        lifespan=lifespan,
+    )
+    install_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(processors.router)
+    app.include_router(health.router)
+    _document_problem_schema(app)
+    return app
+
+
+def _document_problem_schema(app: FastAPI) -> None:
+    """Add ProblemDetails to the OpenAPI components, which the error responses refer to."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            schema.setdefault("components", {}).setdefault("schemas", {})["ProblemDetails"] = (
+                ProblemDetails.model_json_schema()
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

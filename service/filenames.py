@@ -1,0 +1,36 @@
+"""Client-supplied filenames are display metadata only: made safe to show, never used as a path."""
+
+from __future__ import annotations
+
+import unicodedata
+from email.message import Message
+
+MAX_NAME_BYTES = 255
+FALLBACK = "upload"
+
+# Cc: control characters; Cf: format characters, which include the bidi overrides (U+202A-U+202E,
+# U+2066-U+2069) and zero-width characters; Cs/Co/Cn: surrogates, private use and unassigned.
+_DROP = {"Cc", "Cf", "Cs", "Co", "Cn"}
+
+
+def display_name(raw: str | None) -> str:
+    """The last path component of ``raw`` without control or bidi characters, at most 255 bytes."""
+    if not raw:
+        return FALLBACK
+    name = unicodedata.normalize("NFC", raw).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in _DROP).strip()
+    if name in ("", ".", ".."):
+        return FALLBACK
+    encoded = name.encode("utf-8")
+    if len(encoded) > MAX_NAME_BYTES:
+        name = encoded[:MAX_NAME_BYTES].decode("utf-8", errors="ignore").rstrip()
+    return name or FALLBACK
+
+
+def parse_content_disposition(value: str) -> tuple[str | None, str | None]:
+    """``(name, filename)`` from a part's Content-Disposition, honouring RFC 2231 ``filename*``."""
+    message = Message()
+    message["content-disposition"] = value
+    name = message.get_param("name", header="content-disposition")
+    filename = message.get_filename()
+    return (name if isinstance(name, str) else None), filename

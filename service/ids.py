@@ -1,0 +1,45 @@
+"""Job ids: UUIDv7 strings, so they sort by creation time yet stay unguessable.
+
+Layout (RFC 9562, method 1): 48-bit Unix milliseconds, a 12-bit counter that keeps ids from one
+process strictly increasing within a millisecond (seeded at random each millisecond), and 62 random
+bits. Sorting ids sorts jobs by creation, which keyset pagination relies on.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+_lock = threading.Lock()
+_last_millis = 0
+_counter = 0
+
+
+def new_job_id() -> str:
+    """A fresh UUIDv7 string."""
+    global _last_millis, _counter
+    with _lock:
+        millis = time.time_ns() // 1_000_000
+        if millis > _last_millis:
+            _last_millis = millis
+            _counter = int.from_bytes(os.urandom(2), "big") & 0x7FF  # room to count upwards
+        else:
+            _counter += 1
+            if _counter > 0xFFF:  # counter spent: borrow the next millisecond
+                _last_millis += 1
+                _counter = 0
+        millis, counter = _last_millis, _counter
+    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
+    return str(uuid.UUID(int=value))
+
+
+def is_job_id(value: str) -> bool:
+    """Whether ``value`` has the form of an id we issue (keeps junk out of queries and paths)."""
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        return False
+    return parsed.version == 7 and str(parsed) == value

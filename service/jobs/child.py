@@ -1,0 +1,157 @@
+"""The worker child process: runs one processor call at a time, told what to do over stdin.
+
+Started as ``python -m service.jobs.child`` by :class:`service.jobs.executor.ChildProcess`. Requests
+arrive as JSON lines on stdin (``run`` or ``cancel``); replies (``progress``, then ``done``,
+``error`` or ``cancelled``) go out as JSON lines on the original stdout, which is kept for the
+protocol while fd 1 is pointed at stderr so a processor's prints cannot corrupt it. When stdin
+closes (the parent died, even by ``kill -9``) the child exits at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, TextIO
+
+from service.processors.base import Cancelled, Context, ProcessorError
+from service.processors.registry import PluginError, load_spec
+
+PROGRESS_EVERY = 0.1  # seconds between progress messages to the parent
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL us when the parent dies (stdin EOF covers other systems)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Channel:
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        line = json.dumps(message, default=str)
+        with self._lock:
+            self._out.write(line + "\n")
+            self._out.flush()
+
+
+def _reader(requests: queue.Queue[dict[str, Any]], cancelled: threading.Event) -> None:
+    for line in sys.stdin:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if message.get("type") == "cancel":
+            cancelled.set()
+        else:
+            requests.put(message)
+    os._exit(0)  # the parent is gone: stop whatever is running
+
+
+def run_one(request: dict[str, Any], channel: Channel, cancelled: threading.Event) -> None:
+    last = 0.0
+
+    def progress(fraction: float, message: str | None = None) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if message is None and now - last < PROGRESS_EVERY and fraction < 1.0:
+            return
+        last = now
+        channel.send({"type": "progress", "progress": float(fraction), "message": message})
+
+    try:
+        processor_cls = load_spec(request["spec"])
+        params = processor_cls.Params.model_validate(request.get("params") or {})
+        ctx = Context(
+            input_path=Path(request["input"]),
+            output_dir=Path(request["output_dir"]),
+            file_name=request.get("file_name", "upload"),
+            content_type=request.get("content_type", "application/octet-stream"),
+            progress=progress,
+            cancelled=cancelled.is_set,
+        )
+        output = processor_cls().run(ctx, params)
+        if cancelled.is_set():
+            raise Cancelled()
+        file_path = None
+        if output.file is not None:
+            resolved = Path(output.file).resolve()
+            if not resolved.is_relative_to(ctx.output_dir.resolve()) or not resolved.is_file():
+                raise ProcessorError(
+                    "bad_output", "The processor's output file is not in its output directory."
+                )
+            file_path = str(resolved)
+        json.dumps(output.result)  # refuse results that are not JSON before reporting success
+        channel.send(
+            {
+                "type": "done",
+                "result": output.result,
+                "file": file_path,
+                "file_name": output.file_name,
+                "content_type": output.content_type,
+            }
+        )
+    except Cancelled:
+        channel.send({"type": "cancelled"})
+    except ProcessorError as exc:
+        channel.send({"type": "error", "code": exc.code, "message": exc.message, "retryable": exc.retryable})
+    except PluginError as exc:
+        channel.send(
+            {"type": "error", "code": "processor_unavailable", "message": str(exc), "retryable": False}
+        )
+    except MemoryError:
+        channel.send(
+            {
+                "type": "error",
+                "code": "out_of_memory",
+                "message": "The processor ran out of memory.",
+                "retryable": False,
+            }
+        )
+    except Exception as exc:
+        # A processor bug: the trace goes to the server log, the job gets a short message.
+        traceback.print_exc(file=sys.stderr)
+        channel.send(
+            {
+                "type": "error",
+                "code": "processor_crashed",
+                "message": f"{type(exc).__name__}: {str(exc)[:500]}",
+                "retryable": False,
+            }
+        )
+
+
+def main() -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops us itself
+    proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    channel = Channel(proto)
+    requests: queue.Queue[dict[str, Any]] = queue.Queue()
+    cancelled = threading.Event()
+    threading.Thread(target=_reader, args=(requests, cancelled), daemon=True).start()
+    channel.send({"type": "ready", "pid": os.getpid()})
+    while True:
+        request = requests.get()
+        cancelled.clear()
+        run_one(request, channel, cancelled)
+
+
+if __name__ == "__main__":
+    main()

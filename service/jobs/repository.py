@@ -1,0 +1,422 @@
+"""Every query on the ``jobs`` table (procrastinate's JobManager role).
+
+Each state change is one conditional UPDATE (``WHERE id = ? AND status = ?`` and, for a running
+job, ``AND lease_owner = ?``), so a duplicate delivery, a crashed worker or a cancel racing a
+finish can never run a job twice at once or move a terminal status. Every change bumps
+``version``, which the API turns into the ETag.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, update
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col, select
+
+from service.db import Database
+from service.errors import BadRequest, Conflict, NotFound
+from service.ids import is_job_id
+from service.models import Job, JobStatus, utcnow
+
+RUNNING = JobStatus.running.value
+QUEUED = JobStatus.queued.value
+
+
+def _bump() -> dict[str, Any]:
+    return {"version": col(Job.version) + 1, "updated_at": utcnow()}
+
+
+def _owned(job_id: str, owner: str) -> ColumnElement[bool]:
+    return and_(col(Job.id) == job_id, col(Job.status) == RUNNING, col(Job.lease_owner) == owner)
+
+
+# ---- reads ----------------------------------------------------------------------------------
+
+
+def get_job(db: Database, job_id: str) -> Job | None:
+    """The row, or None for an unknown (or malformed) id."""
+    if not is_job_id(job_id):
+        return None
+    with db.read() as session:
+        return session.get(Job, job_id)
+
+
+def require_job(db: Database, job_id: str) -> Job:
+    job = get_job(db, job_id)
+    if job is None:
+        raise NotFound(f"No job with id {job_id!r}.")
+    return job
+
+
+def encode_cursor(job_id: str) -> str:
+    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        job_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        job_id = ""
+    if not is_job_id(job_id):
+        raise BadRequest("The cursor is not one this service issued.")
+    return job_id
+
+
+def list_jobs(
+    db: Database,
+    *,
+    status: JobStatus | None = None,
+    processor: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """Newest first, keyset-paginated on the time-ordered id."""
+    query = select(Job)
+    if status is not None:
+        query = query.where(col(Job.status) == status.value)
+    if processor is not None:
+        query = query.where(col(Job.processor) == processor)
+    if cursor is not None:
+        query = query.where(col(Job.id) < decode_cursor(cursor))
+    query = query.order_by(col(Job.id).desc()).limit(limit + 1)
+    with db.read() as session:
+        rows = list(session.exec(query).all())
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def due_job_ids(db: Database, *, now: datetime | None = None, limit: int = 1000) -> list[str]:
+    """Queued jobs whose backoff has passed, oldest first."""
+    now = now or utcnow()
+    query = (
+        select(Job.id)
+        .where(col(Job.status) == QUEUED, col(Job.run_after) <= now)
+        .order_by(col(Job.run_after), col(Job.id))
+        .limit(limit)
+    )
+    with db.read() as session:
+        return list(session.exec(query).all())
+
+
+def next_run_after(db: Database) -> datetime | None:
+    """When the earliest queued job becomes due (for a worker deciding how long to sleep)."""
+    query = select(Job.run_after).where(col(Job.status) == QUEUED).order_by(col(Job.run_after)).limit(1)
+    with db.read() as session:
+        return session.exec(query).first()
+
+
+def count_by_status(db: Database) -> dict[str, int]:
+    from sqlalchemy import func
+
+    with db.read() as session:
+        rows = session.exec(select(Job.status, func.count()).group_by(col(Job.status))).all()
+    return {status: count for status, count in rows}
+
+
+# ---- creation and client actions ------------------------------------------------------------
+
+
+def insert_job(db: Database, job: Job) -> Job:
+    with db.write() as session:
+        session.add(job)
+    return job
+
+
+def cancel_job(db: Database, job_id: str) -> Job:
+    """queued or running → cancelled. A running job's worker sees it lost the row and stops."""
+    with db.write() as session:
+        job = session.get(Job, job_id) if is_job_id(job_id) else None
+        if job is None:
+            raise NotFound(f"No job with id {job_id!r}.")
+        if JobStatus(job.status).terminal:
+            raise Conflict(f"The job is already {job.status}.", status_of_job=job.status)
+        now = utcnow()
+        session.exec(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.status) == job.status)
+            .values(
+                status=JobStatus.cancelled.value,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                message="cancelled",
+                **_bump(),
+            )
+        )
+        session.refresh(job)
+        return job
+
+
+def retry_job(db: Database, job_id: str, *, max_attempts: int) -> Job:
+    """failed or cancelled → queued with a fresh attempt budget."""
+    with db.write() as session:
+        job = session.get(Job, job_id) if is_job_id(job_id) else None
+        if job is None:
+            raise NotFound(f"No job with id {job_id!r}.")
+        if job.status not in (JobStatus.failed.value, JobStatus.cancelled.value):
+            raise Conflict(
+                f"Only failed or cancelled jobs can be retried; this one is {job.status}.",
+                status_of_job=job.status,
+            )
+        now = utcnow()
+        session.exec(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.status) == job.status)
+            .values(
+                status=QUEUED,
+                attempts=0,
+                max_attempts=max_attempts,
+                progress=0.0,
+                message=None,
+                error_code=None,
+                error_message=None,
+                result=None,
+                output_key=None,
+                output_name=None,
+                output_content_type=None,
+                started_at=None,
+                finished_at=None,
+                run_after=now,
+                **_bump(),
+            )
+        )
+        session.refresh(job)
+        return job
+
+
+def delete_job(db: Database, job_id: str) -> Job:
+    """Remove the row (a running job's worker sees the row gone and stops). Returns what it was."""
+    with db.write() as session:
+        job = session.get(Job, job_id) if is_job_id(job_id) else None
+        if job is None:
+            raise NotFound(f"No job with id {job_id!r}.")
+        session.exec(delete(Job).where(col(Job.id) == job_id))
+        return job
+
+
+# ---- the worker's side ----------------------------------------------------------------------
+
+
+def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) -> Job | None:
+    """queued (and due) → running, owned by ``owner``. None when someone else has it or it is gone."""
+    now = utcnow()
+    with db.write() as session:
+        claimed = session.exec(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.status) == QUEUED, col(Job.run_after) <= now)
+            .values(
+                status=RUNNING,
+                attempts=col(Job.attempts) + 1,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                started_at=now,
+                progress=0.0,
+                message=None,
+                **_bump(),
+            )
+        ).rowcount
+        if claimed != 1:
+            return None
+        return session.get(Job, job_id)
+
+
+def renew_lease(db: Database, job_id: str, *, owner: str, lease_seconds: float) -> bool:
+    """Extend the lease; False when the job is no longer ours (cancelled, deleted, expired)."""
+    now = utcnow()
+    with db.write() as session:
+        return (
+            session.exec(
+                update(Job)
+                .where(_owned(job_id, owner))
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            ).rowcount
+            == 1
+        )
+
+
+def set_progress(
+    db: Database, job_id: str, *, owner: str, progress: float, message: str | None, lease_seconds: float
+) -> bool:
+    """Record progress (and renew the lease); False when the job is no longer ours."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "progress": max(0.0, min(1.0, progress)),
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        **_bump(),
+    }
+    if message is not None:
+        values["message"] = message[:1000]
+    with db.write() as session:
+        return session.exec(update(Job).where(_owned(job_id, owner)).values(**values)).rowcount == 1
+
+
+def finish_succeeded(
+    db: Database,
+    job_id: str,
+    *,
+    owner: str,
+    result: dict[str, Any],
+    output_key: str | None,
+    output_name: str | None,
+    output_content_type: str | None,
+    message: str | None = None,
+) -> bool:
+    now = utcnow()
+    with db.write() as session:
+        return (
+            session.exec(
+                update(Job)
+                .where(_owned(job_id, owner))
+                .values(
+                    status=JobStatus.succeeded.value,
+                    result=result,
+                    output_key=output_key,
+                    output_name=output_name,
+                    output_content_type=output_content_type,
+                    progress=1.0,
+                    message=message,
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    **_bump(),
+                )
+            ).rowcount
+            == 1
+        )
+
+
+@dataclass(frozen=True)
+class FailOutcome:
+    """What :func:`finish_failed` did: ``status`` is ``queued`` (retry later) or ``failed``."""
+
+    owned: bool
+    status: JobStatus | None = None
+    run_after: datetime | None = None
+
+
+def finish_failed(
+    db: Database,
+    job_id: str,
+    *,
+    owner: str,
+    code: str,
+    message: str,
+    retryable: bool,
+    backoff: float,
+) -> FailOutcome:
+    """running → queued (retryable, attempts left: after ``backoff`` s) or → failed."""
+    now = utcnow()
+    with db.write() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != RUNNING or job.lease_owner != owner:
+            return FailOutcome(owned=False)
+        common: dict[str, Any] = {
+            "error_code": code[:100],
+            "error_message": message[:2000],
+            "lease_owner": None,
+            "lease_expires_at": None,
+            **_bump(),
+        }
+        if retryable and job.attempts < job.max_attempts:
+            run_after = now + timedelta(seconds=backoff)
+            values = {"status": QUEUED, "run_after": run_after, "message": f"retrying: {code}", **common}
+            outcome = FailOutcome(owned=True, status=JobStatus.queued, run_after=run_after)
+        else:
+            values = {"status": JobStatus.failed.value, "finished_at": now, **common}
+            outcome = FailOutcome(owned=True, status=JobStatus.failed)
+        done = session.exec(update(Job).where(_owned(job_id, owner)).values(**values)).rowcount
+        return outcome if done == 1 else FailOutcome(owned=False)
+
+
+def release_job(db: Database, job_id: str, *, owner: str) -> bool:
+    """running → queued without spending the attempt (the worker is shutting down)."""
+    now = utcnow()
+    with db.write() as session:
+        return (
+            session.exec(
+                update(Job)
+                .where(_owned(job_id, owner))
+                .values(
+                    status=QUEUED,
+                    attempts=col(Job.attempts) - 1,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    run_after=now,
+                    progress=0.0,
+                    message="returned to the queue at shutdown",
+                    **_bump(),
+                )
+            ).rowcount
+            == 1
+        )
+
+
+# ---- the sweeper's side ---------------------------------------------------------------------
+
+
+def expire_leases(db: Database, *, now: datetime | None = None) -> list[tuple[str, JobStatus]]:
+    """Running rows whose lease ran out → queued (attempts left) or failed. Returns what moved."""
+    now = now or utcnow()
+    moved: list[tuple[str, JobStatus]] = []
+    with db.write() as session:
+        stale = session.exec(
+            select(Job).where(col(Job.status) == RUNNING, col(Job.lease_expires_at) < now)
+        ).all()
+        for job in stale:
+            lost = {
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "error_code": "worker_lost",
+                "error_message": "The worker running this job stopped renewing its lease.",
+                **_bump(),
+            }
+            if job.attempts < job.max_attempts:
+                values = {"status": QUEUED, "run_after": now, "message": "lease expired; requeued", **lost}
+                new_status = JobStatus.queued
+            else:
+                values = {"status": JobStatus.failed.value, "finished_at": now, **lost}
+                new_status = JobStatus.failed
+            where = and_(
+                col(Job.id) == job.id,
+                col(Job.status) == RUNNING,
+                col(Job.lease_expires_at) < now,
+            )
+            if session.exec(update(Job).where(where).values(**values)).rowcount == 1:
+                moved.append((job.id, new_status))
+    return moved
+
+
+def expired_jobs(db: Database, *, cutoff: datetime, limit: int = 500) -> Sequence[Job]:
+    """Finished jobs older than ``cutoff`` (retention)."""
+    finished = [JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value]
+    query = (
+        select(Job)
+        .where(or_(*(col(Job.status) == s for s in finished)), col(Job.finished_at) < cutoff)
+        .limit(limit)
+    )
+    with db.read() as session:
+        return session.exec(query).all()
+
+
+def delete_if_finished(db: Database, job_id: str, *, cutoff: datetime) -> bool:
+    finished = [JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value]
+    with db.write() as session:
+        return (
+            session.exec(
+                delete(Job).where(
+                    col(Job.id) == job_id, col(Job.status).in_(finished), col(Job.finished_at) < cutoff
+                )
+            ).rowcount
+            == 1
+        )
+
+
+def job_exists(db: Database, job_id: str) -> bool:
+    with db.read() as session:
+        return session.exec(select(Job.id).where(col(Job.id) == job_id)).first() is not None

@@ -1,0 +1,137 @@
+"""Creating a job from an upload: validate the form, commit the file, insert the row.
+
+The order is what makes a 202 safe to give: the file is fsynced and renamed into place, then the
+row commits, then (in the route) the answer goes out, then the id is dispatched. If the process
+dies after the rename but before the commit, the sweeper finds a file with no row and removes it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from service.db import Database
+from service.errors import Unprocessable, UnsupportedMediaType
+from service.ids import new_job_id
+from service.jobs import repository
+from service.models import Job, JobStatus, utcnow
+from service.processors.registry import Entry, Registry
+from service.settings import Settings
+from service.storage import LocalStorage, Storage
+from service.uploads import Limits, commit_or_abort, receive_upload
+
+DEFAULT_PROCESSOR = "inspect"
+KNOWN_FIELDS = frozenset({"processor", "params"})
+
+
+@dataclass(frozen=True)
+class Submission:
+    entry: Entry
+    params: BaseModel
+
+
+def validate_fields(registry: Registry, fields: Mapping[str, str]) -> Submission:
+    """The processor and its params from the form fields, or 422 saying what is wrong."""
+    unknown = sorted(set(fields) - KNOWN_FIELDS)
+    if unknown:
+        raise Unprocessable(
+            f"Unknown form field(s): {', '.join(unknown)}. Send 'file', 'processor' and 'params'."
+        )
+    name = fields.get("processor") or DEFAULT_PROCESSOR
+    entry = registry.get(name)
+    if entry is None:
+        raise Unprocessable(
+            f"Unknown processor {name!r}. Available: {', '.join(registry.names())}.",
+            processors=registry.names(),
+        )
+    raw = fields.get("params") or "{}"
+    try:
+        params = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise Unprocessable(f"'params' is not valid JSON: {exc.msg}.") from None
+    if not isinstance(params, dict):
+        raise Unprocessable("'params' must be a JSON object.")
+    try:
+        model = entry.processor.Params.model_validate(params)
+    except ValidationError as exc:
+        errors = [
+            {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        raise Unprocessable(f"Invalid params for processor {name!r}.", errors=errors) from None
+    return Submission(entry=entry, params=model)
+
+
+async def create_job(
+    *,
+    db: Database,
+    storage: Storage,
+    registry: Registry,
+    settings: Settings,
+    headers: Mapping[str, str],
+    body: AsyncIterator[bytes],
+) -> Job:
+    """Receive the upload and record a queued job. Leaves no file and no row on any failure."""
+    limits = Limits(
+        max_file_bytes=settings.max_upload_bytes,
+        max_fields=settings.max_fields,
+        max_field_bytes=settings.max_field_bytes,
+    )
+    received = await receive_upload(
+        headers=headers,
+        body=body,
+        open_sink=storage.open_upload,
+        limits=limits,
+        check_fields=lambda fields: validate_fields(registry, fields),
+    )
+    try:
+        submission = validate_fields(registry, received.fields)
+        processor = submission.entry.processor
+        if not processor.accepts_type(received.content_type):
+            raise UnsupportedMediaType(
+                f"Processor {processor.name!r} does not accept {received.content_type} files "
+                f"(accepts: {', '.join(processor.accepts)}).",
+                content_type=received.content_type,
+                accepts=list(processor.accepts),
+            )
+    except BaseException:
+        await received.sink.abort()
+        raise
+
+    job_id = new_job_id()
+    key = LocalStorage.upload_key(job_id)
+    await commit_or_abort(received.sink, key)
+    now = utcnow()
+    params: dict[str, Any] = submission.params.model_dump(mode="json")
+    job = Job(
+        id=job_id,
+        status=JobStatus.queued.value,
+        processor=submission.entry.processor.name,
+        params=params,
+        file_name=received.name,
+        file_size=received.size,
+        file_sha256=received.sha256,
+        file_content_type=received.content_type,
+        declared_content_type=(received.declared_content_type or "")[:255] or None,
+        storage_key=key,
+        max_attempts=settings.max_attempts,
+        created_at=now,
+        updated_at=now,
+        run_after=now,
+    )
+    try:
+        await _in_thread(repository.insert_job, db, job)
+    except BaseException:
+        storage.delete(key)
+        raise
+    return job
+
+
+async def _in_thread(func: Any, *args: Any) -> Any:
+    import anyio
+
+    return await anyio.to_thread.run_sync(func, *args, abandon_on_cancel=False)

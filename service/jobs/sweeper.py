@@ -1,0 +1,79 @@
+"""The sweeper: what keeps the queue whole after crashes, and the disk from growing forever.
+
+One pass (:func:`sweep`) returns expired leases to the queue (or fails them when attempts are
+spent), re-dispatches due queued jobs, removes upload temp files and orphaned uploads that never
+got a row, and deletes finished jobs past retention with their files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from service.db import Database
+from service.jobs import repository
+from service.jobs.dispatch import Dispatcher
+from service.models import JobStatus, utcnow
+from service.settings import Settings
+from service.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    requeued: int = 0
+    failed: int = 0
+    dispatched: int = 0
+    temp_removed: int = 0
+    orphans_removed: int = 0
+    expired: int = 0
+
+
+def sweep(
+    *,
+    db: Database,
+    storage: Storage,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    scan_orphans: bool = True,
+) -> SweepReport:
+    report = SweepReport()
+    for _job_id, status in repository.expire_leases(db):
+        if status is JobStatus.queued:
+            report.requeued += 1
+        else:
+            report.failed += 1
+    for job_id in repository.due_job_ids(db):
+        dispatcher.submit(job_id)
+        report.dispatched += 1
+    report.temp_removed = storage.remove_stale_temp(settings.temp_max_age)
+    if scan_orphans:
+        report.orphans_removed = remove_orphan_uploads(db=db, storage=storage, min_age=settings.temp_max_age)
+    cutoff = utcnow() - settings.retention
+    for job in repository.expired_jobs(db, cutoff=cutoff):
+        if repository.delete_if_finished(db, job.id, cutoff=cutoff):
+            storage.delete_job_files(job.id)
+            report.expired += 1
+    if report.requeued or report.failed or report.orphans_removed or report.expired:
+        log.info("sweep: %s", report)
+    return report
+
+
+def remove_orphan_uploads(*, db: Database, storage: Storage, min_age: float) -> int:
+    """Uploads renamed into place whose row never committed (the process died in between)."""
+    cutoff = time.time() - min_age
+    removed = 0
+    for job_id in storage.upload_job_ids():
+        path = storage.path(f"uploads/{job_id}")
+        try:
+            if os.stat(path).st_mtime >= cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        if not repository.job_exists(db, job_id):
+            storage.delete_job_files(job_id)
+            removed += 1
+    return removed

@@ -1,0 +1,101 @@
+"""The processor interface: what a processor implements and what it is handed.
+
+A processor is a class with a ``name``, a ``description``, the sniffed content types it
+``accepts`` (``*/*`` or ``image/*`` patterns allowed), a pydantic ``Params`` model and a ``run``
+method. ``run`` is called in a worker process, never on the event loop::
+
+    class Shout(Processor):
+        name = "shout"
+        description = "Upper-cases a text file."
+        accepts = ("text/*",)
+
+        class Params(BaseModel):
+            exclaim: bool = False
+
+        def run(self, ctx: Context, params: BaseModel) -> Output:
+            text = ctx.input_path.read_text().upper()
+            (ctx.output_dir / "shout.txt").write_text(text)
+            return Output(result={"chars": len(text)}, file=ctx.output_dir / "shout.txt")
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class NoParams(BaseModel):
+    """For processors that take no parameters: anything else is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Context:
+    """What a running processor is handed."""
+
+    input_path: Path
+    output_dir: Path
+    file_name: str
+    content_type: str
+    progress: Callable[[float, str | None], None]
+    cancelled: Callable[[], bool]
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`Cancelled` if the job was cancelled; call it between units of work."""
+        if self.cancelled():
+            raise Cancelled()
+
+
+@dataclass
+class Output:
+    """What a processor returns: a JSON-able result and optionally a file inside ``output_dir``."""
+
+    result: dict[str, Any] = field(default_factory=dict)
+    file: Path | None = None
+    file_name: str | None = None
+    content_type: str | None = None
+
+
+class ProcessorError(Exception):
+    """The job fails with ``code``; ``retryable`` errors are tried again with backoff."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RetryableError(ProcessorError):
+    """A transient failure (a resource briefly unavailable): the job is tried again."""
+
+    retryable = True
+
+
+class Cancelled(Exception):
+    """Raised by :meth:`Context.check_cancelled`; the worker records the job as cancelled."""
+
+
+class Processor(ABC):
+    """Subclass this to add a processor; see the module docstring."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    accepts: ClassVar[tuple[str, ...]] = ("*/*",)
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    @abstractmethod
+    def run(self, ctx: Context, params: BaseModel) -> Output:
+        """Do the work. Raise :class:`ProcessorError` for a clean failure."""
+
+    @classmethod
+    def accepts_type(cls, content_type: str) -> bool:
+        return any(fnmatch.fnmatchcase(content_type, pattern) for pattern in cls.accepts)

@@ -1,0 +1,61 @@
+"""The resources one service instance runs on, made in the app's lifespan and handed out by deps."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from service.db import Database
+from service.jobs.dispatch import Dispatcher, LocalDispatcher
+from service.jobs.worker import LocalWorker
+from service.migrate import upgrade
+from service.notify import ChangeHub
+from service.processors.registry import Registry, build_registry
+from service.settings import Settings
+from service.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    storage: LocalStorage
+    registry: Registry
+    dispatcher: Dispatcher
+    hub: ChangeHub
+    worker: LocalWorker | None = None
+
+
+def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) -> Services:
+    """Create the data directory, migrate (unless told not to) and wire everything together.
+
+    With ``dispatcher`` given (tests), no worker pool is started: the caller runs jobs itself.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    if settings.auto_migrate:
+        upgrade(url)
+    db = Database(url)
+    storage = LocalStorage(settings.data_dir)
+    registry = build_registry(settings.processors)
+    hub = ChangeHub()
+    worker = None
+    if dispatcher is None:
+        if settings.backend != "local":
+            raise NotImplementedError(f"backend {settings.backend!r} is not available yet")
+        if settings.workers > 0:
+            worker = LocalWorker(
+                db=db, storage=storage, registry=registry, settings=settings, on_change=hub.notify
+            )
+        dispatcher = LocalDispatcher(worker)
+    return Services(
+        settings=settings,
+        db=db,
+        storage=storage,
+        registry=registry,
+        dispatcher=dispatcher,
+        hub=hub,
+        worker=worker,
+    )

@@ -1,0 +1,79 @@
+"""The one Settings class (prefix ``FILEJOBS_``), read through :func:`get_settings`.
+
+Nothing else in the package reads the environment. Tests build their own ``Settings(...)``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Defaults run on one machine with nothing else installed."""
+
+    model_config = SettingsConfigDict(env_prefix="FILEJOBS_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./data"), description="Uploads, outputs and the SQLite database.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy or plain PostgreSQL URL; default SQLite under DATA_DIR."
+    )
+    max_upload_bytes: int = Field(default=10 * GiB, gt=0, description="Largest accepted file.")
+    max_fields: int = Field(default=8, gt=0, description="Most form fields besides the file.")
+    max_field_bytes: int = Field(default=64 * 1024, gt=0, description="Largest non-file form field.")
+    backend: Literal["local", "celery"] = "local"
+    broker_url: str | None = None
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
+    job_timeout: float = Field(default=3600.0, gt=0, description="Seconds before a job's process is killed.")
+    max_attempts: int = Field(default=3, ge=1)
+    retry_backoff: float = Field(default=2.0, ge=0, description="Seconds before the first retry; doubles.")
+    retry_backoff_max: float = Field(default=300.0, ge=0)
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="A running job not renewed for this long is lost."
+    )
+    cancel_grace: float = Field(default=5.0, ge=0, description="Seconds a cancelled job may take to stop.")
+    shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds SIGTERM waits for running jobs.")
+    sweep_interval: float = Field(default=10.0, gt=0)
+    retention: timedelta = Field(
+        default=timedelta(days=7), description="Finished jobs are deleted after this."
+    )
+    temp_max_age: float = Field(
+        default=3600.0, gt=0, description="Unfinished upload temp files older than this go."
+    )
+    progress_interval: float = Field(default=0.5, ge=0, description="Least seconds between progress writes.")
+    auto_migrate: bool = Field(default=True, description="Apply migrations when the service starts.")
+    processors: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra processors as 'module:attribute', comma-separated."
+    )
+
+    @field_validator("processors", mode="before")
+    @classmethod
+    def _split_processors(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL, with the driver chosen for plain ``postgresql://`` URLs."""
+        url = self.database_url
+        if not url:
+            return f"sqlite:///{(self.data_dir / 'filejobs.db').resolve()}"
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url.removeprefix("postgres://")
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        return url
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment. Called at startup, never at import time."""
+    return Settings()

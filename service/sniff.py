@@ -1,0 +1,92 @@
+"""The content type of a file, from its first bytes (never from its name or a client header)."""
+
+from __future__ import annotations
+
+import json
+
+import puremagic
+from charset_normalizer import from_bytes
+
+SNIFF_BYTES = 64 * 1024
+OCTET = "application/octet-stream"
+
+# puremagic guesses the most specific ZIP-based office format for any ZIP; trust it only for these.
+_ZIP_FAMILY = {
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+}
+
+
+def looks_binary(sample: bytes) -> bool:
+    """NUL bytes (outside UTF-16/32 text) or no plausible text encoding."""
+    if not sample:
+        return False
+    if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return False
+    if b"\x00" in sample:
+        return True
+    return text_encoding(sample) is None
+
+
+def text_encoding(sample: bytes) -> str | None:
+    """The likely text encoding of ``sample``, or None when it is not text."""
+    if sample.startswith(b"\xef\xbb\xbf"):
+        return "utf-8-sig"
+    if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    try:
+        sample.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut off by the end of the sample is still UTF-8.
+        if exc.start >= len(sample) - 3 and exc.reason == "unexpected end of data":
+            return "utf-8"
+    best = from_bytes(sample).best()
+    if best is None:
+        return None
+    return str(best.encoding)
+
+
+def _sniff_text(sample: bytes) -> str:
+    stripped = sample.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped[:1] in (b"{", b"["):
+        try:
+            json.loads(sample.decode("utf-8-sig"))
+            return "application/json"
+        except (UnicodeDecodeError, ValueError):
+            pass
+    head = stripped[:5].lower()
+    if head.startswith((b"<?xml",)):
+        return "application/xml"
+    if head.startswith((b"<html", b"<!doc")):
+        return "text/html"
+    lines = stripped.splitlines()[:20]
+    if len(lines) >= 2:
+        for delimiter in (b",", b";", b"\t"):
+            counts = {line.count(delimiter) for line in lines[:-1] if line}
+            if len(counts) == 1 and counts.pop() > 0:
+                return "text/csv" if delimiter != b"\t" else "text/tab-separated-values"
+    return "text/plain"
+
+
+def sniff(sample: bytes) -> str:
+    """The MIME type of a file whose first bytes are ``sample`` (up to :data:`SNIFF_BYTES`)."""
+    if not sample:
+        return "application/x-empty"
+    try:
+        matches = puremagic.magic_string(sample)
+    except (puremagic.PureError, ValueError):
+        matches = []
+    for match in matches:
+        mime = match.mime_type
+        if not mime:
+            continue
+        if mime in _ZIP_FAMILY and match.confidence < 0.8:
+            return "application/zip"
+        if mime.startswith("text/") and not looks_binary(sample):
+            return _sniff_text(sample)
+        return str(mime)
+    if looks_binary(sample):
+        return OCTET
+    return _sniff_text(sample)

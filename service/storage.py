@@ -1,0 +1,169 @@
+"""Where files live: uploads, processor outputs and upload temp files, under one data directory.
+
+An upload is written to ``tmp/`` through an :class:`UploadSink` (aiofiles, large buffered writes),
+fsynced, renamed into ``uploads/<job id>`` and the directory fsynced, so a file that has a row is
+always complete. Every node of a scale-out deployment must see the same directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+import aiofiles
+import aiofiles.os
+from aiofiles.threadpool.binary import AsyncFileIO
+
+TEMP_SUFFIX = ".part"
+
+
+class UploadSink(Protocol):
+    """An upload being written: bytes in, then either ``commit`` or ``abort``."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def commit(self, key: str) -> None: ...
+
+    async def abort(self) -> None: ...
+
+
+class Storage(Protocol):
+    """The storage interface the service uses. :class:`LocalStorage` is the real one."""
+
+    def open_upload(self) -> UploadSink: ...
+
+    def path(self, key: str) -> Path: ...
+
+    def output_dir(self, job_id: str, attempt: int) -> Path: ...
+
+    def key_for(self, path: Path) -> str: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def delete_outputs(self, job_id: str, attempt: int | None = None) -> None: ...
+
+    def delete_job_files(self, job_id: str) -> None: ...
+
+    def check(self) -> None: ...
+
+    def remove_stale_temp(self, max_age: float) -> int: ...
+
+    def upload_job_ids(self) -> list[str]: ...
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalUploadSink:
+    """Writes to a temp file with aiofiles; ``commit`` makes it durable and moves it into place."""
+
+    def __init__(self, storage: LocalStorage) -> None:
+        self._storage = storage
+        self._temp = storage.root / "tmp" / f"{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        self._file: AsyncFileIO | None = None
+
+    async def _handle(self) -> AsyncFileIO:
+        if self._file is None:
+            self._file = await aiofiles.open(self._temp, "wb", buffering=0)
+        return self._file
+
+    async def write(self, data: bytes) -> None:
+        handle = await self._handle()
+        await handle.write(data)
+
+    async def commit(self, key: str) -> None:
+        handle = await self._handle()
+        await aiofiles.os.wrap(os.fsync)(handle.fileno())
+        await handle.close()
+        self._file = None
+        final = self._storage.path(key)
+        await aiofiles.os.makedirs(final.parent, exist_ok=True)
+        await aiofiles.os.replace(self._temp, final)
+        await aiofiles.os.wrap(_fsync_dir)(final.parent)
+
+    async def abort(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                await self._file.close()
+            self._file = None
+        with contextlib.suppress(FileNotFoundError):
+            await aiofiles.os.remove(self._temp)
+
+
+class LocalStorage:
+    """Files under ``root``: ``uploads/<id>``, ``outputs/<id>/<attempt>/…``, ``tmp/*.part``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        for sub in ("uploads", "outputs", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def upload_key(job_id: str) -> str:
+        return f"uploads/{job_id}"
+
+    def open_upload(self) -> LocalUploadSink:
+        return LocalUploadSink(self)
+
+    def path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise ValueError("storage key escapes the data directory")
+        return path
+
+    def key_for(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()
+
+    def output_dir(self, job_id: str, attempt: int) -> Path:
+        path = self.path(f"outputs/{job_id}/{attempt}")
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        return path
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def delete_outputs(self, job_id: str, attempt: int | None = None) -> None:
+        """Remove a job's outputs (one attempt's, or all of them)."""
+        suffix = "" if attempt is None else f"/{attempt}"
+        shutil.rmtree(self.path(f"outputs/{job_id}{suffix}"), ignore_errors=True)
+
+    def delete_job_files(self, job_id: str) -> None:
+        self.delete(self.upload_key(job_id))
+        self.delete_outputs(job_id)
+
+    def check(self) -> None:
+        """Raise OSError unless a file can be created, fsynced and removed in ``tmp/``."""
+        probe = self.root / "tmp" / f".ready-{uuid.uuid4().hex}"
+        with open(probe, "wb") as handle:
+            handle.write(b"ok")
+            handle.flush()
+            os.fsync(handle.fileno())
+        probe.unlink()
+
+    def remove_stale_temp(self, max_age: float) -> int:
+        """Delete upload temp files not written for ``max_age`` s (uploads that never committed)."""
+        cutoff = time.time() - max_age
+        removed = 0
+        for entry in os.scandir(self.root / "tmp"):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def upload_job_ids(self) -> list[str]:
+        return [entry.name for entry in os.scandir(self.root / "uploads") if entry.is_file()]

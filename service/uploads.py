@@ -1,0 +1,317 @@
+"""Streaming multipart upload: parse the request body as it arrives, write the file as it parses.
+
+Nothing is spooled and the file is never held in memory: python-multipart's callback parser feeds
+file bytes into a buffer that is hashed and written (in a worker thread, one write in flight while
+the next buffer fills) whenever it reaches :data:`WRITE_CHUNK`. Limits are checked before the first
+byte (``Content-Length``) and on every chunk. On any failure the temp file is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from service.errors import (
+    BadRequest,
+    InsufficientStorage,
+    MalformedMultipart,
+    PayloadTooLarge,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+from service.filenames import display_name, parse_content_disposition
+from service.sniff import SNIFF_BYTES, sniff
+from service.storage import UploadSink
+
+WRITE_CHUNK = 1024 * 1024
+FILE_FIELD = "file"
+MAX_PART_HEADERS = 8
+MAX_PART_HEADER_BYTES = 8 * 1024
+#: Room for the boundaries and part headers on top of the file and the form fields.
+ENVELOPE_BYTES = 64 * 1024
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+@dataclass
+class Limits:
+    max_file_bytes: int
+    max_fields: int
+    max_field_bytes: int
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_file_bytes + self.max_fields * self.max_field_bytes + ENVELOPE_BYTES
+
+
+@dataclass
+class ReceivedFile:
+    """An upload written to a temp file, not yet committed: call ``sink.commit`` or ``sink.abort``."""
+
+    sink: UploadSink
+    name: str
+    size: int
+    sha256: str
+    content_type: str
+    declared_content_type: str | None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+FieldCheck = Callable[[dict[str, str]], object]
+
+
+def multipart_boundary(content_type: str | None) -> bytes:
+    """The boundary of a ``multipart/form-data`` content type; 415 or 400 otherwise."""
+    if not content_type:
+        raise UnsupportedMediaType("Send the file as multipart/form-data with a 'file' field.")
+    media, options = parse_options_header(content_type)
+    if media != b"multipart/form-data":
+        raise UnsupportedMediaType(
+            f"Expected multipart/form-data, got {media.decode('latin-1')!r}; send the file in a 'file' field."
+        )
+    boundary = options.get(b"boundary")
+    if not boundary or len(boundary) > 70:
+        raise MalformedMultipart("The multipart/form-data content type has no valid boundary.")
+    return boundary
+
+
+def declared_length(value: str | None, limits: Limits) -> int | None:
+    """The Content-Length, checked against the limit before a byte is read."""
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise BadRequest("Content-Length must be a non-negative integer.")
+    length = int(value)
+    if length > limits.max_body_bytes:
+        raise PayloadTooLarge(
+            f"The request body is {length} bytes; files may be at most {limits.max_file_bytes} bytes.",
+            max_file_bytes=limits.max_file_bytes,
+        )
+    return length
+
+
+class _Receiver:
+    """The parser's callbacks and the state they build. Exceptions raised here abort the parse."""
+
+    def __init__(self, sink: UploadSink, limits: Limits, check_fields: FieldCheck) -> None:
+        self.sink = sink
+        self.limits = limits
+        self.check_fields = check_fields
+        self.fields: dict[str, str] = {}
+        self.parts = 0
+        self.ended = False
+        self.file_seen = False
+        self.file_name: str | None = None
+        self.file_declared_type: str | None = None
+        self.size = 0
+        self.sample = bytearray()
+        self.sha256 = hashlib.sha256()
+        self._pieces: list[bytes] = []
+        self._buffered = 0
+        self._pending: asyncio.Task[None] | None = None
+        self._in_file = False
+        self._field_name: str | None = None
+        self._field_value = bytearray()
+        self._headers: dict[str, str] = {}
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_end": self.on_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > self.limits.max_fields + 1:
+            raise PayloadTooLarge(
+                f"Too many form parts: at most {self.limits.max_fields} fields and one file are accepted."
+            )
+        self._headers = {}
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        name = self._header_name.decode("latin-1").strip().lower()
+        self._headers[name] = self._header_value.decode("utf-8", errors="replace").strip()
+        self._header_name.clear()
+        self._header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        disposition = self._headers.get("content-disposition")
+        if not disposition:
+            raise MalformedMultipart("A form part has no Content-Disposition header.")
+        name, filename = parse_content_disposition(disposition)
+        if not name:
+            raise MalformedMultipart("A form part's Content-Disposition has no name.")
+        if name == FILE_FIELD:
+            if self.file_seen:
+                raise Unprocessable("Send exactly one file per job: the 'file' field appeared twice.")
+            self.file_seen = True
+            self._in_file = True
+            self.file_name = display_name(filename)
+            self.file_declared_type = self._headers.get("content-type") or None
+            if self.fields:
+                self.check_fields(dict(self.fields))  # fail fast, before the file streams in
+            return
+        if name in self.fields:
+            raise Unprocessable(f"The form field {name!r} appeared twice.")
+        self._field_name = name
+        self._field_value = bytearray()
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._in_file:
+            size = end - start
+            self.size += size
+            if self.size > self.limits.max_file_bytes:
+                raise PayloadTooLarge(
+                    f"The file is larger than the limit of {self.limits.max_file_bytes} bytes.",
+                    max_file_bytes=self.limits.max_file_bytes,
+                )
+            piece = data[start:end]
+            if len(self.sample) < SNIFF_BYTES:
+                self.sample += piece[: SNIFF_BYTES - len(self.sample)]
+            self._pieces.append(piece)
+            self._buffered += size
+            return
+        self._field_value += data[start:end]
+        if len(self._field_value) > self.limits.max_field_bytes:
+            raise PayloadTooLarge(
+                f"The form field {self._field_name!r} is larger than {self.limits.max_field_bytes} bytes."
+            )
+
+    def on_part_end(self) -> None:
+        if self._in_file:
+            self._in_file = False
+            return
+        if self._field_name is not None:
+            try:
+                self.fields[self._field_name] = self._field_value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Unprocessable(f"The form field {self._field_name!r} is not UTF-8 text.") from None
+            self._field_name = None
+
+    def on_end(self) -> None:
+        self.ended = True
+
+    async def _hash_and_write(self, data: bytes) -> None:
+        await asyncio.to_thread(self.sha256.update, data)
+        await self.sink.write(data)
+
+    async def flush(self, *, final: bool = False) -> None:
+        """Start writing the buffer once it is big enough (or at the end); one write in flight."""
+        if not final and self._buffered < WRITE_CHUNK:
+            return
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+        if self._pieces:
+            data = b"".join(self._pieces)
+            self._pieces.clear()
+            self._buffered = 0
+            self._pending = asyncio.create_task(self._hash_and_write(data))
+        if final and self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+
+    async def cancel_pending(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await self._pending
+            self._pending = None
+
+
+async def receive_upload(
+    *,
+    headers: Mapping[str, str],
+    body: AsyncIterator[bytes],
+    open_sink: Callable[[], UploadSink],
+    limits: Limits,
+    check_fields: FieldCheck,
+) -> ReceivedFile:
+    """Stream a multipart body into a new temp file. Raises a :class:`~service.errors.Problem`.
+
+    ``check_fields`` sees the non-file fields when the file part starts (if any came first), so a
+    bad processor name is refused before gigabytes stream in; the caller checks them again at the end.
+    """
+    boundary = multipart_boundary(headers.get("content-type"))
+    declared_length(headers.get("content-length"), limits)
+    sink = open_sink()
+    receiver = _Receiver(sink, limits, check_fields)
+    parser = MultipartParser(
+        boundary,
+        receiver.callbacks(),  # type: ignore[arg-type]
+        max_header_count=MAX_PART_HEADERS,
+        max_header_size=MAX_PART_HEADER_BYTES,
+    )
+    try:
+        async for chunk in body:
+            if chunk:
+                parser.write(chunk)
+                await receiver.flush()
+        if not receiver.ended:
+            raise MalformedMultipart("The multipart body ended before its closing boundary.")
+        if not receiver.file_seen:
+            raise Unprocessable("The form has no 'file' field.")
+        if receiver.size == 0:
+            raise Unprocessable("The uploaded file is empty.")
+        await receiver.flush(final=True)
+    except MultipartParseError as exc:
+        await _abort(receiver, sink)
+        raise MalformedMultipart(f"The multipart body is malformed: {_parse_reason(exc)}") from None
+    except OSError as exc:
+        await _abort(receiver, sink)
+        if exc.errno in _DISK_FULL:
+            raise InsufficientStorage("The server has no room for this file right now.") from None
+        raise
+    except BaseException:
+        await _abort(receiver, sink)
+        raise
+    return ReceivedFile(
+        sink=sink,
+        name=receiver.file_name or "upload",
+        size=receiver.size,
+        sha256=receiver.sha256.hexdigest(),
+        content_type=sniff(bytes(receiver.sample)),
+        declared_content_type=receiver.file_declared_type,
+        fields=receiver.fields,
+    )
+
+
+def _parse_reason(exc: MultipartParseError) -> str:
+    # python-multipart's messages name offsets and states, never paths; keep the first line only.
+    return str(exc).splitlines()[0][:200] if str(exc) else "unexpected bytes"
+
+
+async def _abort(receiver: _Receiver, sink: UploadSink) -> None:
+    await receiver.cancel_pending()
+    await asyncio.shield(sink.abort())
+
+
+async def commit_or_abort(sink: UploadSink, key: str) -> None:
+    """Commit the temp file under ``key``; on failure remove it and answer 507 for a full disk."""
+    try:
+        await sink.commit(key)
+    except OSError as exc:
+        await asyncio.shield(sink.abort())
+        if exc.errno in _DISK_FULL:
+            raise InsufficientStorage("The server has no room for this file right now.") from None
+        raise
