@@ -130,7 +130,7 @@ def run_one(request: dict[str, Any], channel: Channel, cancelled: threading.Even
             {
                 "type": "error",
                 "code": "processor_crashed",
-                "message": f"{type(exc).__name__}: {str(exc)[:500]}",
+                "message": f"The processor failed unexpectedly ({type(exc).__name__}).",
                 "retryable": False,
             }
         )

@@ -1,0 +1,119 @@
+"""Fixtures: every test gets its own data directory, SQLite database and app.
+
+Apps built here use an :class:`InMemoryDispatcher`: jobs run only when a test calls
+``worker.drain()`` (burst mode), so nothing happens behind a test's back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.jobs.dispatch import InMemoryDispatcher
+from service.jobs.worker import LocalWorker
+from service.services import Services
+from service.settings import Settings
+from tests.processors import ALL as TEST_PROCESSORS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from each test, never from the developer's shell."""
+    for name in list(os.environ):
+        if name.startswith("FILEJOBS_") and name != "FILEJOBS_REQUIRE_SERVICES":
+            monkeypatch.delenv(name)
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "workers": 1,
+        "job_timeout": 20.0,
+        "lease_seconds": 5.0,
+        "retry_backoff": 0.0,
+        "retry_backoff_max": 0.0,
+        "cancel_grace": 0.5,
+        "shutdown_grace": 2.0,
+        "sweep_interval": 3600.0,
+        "progress_interval": 0.0,
+        "retention": timedelta(days=7),
+        "processors": TEST_PROCESSORS,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return make_settings(data_dir)
+
+
+@pytest.fixture
+def dispatcher() -> InMemoryDispatcher:
+    return InMemoryDispatcher()
+
+
+@pytest.fixture
+def client(settings: Settings, dispatcher: InMemoryDispatcher) -> Iterator[TestClient]:
+    app = create_app(settings, dispatcher=dispatcher)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def services(client: TestClient) -> Services:
+    services: Services = client.app_state["services"]
+    return services
+
+
+@pytest.fixture
+def worker(services: Services) -> LocalWorker:
+    """A worker for burst mode: ``worker.drain()`` runs every due job, then returns."""
+    return LocalWorker(
+        db=services.db,
+        storage=services.storage,
+        registry=services.registry,
+        settings=services.settings,
+        on_change=services.hub.notify,
+        threads=0,
+    )
+
+
+def upload(
+    client: TestClient,
+    content: bytes = b"hello world\n",
+    *,
+    name: str = "hello.txt",
+    processor: str | None = None,
+    params: dict[str, Any] | str | None = None,
+    content_type: str = "text/plain",
+) -> httpx.Response:
+    """POST /v1/jobs as a browser or curl would."""
+    import json
+
+    data: dict[str, str] = {}
+    if processor is not None:
+        data["processor"] = processor
+    if params is not None:
+        data["params"] = params if isinstance(params, str) else json.dumps(params)
+    return client.post("/v1/jobs", files={"file": (name, content, content_type)}, data=data)
+
+
+def files_under(root: Path) -> list[Path]:
+    """Every regular file below ``root`` except the SQLite database and its journals."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("filejobs.db"))

@@ -1,0 +1,118 @@
+"""Processors used only by the tests, loaded through ``FILEJOBS_PROCESSORS`` like any plugin."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.processors import Context, Output, Processor, ProcessorError, RetryableError
+
+ALL = [
+    "tests.processors:Sleep",
+    "tests.processors:Fail",
+    "tests.processors:Flaky",
+    "tests.processors:Crash",
+    "tests.processors:Boom",
+    "tests.processors:Upper",
+    "tests.processors:TextOnly",
+]
+
+
+class SleepParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(default=1.0, ge=0, le=120)
+    steps: int = Field(default=10, ge=1, le=1000)
+    ignore_cancel: bool = False
+
+
+class Sleep(Processor):
+    name = "sleep"
+    description = "Sleeps in steps, reporting progress; for tests."
+    Params = SleepParams
+
+    def run(self, ctx: Context, params: BaseModel) -> Output:
+        assert isinstance(params, SleepParams)
+        for step in range(params.steps):
+            if not params.ignore_cancel:
+                ctx.check_cancelled()
+            time.sleep(params.seconds / params.steps)
+            ctx.progress((step + 1) / params.steps, f"step {step + 1} of {params.steps}")
+        return Output(result={"slept": params.seconds, "pid": os.getpid()})
+
+
+class FailParams(BaseModel):
+    code: str = "bad_input"
+    message: str = "this file cannot be processed"
+    retryable: bool = False
+
+
+class Fail(Processor):
+    name = "fail"
+    description = "Always fails with the given code; for tests."
+    Params = FailParams
+
+    def run(self, ctx: Context, params: BaseModel) -> Output:
+        assert isinstance(params, FailParams)
+        if params.retryable:
+            raise RetryableError(params.code, params.message)
+        raise ProcessorError(params.code, params.message)
+
+
+class FlakyParams(BaseModel):
+    succeed_on: int = Field(default=2, ge=1)
+    crash: bool = False
+
+
+class Flaky(Processor):
+    name = "flaky"
+    description = "Fails retryably (or dies) until the given attempt; for tests."
+    Params = FlakyParams
+
+    def run(self, ctx: Context, params: BaseModel) -> Output:
+        assert isinstance(params, FlakyParams)
+        attempt = int(ctx.output_dir.name)  # outputs/<job id>/<attempt>
+        if attempt < params.succeed_on:
+            if params.crash:
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RetryableError("flaky", f"attempt {attempt} fails")
+        return Output(result={"attempt": attempt})
+
+
+class Crash(Processor):
+    name = "crash"
+    description = "Kills its own process; for tests."
+
+    def run(self, ctx: Context, params: BaseModel) -> Output:
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")
+
+
+class Boom(Processor):
+    name = "boom"
+    description = "Raises an unexpected exception (a processor bug); for tests."
+
+    def run(self, ctx: Context, params: BaseModel) -> Output:
+        raise RuntimeError("kaboom at /secret/server/path")
+
+
+class Upper(Processor):
+    name = "upper"
+    description = "Writes an upper-cased copy of a text file; for tests."
+    accepts = ("text/*",)
+
+    def run(self, ctx: Context, params: BaseModel) -> Output:
+        out = ctx.output_dir / "upper.txt"
+        out.write_bytes(ctx.input_path.read_bytes().upper())
+        return Output(result={"bytes": out.stat().st_size}, file=out, file_name=f"{ctx.file_name}.upper.txt")
+
+
+class TextOnly(Processor):
+    name = "text-only"
+    description = "Accepts only plain text; for content-type checks."
+    accepts = ("text/plain",)
+
+    def run(self, ctx: Context, params: BaseModel) -> Output:
+        return Output(result={"ok": True})
