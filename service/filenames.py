@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 
 MAX_NAME_BYTES = 255
 FALLBACK = "upload"
@@ -33,4 +34,10 @@ def parse_content_disposition(value: str) -> tuple[str | None, str | None]:
     message["content-disposition"] = value
     name = message.get_param("name", header="content-disposition")
     filename = message.get_filename()
+    # RFC 6266 section 4.3: when both are sent, ``filename*`` wins over the plain ``filename``
+    # (get_filename returns whichever comes first; an RFC 2231 value is a (charset, lang, text) tuple).
+    for key, param in message.get_params(header="content-disposition") or []:
+        if key.lower() == "filename" and isinstance(param, tuple):
+            filename = collapse_rfc2231_value(param).strip()
+            break
     return (name if isinstance(name, str) else None), filename

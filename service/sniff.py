@@ -62,9 +62,11 @@ def _sniff_text(sample: bytes) -> str:
     if head.startswith((b"<html", b"<!doc")):
         return "text/html"
     lines = stripped.splitlines()[:20]
+    # The sample may end mid-line: its last line is left out unless a line break ends it.
+    whole = lines if len(lines) < 20 and stripped.endswith((b"\n", b"\r")) else lines[:-1]
     if len(lines) >= 2:
         for delimiter in (b",", b";", b"\t"):
-            counts = {line.count(delimiter) for line in lines[:-1] if line}
+            counts = {line.count(delimiter) for line in whole if line}
             if len(counts) == 1 and counts.pop() > 0:
                 return "text/csv" if delimiter != b"\t" else "text/tab-separated-values"
     return "text/plain"

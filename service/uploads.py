@@ -31,6 +31,8 @@ from service.sniff import SNIFF_BYTES, sniff
 from service.storage import UploadSink
 
 WRITE_CHUNK = 1024 * 1024
+#: Chunks queued for the writer while the next one fills: the socket keeps being read during a write.
+WRITES_IN_FLIGHT = 3
 FILE_FIELD = "file"
 MAX_PART_HEADERS = 8
 MAX_PART_HEADER_BYTES = 8 * 1024
@@ -85,7 +87,7 @@ def declared_length(value: str | None, limits: Limits) -> int | None:
     """The Content-Length, checked against the limit before a byte is read."""
     if value is None:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # "²".isdigit() is True; int() refuses it
         raise BadRequest("Content-Length must be a non-negative integer.")
     length = int(value)
     if length > limits.max_body_bytes:
@@ -112,9 +114,10 @@ class _Receiver:
         self.size = 0
         self.sample = bytearray()
         self.sha256 = hashlib.sha256()
-        self._pieces: list[bytes] = []
+        self._pieces: list[memoryview] = []
         self._buffered = 0
-        self._pending: asyncio.Task[None] | None = None
+        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=WRITES_IN_FLIGHT)
+        self._writer: asyncio.Task[None] | None = None
         self._in_file = False
         self._field_name: str | None = None
         self._field_value = bytearray()
@@ -185,7 +188,7 @@ class _Receiver:
                     f"The file is larger than the limit of {self.limits.max_file_bytes} bytes.",
                     max_file_bytes=self.limits.max_file_bytes,
                 )
-            piece = data[start:end]
+            piece = memoryview(data)[start:end]  # no copy until the chunk is joined
             if len(self.sample) < SNIFF_BYTES:
                 self.sample += piece[: SNIFF_BYTES - len(self.sample)]
             self._pieces.append(piece)
@@ -211,32 +214,46 @@ class _Receiver:
     def on_end(self) -> None:
         self.ended = True
 
-    async def _hash_and_write(self, data: bytes) -> None:
-        await asyncio.to_thread(self.sha256.update, data)
-        await self.sink.write(data)
+    async def _write_chunks(self) -> None:
+        """The writer: hashes and writes each chunk in order, the two side by side in threads."""
+        while True:
+            data = await self._chunks.get()
+            if data is None:
+                return
+            await asyncio.gather(asyncio.to_thread(self.sha256.update, data), self.sink.write(data))
+
+    async def _put(self, item: bytes | None) -> None:
+        """Hand ``item`` to the writer, waiting while it is :data:`WRITES_IN_FLIGHT` chunks behind;
+        re-raise the writer's error (a full disk) instead of waiting on a writer that stopped."""
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_chunks())
+        put = asyncio.ensure_future(self._chunks.put(item))
+        done, _ = await asyncio.wait({put, self._writer}, return_when=asyncio.FIRST_COMPLETED)
+        if put not in done:
+            put.cancel()
+            self._writer.result()
 
     async def flush(self, *, final: bool = False) -> None:
-        """Start writing the buffer once it is big enough (or at the end); one write in flight."""
-        if not final and self._buffered < WRITE_CHUNK:
-            return
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
-        if self._pieces:
+        """Pass the buffer to the writer once it holds :data:`WRITE_CHUNK` bytes (or at the end);
+        at the end, wait until everything is written."""
+        if self._writer is not None and self._writer.done():
+            self._writer.result()
+        if self._pieces and (final or self._buffered >= WRITE_CHUNK):
             data = b"".join(self._pieces)
             self._pieces.clear()
             self._buffered = 0
-            self._pending = asyncio.create_task(self._hash_and_write(data))
-        if final and self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
+            await self._put(data)
+        if final and self._writer is not None:
+            await self._put(None)
+            writer, self._writer = self._writer, None
+            await writer
 
     async def cancel_pending(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError):
-                await self._pending
-            self._pending = None
+                await self._writer
+            self._writer = None
 
 
 async def receive_upload(
@@ -262,9 +279,16 @@ async def receive_upload(
         max_header_count=MAX_PART_HEADERS,
         max_header_size=MAX_PART_HEADER_BYTES,
     )
+    received = 0
     try:
         async for chunk in body:
             if chunk:
+                received += len(chunk)
+                if received > limits.max_body_bytes:  # e.g. an endless epilogue, without Content-Length
+                    raise PayloadTooLarge(
+                        f"The request body is larger than {limits.max_body_bytes} bytes.",
+                        max_file_bytes=limits.max_file_bytes,
+                    )
                 parser.write(chunk)
                 await receiver.flush()
         if not receiver.ended:

@@ -66,6 +66,14 @@ def validate_fields(registry: Registry, fields: Mapping[str, str]) -> Submission
     return Submission(entry=entry, params=model)
 
 
+def validate_early_fields(registry: Registry, fields: Mapping[str, str]) -> None:
+    """The fields sent before the file: refuse now what cannot pass later. ``params`` waits for
+    ``processor`` when that is still to come (after the file), as it is checked against it."""
+    if "processor" not in fields:
+        fields = {name: value for name, value in fields.items() if name != "params"}
+    validate_fields(registry, fields)
+
+
 async def create_job(
     *,
     db: Database,
@@ -86,7 +94,7 @@ async def create_job(
         body=body,
         open_sink=storage.open_upload,
         limits=limits,
-        check_fields=lambda fields: validate_fields(registry, fields),
+        check_fields=lambda fields: validate_early_fields(registry, fields),
     )
     try:
         submission = validate_fields(registry, received.fields)
