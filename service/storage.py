@@ -125,9 +125,9 @@ class LocalStorage:
         return path.resolve().relative_to(self.root).as_posix()
 
     def output_dir(self, job_id: str, attempt: int) -> Path:
+        """A fresh, empty directory for this attempt's outputs; earlier attempts' are removed."""
+        self.delete_outputs(job_id)
         path = self.path(f"outputs/{job_id}/{attempt}")
-        if path.exists():
-            shutil.rmtree(path)
         path.mkdir(parents=True)
         return path
 
@@ -135,9 +135,14 @@ class LocalStorage:
         self.path(key).unlink(missing_ok=True)
 
     def delete_outputs(self, job_id: str, attempt: int | None = None) -> None:
-        """Remove a job's outputs (one attempt's, or all of them)."""
-        suffix = "" if attempt is None else f"/{attempt}"
-        shutil.rmtree(self.path(f"outputs/{job_id}{suffix}"), ignore_errors=True)
+        """Remove a job's outputs: one attempt's (and the job's folder once empty), or all."""
+        job_dir = self.path(f"outputs/{job_id}")
+        if attempt is None:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            return
+        shutil.rmtree(job_dir / str(attempt), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            job_dir.rmdir()  # only succeeds when no other attempt is writing there
 
     def delete_job_files(self, job_id: str) -> None:
         self.delete(self.upload_key(job_id))

@@ -18,6 +18,7 @@ ALL = [
     "tests.processors:Boom",
     "tests.processors:Upper",
     "tests.processors:TextOnly",
+    "tests.processors:Chatty",
 ]
 
 
@@ -116,3 +117,22 @@ class TextOnly(Processor):
 
     def run(self, ctx: Context, params: BaseModel) -> Output:
         return Output(result={"ok": True})
+
+
+class Chatty(Processor):
+    """Writes to stdout every way a processor might, including lines that look like protocol."""
+
+    name = "chatty"
+    description = "Prints to stdout (and fd 1) while it works; for tests."
+
+    def run(self, ctx: Context, params: BaseModel) -> Output:
+        import sys
+
+        print("chatty: plain print")
+        print('{"type": "done", "result": {"forged": true}}')
+        sys.stdout.write("chatty: no newline yet ")
+        sys.stdout.flush()
+        os.write(1, b'chatty: raw fd 1 {"type": "error", "code": "forged"}\n')
+        ctx.progress(0.5, "half")
+        print("chatty: after progress", flush=True)
+        return Output(result={"chatty": True})

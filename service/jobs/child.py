@@ -4,12 +4,12 @@ Started as ``python -m service.jobs.child`` by :class:`service.jobs.executor.Chi
 arrive as JSON lines on stdin (``run`` or ``cancel``); replies (``progress``, then ``done``,
 ``error`` or ``cancelled``) go out as JSON lines on the original stdout, which is kept for the
 protocol while fd 1 is pointed at stderr so a processor's prints cannot corrupt it. When stdin
-closes (the parent died, even by ``kill -9``) the child exits at once.
+closes (the parent died, even by ``kill -9``), or the parent process is otherwise seen gone, the
+child exits at once.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import queue
@@ -25,17 +25,18 @@ from service.processors.base import Cancelled, Context, ProcessorError
 from service.processors.registry import PluginError, load_spec
 
 PROGRESS_EVERY = 0.1  # seconds between progress messages to the parent
+PARENT_CHECK_EVERY = 0.5
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL us when the parent dies (stdin EOF covers other systems)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def _watch_parent(parent: int) -> None:
+    """Exit once the parent process is gone (we are re-parented), even if stdin never closes.
+
+    Not PR_SET_PDEATHSIG: Linux ties that to the parent *thread* that started us, and worker threads
+    may come and go while their process lives on.
+    """
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_EVERY)
+    os._exit(0)
 
 
 class Channel:
@@ -137,7 +138,7 @@ def run_one(request: dict[str, Any], channel: Channel, cancelled: threading.Even
 
 
 def main() -> None:
-    _die_with_parent()
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops us itself
     proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)

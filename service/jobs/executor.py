@@ -85,7 +85,7 @@ class ChildProcess:
         while True:
             message = self._next_message(max(0.0, deadline - time.monotonic()))
             if message is None:
-                code = self._proc.poll()
+                code = self._exit_code()
                 self.kill()
                 raise ChildError(f"worker child did not start (exit code {code})")
             if message.get("type") == "ready":
@@ -102,6 +102,16 @@ class ChildProcess:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+
+    def _exit_code(self, wait: float = 1.0) -> int | None:
+        """The exit code of a child whose stdout just closed. Its pipe closes a moment before the
+        kernel reports the exit, so wait briefly instead of polling once (which says None)."""
+        if self._proc is None:
+            return None
+        try:
+            return self._proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self._proc is not None
@@ -163,7 +173,7 @@ class ChildProcess:
             wait = min(TICK_SECONDS, max(0.0, deadline - now))
             message = self._next_message(wait)
             if message is None:
-                code = self._proc.poll() if self._proc else None
+                code = self._exit_code()
                 self.kill()
                 if stopping is not None:
                     return Outcome(stopping)

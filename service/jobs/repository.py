@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, update
 from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from service.db import Database
 from service.errors import BadRequest, Conflict, NotFound
@@ -131,9 +131,7 @@ def insert_job(db: Database, job: Job) -> Job:
 def cancel_job(db: Database, job_id: str) -> Job:
     """queued or running → cancelled. A running job's worker sees it lost the row and stops."""
     with db.write() as session:
-        job = session.get(Job, job_id) if is_job_id(job_id) else None
-        if job is None:
-            raise NotFound(f"No job with id {job_id!r}.")
+        job = _locked(session, job_id)
         if JobStatus(job.status).terminal:
             raise Conflict(f"The job is already {job.status}.", status_of_job=job.status)
         now = utcnow()
@@ -153,12 +151,19 @@ def cancel_job(db: Database, job_id: str) -> Job:
         return job
 
 
+def _locked(session: Session, job_id: str) -> Job:
+    """The row, locked for this transaction (``FOR UPDATE`` on PostgreSQL; on SQLite the
+    ``BEGIN IMMEDIATE`` of a write session already serialises writers), or 404."""
+    job = session.get(Job, job_id, with_for_update=True) if is_job_id(job_id) else None
+    if job is None:
+        raise NotFound(f"No job with id {job_id!r}.")
+    return job
+
+
 def retry_job(db: Database, job_id: str, *, max_attempts: int) -> Job:
     """failed or cancelled → queued with a fresh attempt budget."""
     with db.write() as session:
-        job = session.get(Job, job_id) if is_job_id(job_id) else None
-        if job is None:
-            raise NotFound(f"No job with id {job_id!r}.")
+        job = _locked(session, job_id)
         if job.status not in (JobStatus.failed.value, JobStatus.cancelled.value):
             raise Conflict(
                 f"Only failed or cancelled jobs can be retried; this one is {job.status}.",
@@ -193,9 +198,7 @@ def retry_job(db: Database, job_id: str, *, max_attempts: int) -> Job:
 def delete_job(db: Database, job_id: str) -> Job:
     """Remove the row (a running job's worker sees the row gone and stops). Returns what it was."""
     with db.write() as session:
-        job = session.get(Job, job_id) if is_job_id(job_id) else None
-        if job is None:
-            raise NotFound(f"No job with id {job_id!r}.")
+        job = _locked(session, job_id)
         session.exec(delete(Job).where(col(Job.id) == job_id))
         return job
 
@@ -281,6 +284,9 @@ def finish_succeeded(
                     output_content_type=output_content_type,
                     progress=1.0,
                     message=message,
+                    # An earlier attempt's error does not describe a job that succeeded.
+                    error_code=None,
+                    error_message=None,
                     finished_at=now,
                     lease_owner=None,
                     lease_expires_at=None,
@@ -313,7 +319,7 @@ def finish_failed(
     """running → queued (retryable, attempts left: after ``backoff`` s) or → failed."""
     now = utcnow()
     with db.write() as session:
-        job = session.get(Job, job_id)
+        job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.status != RUNNING or job.lease_owner != owner:
             return FailOutcome(owned=False)
         common: dict[str, Any] = {
@@ -360,15 +366,22 @@ def release_job(db: Database, job_id: str, *, owner: str) -> bool:
 # ---- the sweeper's side ---------------------------------------------------------------------
 
 
-def expire_leases(db: Database, *, now: datetime | None = None) -> list[tuple[str, JobStatus]]:
-    """Running rows whose lease ran out → queued (attempts left) or failed. Returns what moved."""
+def expire_leases(
+    db: Database,
+    *,
+    now: datetime | None = None,
+    owner_is_dead: Callable[[str], bool] | None = None,
+) -> list[tuple[str, JobStatus]]:
+    """Running rows whose lease ran out, or whose owner ``owner_is_dead`` says is gone, → queued
+    (attempts left) or failed (``worker_lost``). Returns what moved."""
     now = now or utcnow()
     moved: list[tuple[str, JobStatus]] = []
     with db.write() as session:
-        stale = session.exec(
-            select(Job).where(col(Job.status) == RUNNING, col(Job.lease_expires_at) < now)
-        ).all()
-        for job in stale:
+        running = session.exec(select(Job).where(col(Job.status) == RUNNING)).all()
+        for job in running:
+            expired = job.lease_expires_at is None or job.lease_expires_at < now
+            if not expired and not (owner_is_dead and job.lease_owner and owner_is_dead(job.lease_owner)):
+                continue
             lost = {
                 "lease_owner": None,
                 "lease_expires_at": None,
@@ -377,7 +390,7 @@ def expire_leases(db: Database, *, now: datetime | None = None) -> list[tuple[st
                 **_bump(),
             }
             if job.attempts < job.max_attempts:
-                values = {"status": QUEUED, "run_after": now, "message": "lease expired; requeued", **lost}
+                values = {"status": QUEUED, "run_after": now, "message": "worker lost; requeued", **lost}
                 new_status = JobStatus.queued
             else:
                 values = {"status": JobStatus.failed.value, "finished_at": now, **lost}
@@ -385,7 +398,8 @@ def expire_leases(db: Database, *, now: datetime | None = None) -> list[tuple[st
             where = and_(
                 col(Job.id) == job.id,
                 col(Job.status) == RUNNING,
-                col(Job.lease_expires_at) < now,
+                col(Job.lease_owner) == job.lease_owner,
+                col(Job.version) == job.version,
             )
             if session.exec(update(Job).where(where).values(**values)).rowcount == 1:
                 moved.append((job.id, new_status))

@@ -1,8 +1,9 @@
 """The sweeper: what keeps the queue whole after crashes, and the disk from growing forever.
 
-One pass (:func:`sweep`) returns expired leases to the queue (or fails them when attempts are
-spent), re-dispatches due queued jobs, removes upload temp files and orphaned uploads that never
-got a row, and deletes finished jobs past retention with their files.
+One pass (:func:`sweep`) returns expired leases, and those of dead worker processes on this host,
+to the queue (or fails them when attempts are spent), re-dispatches due queued jobs, removes upload
+temp files and orphaned uploads that never got a row, and deletes finished jobs past retention with
+their files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from service.db import Database
 from service.jobs import repository
 from service.jobs.dispatch import Dispatcher
+from service.jobs.worker import owner_is_dead_here
 from service.models import JobStatus, utcnow
 from service.settings import Settings
 from service.storage import Storage
@@ -41,7 +43,7 @@ def sweep(
     scan_orphans: bool = True,
 ) -> SweepReport:
     report = SweepReport()
-    for _job_id, status in repository.expire_leases(db):
+    for _job_id, status in repository.expire_leases(db, owner_is_dead=owner_is_dead_here):
         if status is JobStatus.queued:
             report.requeued += 1
         else:

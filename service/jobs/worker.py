@@ -32,6 +32,28 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+def owner_is_dead_here(owner: str) -> bool:
+    """True when ``owner`` names a worker on this host whose process no longer exists.
+
+    Lets a restarted service take back the jobs of a killed one at once instead of waiting for
+    their leases. A reused pid only makes us wait for the lease, the safe direction.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class LocalWorker:
     def __init__(
         self,
@@ -170,9 +192,10 @@ class LocalWorker:
         finally:
             with self._lock:
                 self._cancelled.discard(job_id)
-        if status is JobStatus.queued and self._accepting.is_set():
+        if status in (JobStatus.queued, None) and self._accepting.is_set():
+            # Retried with backoff, or dispatched before it was due: come back when it is.
             job = repository.get_job(self.db, job_id)
-            if job is not None and job.status == JobStatus.queued.value:
+            if job is not None and job.status == JobStatus.queued.value and job.run_after > utcnow():
                 self.submit_at(job_id, job.run_after)
         return status
 

@@ -224,7 +224,6 @@ async def retry_job(job_id: str, services: ServicesDep, background: BackgroundTa
     job = await to_thread.run_sync(
         partial(repository.retry_job, services.db, job_id, max_attempts=services.settings.max_attempts)
     )
-    await to_thread.run_sync(services.storage.delete_outputs, job_id)
     services.hub.notify(job_id)
     background.add_task(services.dispatcher.submit, job_id)
     return _job_response(job, 202, Location=f"/v1/jobs/{job.id}", **{"Retry-After": RETRY_AFTER})
