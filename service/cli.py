@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -15,6 +18,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
 
 
 def _logging(level: str) -> None:
@@ -32,6 +39,10 @@ def serve(
 
     _logging(log_level)
     settings = get_settings()
+    # uvicorn handles SIGTERM itself (graceful shutdown), then restores the previous handler and
+    # raises the signal again; with the default handler the process would die by SIGTERM (exit 143)
+    # even though it shut down cleanly. This handler makes a completed graceful shutdown exit 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "service.app:create_app",
         factory=True,

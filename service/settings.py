@@ -6,12 +6,16 @@ Nothing else in the package reads the environment. Tests build their own ``Setti
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])?")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -59,6 +63,17 @@ class Settings(BaseSettings):
     def _split_processors(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _parse_duration(cls, value: object) -> object:
+        """Accept ``3600`` (seconds), ``90s``, ``30m``, ``12h``, ``7d`` besides ISO 8601 (``P7D``)."""
+        if isinstance(value, str):
+            match = _DURATION.fullmatch(value.strip())
+            if match:
+                number, unit = float(match.group(1)), match.group(2) or "s"
+                return timedelta(seconds=number * _UNIT_SECONDS[unit])
         return value
 
     @property
