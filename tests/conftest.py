@@ -81,9 +81,8 @@ def services(client: TestClient) -> Services:
     return services
 
 
-@pytest.fixture
-def worker(services: Services) -> LocalWorker:
-    """A worker for burst mode: ``worker.drain()`` runs every due job, then returns."""
+def burst_worker(services: Services) -> LocalWorker:
+    """A worker for burst mode on ``services``: ``drain()`` runs every due job, then returns."""
     return LocalWorker(
         db=services.db,
         storage=services.storage,
@@ -92,6 +91,11 @@ def worker(services: Services) -> LocalWorker:
         on_change=services.hub.notify,
         threads=0,
     )
+
+
+@pytest.fixture
+def worker(services: Services) -> LocalWorker:
+    return burst_worker(services)
 
 
 def upload(
@@ -112,6 +116,14 @@ def upload(
     if params is not None:
         data["params"] = params if isinstance(params, str) else json.dumps(params)
     return client.post("/v1/jobs", files={"file": (name, content, content_type)}, data=data)
+
+
+def submit_id(client: TestClient, content: bytes = b"hello world\n", **kwargs: Any) -> str:
+    """Upload (see :func:`upload`), insist on 202, and return the new job's id."""
+    response = upload(client, content, **kwargs)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
 
 
 def files_under(root: Path) -> list[Path]:

@@ -326,3 +326,16 @@ def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
     assert "ProblemDetails" in schema["components"]["schemas"]
     assert {"404", "409"} <= set(paths["/v1/jobs/{job_id}/cancel"]["post"]["responses"])
     assert "304" in paths["/v1/jobs/{job_id}"]["get"]["responses"]
+
+
+def test_openapi_documents_every_client_error_as_a_problem(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    errors = [
+        (path, method, status, list(answer.get("content", {})))
+        for path, ops in schema["paths"].items()
+        for method, op in ops.items()
+        for status, answer in op["responses"].items()
+        if status.startswith(("4", "5"))
+    ]
+    assert errors
+    assert [e for e in errors if e[3] != [PROBLEM]] == []

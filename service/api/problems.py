@@ -91,7 +91,7 @@ def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "The job is not in a state that allows this.",
         413: "The file, a form field, or the number of parts is over the limit.",
         415: "Not multipart/form-data, or the processor does not accept this file type.",
-        422: "Missing or empty file, unknown processor, bad params, or invalid query.",
+        422: "Invalid parameters (for uploads: missing or empty file, unknown processor, bad params).",
         503: "Not ready.",
         507: "No disk space for the file.",
     }

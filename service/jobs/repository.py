@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, update
+from sqlalchemy import and_, delete, update
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
@@ -409,11 +409,7 @@ def expire_leases(
 def expired_jobs(db: Database, *, cutoff: datetime, limit: int = 500) -> Sequence[Job]:
     """Finished jobs older than ``cutoff`` (retention)."""
     finished = [JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value]
-    query = (
-        select(Job)
-        .where(or_(*(col(Job.status) == s for s in finished)), col(Job.finished_at) < cutoff)
-        .limit(limit)
-    )
+    query = select(Job).where(col(Job.status).in_(finished), col(Job.finished_at) < cutoff).limit(limit)
     with db.read() as session:
         return session.exec(query).all()
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from anyio import to_thread
 from pydantic import BaseModel, ValidationError
 
 from service.db import Database
@@ -132,14 +133,8 @@ async def create_job(
         run_after=now,
     )
     try:
-        await _in_thread(repository.insert_job, db, job)
+        await to_thread.run_sync(repository.insert_job, db, job)
     except BaseException:
         storage.delete(key)
         raise
     return job
-
-
-async def _in_thread(func: Any, *args: Any) -> Any:
-    import anyio
-
-    return await anyio.to_thread.run_sync(func, *args, abandon_on_cancel=False)

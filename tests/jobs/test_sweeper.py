@@ -20,18 +20,11 @@ from service.jobs.worker import LocalWorker
 from service.models import utcnow
 from service.services import Services
 from service.settings import Settings
-from tests.conftest import files_under, make_settings, upload
+from tests.conftest import files_under, make_settings, submit_id
 from tests.jobs.helpers import patch_job, row, wait_for_status
 
 #: A lease owner on no host of ours: only the lease's expiry can free its jobs.
 GHOST = "ghost-host:1:dead00:0"
-
-
-def submit(client: TestClient, content: bytes = b"hello world\n", **kwargs: Any) -> str:
-    response = upload(client, content, **kwargs)
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["id"]
-    return job_id
 
 
 def run_sweep(
@@ -63,7 +56,7 @@ def age(path: Path, seconds: float) -> None:
 def test_expired_lease_is_requeued_and_dispatched(
     client: TestClient, services: Services, worker: LocalWorker
 ) -> None:
-    job_id = submit(client)
+    job_id = submit_id(client)
     claim_as_ghost(services, job_id)
     patch_job(services.db, job_id, lease_expires_at=utcnow() - timedelta(seconds=1))
 
@@ -87,7 +80,7 @@ def test_expired_lease_is_requeued_and_dispatched(
 def test_expired_lease_with_attempts_spent_fails(
     client: TestClient, services: Services, settings: Settings
 ) -> None:
-    job_id = submit(client)
+    job_id = submit_id(client)
     claim_as_ghost(services, job_id)
     patch_job(
         services.db,
@@ -107,7 +100,7 @@ def test_expired_lease_with_attempts_spent_fails(
 
 
 def test_live_lease_is_left_alone(client: TestClient, services: Services) -> None:
-    job_id = submit(client)
+    job_id = submit_id(client)
     claim_as_ghost(services, job_id)
     before = row(services.db, job_id)
     report, dispatcher = run_sweep(services)
@@ -119,11 +112,11 @@ def test_live_lease_is_left_alone(client: TestClient, services: Services) -> Non
 def test_due_queued_rows_are_dispatched_oldest_first(
     client: TestClient, services: Services, worker: LocalWorker
 ) -> None:
-    due = [submit(client, f"{i}\n".encode()) for i in range(3)]
-    later = submit(client)
+    due = [submit_id(client, f"{i}\n".encode()) for i in range(3)]
+    later = submit_id(client)
     patch_job(services.db, later, run_after=utcnow() + timedelta(minutes=5))
-    done = submit(client)
-    cancelled = submit(client)
+    done = submit_id(client)
+    cancelled = submit_id(client)
     client.post(f"/v1/jobs/{cancelled}/cancel")
     # Finish ``done`` without touching the others: drain would run them all, so claim and finish.
     assert repository.claim_job(services.db, done, owner="w", lease_seconds=5)
@@ -140,7 +133,7 @@ def test_due_queued_rows_are_dispatched_oldest_first(
 
 
 def test_sweep_of_an_idle_service_does_nothing(client: TestClient, services: Services) -> None:
-    job_id = submit(client)
+    job_id = submit_id(client)
     repository.cancel_job(services.db, job_id)
     report, dispatcher = run_sweep(services)
     assert report == SweepReport()
@@ -168,7 +161,7 @@ def test_stale_temp_files_are_removed_fresh_ones_kept(
 def test_orphan_uploads_are_removed_but_not_those_with_rows(
     client: TestClient, services: Services, data_dir: Path, settings: Settings
 ) -> None:
-    owned = submit(client)
+    owned = submit_id(client)
     owned_path = data_dir / "uploads" / owned
     orphan = new_job_id()
     orphan_path = data_dir / "uploads" / orphan
@@ -197,14 +190,14 @@ def test_orphan_uploads_are_removed_but_not_those_with_rows(
 def test_retention_deletes_old_finished_jobs_and_their_files(
     client: TestClient, services: Services, worker: LocalWorker, data_dir: Path, settings: Settings
 ) -> None:
-    old_success = submit(client, b"old\n", processor="upper")
-    old_failure = submit(client, processor="fail")
-    old_cancel = submit(client)
-    recent = submit(client, b"new\n", processor="upper")
+    old_success = submit_id(client, b"old\n", processor="upper")
+    old_failure = submit_id(client, processor="fail")
+    old_cancel = submit_id(client)
+    recent = submit_id(client, b"new\n", processor="upper")
     client.post(f"/v1/jobs/{old_cancel}/cancel")
     assert worker.drain() == 3
     assert row(services.db, old_success).output_key is not None
-    stale_unfinished = submit(client)  # queued, created long ago: retention is for finished jobs
+    stale_unfinished = submit_id(client)  # queued, created long ago: retention is for finished jobs
     now = utcnow()
     old = now - settings.retention - timedelta(hours=1)
     for job_id in (old_success, old_failure, old_cancel):
@@ -235,7 +228,7 @@ def _leave_running(data_dir: Path, lease_left: timedelta, content: bytes = b"one
     held by a worker that no longer exists."""
     with TestClient(create_app(make_settings(data_dir), dispatcher=InMemoryDispatcher())) as client:
         services: Services = client.app_state["services"]
-        job_id = submit(client, content)
+        job_id = submit_id(client, content)
         claim_as_ghost(services, job_id)
         patch_job(services.db, job_id, lease_expires_at=utcnow() + lease_left)
         assert row(services.db, job_id).status == "running"
@@ -268,7 +261,7 @@ def test_periodic_sweep_recovers_a_lease_that_expires_after_startup(data_dir: Pa
 def test_startup_dispatches_jobs_queued_before_a_crash(data_dir: Path) -> None:
     """Rows committed but never dispatched (the process died after the 202) run after restart."""
     with TestClient(create_app(make_settings(data_dir), dispatcher=InMemoryDispatcher())) as client:
-        ids = [submit(client, f"{i}\n".encode()) for i in range(3)]
+        ids = [submit_id(client, f"{i}\n".encode()) for i in range(3)]
     with TestClient(create_app(make_settings(data_dir, workers=2))) as client:
         services: Services = client.app_state["services"]
         for job_id in ids:

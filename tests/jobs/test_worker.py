@@ -17,15 +17,8 @@ from service.jobs.dispatch import LocalDispatcher
 from service.jobs.worker import LocalWorker
 from service.models import utcnow
 from service.services import Services
-from tests.conftest import make_settings, upload
+from tests.conftest import make_settings, submit_id
 from tests.jobs.helpers import child_pids, patch_job, process_gone, row, wait_for_status, wait_until
-
-
-def submit(client: TestClient, content: bytes = b"hello world\n", **kwargs: Any) -> str:
-    response = upload(client, content, **kwargs)
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["id"]
-    return job_id
 
 
 class Recorder:
@@ -76,7 +69,7 @@ def test_threaded_worker_runs_submitted_jobs(
 ) -> None:
     worker = pool(threads=2)
     dispatcher = LocalDispatcher(worker)
-    ids = [submit(client, f"file number {i}\n".encode()) for i in range(6)]
+    ids = [submit_id(client, f"file number {i}\n".encode()) for i in range(6)]
     for job_id in ids:
         dispatcher.submit(job_id)
     for job_id in ids:
@@ -95,7 +88,7 @@ def test_duplicate_submissions_run_the_job_once(
 ) -> None:
     recorder = Recorder()
     worker = pool(threads=2, on_change=recorder)
-    job_id = submit(client, processor="sleep", params={"seconds": 0.3, "steps": 3})
+    job_id = submit_id(client, processor="sleep", params={"seconds": 0.3, "steps": 3})
     for _ in range(5):
         worker.submit(job_id)
     wait_for_status(services.db, job_id, "succeeded")
@@ -110,7 +103,7 @@ def test_on_change_is_called_for_claim_progress_and_finish(
 ) -> None:
     recorder = Recorder()
     worker = pool(on_change=recorder)
-    job_id = submit(client, processor="sleep", params={"seconds": 0.3, "steps": 3})
+    job_id = submit_id(client, processor="sleep", params={"seconds": 0.3, "steps": 3})
     worker.submit(job_id)
     wait_for_status(services.db, job_id, "succeeded")
     worker.stop(grace=5)  # joins the thread: every call it was going to make has been made
@@ -123,7 +116,7 @@ def test_on_change_is_called_for_claim_progress_and_finish(
 def test_hub_wakes_a_long_poll_when_a_worker_changes_the_job(data_dir: Path) -> None:
     settings = make_settings(data_dir, workers=1)
     with TestClient(create_app(settings)) as client:
-        job_id = submit(client, processor="sleep", params={"seconds": 1.0, "steps": 2})
+        job_id = submit_id(client, processor="sleep", params={"seconds": 1.0, "steps": 2})
         first = client.get(f"/v1/jobs/{job_id}")
         etag = first.headers["etag"]
         started = time.monotonic()
@@ -140,8 +133,8 @@ def test_app_with_a_real_worker_runs_uploads(data_dir: Path) -> None:
     with TestClient(create_app(settings)) as client:
         services: Services = client.app_state["services"]
         assert services.worker is not None
-        ids = [submit(client, f"{i} {i}\n".encode()) for i in range(4)]
-        upper = submit(client, b"abc\n", processor="upper")
+        ids = [submit_id(client, f"{i} {i}\n".encode()) for i in range(4)]
+        upper = submit_id(client, b"abc\n", processor="upper")
         for job_id in [*ids, upper]:
             assert wait_for_status(services.db, job_id, "succeeded", "failed").status == "succeeded"
         assert client.get(f"/v1/jobs/{upper}/result").content == b"ABC\n"
@@ -156,7 +149,7 @@ def test_backoff_retry_is_scheduled_and_runs(
 ) -> None:
     backoff = 0.4
     worker = pool(retry_backoff=backoff, retry_backoff_max=backoff)
-    job_id = submit(client, processor="flaky", params={"succeed_on": 2})
+    job_id = submit_id(client, processor="flaky", params={"succeed_on": 2})
     worker.submit(job_id)
     waiting = wait_until(
         lambda: (job := row(services.db, job_id)).status == "queued" and job.attempts == 1 and job,
@@ -181,7 +174,7 @@ def test_burst_mode_does_not_run_a_job_before_its_backoff(
     worker = LocalWorker(
         db=services.db, storage=services.storage, registry=services.registry, settings=settings, threads=0
     )
-    job_id = submit(client, processor="flaky", params={"succeed_on": 2})
+    job_id = submit_id(client, processor="flaky", params={"succeed_on": 2})
     before = utcnow()
     assert worker.drain() == 1
     job = row(services.db, job_id)
@@ -194,7 +187,7 @@ def test_submit_at_runs_the_job_when_it_becomes_due(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     worker = pool()
-    job_id = submit(client)
+    job_id = submit_id(client)
     due = utcnow() + timedelta(seconds=0.5)
     patch_job(services.db, job_id, run_after=due)
     worker.submit(job_id)  # too early: the claim refuses it
@@ -210,7 +203,7 @@ def test_a_job_submitted_before_it_is_due_runs_when_due(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     worker = pool()
-    job_id = submit(client)
+    job_id = submit_id(client)
     due = utcnow() + timedelta(seconds=0.5)
     patch_job(services.db, job_id, run_after=due)
     worker.submit(job_id)  # too early: the claim refuses it, and the worker comes back when due
@@ -224,7 +217,7 @@ def test_stop_cancels_pending_timers(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     worker = pool()
-    job_id = submit(client)
+    job_id = submit_id(client)
     due = utcnow() + timedelta(seconds=120)
     patch_job(services.db, job_id, run_after=due)
     worker.submit_at(job_id, due)
@@ -255,7 +248,7 @@ def test_stop_after_grace_returns_a_running_job_to_the_queue(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     worker = pool()
-    job_id = submit(client, processor="sleep", params={"seconds": 30, "steps": 300})
+    job_id = submit_id(client, processor="sleep", params={"seconds": 30, "steps": 300})
     worker.submit(job_id)
     _wait_running(services, job_id)
     (pid,) = child_pids()
@@ -279,7 +272,7 @@ def test_stop_lets_a_short_job_finish_within_grace(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     worker = pool()
-    job_id = submit(client, processor="sleep", params={"seconds": 1.0, "steps": 10})
+    job_id = submit_id(client, processor="sleep", params={"seconds": 1.0, "steps": 10})
     worker.submit(job_id)
     _wait_running(services, job_id)
     worker.stop(grace=15)
@@ -292,10 +285,10 @@ def test_stop_leaves_queued_jobs_queued(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     worker = pool(threads=1)
-    running = submit(client, processor="sleep", params={"seconds": 30, "steps": 300})
+    running = submit_id(client, processor="sleep", params={"seconds": 30, "steps": 300})
     worker.submit(running)
     _wait_running(services, running)
-    waiting = [submit(client) for _ in range(3)]
+    waiting = [submit_id(client) for _ in range(3)]
     for job_id in waiting:
         worker.submit(job_id)
     worker.stop(grace=0.2)
@@ -316,10 +309,10 @@ def test_jobs_left_queued_at_stop_run_on_the_next_worker(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     first = pool()
-    long_job = submit(client, processor="sleep", params={"seconds": 30, "steps": 300})
+    long_job = submit_id(client, processor="sleep", params={"seconds": 30, "steps": 300})
     first.submit(long_job)
     _wait_running(services, long_job)
-    short = submit(client)
+    short = submit_id(client)
     first.submit(short)
     first.stop(grace=0)
     assert row(services.db, short).status == "queued"
@@ -340,13 +333,13 @@ def test_cancel_through_the_app_frees_the_worker(data_dir: Path) -> None:
     settings = make_settings(data_dir, workers=1)
     with TestClient(create_app(settings)) as client:
         services: Services = client.app_state["services"]
-        stubborn = submit(client, processor="sleep", params={"seconds": 30, "steps": 1})
+        stubborn = submit_id(client, processor="sleep", params={"seconds": 30, "steps": 1})
         wait_for_status(services.db, stubborn, "running")
         cancelled = client.post(f"/v1/jobs/{stubborn}/cancel")
         assert cancelled.status_code == 200
         assert cancelled.json()["status"] == "cancelled"
         started = time.monotonic()
-        after = submit(client)
+        after = submit_id(client)
         assert wait_for_status(services.db, after, "succeeded", "failed").status == "succeeded"
         assert time.monotonic() - started < 10
         assert row(services.db, stubborn).status == "cancelled"

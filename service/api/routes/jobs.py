@@ -178,7 +178,7 @@ async def get_job(
             "description": "The output file (with Content-Disposition) or the result JSON.",
             "content": {"application/octet-stream": {}, "application/json": {}},
         },
-        **problem_docs(404, 409),
+        **problem_docs(404, 409, 422),
     },
 )
 async def get_result(job_id: str, services: ServicesDep) -> Response:
@@ -204,7 +204,7 @@ async def get_result(job_id: str, services: ServicesDep) -> Response:
     "/{job_id}/cancel",
     response_model=JobPublic,
     summary="Cancel a queued or running job",
-    responses=problem_docs(404, 409),
+    responses=problem_docs(404, 409, 422),
 )
 async def cancel_job(job_id: str, services: ServicesDep) -> Response:
     job = await to_thread.run_sync(repository.cancel_job, services.db, job_id)
@@ -218,7 +218,7 @@ async def cancel_job(job_id: str, services: ServicesDep) -> Response:
     status_code=202,
     response_model=JobPublic,
     summary="Queue a failed or cancelled job again",
-    responses=problem_docs(404, 409),
+    responses=problem_docs(404, 409, 422),
 )
 async def retry_job(job_id: str, services: ServicesDep, background: BackgroundTasks) -> Response:
     job = await to_thread.run_sync(
@@ -233,7 +233,7 @@ async def retry_job(job_id: str, services: ServicesDep, background: BackgroundTa
     "/{job_id}",
     status_code=204,
     summary="Delete a job and its files (cancelling it first if needed)",
-    responses={204: {"description": "Deleted."}, **problem_docs(404)},
+    responses={204: {"description": "Deleted."}, **problem_docs(404, 422)},
 )
 async def delete_job(job_id: str, services: ServicesDep) -> Response:
     job = await to_thread.run_sync(repository.delete_job, services.db, job_id)
