@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     )
     progress_interval: float = Field(default=0.5, ge=0, description="Least seconds between progress writes.")
     auto_migrate: bool = Field(default=True, description="Apply migrations when the service starts.")
+    max_image_pixels: int = Field(
+        default=64_000_000, gt=0, description="Images with more pixels fail (decompression bombs)."
+    )
+    max_pdf_pages: int = Field(default=2000, gt=0, description="PDFs with more pages fail.")
     processors: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra processors as 'module:attribute', comma-separated."
     )

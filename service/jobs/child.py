@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from service.processors.base import Cancelled, Context, ProcessorError
+from service.processors.base import Cancelled, Context, Limits, ProcessorError
 from service.processors.registry import PluginError, load_spec
 
 PROGRESS_EVERY = 0.1  # seconds between progress messages to the parent
@@ -85,6 +85,7 @@ def run_one(request: dict[str, Any], channel: Channel, cancelled: threading.Even
             content_type=request.get("content_type", "application/octet-stream"),
             progress=progress,
             cancelled=cancelled.is_set,
+            limits=Limits(**request.get("limits", {})),
         )
         output = processor_cls().run(ctx, params)
         if cancelled.is_set():

@@ -109,6 +109,10 @@ def _execute(job: Job, ctx: RunContext) -> JobStatus | None:
         "params": job.params,
         "file_name": job.file_name,
         "content_type": job.file_content_type,
+        "limits": {
+            "max_image_pixels": ctx.settings.max_image_pixels,
+            "max_pdf_pages": ctx.settings.max_pdf_pages,
+        },
     }
     outcome = ctx.child.run(
         request,

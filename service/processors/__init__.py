@@ -3,6 +3,7 @@
 from service.processors.base import (
     Cancelled,
     Context,
+    Limits,
     NoParams,
     Output,
     Processor,
@@ -13,6 +14,7 @@ from service.processors.base import (
 __all__ = [
     "Cancelled",
     "Context",
+    "Limits",
     "NoParams",
     "Output",
     "Processor",

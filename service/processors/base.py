@@ -36,6 +36,14 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Operator-set bounds a processor must respect (from ``FILEJOBS_*`` settings)."""
+
+    max_image_pixels: int = 64_000_000
+    max_pdf_pages: int = 2000
+
+
 @dataclass
 class Context:
     """What a running processor is handed."""
@@ -46,6 +54,7 @@ class Context:
     content_type: str
     progress: Callable[[float, str | None], None]
     cancelled: Callable[[], bool]
+    limits: Limits = field(default_factory=Limits)
 
     def check_cancelled(self) -> None:
         """Raise :class:`Cancelled` if the job was cancelled; call it between units of work."""

@@ -1,7 +1,14 @@
-"""Which processors exist: the built-ins plus those named in settings.
+"""Which processors exist: the built-ins, installed plugins, and those named in settings.
 
-Each entry keeps the ``module:attribute`` it came from, because worker processes import the
-processor themselves: only the job id and that spec cross the process boundary.
+A plugin is a package that declares an entry point in the group ``filejobs.processors``::
+
+    [project.entry-points."filejobs.processors"]
+    wordfreq = "filejobs_wordfreq:WordFrequency"
+
+For local experiments, ``FILEJOBS_PROCESSORS=module:attribute,...`` does the same. Each entry
+keeps the ``module:attribute`` it came from, because worker processes import the processor
+themselves: only that spec crosses the process boundary. A plugin that fails to load is logged
+and left out; the service runs on.
 """
 
 from __future__ import annotations
@@ -10,12 +17,19 @@ import importlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 
 from service.processors.base import Processor
 
 log = logging.getLogger(__name__)
 
-BUILTIN: tuple[str, ...] = ("service.processors.inspect:Inspect",)
+BUILTIN: tuple[str, ...] = (
+    "service.processors.inspect:Inspect",
+    "service.processors.thumbnail:Thumbnail",
+    "service.processors.csv_profile:CsvProfile",
+    "service.processors.pdf_text:PdfText",
+)
+ENTRY_POINT_GROUP = "filejobs.processors"
 
 
 class PluginError(Exception):
@@ -72,10 +86,16 @@ class Registry:
         return iter(self._entries[name] for name in self.names())
 
 
+def plugin_specs() -> list[str]:
+    """``module:attribute`` of every installed ``filejobs.processors`` entry point."""
+    return [entry.value for entry in entry_points(group=ENTRY_POINT_GROUP)]
+
+
 def build_registry(extra: Iterable[str] = ()) -> Registry:
-    """The built-in processors plus ``extra`` specs; broken ones are logged and left out."""
+    """The built-in processors, installed plugins, then ``extra`` specs; broken ones are logged
+    and left out."""
     registry = Registry()
-    for spec in (*BUILTIN, *extra):
+    for spec in dict.fromkeys((*BUILTIN, *plugin_specs(), *extra)):
         try:
             registry.add(Entry(spec=spec, processor=load_spec(spec)))
         except PluginError as exc:
