@@ -21,7 +21,7 @@ from service.jobs.dispatch import InMemoryDispatcher
 from service.jobs.worker import LocalWorker
 from service.services import Services
 from service.settings import Settings
-from tests.processors import ALL as TEST_PROCESSORS
+from tests.sample_processors import ALL as TEST_PROCESSORS
 
 REPO = Path(__file__).resolve().parent.parent
 

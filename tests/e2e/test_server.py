@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from tests.e2e.server import Server, wait_gone
-from tests.processors import ALL as TEST_PROCESSORS
+from tests.sample_processors import ALL as TEST_PROCESSORS
 
 pytestmark = pytest.mark.e2e
 

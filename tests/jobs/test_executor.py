@@ -14,7 +14,7 @@ from service.jobs.executor import ChildProcess, Control, Outcome
 from tests.jobs.helpers import process_gone, wait_until
 
 INSPECT = "service.processors.inspect:Inspect"
-SLEEP = "tests.processors:Sleep"
+SLEEP = "tests.sample_processors:Sleep"
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_processor_prints_do_not_corrupt_the_protocol(
     child: ChildProcess, work: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     ticks = Ticks()
-    outcome = run(child, request(work, "tests.processors:Chatty"), ticks)
+    outcome = run(child, request(work, "tests.sample_processors:Chatty"), ticks)
     assert outcome.kind == "done"
     assert outcome.data["result"] == {"chatty": True}  # not the forged one it printed
     assert (0.5, "half") in ticks.progress
@@ -166,20 +166,20 @@ def test_kill_then_run_starts_a_fresh_child(child: ChildProcess, work: Path) -> 
 
 
 def test_errors_are_reported_with_their_code(child: ChildProcess, work: Path) -> None:
-    outcome = run(child, request(work, "tests.processors:Fail", {"code": "bad", "message": "no good"}))
+    outcome = run(child, request(work, "tests.sample_processors:Fail", {"code": "bad", "message": "no good"}))
     assert outcome.kind == "error"
     assert (outcome.data["code"], outcome.data["message"], outcome.data["retryable"]) == (
         "bad",
         "no good",
         False,
     )
-    outcome = run(child, request(work, "tests.processors:Fail", {"retryable": True}))
+    outcome = run(child, request(work, "tests.sample_processors:Fail", {"retryable": True}))
     assert outcome.kind == "error"
     assert outcome.data["retryable"] is True
 
 
 def test_processor_bug_is_a_short_error(child: ChildProcess, work: Path) -> None:
-    outcome = run(child, request(work, "tests.processors:Boom"))
+    outcome = run(child, request(work, "tests.sample_processors:Boom"))
     assert outcome.kind == "error"
     assert outcome.data["code"] == "processor_crashed"
     assert "kaboom" not in outcome.data["message"]
@@ -195,7 +195,7 @@ def test_unloadable_processor(child: ChildProcess, work: Path) -> None:
 
 def test_crash_is_reported_with_its_signal(child: ChildProcess, work: Path) -> None:
     for _ in range(3):  # the exit status must be read reliably, not raced
-        outcome = run(child, request(work, "tests.processors:Crash"))
+        outcome = run(child, request(work, "tests.sample_processors:Crash"))
         assert outcome.kind == "crashed"
         assert "signal 9" in outcome.data["message"]
         assert not child.alive()
@@ -254,7 +254,7 @@ def test_stop_kills_at_once(child: ChildProcess, work: Path) -> None:
 
 
 def test_output_file_must_be_in_the_output_dir(child: ChildProcess, work: Path) -> None:
-    outcome = run(child, request(work, "tests.processors:Upper", content=b"abc"))
+    outcome = run(child, request(work, "tests.sample_processors:Upper", content=b"abc"))
     assert outcome.kind == "done"
     path = Path(outcome.data["file"])
     assert path.read_bytes() == b"ABC"

@@ -11,14 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.processors import Context, Output, Processor, ProcessorError, RetryableError
 
 ALL = [
-    "tests.processors:Sleep",
-    "tests.processors:Fail",
-    "tests.processors:Flaky",
-    "tests.processors:Crash",
-    "tests.processors:Boom",
-    "tests.processors:Upper",
-    "tests.processors:TextOnly",
-    "tests.processors:Chatty",
+    "tests.sample_processors:Sleep",
+    "tests.sample_processors:Fail",
+    "tests.sample_processors:Flaky",
+    "tests.sample_processors:Crash",
+    "tests.sample_processors:Boom",
+    "tests.sample_processors:Upper",
+    "tests.sample_processors:TextOnly",
+    "tests.sample_processors:Chatty",
 ]
 
 
