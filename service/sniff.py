@@ -86,6 +86,8 @@ def sniff(sample: bytes) -> str:
             continue
         if mime in _ZIP_FAMILY and match.confidence < 0.8:
             return "application/zip"
+        if mime == "image/jpeg" and match.extension == ".jp2":  # puremagic files JPEG 2000 as JPEG
+            return "image/jp2"
         if mime.startswith("text/") and not looks_binary(sample):
             return _sniff_text(sample)
         return str(mime)
