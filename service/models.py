@@ -83,6 +83,8 @@ class Job(SQLModel, table=True):
     status: str = Field(default=JobStatus.queued, max_length=16)
     processor: str = Field(max_length=100)
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    #: Values of the params a processor declares as ``SecretStr``: handed to the worker, never shown.
+    secret_params: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
     file_name: str = Field(max_length=1024)
     file_size: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -6,11 +6,12 @@ import os
 import signal
 import time
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from service.processors import Context, Output, Processor, ProcessorError, RetryableError
 
 ALL = [
+    "tests.sample_processors:Secretive",
     "tests.sample_processors:Sleep",
     "tests.sample_processors:Fail",
     "tests.sample_processors:Flaky",
@@ -136,3 +137,19 @@ class Chatty(Processor):
         ctx.progress(0.5, "half")
         print("chatty: after progress", flush=True)
         return Output(result={"chatty": True})
+
+
+class SecretiveParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: SecretStr
+    label: str = "plain"
+
+
+class Secretive(Processor):
+    name = "secretive"
+    description = "Takes a secret param; for tests of secret handling."
+    Params = SecretiveParams
+
+    def run(self, ctx: Context, params: BaseModel) -> Output:
+        assert isinstance(params, SecretiveParams)
+        return Output(result={"token_ok": params.token.get_secret_value() == "s3cret", "label": params.label})

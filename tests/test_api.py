@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.ids import new_job_id
+from service.jobs import repository
 from service.jobs.dispatch import InMemoryDispatcher
 from service.jobs.worker import LocalWorker
 from service.services import Services
@@ -339,3 +340,25 @@ def test_openapi_documents_every_client_error_as_a_problem(client: TestClient) -
     ]
     assert errors
     assert [e for e in errors if e[3] != [PROBLEM]] == []
+
+
+def test_secret_params_are_never_shown_but_reach_the_processor(
+    client: TestClient, services: Services, worker: LocalWorker
+) -> None:
+    response = upload(client, processor="secretive", params={"token": "s3cret", "label": "x"})
+    assert response.status_code == 202
+    assert "s3cret" not in response.text
+    job_id = response.json()["id"]
+    assert response.json()["params"] == {"token": "**********", "label": "x"}
+    assert "s3cret" not in client.get(f"/v1/jobs/{job_id}").text
+    assert "s3cret" not in client.get("/v1/jobs").text
+    worker.drain()
+    done = client.get(f"/v1/jobs/{job_id}").json()
+    assert done["status"] == "succeeded"
+    assert done["result"] == {"token_ok": True, "label": "x"}
+    assert "s3cret" not in str(done)
+    # The secret lives in its own column (kept for retries), not in the public params.
+    row = repository.get_job(services.db, job_id)
+    assert row is not None
+    assert row.secret_params == {"token": "s3cret"}
+    assert row.params == {"token": "**********", "label": "x"}

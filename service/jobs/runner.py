@@ -106,7 +106,7 @@ def _execute(job: Job, ctx: RunContext) -> JobStatus | None:
         "spec": entry.spec,
         "input": str(input_path),
         "output_dir": str(output_dir),
-        "params": job.params,
+        "params": {**job.params, **(job.secret_params or {})},
         "file_name": job.file_name,
         "content_type": job.file_content_type,
         "limits": {

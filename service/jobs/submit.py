@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from anyio import to_thread
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from service.db import Database
 from service.errors import Unprocessable, UnsupportedMediaType
@@ -75,6 +75,17 @@ def validate_early_fields(registry: Registry, fields: Mapping[str, str]) -> None
     validate_fields(registry, fields)
 
 
+def split_secrets(params: BaseModel) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The params as shown in the job body (``SecretStr`` fields masked) and the secret values."""
+    public: dict[str, Any] = params.model_dump(mode="json")
+    secret = {
+        name: value.get_secret_value()
+        for name in type(params).model_fields
+        if isinstance(value := getattr(params, name), SecretStr)
+    }
+    return public, secret
+
+
 async def create_job(
     *,
     db: Database,
@@ -111,16 +122,17 @@ async def create_job(
         await received.sink.abort()
         raise
 
+    public, secret = split_secrets(submission.params)
     job_id = new_job_id()
     key = LocalStorage.upload_key(job_id)
     await commit_or_abort(received.sink, key)
     now = utcnow()
-    params: dict[str, Any] = submission.params.model_dump(mode="json")
     job = Job(
         id=job_id,
         status=JobStatus.queued.value,
         processor=submission.entry.processor.name,
-        params=params,
+        params=public,
+        secret_params=secret or None,
         file_name=received.name,
         file_size=received.size,
         file_sha256=received.sha256,

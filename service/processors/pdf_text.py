@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
 from pypdf.generic import IndirectObject, TextStringObject
@@ -60,12 +60,12 @@ INVALID_MESSAGE = "The file is not a readable PDF: it is damaged, truncated or n
 class PdfTextParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    password: str | None = Field(
+    password: SecretStr | None = Field(
         default=None,
         max_length=1024,
         description=(
             "Password of an encrypted PDF. Not needed for PDFs that open without one (owner-password "
-            "only). Note: params are stored with the job and shown in its body."
+            "only). Never shown in the job body."
         ),
     )
     first_page: int = Field(
@@ -269,7 +269,7 @@ class PdfText(Processor):
                 reader = PdfReader(handle, strict=False)
                 encrypted = reader.is_encrypted
             if encrypted:
-                _decrypt(reader, params.password)
+                _decrypt(reader, params.password.get_secret_value() if params.password else None)
             with _pdf_errors():
                 page_count = len(reader.pages)
             if page_count > ctx.limits.max_pdf_pages:
