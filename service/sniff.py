@@ -90,6 +90,12 @@ def sniff(sample: bytes) -> str:
             return "image/jp2"
         if mime.startswith("text/") and not looks_binary(sample):
             return _sniff_text(sample)
+        if len(getattr(match, "byte_match", b"") or b"") <= 2 and not looks_binary(sample):
+            # A one- or two-byte magic on text is a coincidence when the text is a table:
+            # "BMI,age" is a CSV header, not a BMP ("BM"); "P1,P2" is not a PBM image.
+            text_type = _sniff_text(sample)
+            if text_type in ("text/csv", "text/tab-separated-values"):
+                return text_type
         return str(mime)
     if looks_binary(sample):
         return OCTET
