@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.processors import Context, Output, Processor, ProcessorError
 
-WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+WORD = re.compile("[^\\W\\d_]+(?:['\\u2019][^\\W\\d_]+)*")
 CHUNK_LINES = 10_000
 
 
