@@ -93,9 +93,9 @@ def prepare_upload(
     if isinstance(file, str | os.PathLike):
         path = Path(file)
         size = os.stat(path).st_size
-        if key is None:
-            key = idempotency_key(file_sha256(path), size, processor, params)
         name = filename or path.name or "upload"
+        if key is None:
+            key = idempotency_key(file_sha256(path), size, processor, params, name=name)
         return Upload(name, size, key, _framing(fields, name), path=path)
 
     name = filename or _stream_name(file) or "upload"
@@ -108,7 +108,7 @@ def prepare_upload(
     if key is None:
         digest, hashed = stream_sha256(file)
         file.seek(start)
-        key = idempotency_key(digest, hashed, processor, params)
+        key = idempotency_key(digest, hashed, processor, params, name=name)
     return Upload(name, size, key, _framing(fields, name), stream=file, start=start)
 
 

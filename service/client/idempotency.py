@@ -1,7 +1,7 @@
 """Idempotency keys: the same file with the same options gives the same key, in every run.
 
-A submit sends ``Idempotency-Key: idempotency_key(sha256, size, processor, params)`` unless the
-caller gives its own, so repeating an upload (a retry after a lost answer, or a batch run again
+A submit sends ``Idempotency-Key: idempotency_key(sha256, size, processor, params, name=...)``
+unless the caller gives its own, so repeating an upload (a retry after a lost answer, or a batch run again
 after an interruption) can be recognised by the server as the same request instead of a new job.
 """
 
@@ -32,19 +32,29 @@ def stream_sha256(stream: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def idempotency_key(sha256: str, size: int, processor: str | None, params: dict[str, Any] | None) -> str:
-    """A stable key (64 hex digits) for submitting this content with these options.
+def idempotency_key(
+    sha256: str,
+    size: int,
+    processor: str | None,
+    params: dict[str, Any] | None,
+    *,
+    name: str | None = None,
+) -> str:
+    """A stable key (64 hex digits) for submitting this content, under this name, with these options.
 
     Canonical JSON (sorted keys, no spaces, ASCII) of the inputs, hashed with SHA-256. ``params``
-    of ``None`` counts as ``{}`` (the server treats them alike); the file's name is not part of it.
+    of ``None`` counts as ``{}`` (the server treats them alike). ``name`` keeps two files with the
+    same content apart (two photos that happen to be identical are still two jobs in a batch).
     """
-    document = {
+    document: dict[str, Any] = {
         "v": KEY_VERSION,
         "sha256": sha256.lower(),
         "size": size,
         "processor": processor,
         "params": params or {},
     }
+    if name is not None:  # absent rather than null, so keys made without a name never change
+        document["name"] = name
     canonical = json.dumps(
         document, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
     )

@@ -26,6 +26,9 @@ def test_the_key_is_stable_and_canonical() -> None:
         == "12cb0fecacf7c8f2a8bec2d3d39bd81f600a7137bcde4bc10047fa8d4610ebda"
     )
     assert idempotency_key(SHA, 10, None, None) == idempotency_key(SHA, 10, None, {})
+    assert idempotency_key(SHA, 10, None, None, name="a.png") != idempotency_key(
+        SHA, 10, None, None, name="b.png"
+    )
     others = {
         idempotency_key("cd" * 32, 10, "thumbnail", {"size": 64, "format": "png"}),
         idempotency_key(SHA, 11, "thumbnail", {"size": 64, "format": "png"}),
@@ -58,23 +61,29 @@ def test_submit_sends_the_derived_key_every_time(text_file: Path, tmp_path: Path
             client.submit(text_file, processor="upper")
             client.submit(text_file, processor="sleep", params={"seconds": 1})
     first_upper, first_sleep, second_upper, second_sleep = _keys(script)
-    assert first_upper == second_upper == idempotency_key(file_sha256(text_file), size, "upper", None)
-    assert (
-        first_sleep == second_sleep == idempotency_key(file_sha256(text_file), size, "sleep", {"seconds": 1})
-    )
+    sha, name = file_sha256(text_file), text_file.name
+    assert first_upper == second_upper == idempotency_key(sha, size, "upper", None, name=name)
+    assert first_sleep == second_sleep == idempotency_key(sha, size, "sleep", {"seconds": 1}, name=name)
     assert first_upper != first_sleep
 
-    copy = tmp_path / "renamed.txt"
-    copy.write_bytes(text_file.read_bytes())
-    changed = tmp_path / "changed.txt"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    same_name = elsewhere / text_file.name
+    same_name.write_bytes(text_file.read_bytes())
+    renamed = tmp_path / "renamed.txt"
+    renamed.write_bytes(text_file.read_bytes())
+    (tmp_path / "edited").mkdir()
+    changed = tmp_path / "edited" / text_file.name
     changed.write_bytes(text_file.read_bytes() + b"!")
     with Client("http://filejobs.test", transport=script.transport()) as client:
-        client.submit(copy, processor="upper")  # the same content: the same key
+        client.submit(same_name, processor="upper")  # same content, same name: the same request
+        client.submit(renamed, processor="upper")  # same content, another file: another job
         client.submit(changed, processor="upper")
-        client.submit(io.BytesIO(text_file.read_bytes()), processor="upper")
+        client.submit(io.BytesIO(text_file.read_bytes()), filename=name, processor="upper")
         client.submit(text_file, processor="upper", idempotency_key="my-own-key")
-    same, different, from_stream, given = _keys(script)[4:]
+    same, other_name, different, from_stream, given = _keys(script)[4:]
     assert same == from_stream == first_upper
+    assert other_name != first_upper
     assert different != first_upper
     assert given == "my-own-key"
 
@@ -88,7 +97,9 @@ def test_async_submit_sends_the_same_key(text_file: Path) -> None:
 
     anyio.run(main)
     assert _keys(script) == [
-        idempotency_key(file_sha256(text_file), text_file.stat().st_size, "upper", {"a": [1, 2]})
+        idempotency_key(
+            file_sha256(text_file), text_file.stat().st_size, "upper", {"a": [1, 2]}, name=text_file.name
+        )
     ]
 
 
