@@ -1,4 +1,4 @@
-"""The ``filejobs`` command."""
+"""``filejobs serve`` and ``filejobs migrate``: running the service itself."""
 
 from __future__ import annotations
 
@@ -12,13 +12,6 @@ import typer
 
 from service.settings import get_settings
 
-app = typer.Typer(
-    name="filejobs",
-    help="Upload a file, get 202 Accepted, process it in the background.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     sys.exit(0)
@@ -28,7 +21,6 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
@@ -56,7 +48,6 @@ def serve(
     del settings
 
 
-@app.command()
 def migrate() -> None:
     """Create or upgrade the database schema to the latest version."""
     from service.migrate import upgrade
@@ -67,5 +58,6 @@ def migrate() -> None:
     typer.echo("database is up to date")
 
 
-if __name__ == "__main__":
-    app()
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(migrate)

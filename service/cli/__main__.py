@@ -1,0 +1,5 @@
+"""``python -m service.cli`` runs the ``filejobs`` command."""
+
+from service.cli import app
+
+app()

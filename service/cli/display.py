@@ -1,0 +1,127 @@
+"""The live view of a batch: bytes uploaded, jobs finished, and how many files are in each status."""
+
+from __future__ import annotations
+
+from collections import Counter
+from types import TracebackType
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.text import Text
+
+#: The order (and colour) statuses are shown in; others follow in the order first seen.
+STYLES = {
+    "pending": "dim",
+    "hashing": "dim",
+    "uploading": "cyan",
+    "submitting": "cyan",
+    "queued": "blue",
+    "running": "blue",
+    "accepted": "blue",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "rejected": "red",
+    "error": "red",
+}
+
+
+class _Counts:
+    def __init__(self, counts: Counter[str]) -> None:
+        self.counts = counts
+
+    def __rich__(self) -> RenderableType:
+        text = Text("  ")
+        ordered = [s for s in STYLES if self.counts.get(s)]
+        ordered += [s for s in self.counts if s not in STYLES and self.counts[s]]
+        for index, status in enumerate(ordered):
+            if index:
+                text.append("  ")
+            text.append(f"{status} {self.counts[status]}", style=STYLES.get(status, ""))
+        return text
+
+
+class Display:
+    """Progress bars on ``console`` (stderr); a no-op when ``enabled`` is false (``--json``)."""
+
+    def __init__(self, console: Console, *, files: int, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.counts: Counter[str] = Counter()
+        self._sent: dict[str, int] = {}
+        self.bytes = Progress(
+            TextColumn("{task.description:<9}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.jobs = Progress(
+            TextColumn("{task.description:<9}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._upload: TaskID = self.bytes.add_task("uploaded", total=0)
+        self._done: TaskID = self.jobs.add_task("finished", total=files)
+        self._live = Live(
+            Group(self.bytes, self.jobs, _Counts(self.counts)),
+            console=console,
+            refresh_per_second=8,
+            transient=False,
+        )
+
+    # ---- what the batch reports -----------------------------------------------------------------
+
+    def to_upload(self, size: int) -> None:
+        """``size`` more bytes are going to be uploaded."""
+        total = self.bytes.tasks[0].total or 0
+        self.bytes.update(self._upload, total=total + size)
+
+    def sent(self, path: str, sent: int) -> None:
+        """The upload of ``path`` has sent ``sent`` bytes so far (it may restart from 0 on a retry)."""
+        before = self._sent.get(path, 0)
+        self._sent[path] = sent
+        if sent != before:
+            self.bytes.advance(self._upload, sent - before)
+
+    def uploaded(self, path: str, size: int) -> None:
+        self.sent(path, size)
+        self._sent.pop(path, None)
+
+    def status(self, old: str | None, new: str) -> None:
+        if old is not None:
+            self.counts[old] -= 1
+        self.counts[new] += 1
+
+    def finished(self) -> None:
+        self.jobs.advance(self._done)
+
+    @property
+    def uploaded_bytes(self) -> float:
+        return self.bytes.tasks[0].completed
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> Display:
+        if self.enabled:
+            self._live.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.enabled:
+            self._live.stop()
