@@ -104,21 +104,6 @@ def due_job_ids(db: Database, *, now: datetime | None = None, limit: int = 1000)
         return list(session.exec(query).all())
 
 
-def next_run_after(db: Database) -> datetime | None:
-    """When the earliest queued job becomes due (for a worker deciding how long to sleep)."""
-    query = select(Job.run_after).where(col(Job.status) == QUEUED).order_by(col(Job.run_after)).limit(1)
-    with db.read() as session:
-        return session.exec(query).first()
-
-
-def count_by_status(db: Database) -> dict[str, int]:
-    from sqlalchemy import func
-
-    with db.read() as session:
-        rows = session.exec(select(Job.status, func.count()).group_by(col(Job.status))).all()
-    return {status: count for status, count in rows}
-
-
 # ---- creation and client actions ------------------------------------------------------------
 
 

@@ -97,14 +97,6 @@ def test_due_job_ids_oldest_first_and_only_due(db: Database) -> None:
     insert(db, status="failed", run_after=now - timedelta(seconds=60))  # not queued
     assert repository.due_job_ids(db) == [earlier.id, later.id]
     assert repository.due_job_ids(db, limit=1) == [earlier.id]
-    assert repository.next_run_after(db) == earlier.run_after
-
-
-def test_count_by_status(db: Database) -> None:
-    insert(db)
-    insert(db)
-    insert(db, status="failed")
-    assert repository.count_by_status(db) == {"queued": 2, "failed": 1}
 
 
 # ---- claim ----------------------------------------------------------------------------------

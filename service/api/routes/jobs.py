@@ -121,9 +121,7 @@ async def list_jobs(
 
 
 async def _load(services: Services, job_id: str) -> Job:
-    job = await to_thread.run_sync(repository.get_job, services.db, job_id)
-    if job is None:
-        raise NotFound(f"No job with id {job_id!r}.")
+    job: Job = await to_thread.run_sync(repository.require_job, services.db, job_id)
     return job
 
 
