@@ -26,22 +26,27 @@ log = logging.getLogger(__name__)
 ORPHAN_SCAN_EVERY = 60
 
 
+async def _sweep(services: Services, *, scan_orphans: bool = True) -> None:
+    """One sweeper pass, in a worker thread."""
+    await to_thread.run_sync(
+        partial(
+            sweep,
+            db=services.db,
+            storage=services.storage,
+            settings=services.settings,
+            dispatcher=services.dispatcher,
+            scan_orphans=scan_orphans,
+        )
+    )
+
+
 async def _sweep_forever(services: Services) -> None:
     passes = 0
     while True:
         await asyncio.sleep(services.settings.sweep_interval)
         passes += 1
         try:
-            await to_thread.run_sync(
-                partial(
-                    sweep,
-                    db=services.db,
-                    storage=services.storage,
-                    settings=services.settings,
-                    dispatcher=services.dispatcher,
-                    scan_orphans=passes % ORPHAN_SCAN_EVERY == 0,
-                )
-            )
+            await _sweep(services, scan_orphans=passes % ORPHAN_SCAN_EVERY == 0)
         except Exception:
             log.exception("sweep failed; trying again in %.0f s", services.settings.sweep_interval)
 
@@ -57,11 +62,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         services.hub.bind(asyncio.get_running_loop())
         if services.worker is not None:
             services.worker.start()
-        await to_thread.run_sync(
-            lambda: sweep(
-                db=services.db, storage=services.storage, settings=resolved, dispatcher=services.dispatcher
-            )
-        )
+        await _sweep(services)
         sweeper = asyncio.create_task(_sweep_forever(services))
         log.info(
             "filejobs ready: data in %s, %d worker process(es)",
