@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import puremagic
@@ -29,6 +30,7 @@ def looks_binary(sample: bytes) -> bool:
     return text_encoding(sample) is None
 
 
+@functools.lru_cache(maxsize=16)  # sniff, looks_binary and inspect all ask about the same sample
 def text_encoding(sample: bytes) -> str | None:
     """The likely text encoding of ``sample``, or None when it is not text."""
     if sample.startswith(b"\xef\xbb\xbf"):

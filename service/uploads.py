@@ -314,7 +314,7 @@ async def receive_upload(
         name=receiver.file_name or "upload",
         size=receiver.size,
         sha256=receiver.sha256.hexdigest(),
-        content_type=sniff(bytes(receiver.sample)),
+        content_type=await asyncio.to_thread(sniff, bytes(receiver.sample)),  # charset detection is CPU
         declared_content_type=receiver.file_declared_type,
         fields=receiver.fields,
     )
