@@ -5,12 +5,16 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import text
 
 from service.db import make_engine
 from service.models import metadata
 from service.settings import get_settings
 
 config = context.config
+
+#: The advisory lock key for migrations ("fj-migr" in ASCII).
+MIGRATION_LOCK = int.from_bytes(b"fj-migr", "big")
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name)
 
@@ -36,6 +40,10 @@ def run_migrations_online() -> None:
                 compare_type=True,
             )
             with context.begin_transaction():
+                if connection.dialect.name == "postgresql":
+                    # Nodes starting together migrate one at a time; the later ones then find
+                    # the schema current. (On SQLite, BEGIN IMMEDIATE serialises them already.)
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
                 context.run_migrations()
     finally:
         engine.dispose()

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api.problems import ProblemDetails, install_handlers
-from service.api.routes import health, jobs, processors
+from service.api.routes import health, jobs, metrics, processors
 from service.jobs.dispatch import Dispatcher
 from service.jobs.sweeper import sweep
 from service.services import Services, build_services
@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 ORPHAN_SCAN_EVERY = 60
 
 
-async def _sweep(services: Services, *, scan_orphans: bool = True) -> None:
-    """One sweeper pass, in a worker thread."""
+async def _sweep(services: Services, *, scan_orphans: bool = True) -> bool:
+    """One sweeper pass, in a worker thread, if this process holds the sweeper lock."""
+    if not await to_thread.run_sync(services.sweep_lock.acquire):
+        return False
     await to_thread.run_sync(
         partial(
             sweep,
@@ -38,6 +40,7 @@ async def _sweep(services: Services, *, scan_orphans: bool = True) -> None:
             scan_orphans=scan_orphans,
         )
     )
+    return True
 
 
 async def _sweep_forever(services: Services) -> None:
@@ -64,11 +67,16 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
             services.worker.start()
         await _sweep(services)
         sweeper = asyncio.create_task(_sweep_forever(services))
-        log.info(
-            "filejobs ready: data in %s, %d worker process(es)",
-            resolved.data_dir,
-            services.worker.size if services.worker else 0,
-        )
+        if resolved.backend == "celery":
+            log.info(
+                "filejobs ready: data in %s, jobs go to Celery queue %r", resolved.data_dir, resolved.queue
+            )
+        else:
+            log.info(
+                "filejobs ready: data in %s, %d worker process(es)",
+                resolved.data_dir,
+                services.worker.size if services.worker else 0,
+            )
         try:
             yield {"services": services}
         finally:
@@ -77,7 +85,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
                 await sweeper
             if services.worker is not None:
                 await to_thread.run_sync(services.worker.stop)
-            services.db.dispose()
+            await to_thread.run_sync(services.close)
 
     app = FastAPI(
         title="filejobs",
@@ -89,6 +97,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.include_router(jobs.router)
     app.include_router(processors.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     _document_problem_schema(app)
     return app
 

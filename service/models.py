@@ -112,6 +112,8 @@ class Job(SQLModel, table=True):
     run_after: datetime = _ts(nullable=False)
     lease_owner: str | None = Field(default=None, max_length=200)
     lease_expires_at: datetime | None = _ts()
+    #: When a broker last accepted a message for this queued spell (None: never; the sweeper publishes).
+    dispatched_at: datetime | None = _ts()
     version: int = 1
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from service.db import Database
 from service.jobs.dispatch import Dispatcher, LocalDispatcher
+from service.jobs.sweep_lock import SweepLock, sweep_lock
 from service.jobs.worker import LocalWorker
 from service.migrate import upgrade
 from service.notify import ChangeHub
@@ -25,7 +26,16 @@ class Services:
     registry: Registry
     dispatcher: Dispatcher
     hub: ChangeHub
+    sweep_lock: SweepLock
     worker: LocalWorker | None = None
+
+    def close(self) -> None:
+        """Give up the sweeper lock, close the broker connections and the database pool."""
+        self.sweep_lock.release()
+        close = getattr(self.dispatcher, "close", None)
+        if close is not None:
+            close()
+        self.db.dispose()
 
 
 def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) -> Services:
@@ -33,6 +43,8 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
 
     With ``dispatcher`` given (tests), no worker pool is started: the caller runs jobs itself.
     """
+    if settings.backend == "celery" and not settings.broker_url:
+        raise ValueError("FILEJOBS_BACKEND=celery needs FILEJOBS_BROKER_URL (redis://… or amqp://…).")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
     if settings.auto_migrate:
@@ -43,13 +55,16 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
     hub = ChangeHub()
     worker = None
     if dispatcher is None:
-        if settings.backend != "local":
-            raise NotImplementedError(f"backend {settings.backend!r} is not available yet")
-        if settings.workers > 0:
-            worker = LocalWorker(
-                db=db, storage=storage, registry=registry, settings=settings, on_change=hub.notify
-            )
-        dispatcher = LocalDispatcher(worker)
+        if settings.backend == "celery":
+            from service.jobs.celery_dispatch import CeleryDispatcher
+
+            dispatcher = CeleryDispatcher(settings, db)
+        else:
+            if settings.workers > 0:
+                worker = LocalWorker(
+                    db=db, storage=storage, registry=registry, settings=settings, on_change=hub.notify
+                )
+            dispatcher = LocalDispatcher(worker)
     return Services(
         settings=settings,
         db=db,
@@ -58,4 +73,5 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         dispatcher=dispatcher,
         hub=hub,
         worker=worker,
+        sweep_lock=sweep_lock(db, settings.data_dir),
     )

@@ -33,8 +33,20 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=10 * GiB, gt=0, description="Largest accepted file.")
     max_fields: int = Field(default=8, gt=0, description="Most form fields besides the file.")
     max_field_bytes: int = Field(default=64 * 1024, gt=0, description="Largest non-file form field.")
-    backend: Literal["local", "celery"] = "local"
-    broker_url: str | None = None
+    backend: Literal["local", "celery"] = Field(
+        default="local", description="local: in-process worker pool; celery: publish to BROKER_URL."
+    )
+    broker_url: str | None = Field(
+        default=None, description="Celery broker, redis://host:6379/0 or amqp://user:pass@host:5672//."
+    )
+    queue: str = Field(
+        default="filejobs", min_length=1, max_length=200, description="Celery queue the jobs go to."
+    )
+    redispatch_after: float = Field(
+        default=60.0,
+        gt=0,
+        description="Celery: seconds after which a queued job's message counts as possibly lost.",
+    )
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
     job_timeout: float = Field(default=3600.0, gt=0, description="Seconds before a job's process is killed.")
     max_attempts: int = Field(default=3, ge=1)

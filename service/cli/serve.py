@@ -1,10 +1,12 @@
-"""``filejobs serve`` and ``filejobs migrate``: running the service itself."""
+"""``filejobs serve``, ``filejobs worker`` and ``filejobs migrate``: running the service itself."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import tempfile
 from types import FrameType
 from typing import Annotated
 
@@ -48,6 +50,46 @@ def serve(
     del settings
 
 
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Jobs this worker runs at once. [default: FILEJOBS_WORKERS, the CPU count]"),
+    ] = None,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork (default), threads or solo.")] = "prefork",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Also serve Prometheus /metrics of this worker on this port.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run a Celery worker for the celery backend (FILEJOBS_BACKEND=celery, FILEJOBS_BROKER_URL)."""
+    if metrics_port is not None and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Jobs run in the pool's processes: their metrics reach the --metrics-port server (in this
+        # process) through prometheus-client's multiprocess files. This must be set before
+        # prometheus_client is imported, i.e. before the import below.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="filejobs-metrics-")
+    from service.jobs.celery_worker import run_worker
+
+    _logging(log_level)
+    settings = get_settings()
+    if settings.backend != "celery" or not settings.broker_url:
+        typer.echo(
+            "filejobs worker runs Celery workers: set FILEJOBS_BACKEND=celery and FILEJOBS_BROKER_URL "
+            "(redis://… or amqp://…). On the local backend, `filejobs serve` runs the workers itself.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if metrics_port is not None:
+        from service.metrics import start_metrics_server
+
+        start_metrics_server(metrics_port)
+    run_worker(
+        settings,
+        concurrency=concurrency or max(1, settings.workers),
+        pool=pool,
+        loglevel=log_level.upper(),
+    )
+
+
 def migrate() -> None:
     """Create or upgrade the database schema to the latest version."""
     from service.migrate import upgrade
@@ -60,4 +102,5 @@ def migrate() -> None:
 
 def register(app: typer.Typer) -> None:
     app.command()(serve)
+    app.command()(worker)
     app.command()(migrate)

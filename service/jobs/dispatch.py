@@ -11,6 +11,11 @@ from service.jobs.worker import LocalWorker
 
 class Dispatcher(Protocol):
     name: str
+    #: The key of this dispatcher's entry in /readyz.
+    check_name: str
+    #: True when published ids outlive this process (a broker); False for an in-process queue,
+    #: which the sweeper refills with every due job.
+    durable: bool
 
     def submit(self, job_id: str) -> None:
         """Ask for ``job_id`` to be run (after its row has committed)."""
@@ -21,11 +26,16 @@ class Dispatcher(Protocol):
     def check(self) -> None:
         """Raise when the dispatcher cannot take work (for /readyz)."""
 
+    def pending_messages(self) -> int | None:
+        """How many messages wait in the broker's queue; None when unknown or not a broker."""
+
 
 class LocalDispatcher:
     """Hands ids to the in-process worker pool (none when ``FILEJOBS_WORKERS=0``)."""
 
     name = "local"
+    check_name = "dispatcher"
+    durable = False
 
     def __init__(self, worker: LocalWorker | None) -> None:
         self.worker = worker
@@ -41,11 +51,16 @@ class LocalDispatcher:
     def check(self) -> None:
         return None
 
+    def pending_messages(self) -> int | None:
+        return None
+
 
 class InMemoryDispatcher:
     """Records what it is given; for tests that run workers in burst mode themselves."""
 
     name = "memory"
+    check_name = "dispatcher"
+    durable = False
 
     def __init__(self) -> None:
         self.submitted: list[str] = []
@@ -61,3 +76,6 @@ class InMemoryDispatcher:
     def check(self) -> None:
         if not self.ready:
             raise ConnectionError("dispatcher not ready")
+
+    def pending_messages(self) -> int | None:
+        return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, update
+from sqlalchemy import and_, delete, func, update
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
@@ -104,6 +104,63 @@ def due_job_ids(db: Database, *, now: datetime | None = None, limit: int = 1000)
         return list(session.exec(query).all())
 
 
+def undispatched_job_ids(
+    db: Database, *, stale_before: datetime, now: datetime | None = None, limit: int = 1000
+) -> tuple[list[str], list[str]]:
+    """Due queued jobs the broker may not hold: ``(never, stale)``.
+
+    ``never``: no publish of this queued spell succeeded (the broker was down, or the API died
+    between commit and publish). ``stale``: published before ``stale_before`` and still queued,
+    oldest first (their message may have been lost with a broker restart).
+    """
+    now = now or utcnow()
+    due = and_(col(Job.status) == QUEUED, col(Job.run_after) <= now)
+    never = (
+        select(Job.id).where(due, col(Job.dispatched_at).is_(None)).order_by(col(Job.run_after)).limit(limit)
+    )
+    stale = (
+        select(Job.id)
+        .where(due, col(Job.dispatched_at) < stale_before)
+        .order_by(col(Job.dispatched_at), col(Job.id))
+        .limit(limit)
+    )
+    with db.read() as session:
+        return list(session.exec(never).all()), list(session.exec(stale).all())
+
+
+def mark_dispatched(db: Database, job_ids: Sequence[str], *, at: datetime | None = None) -> int:
+    """Record that the broker accepted a message for these queued jobs (not a client-visible change:
+    no version bump)."""
+    if not job_ids:
+        return 0
+    with db.write() as session:
+        return session.exec(
+            update(Job)
+            .where(col(Job.id).in_(list(job_ids)), col(Job.status) == QUEUED)
+            .values(dispatched_at=at or utcnow())
+        ).rowcount
+
+
+def count_jobs(db: Database) -> list[tuple[str, str, int]]:
+    """``(status, processor, rows)`` for every pair that has rows (one GROUP BY; for the metrics)."""
+    query = select(col(Job.status), col(Job.processor), func.count()).group_by(
+        col(Job.status), col(Job.processor)
+    )
+    with db.read() as session:
+        return [(status, processor, int(rows)) for status, processor, rows in session.exec(query).all()]
+
+
+def queue_stats(db: Database, *, now: datetime | None = None) -> tuple[int, datetime | None]:
+    """How many queued jobs are due, and the earliest ``run_after`` among them (None: none due)."""
+    now = now or utcnow()
+    query = select(func.count(), func.min(col(Job.run_after))).where(
+        col(Job.status) == QUEUED, col(Job.run_after) <= now
+    )
+    with db.read() as session:
+        due, oldest = session.exec(query).one()
+    return int(due), oldest
+
+
 # ---- creation and client actions ------------------------------------------------------------
 
 
@@ -173,6 +230,7 @@ def retry_job(db: Database, job_id: str, *, max_attempts: int) -> Job:
                 started_at=None,
                 finished_at=None,
                 run_after=now,
+                dispatched_at=None,
                 **_bump(),
             )
         )
@@ -316,7 +374,13 @@ def finish_failed(
         }
         if retryable and job.attempts < job.max_attempts:
             run_after = now + timedelta(seconds=backoff)
-            values = {"status": QUEUED, "run_after": run_after, "message": f"retrying: {code}", **common}
+            values = {
+                "status": QUEUED,
+                "run_after": run_after,
+                "dispatched_at": None,
+                "message": f"retrying: {code}",
+                **common,
+            }
             outcome = FailOutcome(owned=True, status=JobStatus.queued, run_after=run_after)
         else:
             values = {"status": JobStatus.failed.value, "finished_at": now, **common}
@@ -339,6 +403,7 @@ def release_job(db: Database, job_id: str, *, owner: str) -> bool:
                     lease_owner=None,
                     lease_expires_at=None,
                     run_after=now,
+                    dispatched_at=None,
                     progress=0.0,
                     message="returned to the queue at shutdown",
                     **_bump(),
@@ -375,7 +440,13 @@ def expire_leases(
                 **_bump(),
             }
             if job.attempts < job.max_attempts:
-                values = {"status": QUEUED, "run_after": now, "message": "worker lost; requeued", **lost}
+                values = {
+                    "status": QUEUED,
+                    "run_after": now,
+                    "dispatched_at": None,
+                    "message": "worker lost; requeued",
+                    **lost,
+                }
                 new_status = JobStatus.queued
             else:
                 values = {"status": JobStatus.failed.value, "finished_at": now, **lost}

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from service import metrics
 from service.db import Database
 from service.jobs import repository
 from service.jobs.executor import ChildProcess, Control, Outcome
@@ -60,12 +61,14 @@ def run_job(job_id: str, ctx: RunContext) -> JobStatus | None:
     job = repository.claim_job(ctx.db, job_id, owner=ctx.owner, lease_seconds=ctx.settings.lease_seconds)
     if job is None:
         return None
+    claimed_at = time.monotonic()
     ctx.on_change(job_id)
     log.info("job %s: running %s (attempt %d)", job_id, job.processor, job.attempts)
     try:
         status = _execute(job, ctx)
     finally:
         ctx.on_change(job_id)
+    metrics.job_attempt_ended(job.processor, status, time.monotonic() - claimed_at)
     log.info("job %s: %s", job_id, status.value if status else "no longer ours")
     return status
 
@@ -80,6 +83,8 @@ def _fail(ctx: RunContext, job: Job, code: str, message: str, *, retryable: bool
         retryable=retryable,
         backoff=backoff_seconds(ctx.settings, job.attempts),
     )
+    if outcome.owned and outcome.status is JobStatus.queued:
+        metrics.job_retried(job.processor)
     return outcome.status if outcome.owned else _lost(ctx, job)
 
 

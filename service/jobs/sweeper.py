@@ -12,7 +12,9 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
+from service import metrics
 from service.db import Database
 from service.jobs import repository
 from service.jobs.dispatch import Dispatcher
@@ -44,13 +46,12 @@ def sweep(
 ) -> SweepReport:
     report = SweepReport()
     for _job_id, status in repository.expire_leases(db, owner_is_dead=owner_is_dead_here):
+        metrics.LEASES_EXPIRED.labels(status.value).inc()
         if status is JobStatus.queued:
             report.requeued += 1
         else:
             report.failed += 1
-    for job_id in repository.due_job_ids(db):
-        dispatcher.submit(job_id)
-        report.dispatched += 1
+    report.dispatched = dispatch_due(db=db, settings=settings, dispatcher=dispatcher)
     report.temp_removed = storage.remove_stale_temp(settings.temp_max_age)
     if scan_orphans:
         report.orphans_removed = remove_orphan_uploads(db=db, storage=storage, min_age=settings.temp_max_age)
@@ -62,6 +63,29 @@ def sweep(
     if report.requeued or report.failed or report.orphans_removed or report.expired:
         log.info("sweep: %s", report)
     return report
+
+
+def dispatch_due(*, db: Database, settings: Settings, dispatcher: Dispatcher) -> int:
+    """Hand due queued jobs to the dispatcher again; returns how many were handed over.
+
+    An in-process queue died with its process, so it gets every due job (it ignores ids it
+    already holds). A broker keeps its messages, so it gets only the jobs whose publish never
+    succeeded, and those published over ``redispatch_after`` ago for which the broker's queue
+    holds too few messages (lost with a broker restart): one message each, not one per pass.
+    """
+    if not dispatcher.durable:
+        ids = repository.due_job_ids(db)
+    else:
+        stale_before = utcnow() - timedelta(seconds=settings.redispatch_after)
+        never, stale = repository.undispatched_job_ids(db, stale_before=stale_before)
+        if stale:
+            pending = dispatcher.pending_messages()
+            if pending is not None:
+                stale = stale[: max(0, len(stale) - pending)]
+        ids = never + stale
+    for job_id in ids:
+        dispatcher.submit(job_id)
+    return len(ids)
 
 
 def remove_orphan_uploads(*, db: Database, storage: Storage, min_age: float) -> int:

@@ -27,7 +27,7 @@ def _checks(services: Services) -> dict[str, str]:
     for name, probe in (
         ("database", services.db.ping),
         ("storage", services.storage.check),
-        ("dispatcher", services.dispatcher.check),
+        (services.dispatcher.check_name, services.dispatcher.check),
     ):
         try:
             probe()
@@ -38,7 +38,11 @@ def _checks(services: Services) -> dict[str, str]:
     return checks
 
 
-@router.get("/readyz", summary="Readiness: database, storage and dispatcher", responses=problem_docs(503))
+@router.get(
+    "/readyz",
+    summary="Readiness: database, storage and the dispatcher (the broker on Celery)",
+    responses=problem_docs(503),
+)
 async def readyz(services: ServicesDep) -> JSONResponse:
     checks = await to_thread.run_sync(_checks, services)
     if all(value == "ok" for value in checks.values()):

@@ -14,6 +14,7 @@ from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
+from service import metrics
 from service.api.deps import ServicesDep
 from service.api.problems import problem_docs
 from service.errors import ClientGone, Conflict, NotFound
@@ -85,14 +86,16 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 async def submit_job(request: Request, services: ServicesDep, background: BackgroundTasks) -> Response:
     """Stream the multipart body to disk, record a queued job, answer 202, then dispatch it."""
     try:
-        job = await create_job(
-            db=services.db,
-            storage=services.storage,
-            registry=services.registry,
-            settings=services.settings,
-            headers=request.headers,
-            body=_body(request),
-        )
+        with metrics.track_upload() as upload:
+            job = await create_job(
+                db=services.db,
+                storage=services.storage,
+                registry=services.registry,
+                settings=services.settings,
+                headers=request.headers,
+                body=_body(request),
+            )
+            upload.accepted(job.file_size)
     except ClientGone:
         return Response(status_code=400)  # nobody is listening; the upload left nothing behind
     background.add_task(services.dispatcher.submit, job.id)

@@ -1,0 +1,216 @@
+"""Re-publishing for a broker (a durable dispatcher): what the sweeper sends again, and what not.
+
+The broker keeps messages across API restarts, so the sweeper must not re-publish every queued job
+on every pass (a deep queue would double each time); it re-publishes the jobs whose publish never
+succeeded, and those whose message may have been lost, bounded by what the broker still holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from kombu.exceptions import OperationalError
+
+from service.db import Database
+from service.jobs import repository
+from service.jobs.celery_dispatch import CeleryDispatcher
+from service.jobs.sweeper import dispatch_due
+from service.migrate import upgrade
+from service.models import JobStatus, utcnow
+from service.settings import Settings
+from tests.conftest import make_settings
+from tests.jobs.helpers import make_job, patch_job, row
+from tests.services import require_port
+
+
+class FakeBroker:
+    """A durable dispatcher that records what it was given and reports a queue length."""
+
+    name = "fake-broker"
+    check_name = "broker"
+    durable = True
+
+    def __init__(self, db: Database, pending: int | None = 0) -> None:
+        self.db = db
+        self.pending = pending
+        self.submitted: list[str] = []
+
+    def submit(self, job_id: str) -> None:
+        self.submitted.append(job_id)
+        repository.mark_dispatched(self.db, [job_id])
+
+    def cancelled(self, job_id: str) -> None:
+        pass
+
+    def check(self) -> None:
+        pass
+
+    def pending_messages(self) -> int | None:
+        return self.pending
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    upgrade(settings.resolved_database_url)
+    database = Database(settings.resolved_database_url)
+    yield database
+    database.dispose()
+
+
+def queued(db: Database, n: int, **values: object) -> list[str]:
+    ids = []
+    for _ in range(n):
+        job = repository.insert_job(db, make_job())
+        if values:
+            patch_job(db, job.id, **values)
+        ids.append(job.id)
+    return ids
+
+
+def test_jobs_never_published_are_published_once(db: Database, settings: Settings) -> None:
+    ids = queued(db, 3)
+    broker = FakeBroker(db)
+    assert dispatch_due(db=db, settings=settings, dispatcher=broker) == 3
+    assert sorted(broker.submitted) == sorted(ids)
+    assert all(row(db, i).dispatched_at is not None for i in ids)
+    # The broker holds them now: the next passes publish nothing again.
+    assert dispatch_due(db=db, settings=settings, dispatcher=broker) == 0
+    assert dispatch_due(db=db, settings=settings, dispatcher=broker) == 0
+    assert len(broker.submitted) == 3
+
+
+def test_stale_messages_are_republished_only_beyond_what_the_broker_holds(
+    db: Database, settings: Settings
+) -> None:
+    long_ago = utcnow() - timedelta(seconds=settings.redispatch_after + 30)
+    stale = queued(db, 5, dispatched_at=long_ago)
+    recent = queued(db, 2, dispatched_at=utcnow())
+
+    holding_all = FakeBroker(db, pending=7)
+    assert dispatch_due(db=db, settings=settings, dispatcher=holding_all) == 0
+
+    holding_two = FakeBroker(db, pending=2)
+    assert dispatch_due(db=db, settings=settings, dispatcher=holding_two) == 3
+    assert set(holding_two.submitted) <= set(stale)
+    assert not set(holding_two.submitted) & set(recent)
+
+    # A broker that cannot say what it holds gets every stale job.
+    for job_id in stale:
+        patch_job(db, job_id, dispatched_at=long_ago)
+    unknown = FakeBroker(db, pending=None)
+    assert dispatch_due(db=db, settings=settings, dispatcher=unknown) == 5
+
+
+def test_jobs_not_due_are_left_for_later(db: Database, settings: Settings) -> None:
+    (later,) = queued(db, 1, run_after=utcnow() + timedelta(minutes=5))
+    broker = FakeBroker(db)
+    assert dispatch_due(db=db, settings=settings, dispatcher=broker) == 0
+    patch_job(db, later, run_after=utcnow())
+    assert dispatch_due(db=db, settings=settings, dispatcher=broker) == 1
+
+
+def test_every_way_back_to_queued_forgets_the_old_message(db: Database, settings: Settings) -> None:
+    """A requeued job's earlier message was consumed: it needs a new one."""
+    (job_id,) = queued(db, 1)
+    repository.mark_dispatched(db, [job_id])
+
+    # A retryable failure.
+    assert repository.claim_job(db, job_id, owner="w:1:a:0", lease_seconds=30) is not None
+    outcome = repository.finish_failed(
+        db, job_id, owner="w:1:a:0", code="flaky", message="", retryable=True, backoff=0
+    )
+    assert outcome.status is JobStatus.queued
+    assert row(db, job_id).dispatched_at is None
+
+    # A lost lease.
+    repository.mark_dispatched(db, [job_id])
+    assert repository.claim_job(db, job_id, owner="w:1:a:0", lease_seconds=30) is not None
+    patch_job(db, job_id, lease_expires_at=utcnow() - timedelta(seconds=1))
+    assert repository.expire_leases(db) == [(job_id, JobStatus.queued)]
+    assert row(db, job_id).dispatched_at is None
+
+    # A release at shutdown.
+    repository.mark_dispatched(db, [job_id])
+    assert repository.claim_job(db, job_id, owner="w:1:a:0", lease_seconds=30) is not None
+    assert repository.release_job(db, job_id, owner="w:1:a:0")
+    assert row(db, job_id).dispatched_at is None
+
+    # A retry by the client.
+    repository.mark_dispatched(db, [job_id])
+    repository.cancel_job(db, job_id)
+    repository.retry_job(db, job_id, max_attempts=3)
+    assert row(db, job_id).dispatched_at is None
+
+
+def test_mark_dispatched_leaves_running_jobs_and_the_etag_alone(db: Database) -> None:
+    (job_id,) = queued(db, 1)
+    version = row(db, job_id).version
+    assert repository.mark_dispatched(db, [job_id]) == 1
+    assert row(db, job_id).version == version
+    assert repository.claim_job(db, job_id, owner="w:1:a:0", lease_seconds=30) is not None
+    assert repository.mark_dispatched(db, [job_id]) == 0
+
+
+# ---- the real Celery dispatcher ------------------------------------------------------------
+
+
+def celery_settings(tmp_path: Path, broker_url: str) -> Settings:
+    return make_settings(
+        tmp_path,
+        backend="celery",
+        broker_url=broker_url,
+        queue=f"fj-test-{uuid.uuid4().hex}",
+    )
+
+
+def test_a_broker_that_is_down_leaves_the_job_for_the_sweeper(tmp_path: Path) -> None:
+    from tests.e2e.server import free_port
+
+    settings = celery_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
+    upgrade(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url)
+    dispatcher = CeleryDispatcher(settings, db)
+    try:
+        job = repository.insert_job(db, make_job())
+        dispatcher.submit(job.id)
+        assert row(db, job.id).dispatched_at is None
+        with pytest.raises(OperationalError):
+            dispatcher.check()
+        assert dispatcher.pending_messages() is None
+    finally:
+        dispatcher.close()
+        db.dispose()
+
+
+def test_publishing_to_real_redis_marks_the_job_and_counts_the_message(tmp_path: Path) -> None:
+    require_port("Redis", "127.0.0.1", 6379)
+    import redis
+
+    settings = celery_settings(tmp_path, "redis://127.0.0.1:6379/0")
+    upgrade(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url)
+    dispatcher = CeleryDispatcher(settings, db)
+    try:
+        dispatcher.check()
+        job = repository.insert_job(db, make_job())
+        dispatcher.submit(job.id)
+        assert row(db, job.id).dispatched_at is not None
+        assert dispatcher.pending_messages() == 1
+        # Nothing but the id crosses the broker.
+        raw = redis.Redis(host="127.0.0.1", port=6379).lrange(settings.queue, 0, -1)
+        assert len(raw) == 1
+        message = json.loads(raw[0])
+        args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        assert args == [job.id]
+        assert kwargs == {}
+        assert message["headers"]["task"] == "filejobs.run_job"
+    finally:
+        redis.Redis(host="127.0.0.1", port=6379).delete(settings.queue)
+        dispatcher.close()
+        db.dispose()

@@ -1,0 +1,142 @@
+"""prometheus-client's multiprocess mode, with real processes.
+
+The mode is chosen when prometheus_client is imported, from ``PROMETHEUS_MULTIPROC_DIR``, so every
+process here is a fresh interpreter started with (or without) the variable.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.db import Database
+from service.jobs import repository
+from service.metrics import MULTIPROC_ENV
+from service.migrate import upgrade
+from tests.e2e.server import REPO, base_env, free_port
+from tests.jobs.helpers import make_job
+from tests.metrics.helpers import Scrape
+
+#: Does what an API process and a worker process do: one accepted upload, one job attempt, one retry.
+WRITER = """
+import os, sys
+from service import metrics
+from service.models import JobStatus
+
+size, seconds = int(sys.argv[1]), float(sys.argv[2])
+with metrics.track_upload() as upload:
+    upload.accepted(size)
+metrics.job_attempt_ended("inspect", JobStatus.succeeded, seconds)
+metrics.job_retried("flaky")
+print(os.getpid())
+"""
+
+#: What GET /metrics does, after telling the files that the writers are gone.
+READER = """
+import sys
+from service import metrics
+from service.db import Database
+
+for pid in sys.argv[2:]:
+    metrics.mark_process_dead(int(pid))
+db = Database(sys.argv[1])
+payload, content_type = metrics.render_metrics(db)
+db.dispose()
+sys.stdout.write(content_type + "\\n" + payload.decode())
+"""
+
+#: What a worker without an API does: serve its (or its host's) metrics on a port.
+SERVER = """
+import sys, urllib.request
+from service import metrics
+
+metrics.UPLOADED_BYTES.inc(int(sys.argv[2]))
+metrics.start_metrics_server(int(sys.argv[1]), addr="127.0.0.1")
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10) as response:
+    sys.stdout.write(response.headers["Content-Type"] + "\\n" + response.read().decode())
+"""
+
+
+def python(code: str, *args: object, multiproc_dir: Path | None) -> str:
+    env = base_env()
+    env.pop(MULTIPROC_ENV, None)
+    env.pop(MULTIPROC_ENV.lower(), None)
+    if multiproc_dir is not None:
+        env[MULTIPROC_ENV] = str(multiproc_dir)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """A migrated SQLite database holding one due queued ``inspect`` job."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    upgrade(url)
+    db = Database(url)
+    try:
+        repository.insert_job(db, make_job(processor="inspect"))
+    finally:
+        db.dispose()
+    return url
+
+
+def test_render_sums_every_process(tmp_path: Path, database_url: str) -> None:
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    first = int(python(WRITER, 1000, 0.5, multiproc_dir=directory))
+    second = int(python(WRITER, 234, 2.0, multiproc_dir=directory))
+    assert first != second
+    assert {f"counter_{first}.db", f"counter_{second}.db"} <= {p.name for p in directory.iterdir()}
+
+    output = python(READER, database_url, first, second, multiproc_dir=directory)
+    content_type, _, text = output.partition("\n")
+    assert content_type.startswith("text/plain; version=0.0.4")
+    got = Scrape(text)
+    assert got.value("filejobs_uploaded_bytes_total") == 1234
+    assert got.value("filejobs_uploads_total", outcome="accepted") == 2
+    assert got.value("filejobs_uploads_total", outcome="rejected") == 0
+    assert got.value("filejobs_upload_duration_seconds_count") == 2
+    labels = {"processor": "inspect", "status": "succeeded"}
+    assert got.value("filejobs_job_duration_seconds_count", **labels) == 2
+    assert got.value("filejobs_job_duration_seconds_sum", **labels) == pytest.approx(2.5)
+    assert got.value("filejobs_job_duration_seconds_bucket", le="1.0", **labels) == 1
+    assert got.value("filejobs_job_duration_seconds_bucket", le="2.5", **labels) == 2
+    assert got.value("filejobs_job_duration_seconds_bucket", le="+Inf", **labels) == 2
+    assert got.value("filejobs_jobs_finished_total", **labels) == 2
+    assert got.value("filejobs_job_retries_total", processor="flaky") == 2
+    # The database's gauges come along, once, from the rendering process.
+    assert got.value("filejobs_jobs", status="queued", processor="inspect") == 1
+    assert got.value("filejobs_queue_depth") == 1
+    assert got.value("filejobs_database_up") == 1
+
+
+def test_a_worker_metrics_server_in_multiprocess_mode_serves_the_host(tmp_path: Path) -> None:
+    directory = tmp_path / "prometheus"  # created on import when missing
+    python(WRITER, 1000, 0.5, multiproc_dir=directory)
+    content_type, _, text = python(SERVER, free_port(), 5, multiproc_dir=directory).partition("\n")
+    assert content_type.startswith("text/plain")
+    got = Scrape(text)
+    assert got.value("filejobs_uploaded_bytes_total") == 1005
+    assert got.value("filejobs_job_retries_total", processor="flaky") == 1
+    assert "filejobs_jobs" not in got.families  # the database's gauges are the API's
+
+
+def test_a_worker_metrics_server_in_single_process_mode(tmp_path: Path) -> None:
+    content_type, _, text = python(SERVER, free_port(), 7, multiproc_dir=None).partition("\n")
+    assert content_type.startswith("text/plain")
+    got = Scrape(text)
+    assert got.value("filejobs_uploaded_bytes_total") == 7
+    assert "process_cpu_seconds" in got.families  # the default collectors of this process
+    assert "filejobs_jobs" not in got.families
