@@ -46,6 +46,7 @@ class AdvisoryLock:
         if self._conn is not None:
             try:
                 self._conn.execute(text("SELECT 1"))
+                self._conn.commit()  # not left "idle in transaction" between passes
                 return True
             except Exception:
                 log.warning("lost the sweeper lock's connection; trying to take the lock again")

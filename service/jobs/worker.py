@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 from service.db import Database
 from service.jobs import repository
@@ -51,7 +52,17 @@ def owner_is_dead_here(owner: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process its parent has not reaped yet: dead, though ``kill(pid, 0)`` succeeds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may hold spaces and parentheses, so split after the last ")".
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 class LocalWorker:

@@ -72,3 +72,29 @@ def test_job_owned_by_another_host_waits_for_its_lease(
         db=services.db, storage=services.storage, settings=services.settings, dispatcher=dispatcher
     )
     assert report.requeued == 0
+
+
+def test_a_killed_process_not_yet_reaped_counts_as_dead() -> None:
+    """A zombie (killed, its parent has not waited for it) still answers ``kill(pid, 0)``."""
+    import os
+    import signal
+
+    from service.jobs.worker import owner_is_dead_here
+    from tests.jobs.helpers import wait_until
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    owner = f"{socket.gethostname()}:{proc.pid}:abcdef:0"
+    try:
+        assert not owner_is_dead_here(owner)
+        os.kill(proc.pid, signal.SIGKILL)
+
+        def zombie() -> bool:
+            with open(f"/proc/{proc.pid}/stat") as stat:
+                return stat.read().rpartition(")")[2].split()[0] == "Z"
+
+        wait_until(zombie, what="the killed child to become a zombie")
+        os.kill(proc.pid, 0)  # still "exists"
+        assert owner_is_dead_here(owner)
+    finally:
+        proc.kill()
+        proc.wait()

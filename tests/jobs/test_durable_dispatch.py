@@ -211,6 +211,8 @@ def test_publishing_to_real_redis_marks_the_job_and_counts_the_message(tmp_path:
         assert kwargs == {}
         assert message["headers"]["task"] == "filejobs.run_job"
     finally:
-        redis.Redis(host="127.0.0.1", port=6379).delete(settings.queue)
+        redis.Redis(host="127.0.0.1", port=6379).delete(
+            settings.queue, f"_kombu.binding.{settings.queue}", f"_kombu.binding_permanent.{settings.queue}"
+        )
         dispatcher.close()
         db.dispose()

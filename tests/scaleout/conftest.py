@@ -1,0 +1,103 @@
+"""Fixtures for the scale-out tests: a fresh PostgreSQL database, a broker (the machine's Redis or
+RabbitMQ, or a private one the test can stop) with a queue of the test's own, and a
+:class:`~tests.scaleout.cluster.Cluster` of API servers and Celery workers that is always killed
+and whose logs are printed at teardown (pytest shows them for a failed test)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.scaleout.cluster import (
+    Cluster,
+    PrivateBroker,
+    PrivateRabbitMQ,
+    PrivateRedis,
+    cleanup_amqp_queue,
+    cleanup_redis_queue,
+    new_queue_name,
+)
+from tests.services import fresh_postgres_database, require_port
+
+BROKERS = {
+    "redis": ("Redis", 6379, "redis://127.0.0.1:6379/0"),
+    "amqp": ("RabbitMQ", 5672, "amqp://guest:guest@127.0.0.1:5672//"),
+}
+
+ClusterFactory = Callable[[str], Cluster]
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A new PostgreSQL database for this test (plain ``postgresql://`` URL), dropped afterwards."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A queue of this test's own, so tests never see each other's messages."""
+    return new_queue_name()
+
+
+@pytest.fixture(params=sorted(BROKERS))
+def broker_url(request: pytest.FixtureRequest, queue_name: str) -> Iterator[str]:
+    """The machine's Redis or RabbitMQ; the test's queue is deleted afterwards (after the
+    cluster's processes are gone: the cluster fixture depends on this one)."""
+    name, port, url = BROKERS[request.param]
+    require_port(name, "127.0.0.1", port)
+    yield url
+    if request.param == "redis":
+        cleanup_redis_queue(url, queue_name)
+    else:
+        cleanup_amqp_queue(url, queue_name)
+
+
+@pytest.fixture
+def private_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A broker process of this test's own (parametrize indirectly with "redis" or "amqp"),
+    started; the test may stop and start it. Killed afterwards."""
+    kind = getattr(request, "param", "redis")
+    broker: PrivateBroker = (
+        PrivateRedis(tmp_path / "redis") if kind == "redis" else PrivateRabbitMQ(tmp_path / "rabbitmq")
+    )
+    try:
+        took = broker.start()
+        request.node.user_properties.append(("broker_start_seconds", round(took, 2)))
+        print(f"private {kind} broker started in {took:.2f} s")
+        yield broker
+    finally:
+        broker.close()
+        print(f"----- private {kind} broker log (tail) -----\n{broker.log_tail()}")
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path, pg_url: str, queue_name: str) -> Iterator[ClusterFactory]:
+    """``make_cluster(broker_url)`` → a :class:`Cluster` on this test's database and queue."""
+    clusters: list[Cluster] = []
+
+    def make(broker_url: str) -> Cluster:
+        cluster = Cluster(tmp_path, database_url=pg_url, broker_url=broker_url, queue=queue_name)
+        clusters.append(cluster)
+        return cluster
+
+    try:
+        yield make
+    finally:
+        for cluster in clusters:
+            cluster.close()
+        for cluster in clusters:
+            cluster.print_logs()
+
+
+@pytest.fixture
+def cluster(broker_url: str, make_cluster: ClusterFactory) -> Iterator[Cluster]:
+    """A cluster on the machine's broker (``broker_url``'s parameter). Its processes are killed
+    here, before ``broker_url``'s teardown deletes the queue they used."""
+    cluster = make_cluster(broker_url)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
