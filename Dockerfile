@@ -33,10 +33,13 @@ RUN groupadd --system --gid 10001 filejobs \
 
 COPY --from=builder /opt/venv /opt/venv
 
+# The API listens on 0.0.0.0 in a container: it requires API keys from the start
+# (docker exec <container> filejobs keys create NAME).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    FILEJOBS_DATA_DIR=/data
+    FILEJOBS_DATA_DIR=/data \
+    FILEJOBS_REQUIRE_AUTH=true
 
 # Uploads, outputs, temp files (and the SQLite database when FILEJOBS_DATABASE_URL is unset).
 # The API and the workers must share it: a worker reads the upload the API stored.

@@ -58,6 +58,10 @@ class MalformedMultipart(BadRequest):
     title, slug = "Malformed multipart body", "malformed-multipart"
 
 
+class Unauthorized(Problem):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+
 class NotFound(Problem):
     status, title, slug = 404, "Not Found", "not-found"
 
@@ -76,6 +80,10 @@ class UnsupportedMediaType(Problem):
 
 class Unprocessable(Problem):
     status, title, slug = 422, "Unprocessable Content", "unprocessable"
+
+
+class TooManyRequests(Problem):
+    status, title, slug = 429, "Too Many Requests", "too-many-requests"
 
 
 class InsufficientStorage(Problem):

@@ -77,9 +77,14 @@ class Job(SQLModel, table=True):
         Index("ix_jobs_status_run_after", "status", "run_after"),
         Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
         Index("ix_jobs_status_finished_at", "status", "finished_at"),
+        Index("ix_jobs_owner_id", "owner", "id"),
+        Index("ix_jobs_owner_status_id", "owner", "status", "id"),
+        Index("ix_jobs_owner_processor_id", "owner", "processor", "id"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
+    #: The API key that made the job ("" when the service was open): its tenant.
+    owner: str = Field(default="", max_length=36, sa_column_kwargs={"server_default": ""})
     status: str = Field(default=JobStatus.queued, max_length=16)
     processor: str = Field(max_length=100)
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
@@ -115,6 +120,37 @@ class Job(SQLModel, table=True):
     #: When a broker last accepted a message for this queued spell (None: never; the sweeper publishes).
     dispatched_at: datetime | None = _ts()
     version: int = 1
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key: only its SHA-256 is stored. Revoked keys stay (their jobs keep their owner)."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=100, unique=True)
+    key_hash: str = Field(max_length=64, unique=True)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = _ts(nullable=False)
+    revoked_at: datetime | None = _ts()
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """One Idempotency-Key of one caller: in progress (an upload holds it) or done (names a job)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+    scope: str = Field(primary_key=True, max_length=36)
+    key: str = Field(primary_key=True, max_length=255)
+    state: str = Field(max_length=16)
+    token: str = Field(max_length=64)
+    holder: str | None = Field(default=None, max_length=200)
+    fingerprint: str | None = Field(default=None, max_length=64)
+    job_id: str | None = Field(default=None, max_length=36)
+    created_at: datetime = _ts(nullable=False)
+    expires_at: datetime = _ts(nullable=False)
+    lease_expires_at: datetime | None = _ts()
 
 
 # ---- API models -----------------------------------------------------------------------------

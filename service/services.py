@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from service.api.limits import Admission, RateLimiter
 from service.db import Database
 from service.jobs.dispatch import Dispatcher, LocalDispatcher
 from service.jobs.sweep_lock import SweepLock, sweep_lock
 from service.jobs.worker import LocalWorker
+from service.keys import AuthGate
 from service.migrate import upgrade
 from service.notify import ChangeHub
 from service.processors.registry import Registry, build_registry
@@ -27,6 +29,9 @@ class Services:
     dispatcher: Dispatcher
     hub: ChangeHub
     sweep_lock: SweepLock
+    auth: AuthGate
+    rate_limiter: RateLimiter
+    admission: Admission
     worker: LocalWorker | None = None
 
     def close(self) -> None:
@@ -74,4 +79,7 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         hub=hub,
         worker=worker,
         sweep_lock=sweep_lock(db, settings.data_dir),
+        auth=AuthGate(db, always=settings.require_auth),
+        rate_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+        admission=Admission(settings, db),
     )

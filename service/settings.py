@@ -70,6 +70,27 @@ class Settings(BaseSettings):
         default=64_000_000, gt=0, description="Images with more pixels fail (decompression bombs)."
     )
     max_pdf_pages: int = Field(default=2000, gt=0, description="PDFs with more pages fail.")
+    require_auth: bool = Field(
+        default=False, description="Require an API key on /v1 even before any key has been made."
+    )
+    allow_open_bind: bool = Field(
+        default=False,
+        description="Let `filejobs serve` listen on a non-loopback address without API keys.",
+    )
+    idempotency_ttl: timedelta = Field(
+        default=timedelta(hours=24), description="How long an Idempotency-Key is remembered."
+    )
+    rate_limit: float = Field(default=100.0, ge=0, description="Requests per second per API key; 0: none.")
+    rate_burst: int = Field(default=200, ge=1, description="Requests a key may make at once above the rate.")
+    max_unfinished_jobs: int = Field(
+        default=10_000, ge=0, description="Queued or running jobs one key may have; 0: no limit."
+    )
+    max_queue_depth: int = Field(
+        default=100_000, ge=0, description="Queued jobs above which uploads get 503; 0: no limit."
+    )
+    min_free_disk: int = Field(
+        default=256 * MiB, ge=0, description="Bytes the data directory keeps free; uploads get 507 below."
+    )
     processors: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra processors as 'module:attribute', comma-separated."
     )
@@ -81,7 +102,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("retention", mode="before")
+    @field_validator("retention", "idempotency_ttl", mode="before")
     @classmethod
     def _parse_duration(cls, value: object) -> object:
         """Accept ``3600`` (seconds), ``90s``, ``30m``, ``12h``, ``7d`` besides ISO 8601 (``P7D``)."""

@@ -1,12 +1,12 @@
-"""The ``filejobs`` command: the service (``serve``, ``migrate``), batch submission (``submit``) and
-one-job commands (``status``, ``wait``, ``list``, ``result``, ``cancel``, ``retry``, ``delete``,
-``processors``)."""
+"""The ``filejobs`` command: the service (``serve``, ``worker``, ``migrate``, ``keys``), batch
+submission (``submit``) and one-job commands (``status``, ``wait``, ``list``, ``result``,
+``cancel``, ``retry``, ``delete``, ``processors``)."""
 
 from __future__ import annotations
 
 import typer
 
-from service.cli import jobs, serve, submit
+from service.cli import jobs, keys, serve, submit
 
 app = typer.Typer(
     name="filejobs",
@@ -19,5 +19,6 @@ app = typer.Typer(
 serve.register(app)
 submit.register(app)
 jobs.register(app)
+keys.register(app)
 
 __all__ = ["app"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -12,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from service.settings import get_settings
+from service.settings import Settings, get_settings
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -27,12 +28,33 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    allow_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--allow-no-auth",
+            help="Listen on a non-loopback address although no API key is required (a proxy in "
+            "front authenticates).",
+        ),
+    ] = False,
 ) -> None:
     """Run the API (and, on the local backend, the worker pool and the sweeper)."""
     import uvicorn
 
     _logging(log_level)
     settings = get_settings()
+    if (
+        not _loopback(host)
+        and not (allow_no_auth or settings.allow_open_bind)
+        and not _keys_required(settings)
+    ):
+        typer.echo(
+            f"filejobs serve: refusing to listen on {host} with no API key required: anyone who can "
+            "reach it could upload and read every job. Make a key (`filejobs keys create NAME`), or set "
+            "FILEJOBS_REQUIRE_AUTH=1, or, if something in front of it authenticates, pass "
+            "--allow-no-auth (FILEJOBS_ALLOW_OPEN_BIND=1).",
+            err=True,
+        )
+        raise typer.Exit(2)
     # uvicorn handles SIGTERM itself (graceful shutdown), then restores the previous handler and
     # raises the signal again; with the default handler the process would die by SIGTERM (exit 143)
     # even though it shut down cleanly. This handler makes a completed graceful shutdown exit 0.
@@ -88,6 +110,33 @@ def worker(
         pool=pool,
         loglevel=log_level.upper(),
     )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _keys_required(settings: Settings) -> bool:
+    """True when /v1 will demand keys: FILEJOBS_REQUIRE_AUTH, or a key exists in the database."""
+    if settings.require_auth:
+        return True
+    from service import keys
+    from service.db import Database
+    from service.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.auto_migrate:
+        upgrade(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url)
+    try:
+        return keys.any_active_key(db)
+    finally:
+        db.dispose()
 
 
 def migrate() -> None:

@@ -3,6 +3,8 @@
 What is retried:
 
 * ``429`` and ``503``, on every request: the server refused before doing anything.
+* ``409`` and ``507`` with a ``Retry-After``, on an upload (it carries an ``Idempotency-Key``): an
+  earlier try of the same upload is still in progress on the server, or its disk is short for now.
 * Connection failures where the request surely never reached the server (connect errors and
   timeouts, no free connection in the pool), on every request.
 * Any other transport failure (a read error or timeout, a reset, the server closing mid-answer)
@@ -31,6 +33,8 @@ from service.client.errors import TransportError
 log = logging.getLogger("service.client")
 
 RETRY_STATUSES = frozenset({429, 503})
+#: Retried only on a request with an Idempotency-Key and only when the server says when.
+RETRY_LATER_STATUSES = frozenset({409, 507})
 #: Failures that happen before a byte of the request left: safe to repeat for any request.
 UNSENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
     httpx.ConnectError,
@@ -116,7 +120,7 @@ class Attempts:
 
     def after_response(self, response: httpx.Response) -> float | None:
         """``None`` to use ``response`` as it is, or the seconds to wait before trying again."""
-        if response.status_code not in RETRY_STATUSES or self.retried >= self.limit:
+        if self.retried >= self.limit or not _retry_status(response):
             return None
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if retry_after is not None and retry_after > self.policy.retry_after_max:
@@ -129,3 +133,13 @@ class Attempts:
         self.retried += 1
         log.info("%s: %s; retry %d of %d in %.2f s", what, reason, self.retried, self.limit, delay)
         return delay
+
+
+def _retry_status(response: httpx.Response) -> bool:
+    if response.status_code in RETRY_STATUSES:
+        return True
+    return (
+        response.status_code in RETRY_LATER_STATUSES
+        and "Retry-After" in response.headers
+        and "Idempotency-Key" in response.request.headers
+    )

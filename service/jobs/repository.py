@@ -39,16 +39,19 @@ def _owned(job_id: str, owner: str) -> ColumnElement[bool]:
 # ---- reads ----------------------------------------------------------------------------------
 
 
-def get_job(db: Database, job_id: str) -> Job | None:
-    """The row, or None for an unknown (or malformed) id."""
+def get_job(db: Database, job_id: str, *, owner: str | None = None) -> Job | None:
+    """The row, or None for an unknown (or malformed) id, or one of another ``owner``."""
     if not is_job_id(job_id):
         return None
     with db.read() as session:
-        return session.get(Job, job_id)
+        job = session.get(Job, job_id)
+    if job is None or (owner is not None and job.owner != owner):
+        return None
+    return job
 
 
-def require_job(db: Database, job_id: str) -> Job:
-    job = get_job(db, job_id)
+def require_job(db: Database, job_id: str, *, owner: str | None = None) -> Job:
+    job = get_job(db, job_id, owner=owner)
     if job is None:
         raise NotFound(f"No job with id {job_id!r}.")
     return job
@@ -71,6 +74,7 @@ def decode_cursor(cursor: str) -> str:
 def list_jobs(
     db: Database,
     *,
+    owner: str | None = None,
     status: JobStatus | None = None,
     processor: str | None = None,
     limit: int = 50,
@@ -78,6 +82,8 @@ def list_jobs(
 ) -> tuple[list[Job], str | None]:
     """Newest first, keyset-paginated on the time-ordered id."""
     query = select(Job)
+    if owner is not None:
+        query = query.where(col(Job.owner) == owner)
     if status is not None:
         query = query.where(col(Job.status) == status.value)
     if processor is not None:
@@ -164,16 +170,36 @@ def queue_stats(db: Database, *, now: datetime | None = None) -> tuple[int, date
 # ---- creation and client actions ------------------------------------------------------------
 
 
-def insert_job(db: Database, job: Job) -> Job:
+def insert_job(db: Database, job: Job, *, before_commit: Callable[[Session], None] | None = None) -> Job:
+    """Insert the row; ``before_commit`` runs in the same transaction (and may raise to undo it)."""
     with db.write() as session:
         session.add(job)
+        if before_commit is not None:
+            session.flush()
+            before_commit(session)
     return job
 
 
-def cancel_job(db: Database, job_id: str) -> Job:
+def count_queued(db: Database) -> int:
+    with db.read() as session:
+        return int(session.exec(select(func.count()).select_from(Job).where(col(Job.status) == QUEUED)).one())
+
+
+def count_unfinished(db: Database, owner: str) -> int:
+    """Queued or running jobs of ``owner``."""
+    query = (
+        select(func.count())
+        .select_from(Job)
+        .where(col(Job.owner) == owner, col(Job.status).in_([QUEUED, RUNNING]))
+    )
+    with db.read() as session:
+        return int(session.exec(query).one())
+
+
+def cancel_job(db: Database, job_id: str, *, owner: str | None = None) -> Job:
     """queued or running → cancelled. A running job's worker sees it lost the row and stops."""
     with db.write() as session:
-        job = _locked(session, job_id)
+        job = _locked(session, job_id, owner)
         if JobStatus(job.status).terminal:
             raise Conflict(f"The job is already {job.status}.", status_of_job=job.status)
         now = utcnow()
@@ -193,19 +219,19 @@ def cancel_job(db: Database, job_id: str) -> Job:
         return job
 
 
-def _locked(session: Session, job_id: str) -> Job:
+def _locked(session: Session, job_id: str, owner: str | None = None) -> Job:
     """The row, locked for this transaction (``FOR UPDATE`` on PostgreSQL; on SQLite the
     ``BEGIN IMMEDIATE`` of a write session already serialises writers), or 404."""
     job = session.get(Job, job_id, with_for_update=True) if is_job_id(job_id) else None
-    if job is None:
+    if job is None or (owner is not None and job.owner != owner):
         raise NotFound(f"No job with id {job_id!r}.")
     return job
 
 
-def retry_job(db: Database, job_id: str, *, max_attempts: int) -> Job:
+def retry_job(db: Database, job_id: str, *, max_attempts: int, owner: str | None = None) -> Job:
     """failed or cancelled → queued with a fresh attempt budget."""
     with db.write() as session:
-        job = _locked(session, job_id)
+        job = _locked(session, job_id, owner)
         if job.status not in (JobStatus.failed.value, JobStatus.cancelled.value):
             raise Conflict(
                 f"Only failed or cancelled jobs can be retried; this one is {job.status}.",
@@ -238,10 +264,10 @@ def retry_job(db: Database, job_id: str, *, max_attempts: int) -> Job:
         return job
 
 
-def delete_job(db: Database, job_id: str) -> Job:
+def delete_job(db: Database, job_id: str, *, owner: str | None = None) -> Job:
     """Remove the row (a running job's worker sees the row gone and stops). Returns what it was."""
     with db.write() as session:
-        job = _locked(session, job_id)
+        job = _locked(session, job_id, owner)
         session.exec(delete(Job).where(col(Job.id) == job_id))
         return job
 

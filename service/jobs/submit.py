@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from anyio import to_thread
 from pydantic import BaseModel, SecretStr, ValidationError
+from sqlmodel import Session
 
 from service.db import Database
-from service.errors import Unprocessable, UnsupportedMediaType
+from service.errors import Conflict, Unprocessable, UnsupportedMediaType
 from service.ids import new_job_id
 from service.jobs import repository
+from service.jobs.idempotency import Claim, Existing, Replay, complete, fingerprint
 from service.models import Job, JobStatus, utcnow
 from service.processors.registry import Entry, Registry
 from service.settings import Settings
@@ -27,6 +30,14 @@ from service.uploads import Limits, commit_or_abort, receive_upload
 
 DEFAULT_PROCESSOR = "inspect"
 KNOWN_FIELDS = frozenset({"processor", "params"})
+
+
+@dataclass(frozen=True)
+class IdempotencyPlan:
+    """What ``begin`` said about this request's Idempotency-Key: ours to use, or used before."""
+
+    claim: Claim | None = None
+    existing: Existing | None = None
 
 
 @dataclass(frozen=True)
@@ -94,8 +105,12 @@ async def create_job(
     settings: Settings,
     headers: Mapping[str, str],
     body: AsyncIterator[bytes],
+    owner: str = "",
+    idempotency: IdempotencyPlan | None = None,
 ) -> Job:
-    """Receive the upload and record a queued job. Leaves no file and no row on any failure."""
+    """Receive the upload and record a queued job of ``owner``. Leaves no file and no row on any
+    failure. With an ``Idempotency-Key`` used before, raises :class:`Replay` (same request) or 422
+    (different) instead, keeping nothing of this upload."""
     limits = Limits(
         max_file_bytes=settings.max_upload_bytes,
         max_fields=settings.max_fields,
@@ -118,17 +133,34 @@ async def create_job(
                 content_type=received.content_type,
                 accepts=list(processor.accepts),
             )
+        public, secret = split_secrets(submission.params)
+        request_print = ""
+        if idempotency is not None:
+            request_print = fingerprint(
+                processor=processor.name,
+                params={**public, **secret},
+                sha256=received.sha256,
+                size=received.size,
+                name=received.name,
+            )
+            if idempotency.existing is not None:
+                if request_print != idempotency.existing.fingerprint:
+                    raise Unprocessable(
+                        "This Idempotency-Key was used for a different request (another file or other "
+                        "options); use a new key for a new request."
+                    )
+                raise Replay(idempotency.existing.job_id)
     except BaseException:
         await received.sink.abort()
         raise
 
-    public, secret = split_secrets(submission.params)
     job_id = new_job_id()
     key = LocalStorage.upload_key(job_id)
     await commit_or_abort(received.sink, key)
     now = utcnow()
     job = Job(
         id=job_id,
+        owner=owner,
         status=JobStatus.queued.value,
         processor=submission.entry.processor.name,
         params=public,
@@ -144,8 +176,14 @@ async def create_job(
         updated_at=now,
         run_after=now,
     )
+    claim = idempotency.claim if idempotency is not None else None
+
+    def complete_key(session: Session) -> None:
+        if claim is not None and not complete(session, claim, job_id=job_id, fingerprint=request_print):
+            raise Conflict("Another request took this Idempotency-Key over while this one was uploading.")
+
     try:
-        await to_thread.run_sync(repository.insert_job, db, job)
+        await to_thread.run_sync(partial(repository.insert_job, db, job, before_commit=complete_key))
     except BaseException:
         storage.delete(key)
         raise

@@ -2,8 +2,8 @@
 
 One pass (:func:`sweep`) returns expired leases, and those of dead worker processes on this host,
 to the queue (or fails them when attempts are spent), re-dispatches due queued jobs, removes upload
-temp files and orphaned uploads that never got a row, and deletes finished jobs past retention with
-their files.
+temp files and orphaned uploads that never got a row, deletes finished jobs past retention with
+their files, and forgets Idempotency-Keys past their time to live.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from service import metrics
 from service.db import Database
-from service.jobs import repository
+from service.jobs import idempotency, repository
 from service.jobs.dispatch import Dispatcher
 from service.jobs.worker import owner_is_dead_here
 from service.models import JobStatus, utcnow
@@ -34,6 +34,7 @@ class SweepReport:
     temp_removed: int = 0
     orphans_removed: int = 0
     expired: int = 0
+    idempotency_expired: int = 0
 
 
 def sweep(
@@ -60,6 +61,7 @@ def sweep(
         if repository.delete_if_finished(db, job.id, cutoff=cutoff):
             storage.delete_job_files(job.id)
             report.expired += 1
+    report.idempotency_expired = idempotency.expire(db)
     if report.requeued or report.failed or report.orphans_removed or report.expired:
         log.info("sweep: %s", report)
     return report

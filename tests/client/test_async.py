@@ -71,7 +71,10 @@ class Recording(httpx.AsyncHTTPTransport):
 async def test_list_iterates_every_page(server: Server, text_file: Path) -> None:
     transport = Recording()
     async with AsyncClient(server.base_url, transport=transport) as client:
-        ids = [(await client.submit(text_file, processor="text-only")).id for _ in range(3)]
+        ids = [
+            (await client.submit(text_file, processor="text-only", idempotency_key=f"page-{i}")).id
+            for i in range(3)
+        ]  # three jobs of one file: three keys (one key would name one job)
         listed = [job.id async for job in client.list(processor="text-only", page_size=1)]
     assert listed == ids[::-1]
     pages = [r for r in transport.requests if r.method == "GET" and r.url.path == "/v1/jobs"]

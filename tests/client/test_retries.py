@@ -17,6 +17,7 @@ from service.client import (
     AsyncClient,
     BadRequest,
     Client,
+    Conflict,
     ServerError,
     ServiceUnavailable,
     TooManyRequests,
@@ -104,6 +105,31 @@ def test_503_with_retry_after_is_waited_out_and_the_upload_repeated(text_file: P
     assert script.bodies[0] == script.bodies[1] == script.bodies[2]
     assert script.bodies[0].count(text_file.read_bytes()) == 1
     assert progress == [size, 0, size, 0, size]
+
+
+def test_an_upload_still_in_progress_409_or_a_short_disk_507_is_waited_out(text_file: Path) -> None:
+    """The server's answers for "the same upload is still arriving" and "no disk space for now"
+    carry Retry-After; an upload (with its Idempotency-Key) waits them out."""
+    script = Script(
+        problem(409, "still in progress", **{"Retry-After": "0"}),
+        problem(507, "disk short", **{"Retry-After": "0"}),
+        accepted(),
+    )
+    with fast_client(script) as client:
+        assert client.submit(text_file).id == JOB_ID
+    assert len(script.requests) == 3
+    assert len({r.headers["Idempotency-Key"] for r in script.requests}) == 1
+
+
+def test_a_409_without_retry_after_or_on_another_request_is_not_retried(text_file: Path) -> None:
+    script = Script(problem(409, "the job is already succeeded", **{"Retry-After": "0"}))
+    with fast_client(script) as client, pytest.raises(Conflict):
+        client.cancel(JOB_ID)  # no Idempotency-Key: a 409 here is final
+    assert len(script.requests) == 1
+    final = Script(problem(409, "a different conflict"))
+    with fast_client(final) as client, pytest.raises(Conflict):
+        client.submit(text_file)
+    assert len(final.requests) == 1
 
 
 def test_429_with_an_http_date_is_honoured() -> None:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from service.api.auth import authenticate
 from service.api.deps import ServicesDep
+from service.api.problems import problem_docs
 from service.models import ProcessorInfo, ProcessorList
 
-router = APIRouter(prefix="/v1/processors", tags=["processors"])
+router = APIRouter(prefix="/v1/processors", tags=["processors"], dependencies=[Depends(authenticate)])
 
 
-@router.get("", response_model=ProcessorList, summary="The available processors")
+@router.get(
+    "",
+    response_model=ProcessorList,
+    summary="The available processors",
+    responses=problem_docs(401, 429),
+)
 async def list_processors(services: ServicesDep) -> ProcessorList:
     return ProcessorList(
         items=[

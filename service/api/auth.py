@@ -1,0 +1,60 @@
+"""Who is calling: ``Authorization: Bearer <key>`` on every ``/v1`` request once keys exist.
+
+An open service (no key made, ``FILEJOBS_REQUIRE_AUTH`` off) serves the anonymous caller; as soon
+as one key exists, a request without a valid key gets ``401`` with ``WWW-Authenticate``. Each
+caller is then rate-limited (per key, per process).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import Depends, Request
+
+from service import keys
+from service.api.deps import ServicesDep
+from service.db import Database
+from service.errors import Unauthorized
+from service.keys import ANONYMOUS, AuthGate, Caller
+
+REALM = 'Bearer realm="filejobs"'
+
+
+def _challenge(error: str | None = None) -> dict[str, str]:
+    value = REALM if error is None else f'{REALM}, error="{error}"'
+    return {"WWW-Authenticate": value}
+
+
+def _resolve(services_db: Database, gate: AuthGate, header: str | None) -> Caller:
+    if header:
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized(
+                "Send the API key as 'Authorization: Bearer <key>'.", headers=_challenge("invalid_request")
+            )
+        key = keys.find_key(services_db, token)
+        if key is None:
+            raise Unauthorized(
+                "The API key is not valid (unknown or revoked).", headers=_challenge("invalid_token")
+            )
+        return Caller(key_id=key.id, name=key.name)
+    if gate.required():
+        raise Unauthorized(
+            "This service needs an API key: send 'Authorization: Bearer <key>'.", headers=_challenge()
+        )
+    return ANONYMOUS
+
+
+async def authenticate(request: Request, services: ServicesDep) -> Caller:
+    caller = await to_thread.run_sync(
+        _resolve, services.db, services.auth, request.headers.get("authorization")
+    )
+    if caller.key_id is not None:
+        services.rate_limiter.check(caller.scope)
+    request.state.caller = caller
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(authenticate)]
