@@ -103,15 +103,26 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
 
 
 def _document_problem_schema(app: FastAPI) -> None:
-    """Add ProblemDetails to the OpenAPI components, which the error responses refer to."""
+    """Add ProblemDetails (which the error responses refer to) and the API key scheme of /v1."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = original()
-            schema.setdefault("components", {}).setdefault("schemas", {})["ProblemDetails"] = (
-                ProblemDetails.model_json_schema()
-            )
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {})["ProblemDetails"] = ProblemDetails.model_json_schema()
+            components["securitySchemes"] = {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key from `filejobs keys create NAME`. Required on /v1 once "
+                    "any key has been made (or with FILEJOBS_REQUIRE_AUTH).",
+                }
+            }
+            for path, operations in schema.get("paths", {}).items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"apiKey": []}]
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -122,7 +122,7 @@ def _loopback(host: str) -> bool:
 
 
 def _keys_required(settings: Settings) -> bool:
-    """True when /v1 will demand keys: FILEJOBS_REQUIRE_AUTH, or a key exists in the database."""
+    """True when /v1 will demand keys: FILEJOBS_REQUIRE_AUTH, or a key (even revoked) was made."""
     if settings.require_auth:
         return True
     from service import keys
@@ -134,7 +134,7 @@ def _keys_required(settings: Settings) -> bool:
         upgrade(settings.resolved_database_url)
     db = Database(settings.resolved_database_url)
     try:
-        return keys.any_active_key(db)
+        return keys.any_key(db)
     finally:
         db.dispose()
 

@@ -1,0 +1,193 @@
+"""Tenants: every job belongs to the key that made it; to any other key it does not exist.
+
+Another key's job answers exactly as an unknown id does (same status, same problem body but for
+the id), on every endpoint, and never appears in a list. Job ids are UUIDv7 with random bits
+enough that knowing one id tells nothing about the next.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service import keys
+from service.ids import new_job_id
+from service.jobs import repository
+from service.services import Services
+from tests.conftest import burst_worker
+from tests.jobs.helpers import row
+from tests.security.helpers import accepted_id, assert_problem, bearer, post_file
+
+
+@pytest.fixture
+def alice(services: Services) -> str:
+    return keys.create_key(services.db, "alice")[1]
+
+
+@pytest.fixture
+def bob(services: Services) -> str:
+    return keys.create_key(services.db, "bob")[1]
+
+
+def operations(job_id: str) -> list[tuple[str, str]]:
+    return [
+        ("GET", f"/v1/jobs/{job_id}"),
+        ("GET", f"/v1/jobs/{job_id}?wait=0.05"),
+        ("GET", f"/v1/jobs/{job_id}/result"),
+        ("POST", f"/v1/jobs/{job_id}/cancel"),
+        ("POST", f"/v1/jobs/{job_id}/retry"),
+        ("DELETE", f"/v1/jobs/{job_id}"),
+    ]
+
+
+def not_found_shape(response: httpx.Response, job_id: str) -> dict[str, Any]:
+    """The 404 body with the id masked, to compare with the one for an unknown id."""
+    body = assert_problem(response, 404)
+    assert "etag" not in response.headers
+    return {k: v.replace(job_id, "<id>") if isinstance(v, str) else v for k, v in body.items()}
+
+
+def listed_ids(client: TestClient, secret: str | None, **params: Any) -> list[str]:
+    response = client.get("/v1/jobs", headers=bearer(secret), params=params)
+    assert response.status_code == 200, response.text
+    return [job["id"] for job in response.json()["items"]]
+
+
+def test_another_keys_job_is_404_everywhere_like_an_unknown_id(
+    client: TestClient, services: Services, alice: str, bob: str
+) -> None:
+    succeeded = accepted_id(post_file(client, key=alice))
+    assert burst_worker(services).drain() == 1
+    failed = accepted_id(post_file(client, key=alice, processor="fail"))
+    assert burst_worker(services).drain() == 1
+    queued = accepted_id(post_file(client, key=alice))
+    unknown = new_job_id()
+
+    for job_id in (succeeded, failed, queued):
+        for (method, path), (_, unknown_path) in zip(operations(job_id), operations(unknown), strict=True):
+            theirs = client.request(method, path, headers=bearer(bob))
+            missing = client.request(method, unknown_path, headers=bearer(bob))
+            assert not_found_shape(theirs, job_id) == not_found_shape(missing, unknown), (method, path)
+
+    # Bob's attempts changed nothing: every job is as Alice left it.
+    assert row(services.db, succeeded).status == "succeeded"
+    assert row(services.db, failed).status == "failed"
+    assert row(services.db, queued).status == "queued"
+    assert listed_ids(client, bob) == []
+    for status in ("queued", "succeeded", "failed"):
+        assert listed_ids(client, bob, status=status) == []
+    assert listed_ids(client, bob, processor="inspect") == []
+    assert sorted(listed_ids(client, alice)) == sorted([succeeded, failed, queued])
+
+
+def test_the_owner_can_do_everything(client: TestClient, services: Services, alice: str, bob: str) -> None:
+    auth = bearer(alice)
+    bobs = accepted_id(post_file(client, key=bob))
+    done = accepted_id(post_file(client, key=alice))
+    assert burst_worker(services).drain() == 2
+    job_id = accepted_id(post_file(client, key=alice))
+
+    assert client.get(f"/v1/jobs/{done}", headers=auth).json()["status"] == "succeeded"
+    assert client.get(f"/v1/jobs/{done}?wait=0.05", headers=auth).status_code == 200
+    assert client.get(f"/v1/jobs/{done}/result", headers=auth).status_code == 200
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=auth).json()["status"] == "cancelled"
+    retried = client.post(f"/v1/jobs/{job_id}/retry", headers=auth)
+    assert retried.status_code == 202
+    assert retried.json()["status"] == "queued"
+    key = keys.find_key(services.db, alice)
+    assert key is not None
+    for response in (
+        retried,
+        client.get("/v1/jobs", headers=auth),
+        client.get(f"/v1/jobs/{done}", headers=auth),
+    ):
+        assert key.id not in response.text  # the owner is never shown
+        assert "owner" not in response.text
+    assert client.delete(f"/v1/jobs/{job_id}", headers=auth).status_code == 204
+    assert client.delete(f"/v1/jobs/{done}", headers=auth).status_code == 204
+    assert listed_ids(client, alice) == []
+    assert listed_ids(client, bob) == [bobs]  # Bob's job was never touched
+
+
+def test_lists_are_per_key_across_pages(client: TestClient, alice: str, bob: str) -> None:
+    mine = [accepted_id(post_file(client, key=alice)) for _ in range(5)]
+    theirs = [accepted_id(post_file(client, key=bob)) for _ in range(3)]
+
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/v1/jobs", headers=bearer(alice), params=params).json()
+        seen += [job["id"] for job in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == sorted(mine, reverse=True)
+    assert sorted(listed_ids(client, bob)) == sorted(theirs)
+
+
+def test_a_waiting_request_of_another_key_learns_nothing(client: TestClient, alice: str, bob: str) -> None:
+    job_id = accepted_id(post_file(client, key=alice))
+    etag = client.get(f"/v1/jobs/{job_id}", headers=bearer(alice)).headers["etag"]
+
+    response = client.get(f"/v1/jobs/{job_id}?wait=0.05", headers={**bearer(bob), "If-None-Match": etag})
+
+    assert_problem(response, 404)
+
+
+def test_anonymous_jobs_are_invisible_to_keys(client: TestClient, services: Services) -> None:
+    anonymous = accepted_id(post_file(client))  # made while the service was open
+    _key, alice = keys.create_key(services.db, "alice")
+
+    assert listed_ids(client, alice) == []
+    for method, path in operations(anonymous):
+        assert_problem(client.request(method, path, headers=bearer(alice)), 404)
+    assert repository.get_job(services.db, anonymous) is not None
+    # and a key's jobs are not the anonymous caller's: the row records the key
+    mine = accepted_id(post_file(client, key=alice))
+    key = keys.find_key(services.db, alice)
+    assert key is not None
+    assert row(services.db, mine).owner == key.id
+    assert row(services.db, anonymous).owner == ""
+
+
+def test_jobs_of_a_revoked_key_are_reachable_by_nobody(
+    client: TestClient, services: Services, alice: str, bob: str
+) -> None:
+    job_id = accepted_id(post_file(client, key=alice))
+    keys.revoke_key(services.db, "alice")
+
+    assert client.get(f"/v1/jobs/{job_id}", headers=bearer(alice)).status_code == 401
+    assert_problem(client.get(f"/v1/jobs/{job_id}", headers=bearer(bob)), 404)
+    assert listed_ids(client, bob) == []
+
+
+# ---- job ids --------------------------------------------------------------------------------
+
+
+def test_job_ids_are_unique_version_7_and_mostly_random() -> None:
+    """UUIDv7 (RFC 9562): 48-bit milliseconds, 4-bit version, 12-bit ``rand_a``, 2-bit variant,
+    62-bit ``rand_b``. Here ``rand_a`` is a counter seeded at random each millisecond, so every
+    id carries 62 fresh random bits, and the first id of each millisecond 11 more."""
+    ids = [new_job_id() for _ in range(1000)]
+    parsed = [uuid.UUID(value) for value in ids]
+
+    assert len(set(ids)) == 1000
+    assert all(p.version == 7 and p.variant == uuid.RFC_4122 for p in parsed)
+    assert all(str(p) == value for p, value in zip(parsed, ids, strict=True))  # canonical form
+    assert ids == sorted(ids)  # time-ordered, which keyset pagination relies on
+    assert len({value.replace("-", "")[-18:] for value in ids}) == 1000  # no two share a tail
+    rand_b = [p.int & ((1 << 62) - 1) for p in parsed]
+    assert len(set(rand_b)) == 1000
+    for bit in range(62):  # every random bit takes both values: none is stuck or derived
+        assert len({(value >> bit) & 1 for value in rand_b}) == 2, bit
+
+
+def test_ids_given_by_the_api_are_version_7(client: TestClient) -> None:
+    first, second = (accepted_id(post_file(client)) for _ in range(2))
+    assert uuid.UUID(first).version == uuid.UUID(second).version == 7
+    assert (uuid.UUID(first).int ^ uuid.UUID(second).int) & ((1 << 62) - 1)  # random parts differ
