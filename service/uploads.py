@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -67,18 +68,27 @@ class ReceivedFile:
 
 FieldCheck = Callable[[dict[str, str]], object]
 
+#: Longer Content-Type headers are refused unparsed (real ones are well under 200 characters).
+MAX_CONTENT_TYPE = 1024
+#: RFC 2046 §5.1.1: 1-70 of these characters, the last not a space.
+BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+
 
 def multipart_boundary(content_type: str | None) -> bytes:
     """The boundary of a ``multipart/form-data`` content type; 415 or 400 otherwise."""
     if not content_type:
         raise UnsupportedMediaType("Send the file as multipart/form-data with a 'file' field.")
+    if len(content_type) > MAX_CONTENT_TYPE:  # parsing megabytes of options would stall the loop
+        raise MalformedMultipart(
+            f"The Content-Type header is over {MAX_CONTENT_TYPE} characters: no valid boundary."
+        )
     media, options = parse_options_header(content_type)
     if media != b"multipart/form-data":
         raise UnsupportedMediaType(
             f"Expected multipart/form-data, got {media.decode('latin-1')!r}; send the file in a 'file' field."
         )
     boundary = options.get(b"boundary")
-    if not boundary or len(boundary) > 70:
+    if not boundary or not BOUNDARY.fullmatch(boundary):
         raise MalformedMultipart("The multipart/form-data content type has no valid boundary.")
     return boundary
 
