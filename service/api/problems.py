@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -75,6 +76,8 @@ def install_handlers(app: FastAPI) -> None:
         response = problem_response(_generic(exc.status_code, str(exc.detail)), request)
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405:  # every method of every route on this path (RFC 9110 §15.5.6)
+            response.headers["Allow"] = ", ".join(_allowed_methods(request))
         return response
 
     @app.exception_handler(Exception)
@@ -83,17 +86,32 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response(_generic(500, "The server failed to handle this request."), request)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI schema has for the request's path (whatever routes serve them)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods.update(method.upper() for method in operations)
+    return sorted(methods)
+
+
 def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries documenting problem answers."""
     descriptions = {
-        400: "Malformed request (for uploads: malformed or truncated multipart, bad Content-Length).",
-        404: "No such job.",
-        409: "The job is not in a state that allows this.",
+        400: "Malformed request (for uploads: malformed or truncated multipart, bad Content-Length, "
+        "an invalid Idempotency-Key).",
+        401: "No API key, or one that is unknown or revoked (with WWW-Authenticate).",
+        404: "No such job (or another key's job).",
+        409: "The job is not in a state that allows this; for an upload, a request with the same "
+        "Idempotency-Key is still in progress (with Retry-After).",
         413: "The file, a form field, or the number of parts is over the limit.",
         415: "Not multipart/form-data, or the processor does not accept this file type.",
-        422: "Invalid parameters (for uploads: missing or empty file, unknown processor, bad params).",
-        503: "Not ready.",
-        507: "No disk space for the file.",
+        422: "Invalid parameters (for uploads: missing or empty file, unknown processor, bad params, an "
+        "Idempotency-Key used for a different request).",
+        429: "Over the key's rate limit or unfinished-job limit (with Retry-After).",
+        503: "Not ready, or the queue is too deep (with Retry-After).",
+        507: "Not enough free disk space for the file (with Retry-After when refused up front).",
     }
     return {
         status: {

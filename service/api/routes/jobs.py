@@ -49,17 +49,23 @@ UPLOAD_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
+                    "additionalProperties": False,
                     "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "The file to process."},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "minLength": 1,
+                            "description": "The file to process (not empty).",
+                        },
                         "processor": {
                             "type": "string",
                             "default": "inspect",
                             "description": "A name from GET /v1/processors.",
                         },
                         "params": {
-                            "type": "string",
-                            "default": "{}",
-                            "description": "The processor's params, a JSON object.",
+                            "type": "object",
+                            "default": {},
+                            "description": "The processor's params, a JSON object (see GET /v1/processors).",
                         },
                     },
                 },
@@ -107,7 +113,12 @@ async def submit_job(
     idempotency_key: Annotated[
         str | None,
         Header(
-            description="Makes a repeated submit return the first one's job (kept IDEMPOTENCY_TTL, 24 h)."
+            description="Makes a repeated submit return the first one's job (kept IDEMPOTENCY_TTL, 24 h).",
+            json_schema_extra={
+                "minLength": 1,
+                "maxLength": 255,
+                "pattern": f"^{idempotency.KEY_PATTERN.pattern}$",
+            },
         ),
     ] = None,
 ) -> Response:
@@ -305,7 +316,10 @@ async def get_job(
     responses={
         200: {
             "description": "The output file (with Content-Disposition) or the result JSON.",
-            "content": {"application/octet-stream": {}, "application/json": {}},
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "*/*": {"schema": {"type": "string", "format": "binary"}},
+            },
         },
         **problem_docs(401, 404, 409, 422, 429),
     },
