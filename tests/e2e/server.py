@@ -65,6 +65,23 @@ def wait_gone(procs: Iterable[psutil.Process], timeout: float) -> list[psutil.Pr
     return alive
 
 
+def kill_everything(leader: subprocess.Popen[bytes] | None, seen: Iterable[psutil.Process]) -> None:
+    """SIGKILL ``leader``'s process group (it was started in a session of its own: the group
+    outlives its leader, orphans included) and every process in ``seen``; wait for all of them."""
+    seen = list(seen)
+    if leader is not None:  # even when the leader is gone: its group may not be
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(leader.pid, signal.SIGKILL)
+    for proc in seen:
+        if not gone(proc):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+    if leader is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            leader.wait(timeout=10)
+    wait_gone(seen, 10.0)
+
+
 class ServerError(RuntimeError):
     pass
 
@@ -207,16 +224,7 @@ class Server:
     def _kill_all(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.remember_children()
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        for proc in self._seen.values():
-            if not gone(proc):
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
-        if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
-        wait_gone(self._seen.values(), 10.0)
+        kill_everything(self.proc, self._seen.values())
 
     def __enter__(self) -> Server:
         return self.start()

@@ -32,7 +32,7 @@ from typing import IO
 
 import psutil
 
-from tests.e2e.server import base_env, gone, wait_gone
+from tests.e2e.server import base_env, gone, kill_everything, wait_gone
 
 START_TIMEOUT = 30.0
 #: Celery's "<hostname> ready." line (``celery.apps.worker``), once the consumer is consuming.
@@ -235,18 +235,8 @@ class Worker:
 
     def _kill_all(self) -> None:
         if self.proc is not None:
-            self.remember_children()
-            # The group outlives its leader: orphaned pool processes are still in it.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        for proc in self._seen.values():
-            if not gone(proc):
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
-        if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
-        wait_gone(self._seen.values(), 10.0)
+            self.remember_children()  # orphaned pool processes stay in the group: killed with it
+        kill_everything(self.proc, self._seen.values())
 
     def __enter__(self) -> Worker:
         return self.start()

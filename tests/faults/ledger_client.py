@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from tests.jobs import helpers
+
 if TYPE_CHECKING:
     from tests.e2e.server import Server
     from tests.e2e.worker import Worker
@@ -82,14 +84,7 @@ class ScenarioError(AssertionError):
 
 
 def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise ScenarioError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    return helpers.wait_until(predicate, timeout=timeout, what=what, interval=interval, error=ScenarioError)
 
 
 # ---- the ledger ---------------------------------------------------------------------------------

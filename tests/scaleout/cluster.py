@@ -32,8 +32,9 @@ from service.db import Database
 from service.jobs import repository
 from service.models import Job
 from service.settings import Settings
-from tests.e2e.server import Server, base_env, gone, wait_gone
+from tests.e2e.server import Server, base_env, kill_everything
 from tests.e2e.worker import Worker
+from tests.jobs.helpers import wait_until
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
 T = TypeVar("T")
@@ -45,18 +46,6 @@ MIGRATE_TIMEOUT = 60.0
 
 
 # ---- waiting ----------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], T], *, timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def free_port_outside_ephemeral_range() -> int:
@@ -624,16 +613,7 @@ class PrivateRabbitMQ(PrivateBroker):
             with contextlib.suppress(Exception):
                 self.ctl("stop", timeout=30)
             self._remember()
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        for proc in self._seen.values():
-            if not gone(proc):
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
-        if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
-        wait_gone(self._seen.values(), 10.0)
+        kill_everything(self.proc, self._seen.values())
         if self._log is not None:
             self._log.close()
             self._log = None
