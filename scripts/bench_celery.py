@@ -74,6 +74,10 @@ def delete_queue(broker: str, url: str, queue: str) -> None:
             conn.default_channel.queue_delete(queue)
         except Exception as exc:  # a queue nobody declared: nothing to delete
             print(f"  (queue {queue} on {broker}: {exc!r})", file=sys.stderr)
+    if broker == "redis":  # kombu keeps the queue's bindings in keys of their own
+        import redis
+
+        redis.Redis.from_url(url).delete(f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
 
 
 def succeeded(database_url: str) -> int:
