@@ -15,13 +15,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import psutil
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -246,3 +247,39 @@ class Server:
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+# ---- waiting on a job -------------------------------------------------------------------
+
+
+def wait_for(
+    client: httpx.Client,
+    job_id: str,
+    until: Callable[[dict[str, Any]], bool],
+    *,
+    timeout: float,
+) -> dict[str, Any]:
+    """Long-poll the job until ``until(job)`` holds; fail after ``timeout`` s with the last state."""
+    deadline = time.monotonic() + timeout
+    response = client.get(f"/v1/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    job: dict[str, Any] = response.json()
+    etag = response.headers["ETag"]
+    while not until(job):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"job {job_id} did not get there within {timeout:g} s; last seen: {job}")
+        response = client.get(
+            f"/v1/jobs/{job_id}",
+            params={"wait": min(10.0, max(0.1, remaining))},
+            headers={"If-None-Match": etag},
+        )
+        if response.status_code == 304:
+            continue
+        assert response.status_code == 200, response.text
+        job, etag = response.json(), response.headers["ETag"]
+    return job
+
+
+def status_is(*statuses: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda job: job["status"] in statuses

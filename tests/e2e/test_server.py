@@ -21,7 +21,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.server import Server, wait_gone
+from tests.e2e.server import Server, status_is, wait_for, wait_gone
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
 pytestmark = pytest.mark.e2e
@@ -76,39 +76,6 @@ def submit(
     assert response.headers["Location"] == f"/v1/jobs/{response.json()['id']}"
     job: dict[str, Any] = response.json()
     return job
-
-
-def wait_for(
-    client: httpx.Client,
-    job_id: str,
-    until: Callable[[dict[str, Any]], bool],
-    *,
-    timeout: float,
-) -> dict[str, Any]:
-    """Long-poll the job until ``until(job)`` holds; fail after ``timeout`` s with the last state."""
-    deadline = time.monotonic() + timeout
-    response = client.get(f"/v1/jobs/{job_id}")
-    assert response.status_code == 200, response.text
-    job: dict[str, Any] = response.json()
-    etag = response.headers["ETag"]
-    while not until(job):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            pytest.fail(f"job {job_id} did not get there within {timeout:g} s; last seen: {job}")
-        response = client.get(
-            f"/v1/jobs/{job_id}",
-            params={"wait": min(10.0, max(0.1, remaining))},
-            headers={"If-None-Match": etag},
-        )
-        if response.status_code == 304:
-            continue
-        assert response.status_code == 200, response.text
-        job, etag = response.json(), response.headers["ETag"]
-    return job
-
-
-def status_is(*statuses: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda job: job["status"] in statuses
 
 
 def finished(job: dict[str, Any]) -> bool:

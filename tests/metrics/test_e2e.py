@@ -11,8 +11,8 @@ import pytest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from service.metrics import MULTIPROC_ENV
-from tests.e2e.server import Server
-from tests.e2e.test_server import finished, submit, wait_for
+from tests.e2e.server import Server, wait_for
+from tests.e2e.test_server import finished, submit
 from tests.jobs.helpers import wait_until
 from tests.metrics.helpers import Scrape
 from tests.sample_processors import ALL as TEST_PROCESSORS

@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -111,35 +111,6 @@ def submit(
     assert response.status_code == 202, response.text
     job: dict[str, Any] = response.json()
     return job
-
-
-def wait_for(
-    client: httpx.Client, job_id: str, until: Callable[[dict[str, Any]], bool], *, timeout: float
-) -> dict[str, Any]:
-    """Long-poll ``GET /v1/jobs/{id}?wait=`` until ``until(job)`` holds, within ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    response = client.get(f"/v1/jobs/{job_id}")
-    assert response.status_code == 200, response.text
-    job: dict[str, Any] = response.json()
-    etag = response.headers["ETag"]
-    while not until(job):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            pytest.fail(f"job {job_id} did not get there within {timeout:g} s; last seen: {job}")
-        response = client.get(
-            f"/v1/jobs/{job_id}",
-            params={"wait": min(10.0, max(0.1, remaining))},
-            headers={"If-None-Match": etag},
-        )
-        if response.status_code == 304:
-            continue
-        assert response.status_code == 200, response.text
-        job, etag = response.json(), response.headers["ETag"]
-    return job
-
-
-def status_is(*statuses: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda job: job["status"] in statuses
 
 
 # ---- the cluster ------------------------------------------------------------------------------

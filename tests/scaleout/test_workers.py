@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from service.jobs.celery_dispatch import CeleryDispatcher
-from tests.e2e.server import wait_gone
+from tests.e2e.server import wait_for, wait_gone
 from tests.e2e.worker import Worker
 from tests.scaleout.cluster import (
     TERMINAL,
@@ -28,7 +28,6 @@ from tests.scaleout.cluster import (
     lease_pid,
     record,
     submit,
-    wait_for,
     wait_until,
 )
 
