@@ -13,6 +13,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from service import __version__
+from service.api.fast_status import FastStatus
 from service.api.problems import ProblemDetails, install_handlers
 from service.api.routes import health, jobs, metrics, processors
 from service.jobs.dispatch import Dispatcher
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         lifespan=lifespan,
     )
     install_handlers(app)
+    app.add_middleware(FastStatus)
     app.include_router(jobs.router)
     app.include_router(processors.router)
     app.include_router(health.router)

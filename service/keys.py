@@ -125,12 +125,19 @@ class AuthGate:
         self._value = False
         self._read_at = float("-inf")
 
-    def required(self) -> bool:
+    def known(self) -> bool | None:
+        """:meth:`required` if it can be answered without the database (else None)."""
         if self.always:
             return True
         with self._lock:
             if time.monotonic() - self._read_at < self.ttl:
                 return self._value
+        return None
+
+    def required(self) -> bool:
+        known = self.known()
+        if known is not None:
+            return known
         value = any_key(self.db)
         with self._lock:
             self._value, self._read_at = value, time.monotonic()

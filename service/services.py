@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from service.api.limits import Admission, RateLimiter
 from service.db import Database
 from service.jobs.dispatch import Dispatcher, LocalDispatcher
+from service.jobs.fast_read import JobReader
 from service.jobs.sweep_lock import SweepLock, sweep_lock
 from service.jobs.worker import LocalWorker
 from service.keys import AuthGate
@@ -32,11 +33,13 @@ class Services:
     auth: AuthGate
     rate_limiter: RateLimiter
     admission: Admission
+    reader: JobReader
     worker: LocalWorker | None = None
 
     def close(self) -> None:
         """Give up the sweeper lock, close the broker connections and the database pool."""
         self.sweep_lock.release()
+        self.reader.close()
         close = getattr(self.dispatcher, "close", None)
         if close is not None:
             close()
@@ -82,4 +85,5 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         auth=AuthGate(db, always=settings.require_auth),
         rate_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
         admission=Admission(settings, db),
+        reader=JobReader(db),
     )

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from service.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, a hop on every request
     return cast(Services, request.state.services)
 
 

@@ -97,8 +97,10 @@ class Server:
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
         start_timeout: float = START_TIMEOUT,
+        args: Iterable[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.args = list(args)  # extra `filejobs serve` options, e.g. --log-level warning
         self.extra_env = dict(env or {})
         self.log_path = Path(log_path) if log_path else self.data_dir.parent / "server.log"
         self.start_timeout = start_timeout
@@ -154,7 +156,10 @@ class Server:
         self._log.write(f"\n===== filejobs serve --port {self.port} =====\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [
+                *(sys.executable, "-m", "service.cli", "serve"),
+                *("--host", "127.0.0.1", "--port", str(self.port), *self.args),
+            ],
             cwd=self.data_dir.parent,
             env=self.env(),
             stdin=subprocess.DEVNULL,

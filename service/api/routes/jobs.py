@@ -76,9 +76,14 @@ UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-def _job_response(job: Job, status_code: int = 200, **headers: str) -> JSONResponse:
-    body = job_public(job).model_dump(mode="json")
-    return JSONResponse(body, status_code=status_code, headers={"ETag": etag_of(job), **headers})
+def job_response(job: Job, status_code: int = 200, **headers: str) -> Response:
+    # pydantic's own JSON encoder: no dict of Python objects, no json.dumps
+    return Response(
+        job_public(job).model_dump_json(),
+        status_code=status_code,
+        media_type="application/json",
+        headers={"ETag": etag_of(job), **headers},
+    )
 
 
 async def _body(request: Request) -> AsyncIterator[bytes]:
@@ -169,7 +174,7 @@ async def submit_job(
         if renewer is not None:
             renewer.cancel()
     background.add_task(services.dispatcher.submit, job.id)
-    return _job_response(job, 202, Location=f"/v1/jobs/{job.id}", **{"Retry-After": RETRY_AFTER})
+    return job_response(job, 202, Location=f"/v1/jobs/{job.id}", **{"Retry-After": RETRY_AFTER})
 
 
 def _begin(services: Services, caller: Caller, key: str) -> idempotency.Claim | idempotency.Existing:
@@ -218,14 +223,14 @@ async def _release(services: Services, claim: idempotency.Claim | None) -> None:
 async def _replayed(
     services: Services, caller: Caller, existing: idempotency.Existing, job_id: str
 ) -> Response:
-    job = await to_thread.run_sync(partial(repository.get_job, services.db, job_id, owner=caller.scope))
+    job = await services.reader.aget(job_id, owner=caller.scope)
     if job is None:
         await to_thread.run_sync(idempotency.forget, services.db, existing)
         raise Conflict(
             "The job made with this Idempotency-Key has been deleted; send the request again to make "
             "a new one."
         )
-    return _job_response(job, 200, Location=f"/v1/jobs/{job.id}", **{"Idempotent-Replayed": "true"})
+    return job_response(job, 200, Location=f"/v1/jobs/{job.id}", **{"Idempotent-Replayed": "true"})
 
 
 @router.get(
@@ -258,9 +263,9 @@ async def list_jobs(
 
 async def _load(services: Services, caller: Caller, job_id: str) -> Job:
     """The caller's job, or 404 (another caller's job is as unknown as a missing one)."""
-    job: Job = await to_thread.run_sync(
-        partial(repository.require_job, services.db, job_id, owner=caller.scope)
-    )
+    job = await services.reader.aget(job_id, owner=caller.scope)
+    if job is None:
+        raise NotFound(f"No job with id {job_id!r}.")
     return job
 
 
@@ -305,9 +310,15 @@ async def get_job(
     job = await _load(services, caller, job_id)
     if wait > 0:
         job = await _wait_for_change(services, caller, job, if_none_match or etag_of(job), wait)
-    if if_none_match is not None and etag_of(job) in {tag.strip() for tag in if_none_match.split(",")}:
-        return Response(status_code=304, headers={"ETag": etag_of(job)})
-    return _job_response(job)
+    return conditional_job_response(job, if_none_match)
+
+
+def conditional_job_response(job: Job, if_none_match: str | None) -> Response:
+    """The job body, or ``304`` when ``If-None-Match`` names its current ETag."""
+    etag = etag_of(job)
+    if if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}:
+        return Response(status_code=304, headers={"ETag": etag})
+    return job_response(job)
 
 
 @router.get(
@@ -353,7 +364,7 @@ async def cancel_job(job_id: str, services: ServicesDep, caller: CallerDep) -> R
     job = await to_thread.run_sync(partial(repository.cancel_job, services.db, job_id, owner=caller.scope))
     services.dispatcher.cancelled(job_id)
     services.hub.notify(job_id)
-    return _job_response(job)
+    return job_response(job)
 
 
 @router.post(
@@ -379,7 +390,7 @@ async def retry_job(
     )
     services.hub.notify(job_id)
     background.add_task(services.dispatcher.submit, job_id)
-    return _job_response(job, 202, Location=f"/v1/jobs/{job.id}", **{"Retry-After": RETRY_AFTER})
+    return job_response(job, 202, Location=f"/v1/jobs/{job.id}", **{"Retry-After": RETRY_AFTER})
 
 
 @router.delete(
