@@ -8,6 +8,8 @@ import json
 import puremagic
 from charset_normalizer import from_bytes
 
+from service import magic
+
 SNIFF_BYTES = 64 * 1024
 OCTET = "application/octet-stream"
 
@@ -79,7 +81,7 @@ def sniff(sample: bytes) -> str:
     if not sample:
         return "application/x-empty"
     try:
-        matches = puremagic.magic_string(sample)
+        matches = magic.magic_string(sample)  # puremagic's answer, indexed
     except (puremagic.PureError, ValueError):
         matches = []
     for match in matches:

@@ -9,9 +9,14 @@ import random
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import puremagic
 import pytest
+from puremagic import main as pm
 
+from service import magic
 from service.sniff import OCTET, SNIFF_BYTES, looks_binary, sniff, text_encoding
 
 
@@ -280,3 +285,39 @@ def test_sniff_results_are_stable_for_a_large_sample() -> None:
     first = sniff(sample)
     assert first == "application/json"
     assert all(sniff(sample) == first for _ in range(3))
+
+
+# ---- the indexed puremagic (service.magic) ------------------------------------------------------
+
+
+def _described(sample: bytes, find: Callable[[bytes], list[Any]]) -> list[tuple[Any, ...]] | str:
+    try:
+        return [(m.mime_type, m.extension, m.confidence, m.byte_match, m.name) for m in find(sample)]
+    except puremagic.PureError:
+        return "no match"
+
+
+def _signature_samples() -> Iterator[bytes]:
+    """Each header and multi-part signature puremagic knows, at its offset, after zeros and after
+    text, followed by random bytes; then random samples of many sizes."""
+    rng = random.Random(7)
+    rows = list(pm.magic_header_array) + [r for rows in pm.multi_part_dict.values() for r in rows]
+    for row in rows:
+        if row.offset >= 0:
+            for fill in (b"\0", b"A"):
+                yield fill * row.offset + row.byte_match + rng.randbytes(64)
+    for size in (1, 2, 3, 8, 100, 1024, 5000, 70_000):
+        yield rng.randbytes(size)
+
+
+def test_indexed_magic_agrees_with_puremagic_on_every_signature() -> None:
+    checked = 0
+    for sample in _signature_samples():
+        assert _described(sample, magic.magic_string) == _described(sample, puremagic.magic_string)
+        checked += 1
+    assert checked > 2000
+
+
+def test_indexed_magic_refuses_empty_input_like_puremagic() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        magic.magic_string(b"")
