@@ -15,6 +15,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,6 +24,7 @@ from service import keys
 from service.api import limits
 from service.api.limits import Admission
 from service.app import create_app
+from service.jobs import repository
 from service.jobs.dispatch import InMemoryDispatcher
 from service.services import Services
 from tests.conftest import burst_worker, make_settings
@@ -200,7 +202,7 @@ def test_a_replay_is_answered_at_the_unfinished_limit(open_app: TestClient) -> N
 
 @limited(max_queue_depth=2)
 def test_a_deep_queue_gets_503_until_it_drains(open_app: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Admission, "DEPTH_TTL", 0)  # count the queue on every upload
+    monkeypatch.setattr(Admission, "TTL", 0)  # read the queue and the disk on every upload
     services = services_of(open_app)
     alice = keys.create_key(services.db, "alice")[1]
     bob = keys.create_key(services.db, "bob")[1]
@@ -222,20 +224,53 @@ def test_a_deep_queue_gets_503_until_it_drains(open_app: TestClient, monkeypatch
     accepted_id(post_file(open_app, key=alice))
 
 
-@limited(max_queue_depth=2)
-def test_the_queue_depth_is_counted_at_most_once_a_second(open_app: TestClient, clock: Clock) -> None:
-    accepted_id(post_file(open_app))  # depth read now: 0
-    accepted_id(post_file(open_app))
-    accepted_id(post_file(open_app))  # still the reading of < 1 s ago: a small overshoot
+def counting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the COUNT queries the admission checks make."""
+    calls = {"queued": 0, "unfinished": 0}
+    count_queued, count_unfinished = repository.count_queued, repository.count_unfinished
+
+    def queued(db: Any) -> int:
+        calls["queued"] += 1
+        return count_queued(db)
+
+    def unfinished(db: Any, owner: str) -> int:
+        calls["unfinished"] += 1
+        return count_unfinished(db, owner)
+
+    monkeypatch.setattr(repository, "count_queued", queued)
+    monkeypatch.setattr(repository, "count_unfinished", unfinished)
+    return calls
+
+
+@limited(max_queue_depth=1000, max_unfinished_jobs=1000)
+def test_far_from_the_limits_the_counts_are_read_at_most_once_a_second(
+    open_app: TestClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = counting(monkeypatch)
+    for _ in range(4):
+        accepted_id(post_file(open_app))
+    assert calls == {"queued": 1, "unfinished": 1}
     clock.advance(1.0)
-    assert_problem(post_file(open_app), 503)
+    accepted_id(post_file(open_app))
+    assert calls == {"queued": 2, "unfinished": 2}
+
+
+@limited(max_queue_depth=2)
+def test_near_the_queue_limit_the_depth_is_counted_on_every_upload(
+    open_app: TestClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = counting(monkeypatch)
+    accepted_id(post_file(open_app))  # depth read: 0
+    accepted_id(post_file(open_app))  # 1 is within 5 % of 2: read again, exactly
+    assert_problem(post_file(open_app), 503)  # no overshoot, although < 1 s passed
+    assert calls["queued"] == 3
 
 
 @limited(max_queue_depth=2, max_unfinished_jobs=0)
 def test_retry_is_refused_when_the_queue_is_deep(
     open_app: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(Admission, "DEPTH_TTL", 0)
+    monkeypatch.setattr(Admission, "TTL", 0)
     services = services_of(open_app)
     failed = accepted_id(post_file(open_app, processor="fail"))
     assert burst_worker(services).drain() == 1

@@ -135,7 +135,8 @@ async def submit_job(
     length = _content_length(request)
     if length is not None and length > services.settings.max_upload_bytes:
         length = None  # the receiver refuses it (413) before reading a byte
-    await to_thread.run_sync(services.admission.check_disk, length)
+    if not services.admission.check_disk_cached(length):
+        await to_thread.run_sync(services.admission.check_disk, length)
     plan = None
     if idempotency_key is not None:
         state = await to_thread.run_sync(_begin, services, caller, idempotency.parse_key(idempotency_key))
@@ -146,7 +147,9 @@ async def submit_job(
     claim = plan.claim if plan is not None else None
     renewer = asyncio.create_task(_renew_claim(services, claim)) if claim is not None else None
     try:
-        if plan is None or plan.existing is None:
+        if (plan is None or plan.existing is None) and not services.admission.check_new_job_cached(
+            caller.scope
+        ):
             await to_thread.run_sync(services.admission.check_new_job, caller.scope)
         with metrics.track_upload() as upload:
             job = await create_job(
