@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from pydantic_core import PydanticUndefined
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, MetaData
+from sqlalchemy.orm import configure_mappers
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -120,6 +122,18 @@ class Job(SQLModel, table=True):
     #: When a broker last accepted a message for this queued spell (None: never; the sweeper publishes).
     dispatched_at: datetime | None = _ts()
     version: int = 1
+
+
+def new_job(**values: Any) -> Job:
+    """A :class:`Job` from values the service made itself: every field set (defaults filled in),
+    without validation (about ten times cheaper than ``Job(...)``)."""
+    defaults: dict[str, Any] = {
+        name: None if default is PydanticUndefined else default
+        for name, info in Job.model_fields.items()
+        if name not in values
+        for default in [info.get_default(call_default_factory=True)]
+    }
+    return Job.model_construct(**defaults, **values)
 
 
 class ApiKey(SQLModel, table=True):
@@ -239,3 +253,9 @@ def job_public(job: Job) -> JobPublic:
 def etag_of(job: Job) -> str:
     """A strong ETag that changes whenever the row does."""
     return f'"{job.id}.{job.version}"'
+
+
+# Instances made with ``model_construct`` (see :func:`new_job` and service.jobs.fast_read) read
+# their fields through SQLAlchemy's instrumentation, which exists only once the mappers are
+# configured; the first query would do it, but a fast read may come before any query.
+configure_mappers()

@@ -9,6 +9,7 @@ from service.api.limits import Admission, RateLimiter
 from service.db import Database
 from service.jobs.dispatch import Dispatcher, LocalDispatcher
 from service.jobs.fast_read import JobReader
+from service.jobs.group_commit import GroupCommitter
 from service.jobs.sweep_lock import SweepLock, sweep_lock
 from service.jobs.worker import LocalWorker
 from service.keys import AuthGate
@@ -34,10 +35,12 @@ class Services:
     rate_limiter: RateLimiter
     admission: Admission
     reader: JobReader
+    committer: GroupCommitter
     worker: LocalWorker | None = None
 
     def close(self) -> None:
         """Give up the sweeper lock, close the broker connections and the database pool."""
+        self.committer.close()
         self.sweep_lock.release()
         self.reader.close()
         close = getattr(self.dispatcher, "close", None)
@@ -86,4 +89,5 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         rate_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
         admission=Admission(settings, db),
         reader=JobReader(db),
+        committer=GroupCommitter(db, sync_dir=storage.sync_uploads_dir),
     )

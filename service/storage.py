@@ -1,6 +1,6 @@
 """Where files live: uploads, processor outputs and upload temp files, under one data directory.
 
-An upload is written to ``tmp/`` through an :class:`UploadSink` (aiofiles, large buffered writes),
+An upload is written to ``tmp/`` through an :class:`UploadSink` (large writes in worker threads),
 fsynced, renamed into ``uploads/<job id>`` and the directory fsynced, so a file that has a row is
 always complete. Every node of a scale-out deployment must see the same directory.
 """
@@ -17,9 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Protocol
 
-import aiofiles
-import aiofiles.os
-from aiofiles.threadpool.binary import AsyncFileIO
+from anyio import to_thread
 
 TEMP_SUFFIX = ".part"
 #: Dirty bytes an upload may leave behind its write position: older ones are waited onto the disk
@@ -80,7 +78,7 @@ class UploadSink(Protocol):
 
     async def write(self, data: bytes) -> None: ...
 
-    async def commit(self, key: str) -> None: ...
+    async def commit(self, key: str, *, sync_dir: bool = True) -> None: ...
 
     async def abort(self) -> None: ...
 
@@ -104,6 +102,8 @@ class Storage(Protocol):
 
     def check(self) -> None: ...
 
+    def sync_uploads_dir(self) -> None: ...
+
     def remove_stale_temp(self, max_age: float) -> int: ...
 
     def upload_job_ids(self) -> list[str]: ...
@@ -118,46 +118,62 @@ def _fsync_dir(path: Path) -> None:
 
 
 class LocalUploadSink:
-    """Writes to a temp file with aiofiles; ``commit`` makes it durable and moves it into place."""
+    """Writes to a temp file; ``commit`` makes it durable and moves it into place.
+
+    Every file operation runs in a worker thread (the event loop never waits on the disk), one
+    thread call per chunk (open on the first, write, start its writeback) and one for the commit
+    (fsync, close, rename, and the directory's fsync unless a group commit does that for many).
+    """
 
     def __init__(self, storage: LocalStorage) -> None:
         self._storage = storage
         self._temp = storage.root / "tmp" / f"{uuid.uuid4().hex}{TEMP_SUFFIX}"
-        self._file: AsyncFileIO | None = None
+        self._fd: int | None = None
         self._writeback: Writeback | None = None
 
-    async def _handle(self) -> AsyncFileIO:
-        if self._file is None:
-            self._file = await aiofiles.open(self._temp, "wb", buffering=0)
-        return self._file
-
-    async def write(self, data: bytes) -> None:
-        handle = await self._handle()
-        await handle.write(data)
-        if self._writeback is None:
-            self._writeback = Writeback(handle.fileno())
+    def _write(self, data: bytes) -> None:
+        if self._fd is None:
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self._writeback = Writeback(self._fd)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        assert self._writeback is not None
         if len(data) >= SMALL_WRITE:  # small files: the final fsync is as cheap as anything
-            await aiofiles.os.wrap(self._writeback.wrote)(len(data))
+            self._writeback.wrote(len(data))
         else:
             self._writeback.written += len(data)
 
-    async def commit(self, key: str) -> None:
-        handle = await self._handle()
-        await aiofiles.os.wrap(os.fsync)(handle.fileno())
-        await handle.close()
-        self._file = None
-        final = self._storage.path(key)
-        await aiofiles.os.makedirs(final.parent, exist_ok=True)
-        await aiofiles.os.replace(self._temp, final)
-        await aiofiles.os.wrap(_fsync_dir)(final.parent)
+    async def write(self, data: bytes) -> None:
+        await to_thread.run_sync(self._write, data)
+
+    def _commit(self, final: Path, sync_dir: bool) -> None:
+        if self._fd is None:
+            self._write(b"")
+        assert self._fd is not None
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._temp, final)
+        if sync_dir:
+            _fsync_dir(final.parent)
+
+    async def commit(self, key: str, *, sync_dir: bool = True) -> None:
+        """Make the file durable under ``key``. ``sync_dir=False`` leaves the fsync of its
+        directory to the caller (:meth:`LocalStorage.sync_uploads_dir`, once for many files)."""
+        await to_thread.run_sync(self._commit, self._storage.path(key), sync_dir)
+
+    def _abort(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._temp)
 
     async def abort(self) -> None:
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                await self._file.close()
-            self._file = None
-        with contextlib.suppress(FileNotFoundError):
-            await aiofiles.os.remove(self._temp)
+        await to_thread.run_sync(self._abort)
 
 
 class LocalStorage:
@@ -229,6 +245,10 @@ class LocalStorage:
             except FileNotFoundError:
                 continue
         return removed
+
+    def sync_uploads_dir(self) -> None:
+        """fsync ``uploads/``: makes the renames of files committed with ``sync_dir=False`` durable."""
+        _fsync_dir(self.root / "uploads")
 
     def upload_job_ids(self) -> list[str]:
         return [entry.name for entry in os.scandir(self.root / "uploads") if entry.is_file()]

@@ -34,6 +34,8 @@ from service.storage import UploadSink
 WRITE_CHUNK = 1024 * 1024
 #: Chunks queued for the writer while the next one fills: the socket keeps being read during a write.
 WRITES_IN_FLIGHT = 3
+#: Chunks smaller than this are hashed on the event loop (about 2 µs per KiB).
+HASH_INLINE = 64 * 1024
 FILE_FIELD = "file"
 MAX_PART_HEADERS = 8
 MAX_PART_HEADER_BYTES = 8 * 1024
@@ -230,7 +232,11 @@ class _Receiver:
             data = await self._chunks.get()
             if data is None:
                 return
-            await asyncio.gather(asyncio.to_thread(self.sha256.update, data), self.sink.write(data))
+            if len(data) < HASH_INLINE:  # hashing a small chunk costs less than a thread hop
+                self.sha256.update(data)
+                await self.sink.write(data)
+            else:
+                await asyncio.gather(asyncio.to_thread(self.sha256.update, data), self.sink.write(data))
 
     async def _put(self, item: bytes | None) -> None:
         """Hand ``item`` to the writer, waiting while it is :data:`WRITES_IN_FLIGHT` chunks behind;
@@ -340,10 +346,10 @@ async def _abort(receiver: _Receiver, sink: UploadSink) -> None:
     await asyncio.shield(sink.abort())
 
 
-async def commit_or_abort(sink: UploadSink, key: str) -> None:
+async def commit_or_abort(sink: UploadSink, key: str, *, sync_dir: bool = True) -> None:
     """Commit the temp file under ``key``; on failure remove it and answer 507 for a full disk."""
     try:
-        await sink.commit(key)
+        await sink.commit(key, sync_dir=sync_dir)
     except OSError as exc:
         await asyncio.shield(sink.abort())
         if exc.errno in _DISK_FULL:

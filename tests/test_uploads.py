@@ -27,7 +27,6 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.errors import ClientGone, Unprocessable
-from service.jobs import repository
 from service.jobs.dispatch import InMemoryDispatcher
 from service.jobs.submit import create_job
 from service.services import Services
@@ -272,11 +271,11 @@ class SpySink:
         self.written += len(data)
         self._look_at_temp_files()
 
-    async def commit(self, key: str) -> None:
+    async def commit(self, key: str, *, sync_dir: bool = True) -> None:
         if self.commit_errno is not None:
             self._look_at_temp_files()
             raise self._error(self.commit_errno)
-        await self.real.commit(key)
+        await self.real.commit(key, sync_dir=sync_dir)
         self.committed = key
 
     async def abort(self) -> None:
@@ -1058,14 +1057,17 @@ def test_other_write_errors_are_a_500_problem_without_paths(
 
 def test_a_failed_row_insert_removes_the_committed_file(
     client: TestClient,
+    services: Services,
     data_dir: Path,
     dispatcher: InMemoryDispatcher,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken_insert(db: Any, job: Any) -> None:
-        raise RuntimeError(f"database is locked at {data_dir}/filejobs.db")
+    class BrokenDatabase:
+        def write(self) -> Any:
+            raise RuntimeError(f"database is locked at {data_dir}/filejobs.db")
 
-    monkeypatch.setattr(repository, "insert_job", broken_insert)
+    # The group committer's transaction fails: every upload of the batch gets the error.
+    monkeypatch.setattr(services.committer, "db", BrokenDatabase())
     response = upload(client, b"content\n")
     assert_problem(response, 500, data_dir)
     assert_nothing_left(client, data_dir, dispatcher)

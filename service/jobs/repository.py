@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, update
+from sqlalchemy import and_, delete, func, insert, update
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
@@ -171,11 +171,11 @@ def queue_stats(db: Database, *, now: datetime | None = None) -> tuple[int, date
 
 
 def insert_job(db: Database, job: Job, *, before_commit: Callable[[Session], None] | None = None) -> Job:
-    """Insert the row; ``before_commit`` runs in the same transaction (and may raise to undo it)."""
+    """Insert the row; ``before_commit`` runs in the same transaction (and may raise to undo it).
+    A Core INSERT of the job's values, so a :func:`~service.models.new_job` is fine too."""
     with db.write() as session:
-        session.add(job)
+        session.execute(insert(Job.__table__), [job.model_dump()])  # type: ignore[attr-defined]
         if before_commit is not None:
-            session.flush()
             before_commit(session)
     return job
 

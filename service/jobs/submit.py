@@ -21,8 +21,9 @@ from service.db import Database
 from service.errors import Conflict, Unprocessable, UnsupportedMediaType
 from service.ids import new_job_id
 from service.jobs import repository
+from service.jobs.group_commit import GroupCommitter
 from service.jobs.idempotency import Claim, Existing, Replay, complete, fingerprint
-from service.models import Job, JobStatus, utcnow
+from service.models import Job, JobStatus, new_job, utcnow
 from service.processors.registry import Entry, Registry
 from service.settings import Settings
 from service.storage import LocalStorage, Storage
@@ -107,10 +108,12 @@ async def create_job(
     body: AsyncIterator[bytes],
     owner: str = "",
     idempotency: IdempotencyPlan | None = None,
+    committer: GroupCommitter | None = None,
 ) -> Job:
     """Receive the upload and record a queued job of ``owner``. Leaves no file and no row on any
     failure. With an ``Idempotency-Key`` used before, raises :class:`Replay` (same request) or 422
-    (different) instead, keeping nothing of this upload."""
+    (different) instead, keeping nothing of this upload. A ``committer`` inserts the row together
+    with those of other uploads finishing at the same moment (one fsync for all)."""
     limits = Limits(
         max_file_bytes=settings.max_upload_bytes,
         max_fields=settings.max_fields,
@@ -156,9 +159,10 @@ async def create_job(
 
     job_id = new_job_id()
     key = LocalStorage.upload_key(job_id)
-    await commit_or_abort(received.sink, key)
+    # With a group committer, the directory's fsync is the batch's (before its transaction).
+    await commit_or_abort(received.sink, key, sync_dir=committer is None)
     now = utcnow()
-    job = Job(
+    job = new_job(
         id=job_id,
         owner=owner,
         status=JobStatus.queued.value,
@@ -183,7 +187,10 @@ async def create_job(
             raise Conflict("Another request took this Idempotency-Key over while this one was uploading.")
 
     try:
-        await to_thread.run_sync(partial(repository.insert_job, db, job, before_commit=complete_key))
+        if committer is not None:
+            await committer.insert(job, before_commit=complete_key if claim is not None else None)
+        else:
+            await to_thread.run_sync(partial(repository.insert_job, db, job, before_commit=complete_key))
     except BaseException:
         storage.delete(key)
         raise

@@ -161,6 +161,7 @@ async def submit_job(
                 body=_body(request),
                 owner=caller.scope,
                 idempotency=plan,
+                committer=services.committer,
             )
             upload.accepted(job.file_size)
     except idempotency.Replay as replay:
@@ -176,8 +177,17 @@ async def submit_job(
     finally:
         if renewer is not None:
             renewer.cancel()
-    background.add_task(services.dispatcher.submit, job.id)
+    background.add_task(_dispatch, services, job.id)
     return job_response(job, 202, Location=f"/v1/jobs/{job.id}", **{"Retry-After": RETRY_AFTER})
+
+
+async def _dispatch(services: Services, job_id: str) -> None:
+    """After the response: hand the job to the dispatcher (a broker publish waits in a thread; the
+    local pool's queue takes it at once)."""
+    if services.dispatcher.durable:
+        await to_thread.run_sync(services.dispatcher.submit, job_id)
+    else:
+        services.dispatcher.submit(job_id)
 
 
 def _begin(services: Services, caller: Caller, key: str) -> idempotency.Claim | idempotency.Existing:
@@ -392,7 +402,7 @@ async def retry_job(
         )
     )
     services.hub.notify(job_id)
-    background.add_task(services.dispatcher.submit, job_id)
+    background.add_task(_dispatch, services, job_id)
     return job_response(job, 202, Location=f"/v1/jobs/{job.id}", **{"Retry-After": RETRY_AFTER})
 
 
