@@ -14,10 +14,13 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from anyio import to_thread
+
+from service.ids import is_job_id
 
 TEMP_SUFFIX = ".part"
 #: Dirty bytes an upload may leave behind its write position: older ones are waited onto the disk
@@ -76,9 +79,11 @@ class Writeback:
 class UploadSink(Protocol):
     """An upload being written: bytes in, then either ``commit`` or ``abort``."""
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, data: bytes, *, final: bool = False) -> None: ...
 
     async def commit(self, key: str, *, sync_dir: bool = True) -> None: ...
+
+    def placer(self, key: str) -> Callable[[], None]: ...
 
     async def abort(self) -> None: ...
 
@@ -129,9 +134,10 @@ class LocalUploadSink:
         self._storage = storage
         self._temp = storage.root / "tmp" / f"{uuid.uuid4().hex}{TEMP_SUFFIX}"
         self._fd: int | None = None
+        self._closed = False
         self._writeback: Writeback | None = None
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, final: bool = False) -> None:
         if self._fd is None:
             self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             self._writeback = Writeback(self._fd)
@@ -143,17 +149,27 @@ class LocalUploadSink:
             self._writeback.wrote(len(data))
         else:
             self._writeback.written += len(data)
+        if final:
+            self._finish()
 
-    async def write(self, data: bytes) -> None:
-        await to_thread.run_sync(self._write, data)
-
-    def _commit(self, final: Path, sync_dir: bool) -> None:
+    def _finish(self) -> None:
+        """fsync and close the temp file (once)."""
+        if self._closed:
+            return
         if self._fd is None:
             self._write(b"")
         assert self._fd is not None
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
+        self._closed = True
+
+    async def write(self, data: bytes, *, final: bool = False) -> None:
+        """Append ``data``; with ``final``, also fsync and close the file (in the same thread call)."""
+        await to_thread.run_sync(self._write, data, final)
+
+    def _commit(self, final: Path, sync_dir: bool) -> None:
+        self._finish()
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._temp, final)
         if sync_dir:
@@ -163,6 +179,12 @@ class LocalUploadSink:
         """Make the file durable under ``key``. ``sync_dir=False`` leaves the fsync of its
         directory to the caller (:meth:`LocalStorage.sync_uploads_dir`, once for many files)."""
         await to_thread.run_sync(self._commit, self._storage.path(key), sync_dir)
+
+    def placer(self, key: str) -> Callable[[], None]:
+        """``commit(key, sync_dir=False)`` as a plain function, for a thread that commits many
+        (the group committer renames each file, then fsyncs their directory once)."""
+        final = self._storage.path(key)
+        return lambda: self._commit(final, False)
 
     def _abort(self) -> None:
         if self._fd is not None:
@@ -192,6 +214,8 @@ class LocalStorage:
         return LocalUploadSink(self)
 
     def path(self, key: str) -> Path:
+        if key.startswith("uploads/") and is_job_id(key[8:]):  # ours: no need to resolve symlinks
+            return self.root / key
         path = (self.root / key).resolve()
         if not path.is_relative_to(self.root) or path == self.root:
             raise ValueError("storage key escapes the data directory")

@@ -28,7 +28,7 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.filenames import display_name, parse_content_disposition
-from service.sniff import SNIFF_BYTES, sniff
+from service.sniff import SNIFF_BYTES, sniff, sniff_is_cheap
 from service.storage import UploadSink
 
 WRITE_CHUNK = 1024 * 1024
@@ -41,7 +41,7 @@ MAX_PART_HEADERS = 8
 MAX_PART_HEADER_BYTES = 8 * 1024
 #: Room for the boundaries and part headers on top of the file and the form fields.
 ENVELOPE_BYTES = 64 * 1024
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 @dataclass
@@ -258,6 +258,10 @@ class _Receiver:
             data = b"".join(self._pieces)
             self._pieces.clear()
             self._buffered = 0
+            if final and self._writer is None:  # a small file, whole in one chunk: one thread call
+                self.sha256.update(data)  # writes, fsyncs and closes it
+                await self.sink.write(data, final=True)
+                return
             await self._put(data)
         if final and self._writer is not None:
             await self._put(None)
@@ -319,7 +323,7 @@ async def receive_upload(
         raise MalformedMultipart(f"The multipart body is malformed: {_parse_reason(exc)}") from None
     except OSError as exc:
         await _abort(receiver, sink)
-        if exc.errno in _DISK_FULL:
+        if exc.errno in DISK_FULL:
             raise InsufficientStorage("The server has no room for this file right now.") from None
         raise
     except BaseException:
@@ -330,10 +334,17 @@ async def receive_upload(
         name=receiver.file_name or "upload",
         size=receiver.size,
         sha256=receiver.sha256.hexdigest(),
-        content_type=await asyncio.to_thread(sniff, bytes(receiver.sample)),  # charset detection is CPU
+        content_type=await _sniff(bytes(receiver.sample)),
         declared_content_type=receiver.file_declared_type,
         fields=receiver.fields,
     )
+
+
+async def _sniff(sample: bytes) -> str:
+    """The content type; in a thread only when the sample needs charset detection (CPU-heavy)."""
+    if sniff_is_cheap(sample):
+        return sniff(sample)
+    return await asyncio.to_thread(sniff, sample)
 
 
 def _parse_reason(exc: MultipartParseError) -> str:
@@ -352,6 +363,6 @@ async def commit_or_abort(sink: UploadSink, key: str, *, sync_dir: bool = True) 
         await sink.commit(key, sync_dir=sync_dir)
     except OSError as exc:
         await asyncio.shield(sink.abort())
-        if exc.errno in _DISK_FULL:
+        if exc.errno in DISK_FULL:
             raise InsufficientStorage("The server has no room for this file right now.") from None
         raise

@@ -259,7 +259,7 @@ class SpySink:
         sizes = [p.stat().st_size for p in self.tmp_dir.iterdir()]
         self.largest_temp_file = max([self.largest_temp_file, *sizes])
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, *, final: bool = False) -> None:
         if self.fail_after is not None and self.written + len(data) > self.fail_after:
             room = self.fail_after - self.written
             if room > 0:
@@ -267,7 +267,7 @@ class SpySink:
                 self.written += room
             self._look_at_temp_files()
             raise self._error(self.write_errno)
-        await self.real.write(data)
+        await self.real.write(data, final=final)
         self.written += len(data)
         self._look_at_temp_files()
 
@@ -277,6 +277,19 @@ class SpySink:
             raise self._error(self.commit_errno)
         await self.real.commit(key, sync_dir=sync_dir)
         self.committed = key
+
+    def placer(self, key: str) -> Callable[[], None]:
+        """What the group committer calls (in its thread) to move the file into place."""
+        real = self.real.placer(key)
+
+        def place() -> None:
+            if self.commit_errno is not None:
+                self._look_at_temp_files()
+                raise self._error(self.commit_errno)
+            real()
+            self.committed = key
+
+        return place
 
     async def abort(self) -> None:
         self.aborted = True

@@ -15,6 +15,7 @@ uploads; only their directory entries wait for the batch's directory fsync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -40,6 +41,7 @@ BeforeCommit = Callable[[Session], None]
 class _Insert:
     values: dict[str, Any]
     before_commit: BeforeCommit | None
+    place: Callable[[], None] | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None] = field(repr=False)
 
@@ -58,11 +60,18 @@ class GroupCommitter:
         self.batches = 0  # for tests and curiosity: transactions committed
         self.rows = 0
 
-    async def insert(self, job: Job, *, before_commit: BeforeCommit | None = None) -> None:
-        """Insert ``job`` (durably: directory fsynced, transaction committed); raise what its
-        ``before_commit`` or the database raised."""
+    async def insert(
+        self,
+        job: Job,
+        *,
+        before_commit: BeforeCommit | None = None,
+        place: Callable[[], None] | None = None,
+    ) -> None:
+        """Insert ``job`` durably: ``place`` (moving its file into ``uploads/``) first, then the
+        directory's fsync, then the transaction. Raise what ``place``, ``before_commit`` or the
+        database raised (then nothing of this job is committed)."""
         loop = asyncio.get_running_loop()
-        item = _Insert(job.model_dump(), before_commit, loop, loop.create_future())
+        item = _Insert(job.model_dump(), before_commit, place, loop, loop.create_future())
         self._start()
         self._queue.put(item)
         await asyncio.shield(item.future)  # a cancelled request must not lose track of its row
@@ -108,10 +117,18 @@ class GroupCommitter:
 
     def _commit(self, batch: list[_Insert]) -> None:
         outcomes: list[BaseException | None] = [None] * len(batch)
+        for index, item in enumerate(batch):
+            if item.place is not None:
+                try:
+                    item.place()
+                except Exception as exc:  # e.g. a full disk: this job only
+                    outcomes[index] = exc
         try:
             self.sync_dir()
             with self.db.write() as session:
                 for index, item in enumerate(batch):
+                    if outcomes[index] is not None:
+                        continue
                     if item.before_commit is None:
                         session.execute(insert(self._table), [item.values])
                         continue
@@ -128,9 +145,10 @@ class GroupCommitter:
             self.rows += sum(1 for outcome in outcomes if outcome is None)
         except BaseException as exc:  # the transaction failed: no row of the batch is in
             log.warning("committing %d new job(s) failed: %r", len(batch), exc)
-            outcomes = [exc] * len(batch)
+            outcomes = [outcome or exc for outcome in outcomes]
         for item, outcome in zip(batch, outcomes, strict=True):
-            item.loop.call_soon_threadsafe(_settle, item.future, outcome)
+            with contextlib.suppress(RuntimeError):  # its event loop is gone (shut down)
+                item.loop.call_soon_threadsafe(_settle, item.future, outcome)
 
 
 def _settle(future: asyncio.Future[None], outcome: BaseException | None) -> None:

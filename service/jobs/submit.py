@@ -18,7 +18,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from sqlmodel import Session
 
 from service.db import Database
-from service.errors import Conflict, Unprocessable, UnsupportedMediaType
+from service.errors import Conflict, InsufficientStorage, Unprocessable, UnsupportedMediaType
 from service.ids import new_job_id
 from service.jobs import repository
 from service.jobs.group_commit import GroupCommitter
@@ -27,7 +27,7 @@ from service.models import Job, JobStatus, new_job, utcnow
 from service.processors.registry import Entry, Registry
 from service.settings import Settings
 from service.storage import LocalStorage, Storage
-from service.uploads import Limits, commit_or_abort, receive_upload
+from service.uploads import DISK_FULL, Limits, commit_or_abort, receive_upload
 
 DEFAULT_PROCESSOR = "inspect"
 KNOWN_FIELDS = frozenset({"processor", "params"})
@@ -159,8 +159,8 @@ async def create_job(
 
     job_id = new_job_id()
     key = LocalStorage.upload_key(job_id)
-    # With a group committer, the directory's fsync is the batch's (before its transaction).
-    await commit_or_abort(received.sink, key, sync_dir=committer is None)
+    if committer is None:
+        await commit_or_abort(received.sink, key)
     now = utcnow()
     job = new_job(
         id=job_id,
@@ -188,10 +188,19 @@ async def create_job(
 
     try:
         if committer is not None:
-            await committer.insert(job, before_commit=complete_key if claim is not None else None)
+            # The committer moves the file into place, fsyncs uploads/ once for all the uploads
+            # it commits together, then inserts their rows in one transaction.
+            await committer.insert(
+                job,
+                before_commit=complete_key if claim is not None else None,
+                place=received.sink.placer(key),
+            )
         else:
             await to_thread.run_sync(partial(repository.insert_job, db, job, before_commit=complete_key))
-    except BaseException:
+    except BaseException as exc:
         storage.delete(key)
+        await received.sink.abort()
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise InsufficientStorage("The server has no room for this file right now.") from None
         raise
     return job
