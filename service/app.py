@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Orphaned uploads are looked for at startup and then every this many sweeps.
 ORPHAN_SCAN_EVERY = 60
+#: Seconds between checks that a supervised HTTP process still has its supervisor.
+ORPHAN_CHECK_EVERY = 0.5
 
 
 async def _sweep(services: Services, *, scan_orphans: bool = True) -> bool:
@@ -55,6 +59,15 @@ async def _sweep_forever(services: Services) -> None:
             log.exception("sweep failed; trying again in %.0f s", services.settings.sweep_interval)
 
 
+async def _stop_when_orphaned(supervisor: int) -> None:
+    """One of several HTTP processes (``serve --processes``): shut down gracefully (SIGTERM to
+    ourselves) once the supervisor is gone, e.g. killed with SIGKILL, instead of serving on."""
+    while os.getppid() == supervisor:  # noqa: ASYNC110 - nothing to wait on: a parent's death has no event
+        await asyncio.sleep(ORPHAN_CHECK_EVERY)
+    log.warning("the filejobs serve supervisor (pid %d) is gone; shutting down", supervisor)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None) -> FastAPI:
     """Build the app. ``settings`` default to the environment; a ``dispatcher`` (tests) replaces the
     worker pool, and jobs then run only when the caller runs them."""
@@ -68,6 +81,11 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
             services.worker.start()
         await _sweep(services)
         sweeper = asyncio.create_task(_sweep_forever(services))
+        orphan_watch = (
+            asyncio.create_task(_stop_when_orphaned(os.getppid()))
+            if os.environ.get("FILEJOBS_SUPERVISED") == "1"
+            else None
+        )
         if resolved.backend == "celery":
             log.info(
                 "filejobs ready: data in %s, jobs go to Celery queue %r", resolved.data_dir, resolved.queue
@@ -81,6 +99,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         try:
             yield {"services": services}
         finally:
+            if orphan_watch is not None:
+                orphan_watch.cancel()
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper

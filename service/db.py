@@ -7,8 +7,9 @@ read transaction tries to upgrade) and :meth:`Database.read` for pure reads.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,18 @@ class Database:
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
+        # Re-entrant: a write may run code that opens another (same thread, same turn).
+        self._write_turn: AbstractContextManager[Any] = threading.RLock() if self.is_sqlite else nullcontext()
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A session whose transaction commits on success and rolls back on error."""
-        with Session(self.engine, expire_on_commit=False) as session:
+        """A session whose transaction commits on success and rolls back on error.
+
+        On SQLite the writers of this process take turns on a lock first: SQLite's busy handler
+        waits for a write lock by sleeping in steps of up to 100 ms, so writers of one process
+        racing for it (API, sweeper, worker threads) would sleep long after it was free. Other
+        processes still meet on the busy timeout."""
+        with self._write_turn, Session(self.engine, expire_on_commit=False) as session:
             try:
                 yield session
                 session.commit()

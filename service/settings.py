@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         description="Celery: seconds after which a queued job's message counts as possibly lost.",
     )
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
+    api_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes `filejobs serve` answers HTTP in (uvicorn workers); the local backend's "
+        "WORKERS job processes are shared out among them.",
+    )
     job_timeout: float = Field(default=3600.0, gt=0, description="Seconds before a job's process is killed.")
     max_attempts: int = Field(default=3, ge=1)
     retry_backoff: float = Field(default=2.0, ge=0, description="Seconds before the first retry; doubles.")

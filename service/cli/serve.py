@@ -36,12 +36,21 @@ def serve(
             "front authenticates).",
         ),
     ] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="HTTP processes (uvicorn workers). [default: FILEJOBS_API_PROCESSES, 1]",
+        ),
+    ] = None,
 ) -> None:
     """Run the API (and, on the local backend, the worker pool and the sweeper)."""
     import uvicorn
 
     _logging(log_level)
     settings = get_settings()
+    processes = processes or settings.api_processes
     if (
         not _loopback(host)
         and not (allow_no_auth or settings.allow_open_bind)
@@ -59,6 +68,8 @@ def serve(
     # raises the signal again; with the default handler the process would die by SIGTERM (exit 143)
     # even though it shut down cleanly. This handler makes a completed graceful shutdown exit 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    if processes > 1:
+        _prepare_processes(settings, processes)
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -68,8 +79,26 @@ def serve(
         # Long-polls end within this; then running jobs get FILEJOBS_SHUTDOWN_GRACE to finish.
         timeout_graceful_shutdown=5,
         server_header=False,
+        workers=processes if processes > 1 else None,
     )
     del settings
+
+
+def _prepare_processes(settings: Settings, processes: int) -> None:
+    """Before uvicorn starts ``processes`` HTTP processes (each runs the app's lifespan): migrate
+    once here, share the local job workers out among them, give them one metrics directory, and
+    have each die with this supervisor (``FILEJOBS_SUPERVISED``)."""
+    from service.migrate import upgrade
+
+    if settings.auto_migrate:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.resolved_database_url)
+    os.environ["FILEJOBS_AUTO_MIGRATE"] = "false"
+    if settings.backend == "local":
+        os.environ["FILEJOBS_WORKERS"] = str(-(-settings.workers // processes))  # ceiling
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="filejobs-metrics-")
+    os.environ["FILEJOBS_SUPERVISED"] = "1"
 
 
 def worker(

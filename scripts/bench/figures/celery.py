@@ -1,0 +1,230 @@
+"""The Celery backends' throughput: trivial jobs per second with 1 and 2 workers on Redis and on
+RabbitMQ, against the local backend measured in the same run.
+
+For each configuration: a fresh PostgreSQL database, a fresh queue, one real ``filejobs serve``
+(celery backend) and N real ``filejobs worker --concurrency 1`` processes. Once the workers are
+ready, ``JOBS`` tiny ``inspect`` jobs are submitted by ``UPLOADERS`` threads as fast as the API
+takes them; the clock runs from the first submit to the last job reaching ``succeeded`` (read from
+the database). The baseline is the local backend (``FILEJOBS_WORKERS=N`` in the API process, on a
+PostgreSQL database too), run alternately with the brokers in every round so each ratio shares the
+machine's conditions.
+
+Figures, per broker and worker count: end-to-end jobs/s and accept/s (202s per second while
+submitting), medians of ``ctx.rounds`` rounds, with the local backend's as the baseline.
+
+    python -m scripts.bench --only celery             # 200 jobs, 1 and 2 workers, 3 rounds
+    python -m scripts.bench --only celery --smoke     # 10 jobs, 1 worker, 1 round
+
+Needs PostgreSQL (``postgres`` user, trust), Redis and RabbitMQ (``guest``) on 127.0.0.1, as the
+scale-out tests do; when one is unreachable the group fails with a message that says which.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from scripts.bench.common import Context, filejobs_server
+from scripts.bench.report import Figure
+from tests.e2e.worker import Worker
+from tests.scaleout.cluster import cleanup_amqp_queue, cleanup_redis_queue
+from tests.services import fresh_postgres_database
+
+#: The services this group needs: name -> (what, port).
+SERVICES = {"postgres": ("PostgreSQL", 5432), "redis": ("Redis", 6379), "amqp": ("RabbitMQ", 5672)}
+BROKERS = {
+    "redis": "redis://127.0.0.1:6379/0",
+    "amqp": "amqp://guest:guest@127.0.0.1:5672//",
+}
+BROKER_LABEL = {"redis": "Redis", "amqp": "RabbitMQ"}
+JOBS, SMOKE_JOBS = 200, 10
+WORKER_COUNTS, SMOKE_WORKER_COUNTS = (1, 2), (1,)
+UPLOADERS = 4
+FINISH_TIMEOUT = 600.0
+POLL_EVERY = 0.02
+
+#: Why no target: see the note of every figure.
+NOTE = (
+    "no target: on one machine the broker, the workers and the API share the same cores, so the "
+    "ratio to local shows the cost of the broker hop, not what scaling out across machines buys; "
+    "and it swings from 0.4x to 1.2x between runs on 2 shared cores, so a >= 0.8x target would "
+    "pass or fail on noise"
+)
+
+
+@dataclass
+class Result:
+    backend: str  # "local", "redis" or "amqp"
+    workers: int
+    accept_per_s: float
+    jobs_per_s: float
+
+
+#: (backend, workers) -> one Result per round.
+Results = dict[tuple[str, int], list[Result]]
+
+
+def require_services() -> None:
+    """Raise a RuntimeError naming every service that does not answer on 127.0.0.1."""
+    down = []
+    for name, port in SERVICES.values():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                pass
+        except OSError as exc:
+            down.append(f"{name} at 127.0.0.1:{port} ({exc})")
+    if down:
+        raise RuntimeError(
+            "the celery group needs PostgreSQL, Redis and RabbitMQ on 127.0.0.1; unreachable: "
+            + "; ".join(down)
+        )
+
+
+def delete_queue(backend: str, queue: str) -> None:
+    if backend == "redis":
+        cleanup_redis_queue(BROKERS[backend], queue)
+    else:
+        cleanup_amqp_queue(BROKERS[backend], queue)
+
+
+def succeeded(conn: psycopg.Connection) -> int:
+    """Jobs that succeeded so far; raises if any failed or was cancelled."""
+    rows = conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
+    counts = {status: int(n) for status, n in rows}
+    bad = counts.get("failed", 0) + counts.get("cancelled", 0)
+    if bad:
+        raise RuntimeError(f"{bad} job(s) did not succeed")
+    return counts.get("succeeded", 0)
+
+
+def drive(base_url: str, database_url: str, jobs: int, uploaders: int) -> tuple[float, float]:
+    """Submit ``jobs`` tiny jobs from ``uploaders`` threads; (accept/s, end-to-end jobs/s)."""
+    errors: list[str] = []
+    per_thread = [jobs // uploaders + (1 if i < jobs % uploaders else 0) for i in range(uploaders)]
+
+    def upload(count: int) -> None:
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            for index in range(count):
+                response = client.post(
+                    "/v1/jobs",
+                    files={"file": (f"f{index}.txt", b"hello world\n", "text/plain")},
+                    data={"processor": "inspect"},
+                )
+                if response.status_code != 202:
+                    errors.append(f"{response.status_code}: {response.text[:200]}")
+                    return
+
+    threads = [threading.Thread(target=upload, args=(n,)) for n in per_thread if n]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        accepted_at = time.perf_counter()
+        if errors:
+            raise RuntimeError(f"submits failed: {errors[:3]}")
+        deadline = time.monotonic() + FINISH_TIMEOUT
+        while succeeded(conn) < jobs:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jobs did not finish within {FINISH_TIMEOUT:g} s")
+            time.sleep(POLL_EVERY)
+        done_at = time.perf_counter()
+    return jobs / (accepted_at - start), jobs / (done_at - start)
+
+
+def run_config(backend: str, workers: int, jobs: int, root: Path) -> Result:
+    """One measurement: a fresh database (and queue), the API, ``workers`` workers, ``jobs`` jobs."""
+    with fresh_postgres_database() as database_url, ExitStack() as stack:
+        queue = f"fj-bench-{uuid.uuid4().hex[:10]}"
+        data_dir = root / f"{backend}-{workers}-{queue}" / "data"
+        env = {"FILEJOBS_DATABASE_URL": database_url, "FILEJOBS_SWEEP_INTERVAL": "10"}
+        if backend == "local":
+            env["FILEJOBS_WORKERS"] = str(workers)
+        else:
+            env.update(
+                {
+                    "FILEJOBS_BACKEND": "celery",
+                    "FILEJOBS_BROKER_URL": BROKERS[backend],
+                    "FILEJOBS_QUEUE": queue,
+                    "FILEJOBS_WORKERS": "0",
+                }
+            )
+            stack.callback(delete_queue, backend, queue)  # runs after the processes are gone
+        started = []
+        for index in range(workers if backend != "local" else 0):
+            worker = Worker(data_dir, env=env, concurrency=1, name=f"worker{index}")
+            stack.callback(worker.stop)
+            started.append(worker.spawn())  # starts while the API starts (and migrates)
+        server = stack.enter_context(filejobs_server(data_dir, env))
+        for worker in started:
+            worker.wait_ready()
+        accept, jobs_per_s = drive(server.base_url, database_url, jobs, UPLOADERS)
+        return Result(backend, workers, accept, jobs_per_s)
+
+
+def measure(
+    ctx: Context, root: Path, jobs: int, worker_counts: tuple[int, ...], brokers: list[str]
+) -> Results:
+    """``ctx.rounds`` rounds of every configuration, local first, alternating within each round."""
+    results: Results = {}
+    for round_no in range(1, ctx.rounds + 1):
+        for workers in worker_counts:
+            for backend in ["local", *brokers]:
+                result = run_config(backend, workers, jobs, root)
+                results.setdefault((backend, workers), []).append(result)
+                ctx.say(
+                    f"   round {round_no}: {backend:5} with {workers} worker(s): "
+                    f"accept {result.accept_per_s:7.1f}/s, jobs {result.jobs_per_s:7.1f}/s"
+                )
+    return results
+
+
+def figures(results: Results, jobs: int, worker_counts: tuple[int, ...], brokers: list[str]) -> list[Figure]:
+    out: list[Figure] = []
+    for broker in brokers:
+        for workers in worker_counts:
+            local = results[("local", workers)]
+            mine = results[(broker, workers)]
+            plural = "s" if workers > 1 else ""
+            where = f"Celery on {BROKER_LABEL[broker]}, {workers} worker{plural}"
+            detail = f"{jobs} trivial inspect jobs, {UPLOADERS} uploaders, medians of {len(mine)} round(s)"
+            out.append(
+                Figure(
+                    key=f"celery_{broker}_{workers}w_jobs_per_s",
+                    label=f"{where}: jobs/s",
+                    unit="jobs/s",
+                    value=statistics.median(r.jobs_per_s for r in mine),
+                    baselines={"local": statistics.median(r.jobs_per_s for r in local)},
+                    note=f"first submit to last succeeded; {detail}; {NOTE}",
+                )
+            )
+            out.append(
+                Figure(
+                    key=f"celery_{broker}_{workers}w_accept_per_s",
+                    label=f"{where}: accepts/s",
+                    unit="req/s",
+                    value=statistics.median(r.accept_per_s for r in mine),
+                    baselines={"local": statistics.median(r.accept_per_s for r in local)},
+                    note=f"202s per second while submitting; {detail}; {NOTE}",
+                )
+            )
+    return out
+
+
+def run(ctx: Context) -> list[Figure]:
+    require_services()
+    jobs = SMOKE_JOBS if ctx.smoke else JOBS
+    worker_counts = SMOKE_WORKER_COUNTS if ctx.smoke else WORKER_COUNTS
+    brokers = list(BROKERS)
+    results = measure(ctx, ctx.subdir("celery"), jobs, worker_counts, brokers)
+    return figures(results, jobs, worker_counts, brokers)

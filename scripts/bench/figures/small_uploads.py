@@ -1,0 +1,85 @@
+"""1 KiB uploads per second at 16 connections: filejobs' accept path against the tutorial.
+
+wrk POSTs the same 1 KiB multipart body over 16 keep-alive connections for a fixed time, to
+filejobs (``FILEJOBS_WORKERS=0``: only the accept path runs, no job is processed) and to the
+tutorial app, alternately each round; the medians of requests/s are compared. filejobs fsyncs the
+file and commits the row (SQLite WAL, synchronous=FULL) before every 202; the tutorial fsyncs
+nothing and keeps its jobs in a dict. After each filejobs run the rows are counted in its database:
+there must be at least one per 202 wrk saw.
+"""
+
+from __future__ import annotations
+
+from scripts.bench.common import UPLOAD_PATH, AppName, Context, UvicornApp, filejobs_server
+from scripts.bench.figures.filejobs_load import count_jobs, filejobs_env, median, small_body
+from scripts.bench.report import Figure
+from scripts.bench.wrk import WrkResult, run_wrk
+
+CONNECTIONS = 16
+NAMES: tuple[AppName, ...] = ("filejobs", "tutorial")
+
+
+def post_small(base_url: str, path: str, seconds: int) -> WrkResult:
+    """wrk -c16 POSTs of the 1 KiB file to ``base_url + path`` for ``seconds``."""
+    body = small_body(1024)
+    return run_wrk(
+        base_url + path,
+        seconds=seconds,
+        connections=CONNECTIONS,
+        method="POST",
+        body=body.whole(),
+        headers={"Content-Type": body.content_type},
+    )
+
+
+def run(ctx: Context) -> list[Figure]:
+    """Alternate wrk runs against filejobs and the tutorial; median uploads/s and p99 of each."""
+    seconds = 2 if ctx.smoke else 10
+    root = ctx.subdir("small")
+    results: dict[str, list[WrkResult]] = {name: [] for name in NAMES}
+    data_dir = root / "filejobs"
+    server = filejobs_server(data_dir, filejobs_env(FILEJOBS_WORKERS="0"))
+    with server, UvicornApp("tutorial", root / "tutorial") as tutorial:
+        bases = {"filejobs": server.base_url, "tutorial": tutorial.base_url}
+        for name in NAMES:  # warm up: imports, connection pools, the page cache
+            post_small(bases[name], UPLOAD_PATH[name], 1)
+        for round_no in range(ctx.rounds):
+            order = NAMES if round_no % 2 == 0 else NAMES[::-1]
+            for name in order:
+                before = count_jobs(data_dir) if name == "filejobs" else 0
+                got = post_small(bases[name], UPLOAD_PATH[name], seconds)
+                if name == "filejobs":
+                    _check_rows(count_jobs(data_dir) - before, got)
+                results[name].append(got)
+                ctx.say(
+                    f"   round {round_no + 1} {name:9s} {got.rps:8.0f} uploads/s  p99 {got.p99_ms:6.1f} ms"
+                )
+    return [_figure(ctx, results)]
+
+
+def _check_rows(rows: int, got: WrkResult) -> None:
+    """Every 202 wrk counted must have its row (a request in flight when wrk stopped may add one)."""
+    if rows < got.ok:
+        raise RuntimeError(f"filejobs answered {got.ok} x 202 but only {rows} rows were committed")
+
+
+def _figure(ctx: Context, results: dict[str, list[WrkResult]]) -> Figure:
+    """The figure: median uploads/s of filejobs against the tutorial's, p99s in the note."""
+    fj = median(r.rps for r in results["filejobs"])
+    tut = median(r.rps for r in results["tutorial"])
+    fj_p99 = median(r.p99_ms for r in results["filejobs"])
+    tut_p99 = median(r.p99_ms for r in results["tutorial"])
+    return Figure(
+        key="small_upload_1kib_rps",
+        label="1 KiB uploads/s, 16 connections",
+        unit="req/s",
+        value=fj,
+        baselines={"tutorial": tut},
+        target=">= 1.0x tutorial, every 202 durable",
+        met=None if ctx.smoke else fj >= tut,
+        note=(
+            f"wrk -t1 -c{CONNECTIONS}; filejobs with WORKERS=0 (accept path only) fsyncs the file and "
+            f"commits the row (WAL, synchronous=FULL) before each 202, the tutorial fsyncs nothing; "
+            f"p99 filejobs {fj_p99:.1f} ms, tutorial {tut_p99:.1f} ms"
+        ),
+    )

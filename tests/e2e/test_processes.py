@@ -1,0 +1,69 @@
+"""``filejobs serve --processes N``: several HTTP processes on one port, one database."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.e2e.server import Server, status_is, wait_for, wait_gone
+
+pytestmark = pytest.mark.e2e
+
+
+def http_processes(server: Server) -> list[psutil.Process]:
+    """The supervisor's HTTP processes (uvicorn's spawned workers), not job worker children."""
+    return [
+        child
+        for child in psutil.Process(server.pid).children(recursive=False)
+        if "spawn_main" in " ".join(child.cmdline())
+    ]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with Server(
+        tmp_path / "data", env={"FILEJOBS_WORKERS": "2"}, args=["--processes", "2", "--log-level", "info"]
+    ) as started:
+        yield started
+
+
+def test_two_processes_share_the_jobs_and_the_workers(server: Server) -> None:
+    processes = http_processes(server)
+    assert len(processes) == 2
+    contents = [f"file {n}\n".encode() for n in range(12)]
+    with server.client() as client:
+        ids = []
+        for content in contents:  # new connections: the kernel spreads them over both processes
+            with httpx.Client(base_url=server.base_url, timeout=30) as fresh:
+                response = fresh.post("/v1/jobs", files={"file": ("f.txt", content)})
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
+        for job_id, content in zip(ids, contents, strict=True):
+            job = wait_for(client, job_id, status_is("succeeded", "failed"), timeout=60)
+            assert job["status"] == "succeeded", job
+            assert job["result"]["sha256"] == hashlib.sha256(content).hexdigest()
+        listed = client.get("/v1/jobs", params={"limit": 50}).json()["items"]
+        assert {job["id"] for job in listed} == set(ids)  # every process sees every job
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert "filejobs_jobs" in metrics.text
+    # WORKERS=2 shared out: one job process under each HTTP process, not two each.
+    workers = [
+        p
+        for proc in processes
+        for p in proc.children(recursive=True)
+        if "service.jobs.child" in " ".join(p.cmdline())
+    ]
+    assert len(workers) == 2
+
+
+def test_the_http_processes_stop_when_the_supervisor_is_killed(server: Server) -> None:
+    processes = http_processes(server)
+    assert len(processes) == 2
+    server.kill9()
+    assert wait_gone(processes, timeout=20.0) == []  # not left serving on the port
