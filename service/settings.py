@@ -55,6 +55,13 @@ class Settings(BaseSettings):
         description="Processes `filejobs serve` answers HTTP in (uvicorn workers); the local backend's "
         "WORKERS job processes are shared out among them.",
     )
+    processor_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Niceness of the processes that run processors: CPU-heavy jobs yield to the API, "
+        "so status answers stay fast while every core is busy (0: same priority).",
+    )
     job_timeout: float = Field(default=3600.0, gt=0, description="Seconds before a job's process is killed.")
     max_attempts: int = Field(default=3, ge=1)
     retry_backoff: float = Field(default=2.0, ge=0, description="Seconds before the first retry; doubles.")

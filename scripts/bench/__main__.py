@@ -21,6 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
+from scripts.bench import common
 from scripts.bench.common import Context, filesystem_of
 from scripts.bench.report import Figure, machine, markdown, text_table, to_json
 
@@ -53,9 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="work directory on the disk under test (default: a new temp directory, removed afterwards)",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="filejobs serve --processes (HTTP processes) for every filejobs server (default 1)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here as JSON")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args(argv)
+    common.API_PROCESSES = max(1, args.processes)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(GROUPS)
     unknown = [n for n in names if n not in GROUPS]
     if unknown:
@@ -70,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
         f"Linux {info['kernel']}, Python {info['python']}"
     )
+    ctx.say(f"filejobs serve --processes {common.API_PROCESSES}")
     ctx.say(f"disk:    {work} [{filesystem_of(work)}]; rounds {ctx.rounds}{' (smoke)' if args.smoke else ''}")
 
     figures: list[Figure] = []
@@ -99,7 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.json:
         args.json.write_text(
-            to_json(figures, {"smoke": args.smoke, "rounds": ctx.rounds, "groups": names, "failed": failed})
+            to_json(
+                figures,
+                {
+                    "smoke": args.smoke,
+                    "rounds": ctx.rounds,
+                    "processes": common.API_PROCESSES,
+                    "groups": names,
+                    "failed": failed,
+                },
+            )
         )
     if failed:
         print(f"failed groups: {', '.join(failed)}", file=sys.stderr)

@@ -59,11 +59,20 @@ class Context:
 # ---- the servers ---------------------------------------------------------------------------------
 
 
-def filejobs_server(data_dir: Path, env: Mapping[str, str] | None = None) -> Server:
-    """``filejobs serve --log-level warning`` with ``env`` (e.g. ``FILEJOBS_WORKERS``); not started."""
+#: ``filejobs serve --processes`` for every filejobs server of the run (``--processes`` of the suite).
+API_PROCESSES = 1
+
+
+def filejobs_server(
+    data_dir: Path, env: Mapping[str, str] | None = None, *, scalable: bool = False
+) -> Server:
+    """``filejobs serve --log-level warning`` with ``env`` (e.g. ``FILEJOBS_WORKERS``); not started.
+    ``scalable`` figures (throughput over HTTP only) run with the suite's ``--processes``; the
+    others measure one process (its RSS, its CPU)."""
+    processes = API_PROCESSES if scalable else 1
     return Server(
         data_dir,
-        env=dict(env or {}),
+        env={"FILEJOBS_API_PROCESSES": str(processes), **(env or {})},
         log_path=data_dir.parent / f"{data_dir.name}.log",
         args=["--log-level", LOG_LEVEL],
     )

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from service.processors.base import Cancelled, Context, Limits, ProcessorError
 from service.processors.registry import PluginError, load_spec
+from service.settings import get_settings
 
 PROGRESS_EVERY = 0.1  # seconds between progress messages to the parent
 PARENT_CHECK_EVERY = 0.5
@@ -140,6 +141,9 @@ def run_one(request: dict[str, Any], channel: Channel, cancelled: threading.Even
 
 def main() -> None:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    niceness = get_settings().processor_nice
+    if niceness:
+        os.nice(niceness)  # processors yield the CPU to the API (status polls) and the workers
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops us itself
     proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from service.jobs.executor import ChildProcess, Control, Outcome
@@ -260,3 +262,15 @@ def test_output_file_must_be_in_the_output_dir(child: ChildProcess, work: Path) 
     assert path.read_bytes() == b"ABC"
     assert path.parent == (work / "out").resolve()
     assert outcome.data["file_name"] == "input.bin.upper.txt"
+
+
+def test_processors_run_niced_so_the_api_keeps_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FILEJOBS_PROCESSOR_NICE (default 10) lowers the priority of the processes running processors."""
+    monkeypatch.setenv("FILEJOBS_PROCESSOR_NICE", "7")  # the child reads its settings itself
+    child = ChildProcess()
+    try:
+        child.start()
+        assert child.pid is not None
+        assert psutil.Process(child.pid).nice() == os.getpriority(os.PRIO_PROCESS, 0) + 7
+    finally:
+        child.kill()

@@ -128,7 +128,7 @@ def run(ctx: Context) -> list[Figure]:
     """``ctx.rounds`` rounds of N trivial jobs on one filejobs server; medians of both rates."""
     count = 20 if ctx.smoke else 1000
     runs: list[Run] = []
-    with filejobs_server(ctx.subdir("jobs") / "filejobs", filejobs_env()) as server:
+    with filejobs_server(ctx.subdir("jobs") / "filejobs", filejobs_env(), scalable=True) as server:
         one_round(server.base_url, min(count, 50))  # warm up: worker children, imports, caches
         for round_no in range(ctx.rounds):
             got = one_round(server.base_url, count)

@@ -38,7 +38,7 @@ def run(ctx: Context) -> list[Figure]:
     root = ctx.subdir("small")
     results: dict[str, list[WrkResult]] = {name: [] for name in NAMES}
     data_dir = root / "filejobs"
-    server = filejobs_server(data_dir, filejobs_env(FILEJOBS_WORKERS="0"))
+    server = filejobs_server(data_dir, filejobs_env(FILEJOBS_WORKERS="0"), scalable=True)
     with server, UvicornApp("tutorial", root / "tutorial") as tutorial:
         bases = {"filejobs": server.base_url, "tutorial": tutorial.base_url}
         for name in NAMES:  # warm up: imports, connection pools, the page cache

@@ -56,7 +56,7 @@ def run(ctx: Context) -> list[Figure]:
     root = ctx.subdir("status")
     results: dict[str, list[WrkResult]] = {name: [] for name in NAMES}
     with (
-        filejobs_server(root / "filejobs", filejobs_env()) as server,
+        filejobs_server(root / "filejobs", filejobs_env(), scalable=True) as server,
         UvicornApp("tutorial", root / "tutorial") as tutorial,
     ):
         urls = {
