@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
@@ -92,6 +92,12 @@ class Database:
         # Closing (not rolling back) keeps loaded objects usable; the pool ends the transaction.
         with Session(self._read_engine, expire_on_commit=False) as session:
             yield session
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A Core connection for reads (a deferred transaction on SQLite), rolled back after."""
+        with self._read_engine.connect() as conn:
+            yield conn
 
     def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""

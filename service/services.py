@@ -13,9 +13,9 @@ from service.jobs.group_commit import GroupCommitter
 from service.jobs.sweep_lock import SweepLock, sweep_lock
 from service.jobs.worker import LocalWorker
 from service.keys import AuthGate
-from service.migrate import upgrade
 from service.notify import ChangeHub
 from service.processors.registry import Registry, build_registry
+from service.schema_version import at_head
 from service.settings import Settings
 from service.storage import LocalStorage
 
@@ -58,9 +58,11 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         raise ValueError("FILEJOBS_BACKEND=celery needs FILEJOBS_BROKER_URL (redis://… or amqp://…).")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
-    if settings.auto_migrate:
-        upgrade(url)
     db = Database(url)
+    if settings.auto_migrate and not at_head(db):
+        from service.migrate import upgrade  # Alembic only when there is something to do
+
+        upgrade(url)
     storage = LocalStorage(settings.data_dir)
     registry = build_registry(settings.processors)
     hub = ChangeHub()

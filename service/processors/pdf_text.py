@@ -19,12 +19,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pypdf import PasswordType, PdfReader
-from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
-from pypdf.generic import IndirectObject, TextStringObject
+
+from service.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pypdf
+    from pypdf import PdfReader
+else:  # pypdf loads when a job first needs it, not in the API process (see service.lazy)
+    pypdf = lazy_module("pypdf")
 
 from service.processors.base import Cancelled, Context, Output, Processor, ProcessorError
 
@@ -96,7 +101,7 @@ def _pdf_errors() -> Iterator[None]:
         yield
     except (ProcessorError, Cancelled, MemoryError):
         raise
-    except DependencyError as exc:
+    except pypdf.errors.DependencyError as exc:
         log.warning("pdf-text: missing dependency", exc_info=True)
         if "cryptography" in str(exc) or "AES" in str(exc):
             raise ProcessorError(
@@ -107,9 +112,9 @@ def _pdf_errors() -> Iterator[None]:
         raise ProcessorError(
             "pdf_unsupported", "The PDF uses a feature that needs a library this server lacks."
         ) from None
-    except FileNotDecryptedError:
+    except pypdf.errors.FileNotDecryptedError:
         raise ProcessorError("pdf_encrypted", "The PDF is encrypted and could not be decrypted.") from None
-    except LimitReachedError:
+    except pypdf.errors.LimitReachedError:
         log.warning("pdf-text: pypdf limit reached", exc_info=True)
         raise ProcessorError(
             "pdf_too_complex",
@@ -138,14 +143,14 @@ def _info_text(info: Any, key: str) -> str | None:
     pypdf could not decode, dictionaries) is left out."""
     try:
         value = info.get(key)
-        if isinstance(value, IndirectObject):
+        if isinstance(value, pypdf.generic.IndirectObject):
             value = value.get_object()
     except (Cancelled, MemoryError):
         raise
     except Exception:
         log.warning("pdf-text: unreadable metadata entry %s", key, exc_info=True)
         return None
-    return _clean(str(value)) if isinstance(value, TextStringObject) else None
+    return _clean(str(value)) if isinstance(value, pypdf.generic.TextStringObject) else None
 
 
 def parse_pdf_date(text: str | None) -> str | None:
@@ -203,7 +208,7 @@ def _decrypt(reader: PdfReader, password: str | None) -> None:
     """Open an encrypted PDF with ``password``, or with the empty password when none is given."""
     with _pdf_errors():
         outcome = reader.decrypt(password or "")
-    if outcome != PasswordType.NOT_DECRYPTED:
+    if outcome != pypdf.PasswordType.NOT_DECRYPTED:
         return
     if password:
         raise ProcessorError("pdf_bad_password", "The password does not open this PDF.")
@@ -266,7 +271,7 @@ class PdfText(Processor):
         version = header_version(ctx.input_path)
         with open(ctx.input_path, "rb") as handle:
             with _pdf_errors():
-                reader = PdfReader(handle, strict=False)
+                reader = pypdf.PdfReader(handle, strict=False)
                 encrypted = reader.is_encrypted
             if encrypted:
                 _decrypt(reader, params.password.get_secret_value() if params.password else None)

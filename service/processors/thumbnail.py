@@ -22,10 +22,19 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
-from PIL.TiffImagePlugin import TiffImageFile
+from PIL import UnidentifiedImageError  # PIL's __init__ alone is small
+
+from service.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from PIL import ExifTags, Image, ImageFile, TiffImagePlugin
+else:  # Pillow loads when a job first needs it, not in the API process (see service.lazy)
+    ExifTags = lazy_module("PIL.ExifTags")
+    Image = lazy_module("PIL.Image")
+    ImageFile = lazy_module("PIL.ImageFile")
+    TiffImagePlugin = lazy_module("PIL.TiffImagePlugin")
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.processors.base import Cancelled, Context, Output, Processor, ProcessorError
@@ -224,7 +233,11 @@ class Thumbnail(Processor):
                     raise _too_large(limit, im.size)
             stored, source_mode = im.size, im.mode
             # Pillow's TIFF decoder turns the image upright itself and drops the tag while loading.
-            tiff_tag = im.tag_v2.get(ExifTags.Base.Orientation) if isinstance(im, TiffImageFile) else None
+            tiff_tag = (
+                im.tag_v2.get(ExifTags.Base.Orientation)
+                if isinstance(im, TiffImagePlugin.TiffImageFile)
+                else None
+            )
             ctx.progress(0.1, "opened")
             ctx.check_cancelled()
 

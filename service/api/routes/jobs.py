@@ -259,7 +259,7 @@ async def list_jobs(
     processor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
-) -> JobList:
+) -> Response:
     jobs, next_cursor = await to_thread.run_sync(
         partial(
             repository.list_jobs,
@@ -271,7 +271,8 @@ async def list_jobs(
             cursor=cursor,
         )
     )
-    return JobList(items=[job_public(job) for job in jobs], next_cursor=next_cursor)
+    page = JobList(items=[job_public(job) for job in jobs], next_cursor=next_cursor)
+    return Response(page.model_dump_json(), media_type="application/json")  # validated already
 
 
 async def _load(services: Services, caller: Caller, job_id: str) -> Job:
