@@ -50,15 +50,16 @@ _WRITERS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 _EXTENSIONS = {"webp": "webp", "png": "png", "jpeg": "jpg"}
 
-# EXIF orientation → the transpose that shows the image upright (as ImageOps.exif_transpose).
+# EXIF orientation → the name of the transpose that shows the image upright (as
+# ImageOps.exif_transpose); names, so Pillow is not loaded before a job needs it.
 _TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
 }
 
 
@@ -256,7 +257,7 @@ class Thumbnail(Processor):
                 work = work.resize(final, Image.Resampling.LANCZOS, box=box, reducing_gap=REDUCING_GAP)
             transpose = _TRANSPOSE.get(pending or 1)
             if transpose is not None:
-                work = work.transpose(transpose)
+                work = work.transpose(Image.Transpose[transpose])
             out = _for_output(work, params.format)
             ctx.progress(0.8, "resized")
             ctx.check_cancelled()
