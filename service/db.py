@@ -21,10 +21,12 @@ from sqlmodel import Session, create_engine
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def make_engine(url: str, *, null_pool: bool = False) -> Engine:
+def make_engine(url: str, *, null_pool: bool = False, synchronous: str = "FULL") -> Engine:
     """Create the engine for ``url``, with SQLite tuned for many threads and processes.
 
     ``null_pool`` opens a connection per use (for one-off tools such as migrations).
+    ``synchronous`` is SQLite's: ``FULL`` (a commit survives power loss) or ``NORMAL`` (a crash
+    of the process loses nothing; a power loss may lose the last commits).
     """
     parsed = make_url(url)
     pooling: dict[str, Any] = {"poolclass": NullPool} if null_pool else {"pool_size": 20, "max_overflow": 40}
@@ -47,7 +49,7 @@ def make_engine(url: str, *, null_pool: bool = False) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         # FULL: a committed row survives power loss too, as every 202 promises.
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -67,18 +69,24 @@ class Database:
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
+        self._relaxed_engine = make_engine(url, synchronous="NORMAL") if self.is_sqlite else self.engine
         # Re-entrant: a write may run code that opens another (same thread, same turn).
         self._write_turn: AbstractContextManager[Any] = threading.RLock() if self.is_sqlite else nullcontext()
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
+    def write(self, *, durable: bool = True) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error.
 
         On SQLite the writers of this process take turns on a lock first: SQLite's busy handler
         waits for a write lock by sleeping in steps of up to 100 ms, so writers of one process
         racing for it (API, sweeper, worker threads) would sleep long after it was free. Other
-        processes still meet on the busy timeout."""
-        with self._write_turn, Session(self.engine, expire_on_commit=False) as session:
+        processes still meet on the busy timeout.
+
+        ``durable=False`` (SQLite: ``synchronous=NORMAL``, no fsync at commit) is for changes a
+        power loss may undo harmlessly: a claim (the job is queued again), a lease renewal or a
+        progress note. A later durable commit makes them durable too (one WAL)."""
+        engine = self.engine if durable else self._relaxed_engine
+        with self._write_turn, Session(engine, expire_on_commit=False) as session:
             try:
                 yield session
                 session.commit()
@@ -106,3 +114,4 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._relaxed_engine.dispose()
