@@ -6,7 +6,6 @@ import functools
 import json
 
 import puremagic
-from charset_normalizer import from_bytes
 
 from service import magic
 
@@ -48,6 +47,8 @@ def text_encoding(sample: bytes) -> str | None:
         # A multi-byte character cut off by the end of the sample is still UTF-8.
         if exc.start >= len(sample) - 3 and exc.reason == "unexpected end of data":
             return "utf-8"
+    from charset_normalizer import from_bytes  # on first need: 2.5 MB most processes never use
+
     best = from_bytes(sample).best()
     if best is None:
         return None

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 from types import FrameType
@@ -51,6 +52,9 @@ def serve(
     _logging(log_level)
     settings = get_settings()
     processes = processes or settings.api_processes
+    if settings.auto_migrate:
+        _migrate_in_child(settings)
+        os.environ["FILEJOBS_AUTO_MIGRATE"] = "false"  # done: the app (and its processes) skip it
     if (
         not _loopback(host)
         and not (allow_no_auth or settings.allow_open_bind)
@@ -85,15 +89,9 @@ def serve(
 
 
 def _prepare_processes(settings: Settings, processes: int) -> None:
-    """Before uvicorn starts ``processes`` HTTP processes (each runs the app's lifespan): migrate
-    once here, share the local job workers out among them, give them one metrics directory, and
-    have each die with this supervisor (``FILEJOBS_SUPERVISED``)."""
-    from service.migrate import upgrade
-
-    if settings.auto_migrate:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        upgrade(settings.resolved_database_url)
-    os.environ["FILEJOBS_AUTO_MIGRATE"] = "false"
+    """Before uvicorn starts ``processes`` HTTP processes (each runs the app's lifespan; the
+    database is migrated already): share the local job workers out among them, give them one
+    metrics directory, and have each stop with this supervisor (``FILEJOBS_SUPERVISED``)."""
     if settings.backend == "local":
         os.environ["FILEJOBS_WORKERS"] = str(-(-settings.workers // processes))  # ceiling
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -156,16 +154,32 @@ def _keys_required(settings: Settings) -> bool:
         return True
     from service import keys
     from service.db import Database
-    from service.migrate import upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.auto_migrate:
-        upgrade(settings.resolved_database_url)
     db = Database(settings.resolved_database_url)
     try:
         return keys.any_key(db)
     finally:
         db.dispose()
+
+
+def _migrate_in_child(settings: Settings) -> None:
+    """Bring the database to the newest migration in a child process (``filejobs migrate``), so
+    the server never imports Alembic (about 9 MB it would keep for good). Nothing to do: no child."""
+    from service.db import Database
+    from service.schema_version import at_head
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    try:
+        if at_head(db):
+            return
+    finally:
+        db.dispose()
+    done = subprocess.run([sys.executable, "-m", "service.cli", "migrate"], check=False)
+    if done.returncode != 0:
+        typer.echo("filejobs serve: migrating the database failed (see above).", err=True)
+        raise typer.Exit(1)
 
 
 def migrate() -> None:

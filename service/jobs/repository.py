@@ -13,7 +13,8 @@ import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from sqlalchemy import and_, bindparam, delete, func, insert, update
 from sqlalchemy import select as sa_select
@@ -80,6 +81,21 @@ def decode_cursor(cursor: str) -> str:
     return job_id
 
 
+def _list_query(
+    table: Any, owner: str | None, status: JobStatus | None, processor: str | None, cursor: str | None
+) -> Any:
+    query = sa_select(table)
+    if owner is not None:
+        query = query.where(table.c.owner == owner)
+    if status is not None:
+        query = query.where(table.c.status == status.value)
+    if processor is not None:
+        query = query.where(table.c.processor == processor)
+    if cursor is not None:
+        query = query.where(table.c.id < decode_cursor(cursor))
+    return query.order_by(table.c.id.desc())
+
+
 def list_jobs(
     db: Database,
     *,
@@ -94,20 +110,30 @@ def list_jobs(
     A Core query (SQLAlchemy converts the columns in C) and jobs built without the ORM's identity
     map and instrumentation, which cost more than the query itself for a page of 50."""
     table = Job.__table__  # type: ignore[attr-defined]
-    query = sa_select(table)
-    if owner is not None:
-        query = query.where(table.c.owner == owner)
-    if status is not None:
-        query = query.where(table.c.status == status.value)
-    if processor is not None:
-        query = query.where(table.c.processor == processor)
-    if cursor is not None:
-        query = query.where(table.c.id < decode_cursor(cursor))
-    query = query.order_by(table.c.id.desc()).limit(limit + 1)
+    query = _list_query(table, owner, status, processor, cursor).limit(limit + 1)
     with db.read_connection() as conn:
         rows = [Job.model_construct(**row) for row in conn.execute(query).mappings()]
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+def list_views(
+    db: Database,
+    *,
+    owner: str | None = None,
+    status: JobStatus | None = None,
+    processor: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """:func:`list_jobs` for rendering only: plain attribute views of the rows, not models (a
+    ``Job`` costs about 50 µs to build; a page of 50 of them more than the query). Read-only."""
+    table = Job.__table__  # type: ignore[attr-defined]
+    query = _list_query(table, owner, status, processor, cursor).limit(limit + 1)
+    with db.read_connection() as conn:
+        rows = [SimpleNamespace(**row) for row in conn.execute(query).mappings()]
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return cast(list[Job], rows[:limit]), next_cursor
 
 
 def due_job_ids(db: Database, *, now: datetime | None = None, limit: int = 1000) -> list[str]:

@@ -262,7 +262,7 @@ async def list_jobs(
 ) -> Response:
     jobs, next_cursor = await to_thread.run_sync(
         partial(
-            repository.list_jobs,
+            repository.list_views,
             services.db,
             owner=caller.scope,
             status=status,
