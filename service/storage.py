@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +24,8 @@ from anyio import to_thread
 from service.ids import is_job_id
 
 TEMP_SUFFIX = ".part"
+#: What a sink's ``write`` takes: bytes, or pieces to write in order.
+Buffers = bytes | memoryview | Sequence[bytes | memoryview]
 #: Bytes written between two background fdatasyncs of a large upload (see :class:`Writeback`).
 SYNC_EVERY = 16 * 1024 * 1024
 #: Writes smaller than this start no writeback of their own.
@@ -94,7 +96,7 @@ class Writeback:
 class UploadSink(Protocol):
     """An upload being written: bytes in, then either ``commit`` or ``abort``."""
 
-    async def write(self, data: bytes, *, final: bool = False) -> None: ...
+    async def write(self, data: Buffers, *, final: bool = False) -> None: ...
 
     async def commit(self, key: str, *, sync_dir: bool = True) -> None: ...
 
@@ -152,18 +154,21 @@ class LocalUploadSink:
         self._closed = False
         self._writeback: Writeback | None = None
 
-    def _write(self, data: bytes, final: bool = False) -> None:
+    def _write(self, data: Buffers, final: bool = False) -> None:
         if self._fd is None:
             self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             self._writeback = Writeback(self._fd)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        size = 0
+        for piece in [data] if isinstance(data, bytes | memoryview) else data:
+            view = memoryview(piece)
+            size += len(view)
+            while view:
+                view = view[os.write(self._fd, view) :]
         assert self._writeback is not None
-        if len(data) >= SMALL_WRITE:  # small files: the final fsync is as cheap as anything
-            self._writeback.wrote(len(data))
+        if size >= SMALL_WRITE:  # small files: the final fsync is as cheap as anything
+            self._writeback.wrote(size)
         else:
-            self._writeback.written += len(data)
+            self._writeback.written += size
         if final:
             self._finish()
 
@@ -181,8 +186,9 @@ class LocalUploadSink:
         self._fd = None
         self._closed = True
 
-    async def write(self, data: bytes, *, final: bool = False) -> None:
-        """Append ``data``; with ``final``, also fsync and close the file (in the same thread call)."""
+    async def write(self, data: Buffers, *, final: bool = False) -> None:
+        """Append ``data`` (bytes, or pieces written in order: no joining copy); with ``final``,
+        also fsync and close the file (in the same thread call)."""
         await to_thread.run_sync(self._write, data, final)
 
     def _commit(self, final: Path, sync_dir: bool) -> None:

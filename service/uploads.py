@@ -128,7 +128,9 @@ class _Receiver:
         self.sha256 = hashlib.sha256()
         self._pieces: list[memoryview] = []
         self._buffered = 0
-        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=WRITES_IN_FLIGHT)
+        self._chunks: asyncio.Queue[tuple[list[memoryview], int] | None] = asyncio.Queue(
+            maxsize=WRITES_IN_FLIGHT
+        )
         self._writer: asyncio.Task[None] | None = None
         self._in_file = False
         self._field_name: str | None = None
@@ -226,19 +228,24 @@ class _Receiver:
     def on_end(self) -> None:
         self.ended = True
 
+    def _hash(self, pieces: list[memoryview]) -> None:
+        for piece in pieces:
+            self.sha256.update(piece)
+
     async def _write_chunks(self) -> None:
         """The writer: hashes and writes each chunk in order, the two side by side in threads."""
         while True:
-            data = await self._chunks.get()
-            if data is None:
+            item = await self._chunks.get()
+            if item is None:
                 return
-            if len(data) < HASH_INLINE:  # hashing a small chunk costs less than a thread hop
-                self.sha256.update(data)
-                await self.sink.write(data)
+            pieces, size = item
+            if size < HASH_INLINE:  # hashing a small chunk costs less than a thread hop
+                self._hash(pieces)
+                await self.sink.write(pieces)
             else:
-                await asyncio.gather(asyncio.to_thread(self.sha256.update, data), self.sink.write(data))
+                await asyncio.gather(asyncio.to_thread(self._hash, pieces), self.sink.write(pieces))
 
-    async def _put(self, item: bytes | None) -> None:
+    async def _put(self, item: tuple[list[memoryview], int] | None) -> None:
         """Hand ``item`` to the writer, waiting while it is :data:`WRITES_IN_FLIGHT` chunks behind;
         re-raise the writer's error (a full disk) instead of waiting on a writer that stopped."""
         if self._writer is None:
@@ -255,14 +262,15 @@ class _Receiver:
         if self._writer is not None and self._writer.done():
             self._writer.result()
         if self._pieces and (final or self._buffered >= WRITE_CHUNK):
-            data = b"".join(self._pieces)
-            self._pieces.clear()
-            self._buffered = 0
+            # The pieces go to the writer as they are (views of the request's body chunks): the
+            # writer thread writes them one after the other, no joining copy on the event loop.
+            pieces, size = self._pieces, self._buffered
+            self._pieces, self._buffered = [], 0
             if final and self._writer is None:  # a small file, whole in one chunk: one thread call
-                self.sha256.update(data)  # writes, fsyncs and closes it
-                await self.sink.write(data, final=True)
+                self._hash(pieces)  # writes, fsyncs and closes it
+                await self.sink.write(pieces, final=True)
                 return
-            await self._put(data)
+            await self._put((pieces, size))
         if final and self._writer is not None:
             await self._put(None)
             writer, self._writer = self._writer, None

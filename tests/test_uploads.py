@@ -30,7 +30,7 @@ from service.errors import ClientGone, Unprocessable
 from service.jobs.dispatch import InMemoryDispatcher
 from service.jobs.submit import create_job
 from service.services import Services
-from service.storage import UploadSink
+from service.storage import Buffers, UploadSink
 from service.uploads import WRITE_CHUNK, WRITES_IN_FLIGHT
 from tests.conftest import files_under, make_settings, upload
 from tests.test_sniff import png_bytes
@@ -259,7 +259,9 @@ class SpySink:
         sizes = [p.stat().st_size for p in self.tmp_dir.iterdir()]
         self.largest_temp_file = max([self.largest_temp_file, *sizes])
 
-    async def write(self, data: bytes, *, final: bool = False) -> None:
+    async def write(self, data: Buffers, *, final: bool = False) -> None:
+        if not isinstance(data, bytes | memoryview):
+            data = b"".join(data)
         if self.fail_after is not None and self.written + len(data) > self.fail_after:
             room = self.fail_after - self.written
             if room > 0:

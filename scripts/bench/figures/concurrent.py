@@ -15,13 +15,11 @@ from dataclasses import dataclass
 
 from scripts.bench.common import MB, AppName, Context, MiB, RssSampler
 from scripts.bench.figures.upload import (
-    RSS_LIMIT_BYTES,
     Payload,
     Sent,
     Target,
     check_free_disk,
     clean_up,
-    judged,
     median,
     mib,
     rotated,
@@ -87,10 +85,10 @@ def run(ctx: Context) -> list[Figure]:
             summary = ", ".join(f"{n} {mib(b.peak_rss):.1f} MiB {b.mbps:.0f} MB/s" for n, b in result.items())
             ctx.say(f"   round {index + 1}: {summary}")
     what = f"{count} x {size_label(size_mib)} at once"
-    return [rss_figure(ctx, rounds, what), throughput_figure(rounds, what)]
+    return [rss_figure(ctx, rounds, what, count), throughput_figure(rounds, what)]
 
 
-def rss_figure(ctx: Context, rounds: list[dict[AppName, Burst]], what: str) -> Figure:
+def rss_figure(ctx: Context, rounds: list[dict[AppName, Burst]], what: str, count: int) -> Figure:
     peaks = {name: median(mib(r[name].peak_rss) for r in rounds) for name in APPS}
     before = median(mib(r["filejobs"].rss_before) for r in rounds)
     return Figure(
@@ -99,12 +97,11 @@ def rss_figure(ctx: Context, rounds: list[dict[AppName, Burst]], what: str) -> F
         unit="MiB",
         value=peaks["filejobs"],
         baselines={"tutorial": peaks["tutorial"], "raw": peaks["raw"]},
-        target="<= 100 MB",
-        met=judged(ctx.smoke, peaks["filejobs"] * MiB <= RSS_LIMIT_BYTES),
         note=(
             "the server process only, sampled every 20 ms during the burst, median of rounds "
-            f"(filejobs before the burst: {before:.1f} MiB; 100 MB = {RSS_LIMIT_BYTES / MiB:.1f} MiB). "
-            "Informational: the issue asks for the figure, not a limit"
+            f"(filejobs before the burst: {before:.1f} MiB, so about "
+            f"{(peaks['filejobs'] - before) / count:.1f} MiB per upload in flight). "
+            "Informational: the issue sets no limit here (100 MB is for one 1 GiB upload)"
         ),
     )
 
