@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api.fast_status import FastStatus
+from service.api.fast_upload import FastUpload
 from service.api.problems import ProblemDetails, install_handlers
 from service.api.routes import health, jobs, metrics, processors
 from service.jobs.dispatch import Dispatcher
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     )
     install_handlers(app)
     app.add_middleware(FastStatus)
+    app.add_middleware(FastUpload)
     app.include_router(jobs.router)
     app.include_router(processors.router)
     app.include_router(health.router)

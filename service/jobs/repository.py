@@ -105,16 +105,11 @@ def list_jobs(
     limit: int = 50,
     cursor: str | None = None,
 ) -> tuple[list[Job], str | None]:
-    """Newest first, keyset-paginated on the time-ordered id.
-
-    A Core query (SQLAlchemy converts the columns in C) and jobs built without the ORM's identity
-    map and instrumentation, which cost more than the query itself for a page of 50."""
-    table = Job.__table__  # type: ignore[attr-defined]
-    query = _list_query(table, owner, status, processor, cursor).limit(limit + 1)
-    with db.read_connection() as conn:
-        rows = [Job.model_construct(**row) for row in conn.execute(query).mappings()]
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    """Newest first, keyset-paginated on the time-ordered id (a Core query; see :func:`list_views`)."""
+    views, next_cursor = list_views(
+        db, owner=owner, status=status, processor=processor, limit=limit, cursor=cursor
+    )
+    return [Job.model_construct(**vars(view)) for view in views], next_cursor
 
 
 def list_views(

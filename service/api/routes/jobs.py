@@ -132,6 +132,17 @@ async def submit_job(
     Before any byte is stored: 507 when the disk is short, 503 when the queue is too deep, 429
     when the key has too many unfinished jobs, 409 while a request with the same Idempotency-Key
     is still uploading."""
+    response, new_job_id = await submit(services, request, caller, idempotency_key)
+    if new_job_id is not None:
+        background.add_task(dispatch, services, new_job_id)
+    return response
+
+
+async def submit(
+    services: Services, request: Request, caller: Caller, idempotency_key: str | None
+) -> tuple[Response, str | None]:
+    """``POST /v1/jobs`` (the route's body, shared with :mod:`service.api.fast_upload`): the
+    answer, and the id of the new job to :func:`dispatch` after it (None: no new job)."""
     length = _content_length(request)
     if length is not None and length > services.settings.max_upload_bytes:
         length = None  # the receiver refuses it (413) before reading a byte
@@ -167,21 +178,21 @@ async def submit_job(
     except idempotency.Replay as replay:
         existing = plan.existing if plan is not None else None
         assert existing is not None
-        return await _replayed(services, caller, existing, replay.job_id)
+        return await _replayed(services, caller, existing, replay.job_id), None
     except ClientGone:
         await _release(services, claim)
-        return Response(status_code=400)  # nobody is listening; the upload left nothing behind
+        return Response(status_code=400), None  # nobody is listening; the upload left nothing behind
     except BaseException:
         await _release(services, claim)
         raise
     finally:
         if renewer is not None:
             renewer.cancel()
-    background.add_task(_dispatch, services, job.id)
-    return job_response(job, 202, Location=f"/v1/jobs/{job.id}", **{"Retry-After": RETRY_AFTER})
+    headers = {"Location": f"/v1/jobs/{job.id}", "Retry-After": RETRY_AFTER}
+    return job_response(job, 202, **headers), job.id
 
 
-async def _dispatch(services: Services, job_id: str) -> None:
+async def dispatch(services: Services, job_id: str) -> None:
     """After the response: hand the job to the dispatcher (a broker publish waits in a thread; the
     local pool's queue takes it at once)."""
     if services.dispatcher.durable:
@@ -403,7 +414,7 @@ async def retry_job(
         )
     )
     services.hub.notify(job_id)
-    background.add_task(_dispatch, services, job_id)
+    background.add_task(dispatch, services, job_id)
     return job_response(job, 202, Location=f"/v1/jobs/{job.id}", **{"Retry-After": RETRY_AFTER})
 
 

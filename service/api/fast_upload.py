@@ -1,0 +1,61 @@
+"""``POST /v1/jobs`` without FastAPI's routing and dependency machinery: the plain upload.
+
+Batch clients upload thousands of small files; for each, FastAPI would match routes, solve five
+dependencies and wrap the response. This ASGI middleware takes the plain upload (no query string,
+no ``Idempotency-Key``, an open service: no key to check) and runs the very same
+:func:`service.api.routes.jobs.submit` as the route, answering its problems the same way; the
+job is dispatched after the answer is sent, as the route's background task does. Everything
+else goes to the route, which also documents the endpoint in OpenAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.api.problems import problem_response
+from service.api.routes.jobs import dispatch, submit
+from service.errors import Problem
+from service.keys import ANONYMOUS
+from service.services import Services
+
+PATH = "/v1/jobs"
+
+
+class FastUpload:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = self._services(scope)
+        if services is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response, new_job_id = await submit(services, request, ANONYMOUS, None)
+        except Problem as problem:
+            await problem_response(problem, request)(scope, receive, send)
+            return
+        await response(scope, receive, send)
+        if new_job_id is not None:
+            await dispatch(services, new_job_id)
+
+    @staticmethod
+    def _services(scope: Scope) -> Services | None:
+        """The services when this request is a plain upload this middleware answers, else None."""
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
+            return None
+        if scope.get("query_string"):
+            return None
+        state: dict[str, Any] = scope.get("state") or {}
+        services: Services | None = state.get("services")
+        if services is None:
+            return None
+        headers = Headers(scope=scope)
+        if "authorization" in headers or "idempotency-key" in headers:
+            return None
+        return services if services.auth.known() is False else None
