@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from email.message import Message
 from email.utils import collapse_rfc2231_value
@@ -28,8 +29,16 @@ def display_name(raw: str | None) -> str:
     return name or FALLBACK
 
 
+#: The header every client sends for a plain form part: parsed without the email package (which
+#: costs a noticeable share of a small upload); anything else takes the general path.
+_SIMPLE = re.compile(r'form-data; name="([A-Za-z0-9_.\-]+)"(?:; filename="([ -!#-\[\]-~]*)")?')
+
+
 def parse_content_disposition(value: str) -> tuple[str | None, str | None]:
     """``(name, filename)`` from a part's Content-Disposition, honouring RFC 2231 ``filename*``."""
+    simple = _SIMPLE.fullmatch(value)
+    if simple is not None:  # printable ASCII without quotes or backslashes: nothing to decode
+        return simple.group(1), simple.group(2)
     message = Message()
     message["content-disposition"] = value
     name = message.get_param("name", header="content-disposition")

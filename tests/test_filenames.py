@@ -218,3 +218,30 @@ def test_rfc2231_encoded_control_characters_and_paths_are_cleaned_by_display_nam
     )
     assert filename == "../../a\x00b\n\u202e.txt"
     assert display_name(filename) == "ab.txt"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'form-data; name="file"; filename="report.pdf"',
+        'form-data; name="file"; filename="a b (1) [x] {y} ~!@#$%^&*.txt"',
+        'form-data; name="file"; filename=""',
+        'form-data; name="processor"',
+        'form-data; name="params"',
+        'form-data; name="file"; filename="..\\\\..\\\\evil"',  # backslashes: the general path
+        "form-data; name=\"file\"; filename*=UTF-8''na%C3%AFve.txt",
+        'form-data; name="file"; filename="x.txt"; filename*=UTF-8\'\'y.txt',
+        "form-data; name=file; filename=plain.txt",
+    ],
+)
+def test_the_simple_header_fast_path_agrees_with_the_email_package(value: str) -> None:
+    from email.message import Message
+
+    from service.filenames import _SIMPLE
+
+    message = Message()
+    message["content-disposition"] = value
+    parsed = parse_content_disposition(value)
+    if _SIMPLE.fullmatch(value):
+        assert parsed == (message.get_param("name", header="content-disposition"), message.get_filename())
+    assert parsed[0] in ("file", "processor", "params")
