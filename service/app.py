@@ -82,10 +82,11 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
             services.worker.start()
         await _sweep(services)
         sweeper = asyncio.create_task(_sweep_forever(services))
+        supervisor = os.environ.get("FILEJOBS_SUPERVISED", "")
+        # The supervisor's pid comes from it: getppid() here would already be 1 had it died while
+        # this process was starting.
         orphan_watch = (
-            asyncio.create_task(_stop_when_orphaned(os.getppid()))
-            if os.environ.get("FILEJOBS_SUPERVISED") == "1"
-            else None
+            asyncio.create_task(_stop_when_orphaned(int(supervisor))) if supervisor.isdigit() else None
         )
         if resolved.backend == "celery":
             log.info(

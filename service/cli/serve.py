@@ -96,7 +96,7 @@ def _prepare_processes(settings: Settings, processes: int) -> None:
         os.environ["FILEJOBS_WORKERS"] = str(-(-settings.workers // processes))  # ceiling
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="filejobs-metrics-")
-    os.environ["FILEJOBS_SUPERVISED"] = "1"
+    os.environ["FILEJOBS_SUPERVISED"] = str(os.getpid())  # the processes' parent, to watch for
 
 
 def worker(
