@@ -47,10 +47,16 @@ def _resolve(services_db: Database, gate: AuthGate, header: str | None) -> Calle
     return ANONYMOUS
 
 
+def open_without_lookup(gate: AuthGate, header: str | None) -> bool:
+    """True when the caller is anonymous (no ``Authorization``) and the service is known to be
+    open without asking the database: then no thread hop is needed to know who is calling."""
+    return not header and gate.known() is False
+
+
 async def authenticate(request: Request, services: ServicesDep) -> Caller:
     header = request.headers.get("authorization")
-    if not header and services.auth.known() is False:
-        caller = ANONYMOUS  # an open service, known without asking the database: no thread hop
+    if open_without_lookup(services.auth, header):
+        caller = ANONYMOUS
     else:
         caller = await to_thread.run_sync(_resolve, services.db, services.auth, header)
     if caller.key_id is not None:

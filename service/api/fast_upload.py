@@ -10,12 +10,12 @@ else goes to the route, which also documents the endpoint in OpenAPI.
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.auth import open_without_lookup
+from service.api.deps import scope_services
 from service.api.problems import problem_response
 from service.api.routes.jobs import dispatch, submit
 from service.errors import Problem
@@ -51,11 +51,12 @@ class FastUpload:
             return None
         if scope.get("query_string"):
             return None
-        state: dict[str, Any] = scope.get("state") or {}
-        services: Services | None = state.get("services")
+        services = scope_services(scope)
         if services is None:
             return None
         headers = Headers(scope=scope)
-        if "authorization" in headers or "idempotency-key" in headers:
+        if "idempotency-key" in headers or not open_without_lookup(
+            services.auth, headers.get("authorization")
+        ):
             return None
-        return services if services.auth.known() is False else None
+        return services
