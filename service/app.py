@@ -18,7 +18,7 @@ from service import __version__
 from service.api.fast_status import FastStatus
 from service.api.fast_upload import FastUpload
 from service.api.problems import ProblemDetails, install_handlers
-from service.api.routes import health, jobs, metrics, processors
+from service.api.routes import dashboard, events, health, jobs, metrics, processors
 from service.jobs.dispatch import Dispatcher
 from service.jobs.sweeper import sweep
 from service.services import Services, build_services
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         resolved = settings or get_settings()
         services = await to_thread.run_sync(lambda: build_services(resolved, dispatcher=dispatcher))
         services.hub.bind(asyncio.get_running_loop())
+        services.feed.start()
         if services.worker is not None:
             services.worker.start()
         await _sweep(services)
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await services.feed.stop()
             if services.worker is not None:
                 await to_thread.run_sync(services.worker.stop)
             await to_thread.run_sync(services.close)
@@ -123,6 +125,9 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.include_router(processors.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(events.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", dashboard.assets, name="static")
     _document_problem_schema(app)
     return app
 

@@ -82,6 +82,8 @@ class Job(SQLModel, table=True):
         Index("ix_jobs_owner_id", "owner", "id"),
         Index("ix_jobs_owner_status_id", "owner", "status", "id"),
         Index("ix_jobs_owner_processor_id", "owner", "processor", "id"),
+        Index("ix_jobs_updated_at", "updated_at"),
+        Index("ix_jobs_owner_updated_at", "owner", "updated_at"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -205,6 +207,9 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    #: When the job last changed; ``version`` counts its changes (each event carries both).
+    updated_at: datetime
+    version: int
     links: JobLinks
 
 
@@ -246,6 +251,8 @@ def job_public(job: Job) -> JobPublic:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        updated_at=job.updated_at,
+        version=job.version,
         links=JobLinks(self=f"/v1/jobs/{job.id}", result=f"/v1/jobs/{job.id}/result"),
     )
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.db import Database
 
 #: The newest revision under migrations/versions.
-HEAD = "0004"
+HEAD = "0005"
 
 
 def at_head(db: Database) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from service.api.limits import Admission, RateLimiter
 from service.db import Database
+from service.events.feed import ChangeFeed
 from service.jobs.dispatch import Dispatcher, LocalDispatcher
 from service.jobs.fast_read import JobReader
 from service.jobs.group_commit import GroupCommitter
@@ -30,6 +31,7 @@ class Services:
     registry: Registry
     dispatcher: Dispatcher
     hub: ChangeHub
+    feed: ChangeFeed
     sweep_lock: SweepLock
     auth: AuthGate
     rate_limiter: RateLimiter
@@ -66,6 +68,8 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
     storage = LocalStorage(settings.data_dir)
     registry = build_registry(settings.processors)
     hub = ChangeHub()
+    feed = ChangeFeed(db, poll_interval=settings.events_poll_interval, lookback=settings.events_lookback)
+    hub.listen(feed.hint)
     worker = None
     if dispatcher is None:
         if settings.backend == "celery":
@@ -85,6 +89,7 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         registry=registry,
         dispatcher=dispatcher,
         hub=hub,
+        feed=feed,
         worker=worker,
         sweep_lock=sweep_lock(db, settings.data_dir),
         auth=AuthGate(db, always=settings.require_auth),

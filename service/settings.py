@@ -105,6 +105,26 @@ class Settings(BaseSettings):
     min_free_disk: int = Field(
         default=256 * MiB, ge=0, description="Bytes the data directory keeps free; uploads get 507 below."
     )
+    events_throttle: float = Field(
+        default=0.25, ge=0, description="Least seconds between two progress events of one job on a stream."
+    )
+    events_heartbeat: float = Field(
+        default=15.0, gt=0, description="Seconds between keep-alive comments on an idle event stream."
+    )
+    events_poll_interval: float = Field(
+        default=0.25,
+        gt=0,
+        description="Seconds between looks for changed rows while streams are open (SQLite; PostgreSQL "
+        "is told by LISTEN/NOTIFY and looks only after its listener reconnects).",
+    )
+    events_lookback: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds of changes looked at again, for writes that commit after later ones.",
+    )
+    max_event_streams: int = Field(
+        default=1000, ge=1, description="Event streams one API process holds open at once; more get 503."
+    )
     processors: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra processors as 'module:attribute', comma-separated."
     )

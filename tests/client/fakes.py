@@ -27,6 +27,8 @@ def job_body(
         "created_at": "2026-11-23T15:25:29.020094Z",
         "started_at": None,
         "finished_at": None,
+        "updated_at": "2026-11-23T15:25:29.020094Z",
+        "version": 1,
         "links": {"self": f"/v1/jobs/{job_id}", "result": f"/v1/jobs/{job_id}/result"},
     }
     body.update(extra)

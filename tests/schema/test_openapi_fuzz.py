@@ -27,6 +27,9 @@ How it is wired:
   no job ever changes. The app is wrapped in a shim that divides a valid ``wait`` by 100 before the
   app sees it (so 30 becomes 0.3), leaving every other value as sent. It also records who sent
   each request and what it got, for the assertions that the run reached what it should.
+- Event streams (``/v1/events``, ``/v1/jobs/{id}/events``) never end while nothing changes. The
+  shim ends such a response after its first chunk (the ``retry:`` field) and tells the app the
+  client left, which is what a client that stops reading does.
 - Deterministic and bounded: a fixed seed, derandomized generation, no example database or cache,
   one worker, ``MAX_EXAMPLES`` per operation and phase: the same requests every run. The run
   takes 10-15 s on two idle cores, the module about 20 s.
@@ -55,6 +58,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import anyio
 import jsonschema_rs
 import pytest
 import schemathesis
@@ -184,6 +188,7 @@ def make_keys(settings: Settings, names: tuple[str, ...]) -> dict[str, str]:
 
 
 JOB_PATH = re.compile(r"/v1/jobs/[^/]+")
+EVENTS_PATH = re.compile(r"/v1/events|/v1/jobs/[^/]+/events")
 WAIT_PARAM = re.compile(rb"(?:^|(?<=&))wait=([^&]*)")
 #: What both Python and the app read as the same non-negative decimal.
 PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
@@ -233,15 +238,34 @@ class Harness:
             return
         scope = shorten_wait(scope)
         status = 0
+        streaming = scope["method"] == "GET" and EVENTS_PATH.fullmatch(scope["path"]) is not None
+        cut = anyio.Event()
 
         async def watch(message: dict[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and streaming:
+                if cut.is_set():
+                    return  # the client has gone
+                if message.get("more_body", False):
+                    message = {**message, "more_body": False}
+                cut.set()
             await send(message)
 
+        async def listen() -> dict[str, Any]:
+            if streaming and cut.is_set():
+                return {"type": "http.disconnect"}
+            message: dict[str, Any] = await receive()
+            if streaming and message["type"] == "http.disconnect":
+                return message
+            if streaming and message["type"] == "http.request" and not message.get("more_body"):
+                await cut.wait()
+                return {"type": "http.disconnect"}
+            return message
+
         try:
-            await self.app(scope, receive, watch)
+            await self.app(scope, listen if streaming else receive, watch)
         finally:
             self.exchanges.append(Exchange(scope["method"], scope["path"], self.identity(scope), status))
 
@@ -441,6 +465,8 @@ REACHED = {
     "GET /v1/jobs": 200,
     "GET /v1/jobs/{job_id}": 200,
     "GET /v1/jobs/{job_id}/result": 409,
+    "GET /v1/jobs/{job_id}/events": 200,
+    "GET /v1/events": 200,
     "POST /v1/jobs/{job_id}/cancel": 200,
     "POST /v1/jobs/{job_id}/retry": 202,
     "DELETE /v1/jobs/{job_id}": 204,
@@ -565,6 +591,7 @@ def test_a_deleted_job_is_404_on_every_endpoint(api: Api, state: str) -> None:
         ("GET", "/v1/jobs/{job_id}", {"params": {"wait": "0.2"}}),
         ("GET", "/v1/jobs/{job_id}", {"headers": {"If-None-Match": etag}}),
         ("GET", "/v1/jobs/{job_id}/result", {}),
+        ("GET", "/v1/jobs/{job_id}/events", {}),
         ("POST", "/v1/jobs/{job_id}/cancel", {}),
         ("POST", "/v1/jobs/{job_id}/retry", {}),
         ("DELETE", "/v1/jobs/{job_id}", {}),

@@ -193,8 +193,9 @@ async def submit(
 
 
 async def dispatch(services: Services, job_id: str) -> None:
-    """After the response: hand the job to the dispatcher (a broker publish waits in a thread; the
-    local pool's queue takes it at once)."""
+    """After the response: tell the event streams of the new job, and hand it to the dispatcher (a
+    broker publish waits in a thread; the local pool's queue takes it at once)."""
+    services.hub.notify(job_id)
     if services.dispatcher.durable:
         await to_thread.run_sync(services.dispatcher.submit, job_id)
     else:
@@ -427,6 +428,7 @@ async def retry_job(
 async def delete_job(job_id: str, services: ServicesDep, caller: CallerDep) -> Response:
     job = await to_thread.run_sync(partial(repository.delete_job, services.db, job_id, owner=caller.scope))
     services.dispatcher.cancelled(job_id)
+    services.feed.deleted(job_id, job.owner)
     services.hub.notify(job_id)
     await to_thread.run_sync(services.storage.delete_job_files, job.id)
     return Response(status_code=204)
