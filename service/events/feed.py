@@ -55,6 +55,7 @@ class ChangeFeed:
         self._scan_needed = True
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     # ---- the loop side ------------------------------------------------------------------------
 
@@ -67,8 +68,17 @@ class ChangeFeed:
         return len(self._subscriptions)
 
     def subscribe(self, subscription: Subscription) -> None:
+        if self._closing:
+            subscription.close()
         self._subscriptions.add(subscription)
         self._wake.set()
+
+    def close_streams(self) -> None:
+        """The server is stopping: end every stream now (clients reconnect with Last-Event-ID)
+        rather than hold the graceful shutdown until its timeout. On the event loop."""
+        self._closing = True
+        for subscription in self._subscriptions:
+            subscription.close()
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)

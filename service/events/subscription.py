@@ -44,6 +44,12 @@ class Subscription:
         self._versions: OrderedDict[str, int] = OrderedDict()
         self._sent: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id: (when, status)
         self._wake = asyncio.Event()
+        self.closed = False
+
+    def close(self) -> None:
+        """End the stream: :meth:`changes` returns nothing from now on (the server is stopping)."""
+        self.closed = True
+        self._wake.set()
 
     def wants(self, owner: str | None, job_id: str) -> bool:
         if self.job_id is not None:
@@ -83,7 +89,7 @@ class Subscription:
     async def changes(self, wait: float) -> list[Change]:
         """The changes due now, waiting up to ``wait`` seconds for one; ``[]`` if none came."""
         deadline = time.monotonic() + wait
-        while True:
+        while not self.closed:
             now = time.monotonic()
             ready, due = self._take_ready(now)
             if ready:
@@ -93,6 +99,7 @@ class Subscription:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(deadline, due) - now)
+        return []
 
     def _take_ready(self, now: float) -> tuple[list[Change], float]:
         """Pop the first queued change of every job that may be sent now; also return when the

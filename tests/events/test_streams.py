@@ -294,3 +294,17 @@ def test_a_stream_on_one_api_process_sees_jobs_run_by_another(make_site: SiteFac
         assert statuses == sorted(statuses, key=["queued", "running", "succeeded"].index)
     finally:
         runner.stop()
+
+
+def test_sigterm_ends_open_streams_cleanly(make_site: SiteFactory) -> None:
+    """A stopping server ends its streams at once, with a proper end of the response (clients
+    reconnect elsewhere with Last-Event-ID), instead of having them cut when the graceful shutdown
+    times out, which would leave each client a broken chunked response."""
+    site = make_site()
+    job = site.submit()
+    with site.stream("/v1/events") as every, site.stream(f"/v1/jobs/{job['id']}/events") as one:
+        assert one.event().id == "1"
+        site.server.terminate()
+        assert one.rest() == []  # no exception: the response ended properly
+        every.rest()
+    assert site.server.wait(10) == 0

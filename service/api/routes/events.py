@@ -116,6 +116,8 @@ async def _job_stream(services: Services, subscription: Subscription, after: int
             else:
                 subscription.push(job)  # dropped unless newer than what was sent
             changes = await subscription.changes(services.settings.events_heartbeat)
+            if subscription.closed:
+                return
             while changes:
                 for change in changes:
                     if isinstance(change, Deleted):
@@ -125,6 +127,8 @@ async def _job_stream(services: Services, subscription: Subscription, after: int
                     if change.status in TERMINAL:
                         return
                 changes = await subscription.changes(services.settings.events_heartbeat)
+            if subscription.closed:
+                return
             yield wire.HEARTBEAT
     finally:
         services.feed.unsubscribe(subscription)
@@ -176,6 +180,8 @@ async def _all_stream(
                     subscription.push(view)
         while True:
             changes = await subscription.changes(services.settings.events_heartbeat)
+            if subscription.closed:
+                return
             if not changes:
                 yield wire.HEARTBEAT
             for change in changes:
