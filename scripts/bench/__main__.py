@@ -36,6 +36,7 @@ GROUPS = {
     "busy": "scripts.bench.figures.busy:run",  # status p99 while both cores run processors
     "listing": "scripts.bench.figures.listing:run",  # list latency at 100k rows, first/deep page
     "celery": "scripts.bench.figures.celery:run",  # the Celery backends' jobs/s
+    "events": "scripts.bench.figures.events:run",  # change -> N SSE clients vs long-polls; idle cost
 }
 
 
