@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -79,6 +79,11 @@ UPLOADS = Counter(
     "Uploads by outcome: accepted (answered 202) or rejected (anything else: an invalid or too large "
     "upload, a client that went away, a server error).",
     ["outcome"],
+)
+EVENT_STREAMS = Gauge(
+    "filejobs_event_streams_open",
+    "Server-Sent Event streams (/v1/events, /v1/jobs/{id}/events) open now.",
+    multiprocess_mode="livesum",
 )
 UPLOADED_BYTES = Counter("filejobs_uploaded_bytes", "Bytes of the files of accepted uploads.")
 UPLOAD_DURATION = Histogram(

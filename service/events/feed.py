@@ -27,6 +27,7 @@ from types import SimpleNamespace
 
 from anyio import to_thread
 
+from service import metrics
 from service.db import Database
 from service.events import rows
 from service.events.subscription import Deleted, Subscription
@@ -70,7 +71,9 @@ class ChangeFeed:
     def subscribe(self, subscription: Subscription) -> None:
         if self._closing:
             subscription.close()
-        self._subscriptions.add(subscription)
+        if subscription not in self._subscriptions:
+            self._subscriptions.add(subscription)
+            metrics.EVENT_STREAMS.inc()
         self._wake.set()
 
     def close_streams(self) -> None:
@@ -81,7 +84,9 @@ class ChangeFeed:
             subscription.close()
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        self._subscriptions.discard(subscription)
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+            metrics.EVENT_STREAMS.dec()
 
     def hint(self, job_id: str) -> None:
         """``job_id`` changed (or went): look at it soon. On the event loop."""

@@ -42,6 +42,7 @@ class Subscription:
         self.throttle = throttle
         self._queue: dict[str, list[Change]] = {}
         self._versions: OrderedDict[str, int] = OrderedDict()
+        self._gone: OrderedDict[str, None] = OrderedDict()  # deletions queued or sent
         self._sent: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id: (when, status)
         self._wake = asyncio.Event()
         self.closed = False
@@ -60,6 +61,11 @@ class Subscription:
         """Queue ``change`` unless it is no newer than one already queued or sent (on the loop)."""
         job_id = change.id
         if isinstance(change, Deleted):
+            if job_id in self._gone:
+                return  # heard of twice (say, from this process and from NOTIFY)
+            self._gone[job_id] = None
+            if len(self._gone) > REMEMBERED:
+                self._gone.popitem(last=False)
             self._queue[job_id] = [change]
             self._versions.pop(job_id, None)
             self._wake.set()

@@ -82,6 +82,7 @@ def test_a_deletion_replaces_what_was_queued_and_nothing_follows_it() -> None:
     subscription.push(Deleted("a", ""))
     subscription.push(row(9))
     assert take(subscription) == [Deleted("a", "")]
+    subscription.push(Deleted("a", ""))  # heard of again, e.g. from NOTIFY too
     assert take(subscription) == []
 
 
