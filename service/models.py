@@ -83,7 +83,6 @@ class Job(SQLModel, table=True):
         Index("ix_jobs_owner_status_id", "owner", "status", "id"),
         Index("ix_jobs_owner_processor_id", "owner", "processor", "id"),
         Index("ix_jobs_updated_at", "updated_at"),
-        Index("ix_jobs_owner_updated_at", "owner", "updated_at"),
     )
 
     id: str = Field(primary_key=True, max_length=36)

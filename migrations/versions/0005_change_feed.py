@@ -1,7 +1,8 @@
-"""change feed: updated_at indexes, and NOTIFY on every job change (PostgreSQL)
+"""change feed: an updated_at index, and NOTIFY on every job change (PostgreSQL)
 
 The event streams look for rows changed since a time (``ix_jobs_updated_at``; a resumed
-``/v1/events`` per owner: ``ix_jobs_owner_updated_at``). On PostgreSQL a trigger also sends
+``/v1/events`` too, filtering the owner: one index fewer to keep on every write, for a rare
+request). On PostgreSQL a trigger also sends
 ``NOTIFY filejobs_jobs`` for every insert, change (a new ``version``) and delete, so API
 processes hear of changes made anywhere at once. SQLite has no such thing: there the feed polls.
 
@@ -36,7 +37,6 @@ $$ LANGUAGE plpgsql
 def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.create_index("ix_jobs_updated_at", ["updated_at"], unique=False)
-        batch_op.create_index("ix_jobs_owner_updated_at", ["owner", "updated_at"], unique=False)
     if op.get_bind().dialect.name == "postgresql":
         op.execute(NOTIFY_FUNCTION)
         op.execute(
@@ -55,5 +55,4 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS jobs_notify_insert_delete ON jobs")
         op.execute("DROP FUNCTION IF EXISTS filejobs_notify_job_change()")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_index("ix_jobs_owner_updated_at")
         batch_op.drop_index("ix_jobs_updated_at")
