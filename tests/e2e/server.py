@@ -220,6 +220,17 @@ class Server:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout)
 
+    def restart(self, timeout: float = 30.0) -> Server:
+        """Stop gracefully (SIGTERM), then start again on the same port and data directory, as a
+        deploy would."""
+        self.terminate()
+        self.wait(timeout)
+        self._kill_all()  # whatever worker child is left
+        self._spawn()
+        self._wait_healthy()
+        self.remember_children()
+        return self
+
     def stop(self) -> None:
         """Kill everything this server started, whatever state it is in, and close the log."""
         self._kill_all()
