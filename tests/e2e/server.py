@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -299,3 +299,45 @@ def wait_for(
 
 def status_is(*statuses: str) -> Callable[[dict[str, Any]], bool]:
     return lambda job: job["status"] in statuses
+
+
+ServerFactory = Callable[..., Server]
+
+
+@contextlib.contextmanager
+def server_factory(log_dir: Path, data_dir: Path, defaults: Mapping[str, str]) -> Iterator[ServerFactory]:
+    """``start(directory=None, **env)`` → a started :class:`Server` on ``data_dir`` (or
+    ``directory``) with ``defaults`` plus ``env`` (``workers=2`` → ``FILEJOBS_WORKERS=2``). Every
+    server started is killed on exit, and its log's tail printed (pytest shows it for a failure)."""
+    servers: list[Server] = []
+
+    def start(directory: Path | None = None, **env: Any) -> Server:
+        values = {**defaults, **{f"FILEJOBS_{k.upper()}": str(v) for k, v in env.items()}}
+        server = Server(
+            directory or data_dir, env=values, log_path=log_dir / f"server-{len(servers) + 1}.log"
+        )
+        servers.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+        for index, server in enumerate(servers, 1):
+            print(f"----- server {index} log (tail) -----\n{server.log_tail(80)}")
+
+
+def keys_cli(data_dir: Path, *args: str) -> str:
+    """``filejobs keys ARGS`` against ``data_dir``'s database; its output (it must succeed)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "keys", *args],
+        cwd=REPO,
+        env=base_env({"FILEJOBS_DATA_DIR": str(data_dir)}),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()

@@ -13,7 +13,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,10 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.server import Server, status_is, wait_for, wait_gone
+from tests.e2e.server import Server, ServerFactory, server_factory, status_is, wait_for, wait_gone
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
 pytestmark = pytest.mark.e2e
-
-ServerFactory = Callable[..., Server]
 
 
 @pytest.fixture
@@ -38,24 +36,9 @@ def data_dir(tmp_path: Path) -> Path:
 def start_server(tmp_path: Path, data_dir: Path) -> Iterator[ServerFactory]:
     """``start_server(**FILEJOBS_ENV)`` → a started :class:`Server` on ``data_dir``; the servers a
     test started are all killed at teardown, and their logs printed."""
-    servers: list[Server] = []
-
-    def start(directory: Path | None = None, **env: Any) -> Server:
-        values = {"FILEJOBS_PROCESSORS": ",".join(TEST_PROCESSORS), "FILEJOBS_WORKERS": "1"}
-        values.update({f"FILEJOBS_{k.upper()}": str(v) for k, v in env.items()})
-        server = Server(
-            directory or data_dir, env=values, log_path=tmp_path / f"server-{len(servers) + 1}.log"
-        )
-        servers.append(server)
-        return server.start()
-
-    try:
+    defaults = {"FILEJOBS_PROCESSORS": ",".join(TEST_PROCESSORS), "FILEJOBS_WORKERS": "1"}
+    with server_factory(tmp_path, data_dir, defaults) as start:
         yield start
-    finally:
-        for server in servers:
-            server.stop()
-        for index, server in enumerate(servers, 1):
-            print(f"----- server {index} log (tail) -----\n{server.log_tail(80)}")
 
 
 def submit(

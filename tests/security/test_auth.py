@@ -8,8 +8,6 @@ about the gate's 1 s cache moves a fake clock instead of sleeping.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from service.ids import new_job_id
 from service.jobs.dispatch import InMemoryDispatcher
 from service.services import Services
 from tests.conftest import burst_worker, make_settings
-from tests.e2e.server import REPO, Server, base_env
+from tests.e2e.server import Server, keys_cli
 from tests.jobs.helpers import wait_until
 from tests.sample_processors import ALL as TEST_PROCESSORS
 from tests.security.helpers import (
@@ -181,7 +179,8 @@ def test_the_openapi_schema_documents_401_on_every_v1_operation(client: TestClie
         if path.startswith("/v1/")
         for method, operation in item.items()
     ]
-    assert len(operations) == 8  # jobs: submit, list, get, result, cancel, retry, delete; processors
+    # jobs: submit, list, get, result, cancel, retry, delete, events; all events; processors
+    assert len(operations) == 10
 
     for method, path, operation in operations:
         assert "401" in operation["responses"], (method, path)
@@ -242,26 +241,12 @@ def server(tmp_path: Path) -> Iterator[Server]:
     print(f"----- server log (tail) -----\n{running.log_tail(60)}")
 
 
-def keys_cli(server: Server, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "keys", *args],
-        cwd=REPO,
-        env=base_env({"FILEJOBS_DATA_DIR": str(server.data_dir)}),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
 @pytest.mark.e2e
 def test_a_running_server_picks_up_keys_made_and_revoked_by_the_cli(server: Server) -> None:
     with server.client() as http:
         assert http.get("/v1/jobs").status_code == 200
 
-        secret = keys_cli(server, "create", "ci")
+        secret = keys_cli(server.data_dir, "create", "ci")
         made = time.monotonic()
 
         def refused_anonymous() -> httpx.Response | None:
@@ -276,5 +261,5 @@ def test_a_running_server_picks_up_keys_made_and_revoked_by_the_cli(server: Serv
         assert refused.headers["content-type"] == "application/problem+json"
         assert http.get("/v1/jobs", headers=bearer(secret)).status_code == 200
 
-        keys_cli(server, "revoke", "ci")
+        keys_cli(server.data_dir, "revoke", "ci")
         assert http.get("/v1/jobs", headers=bearer(secret)).status_code == 401  # at once

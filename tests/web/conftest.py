@@ -11,16 +11,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 import pytest
 
-from tests.e2e.server import REPO, Server, base_env
+from tests.e2e.server import Server, ServerFactory, keys_cli, server_factory
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
 if TYPE_CHECKING:
@@ -42,8 +40,6 @@ SCREENSHOT_TARGET = os.environ.get("FILEJOBS_SCREENSHOT", "")
 REQUIRED = os.environ.get("FILEJOBS_REQUIRE_SERVICES") == "1"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 375, "height": 740}
-
-ServerFactory = Callable[..., Server]
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -111,27 +107,14 @@ def data_dir(tmp_path: Path) -> Path:
 def start_server(tmp_path: Path, data_dir: Path) -> Iterator[ServerFactory]:
     """``start_server(**FILEJOBS_ENV)``: a started server on ``data_dir`` with the test processors;
     killed at teardown, its log's tail printed (shown when the test failed)."""
-    servers: list[Server] = []
-
-    def start(**env: Any) -> Server:
-        values = {
-            "FILEJOBS_PROCESSORS": ",".join(TEST_PROCESSORS),
-            "FILEJOBS_WORKERS": "1",
-            "FILEJOBS_PROGRESS_INTERVAL": "0.1",
-            "FILEJOBS_CANCEL_GRACE": "1",
-        }
-        values.update({f"FILEJOBS_{k.upper()}": str(v) for k, v in env.items()})
-        server = Server(data_dir, env=values, log_path=tmp_path / f"server-{len(servers) + 1}.log")
-        servers.append(server)
-        return server.start()
-
-    try:
+    defaults = {
+        "FILEJOBS_PROCESSORS": ",".join(TEST_PROCESSORS),
+        "FILEJOBS_WORKERS": "1",
+        "FILEJOBS_PROGRESS_INTERVAL": "0.1",
+        "FILEJOBS_CANCEL_GRACE": "1",
+    }
+    with server_factory(tmp_path, data_dir, defaults) as start:
         yield start
-    finally:
-        for server in servers:
-            server.stop()
-        for server in servers:
-            print(f"----- server log (tail) -----\n{server.log_tail(60)}")
 
 
 def restart(server: Server) -> None:
@@ -142,17 +125,7 @@ def restart(server: Server) -> None:
 
 def create_key(data_dir: Path, name: str) -> str:
     """``filejobs keys create NAME`` against the data directory's database (migrating it first)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "keys", "create", name],
-        cwd=REPO,
-        env=base_env({"FILEJOBS_DATA_DIR": str(data_dir)}),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    return keys_cli(data_dir, "create", name)
 
 
 def submit(
