@@ -62,11 +62,13 @@ async def _long_poll(client: httpx.AsyncClient, job_id: str, etag: str) -> float
     return time.perf_counter()
 
 
-async def _measure(watch_url: str, change_url: str, clients: int, jobs: int, how: str) -> list[float]:
+async def _measure(
+    watch_url: str, change_url: str, clients: int, jobs: int, how: str, pauses: tuple[float, float]
+) -> list[float]:
     """Delivery latencies (ms) of ``jobs`` cancels to ``clients`` clients, streams or long-polls."""
     limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
     latencies: list[float] = []
-    pause = functools.partial(random.Random(f"{how} {watch_url != change_url}").uniform, 0.3, 0.8)
+    pause = functools.partial(random.Random(f"{how} {watch_url != change_url}").uniform, *pauses)
     async with (
         httpx.AsyncClient(base_url=watch_url, timeout=60, limits=limits) as watch,
         httpx.AsyncClient(base_url=change_url, timeout=60) as change,
@@ -139,6 +141,7 @@ def run(ctx: Context) -> list[Figure]:
     clients = 20 if ctx.smoke else 200
     jobs = 2 if ctx.smoke else 10
     seconds = 1.0 if ctx.smoke else 5.0
+    pauses = (0.05, 0.15) if ctx.smoke else (0.3, 0.8)
     root = ctx.subdir("events")
     results: dict[tuple[str, str], list[float]] = {}
     env = filejobs_env(FILEJOBS_WORKERS="0", FILEJOBS_RATE_LIMIT="0")
@@ -148,7 +151,7 @@ def run(ctx: Context) -> list[Figure]:
     ):
         for where, change_url in (("same process", server.base_url), ("other process", other.base_url)):
             for how in ("stream", "long-poll"):
-                latencies = asyncio.run(_measure(server.base_url, change_url, clients, jobs, how))
+                latencies = asyncio.run(_measure(server.base_url, change_url, clients, jobs, how, pauses))
                 results[where, how] = latencies
                 ctx.say(
                     f"   {how:9s} {where:13s} p50 {percentile(latencies, 50):7.1f} ms"
