@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import cast
 
 from fastapi.sse import format_sse_event
+from starlette.responses import StreamingResponse
 
 from service.models import Job, job_public
 
@@ -17,6 +19,11 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def response(events: AsyncIterator[bytes]) -> StreamingResponse:
+    """The stream's response: ``text/event-stream``, never cached or buffered by a proxy."""
+    return StreamingResponse(events, media_type="text/event-stream", headers=HEADERS)
 
 
 def retry() -> bytes:

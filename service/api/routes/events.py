@@ -93,11 +93,7 @@ async def job_events(
         return Response(status_code=204)  # an EventSource stops reconnecting on 204
     _check_capacity(services)
     subscription = Subscription(owner=caller.scope, job_id=job.id, throttle=services.settings.events_throttle)
-    return StreamingResponse(
-        _job_stream(services, subscription, after or 0),
-        media_type="text/event-stream",
-        headers=wire.HEADERS,
-    )
+    return wire.response(_job_stream(services, subscription, after or 0))
 
 
 async def _job_stream(services: Services, subscription: Subscription, after: int) -> AsyncIterator[bytes]:
@@ -115,10 +111,7 @@ async def _job_stream(services: Services, subscription: Subscription, after: int
                 subscription.push(Deleted(job_id, subscription.owner))
             else:
                 subscription.push(job)  # dropped unless newer than what was sent
-            changes = await subscription.changes(services.settings.events_heartbeat)
-            if subscription.closed:
-                return
-            while changes:
+            while changes := await subscription.changes(services.settings.events_heartbeat):
                 for change in changes:
                     if isinstance(change, Deleted):
                         yield wire.deleted_event(change.id)
@@ -126,8 +119,7 @@ async def _job_stream(services: Services, subscription: Subscription, after: int
                     yield wire.job_event(change, str(change.version))
                     if change.status in TERMINAL:
                         return
-                changes = await subscription.changes(services.settings.events_heartbeat)
-            if subscription.closed:
+            if subscription.closed:  # the server is stopping
                 return
             yield wire.HEARTBEAT
     finally:
@@ -152,11 +144,7 @@ async def all_events(
     after = _last_event_id(last_event_id)
     _check_capacity(services)
     subscription = Subscription(owner=caller.scope, throttle=services.settings.events_throttle)
-    return StreamingResponse(
-        _all_stream(services, subscription, after),
-        media_type="text/event-stream",
-        headers=wire.HEADERS,
-    )
+    return wire.response(_all_stream(services, subscription, after))
 
 
 async def _all_stream(
@@ -168,7 +156,7 @@ async def _all_stream(
     try:
         yield wire.retry()
         if after is not None:
-            since = wire.time_of(min(after, cursor)) - services.feed.lookback
+            since = wire.time_of(cursor) - services.feed.lookback
             missed = await to_thread.run_sync(
                 partial(rows.owner_changed_since, services.db, subscription.owner, since, CATCH_UP_LIMIT)
             )
@@ -180,7 +168,7 @@ async def _all_stream(
                     subscription.push(view)
         while True:
             changes = await subscription.changes(services.settings.events_heartbeat)
-            if subscription.closed:
+            if subscription.closed:  # the server is stopping
                 return
             if not changes:
                 yield wire.HEARTBEAT
