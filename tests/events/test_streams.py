@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service.api.routes.events import CATCH_UP_LIMIT
 from service.db import Database
 from service.jobs import repository
 from service.keys import create_key
@@ -21,6 +22,7 @@ from service.migrate import upgrade
 from service.settings import Settings
 from tests.e2e.server import Server
 from tests.events.sse import Comment, Event, EventStream
+from tests.jobs.helpers import make_job
 from tests.sample_processors import ALL as TEST_PROCESSORS
 from tests.services import fresh_postgres_database
 
@@ -308,3 +310,30 @@ def test_sigterm_ends_open_streams_cleanly(make_site: SiteFactory) -> None:
         assert one.rest() == []  # no exception: the response ended properly
         every.rest()
     assert site.server.wait(10) == 0
+
+
+def test_a_resume_after_too_many_changes_says_reset(make_site: SiteFactory) -> None:
+    """More than 500 of the caller's jobs changed since Last-Event-ID: one ``reset`` event (list
+    again) instead of them all; then the stream goes on live."""
+    site = make_site()
+    first = site.submit()
+    with site.stream("/v1/events") as stream:
+        second = site.submit()
+        event = stream.event()
+        while event.json()["id"] != second["id"]:
+            event = stream.event()
+    assert event.id is not None
+    with site.db.write() as session:
+        session.add_all([make_job() for _ in range(CATCH_UP_LIMIT + 1)])
+    with site.stream("/v1/events", **{"Last-Event-ID": event.id}) as stream:
+        reset = stream.event()
+        assert (reset.event, reset.json()) == ("reset", {})
+        assert reset.id is not None
+        assert int(reset.id) >= int(event.id)
+        site.claim(first["id"])
+        seen: list[dict[str, Any]] = []  # (a change of the seconds before may come first)
+        while not seen or seen[-1]["status"] != "running":
+            live = stream.event().json()
+            if live["id"] == first["id"]:
+                seen.append(live)
+        assert [job["version"] for job in seen] == sorted({job["version"] for job in seen})
