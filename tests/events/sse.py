@@ -25,6 +25,35 @@ class Comment:
     text: str
 
 
+class LineParser:
+    """Lines in, events and comments out: feed it each line (without its line break)."""
+
+    def __init__(self) -> None:
+        self.retry: int | None = None
+        self._fields: dict[str, str] = {}
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> Event | Comment | None:
+        """What ``line`` completes, if anything."""
+        if line == "":
+            fields, data = self._fields, self._data
+            self._fields, self._data = {}, []
+            if data or "event" in fields:
+                return Event(fields.get("event", "message"), "\n".join(data), fields.get("id"))
+            return None  # e.g. the retry field alone
+        if line.startswith(":"):
+            return Comment(line[1:].strip())
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "retry":
+            self.retry = int(value)
+        else:
+            self._fields[name] = value
+        return None
+
+
 class EventStream:
     """Events and comments from an open streaming response, one at a time."""
 
@@ -32,31 +61,21 @@ class EventStream:
         assert response.status_code == 200, (response.status_code, response.read())
         assert response.headers["content-type"].startswith("text/event-stream"), response.headers
         self.response = response
-        self.retry: int | None = None
+        self._parser = LineParser()
         self._lines = response.iter_lines()
+
+    @property
+    def retry(self) -> int | None:
+        return self._parser.retry
 
     def __iter__(self) -> Iterator[Event | Comment]:
         return self
 
     def __next__(self) -> Event | Comment:
         """The next event or comment; StopIteration when the server ended the stream."""
-        fields: dict[str, str] = {}
-        data: list[str] = []
         for line in self._lines:
-            if line == "":
-                if data or "event" in fields:
-                    return Event(fields.get("event", "message"), "\n".join(data), fields.get("id"))
-                continue  # e.g. the retry field alone
-            if line.startswith(":"):
-                return Comment(line[1:].strip())
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "data":
-                data.append(value)
-            elif name == "retry":
-                self.retry = int(value)
-            else:
-                fields[name] = value
+            if (item := self._parser.feed(line)) is not None:
+                return item
         raise StopIteration
 
     def event(self) -> Event:

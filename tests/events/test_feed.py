@@ -25,10 +25,9 @@ from service.jobs import repository
 from service.migrate import upgrade
 from service.models import Job, utcnow
 from service.settings import Settings
+from tests.events import worker_writes
 from tests.jobs.helpers import make_job
 from tests.services import fresh_postgres_database
-
-WORKER = "test-worker"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -70,20 +69,11 @@ async def collect(
 
 
 def run_job(db: Database, job_id: str) -> None:
-    assert repository.claim_job(db, job_id, owner=WORKER, lease_seconds=30) is not None
-    for progress in (0.25, 0.5, 0.75):
-        assert repository.set_progress(
-            db, job_id, owner=WORKER, progress=progress, message=None, lease_seconds=30
-        )
-    assert repository.finish_succeeded(
-        db,
-        job_id,
-        owner=WORKER,
-        result={"ok": True},
-        output_key=None,
-        output_name=None,
-        output_content_type=None,
-    )
+    """Claim, three progress notes, succeed: versions 2 to 6."""
+    worker_writes.claim(db, job_id)
+    for value in (0.25, 0.5, 0.75):
+        worker_writes.progress(db, job_id, value)
+    worker_writes.succeed(db, job_id)
 
 
 def in_thread(function: Callable[..., Any], *args: Any) -> Any:

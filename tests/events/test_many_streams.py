@@ -10,7 +10,7 @@ import httpx
 import psutil
 
 from tests.e2e.server import Server
-from tests.events.sse import Event
+from tests.events.sse import Event, LineParser
 
 STREAMS = 300
 
@@ -29,16 +29,11 @@ async def follow_all(base_url: str, job_ids: asyncio.Future[str], opened: asynci
                 assert await anext(lines) == "retry: 2000"  # the server has subscribed it
                 await opened.put(None)
                 job_id = await job_ids
-                fields: dict[str, str] = {}
+                parser = LineParser()
                 async for line in lines:
-                    if line == "" and fields.get("event") == "job":
-                        event = Event("job", fields["data"], fields.get("id"))
-                        if event.json()["id"] == job_id:
-                            return event
-                        fields = {}
-                    elif line and not line.startswith(":"):
-                        name, _, value = line.partition(": ")
-                        fields[name] = value
+                    item = parser.feed(line)
+                    if isinstance(item, Event) and item.event == "job" and item.json()["id"] == job_id:
+                        return item
                 raise AssertionError("the stream ended early")
 
         return await asyncio.gather(*(one() for _ in range(STREAMS)))

@@ -16,17 +16,16 @@ import pytest
 
 from service.api.routes.events import CATCH_UP_LIMIT
 from service.db import Database
-from service.jobs import repository
 from service.keys import create_key
 from service.migrate import upgrade
 from service.settings import Settings
 from tests.e2e.server import Server
+from tests.events import worker_writes
 from tests.events.sse import Comment, Event, EventStream
 from tests.jobs.helpers import make_job
 from tests.sample_processors import ALL as TEST_PROCESSORS
 from tests.services import fresh_postgres_database
 
-WORKER = "test-worker"
 READ = httpx.Timeout(20.0)
 
 
@@ -54,18 +53,13 @@ class Site:
             yield EventStream(response)
 
     def claim(self, job_id: str) -> None:
-        assert repository.claim_job(self.db, job_id, owner=WORKER, lease_seconds=60) is not None
+        worker_writes.claim(self.db, job_id)
 
     def progress(self, job_id: str, value: float) -> None:
-        assert repository.set_progress(
-            self.db, job_id, owner=WORKER, progress=value, message=None, lease_seconds=60
-        )
+        worker_writes.progress(self.db, job_id, value)
 
     def succeed(self, job_id: str) -> None:
-        assert repository.finish_succeeded(
-            self.db, job_id, owner=WORKER, result={"n": 1}, output_key=None, output_name=None,
-            output_content_type=None,
-        )  # fmt: skip
+        worker_writes.succeed(self.db, job_id)
 
 
 def auth(key: str | None) -> dict[str, str]:
