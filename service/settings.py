@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.memory import parse_size
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])?")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -84,6 +86,12 @@ class Settings(BaseSettings):
         default=64_000_000, gt=0, description="Images with more pixels fail (decompression bombs)."
     )
     max_pdf_pages: int = Field(default=2000, gt=0, description="PDFs with more pages fail.")
+    job_memory_limit: int = Field(
+        default=1 * GiB,
+        ge=0,
+        description="Address space (RLIMIT_AS) of the process a job runs in, in bytes or as 512MiB, "
+        "1GiB, 1500MB: a job that needs more fails with resource_exhausted; 0: no limit.",
+    )
     require_auth: bool = Field(
         default=False, description="Require an API key on /v1 even before any key has been made."
     )
@@ -145,6 +153,15 @@ class Settings(BaseSettings):
             if match:
                 number, unit = float(match.group(1)), match.group(2) or "s"
                 return timedelta(seconds=number * _UNIT_SECONDS[unit])
+        return value
+
+    @field_validator("job_memory_limit", mode="before")
+    @classmethod
+    def _parse_size(cls, value: object) -> object:
+        """Accept ``512MiB``, ``1GiB``, ``512M``, ``1500MB`` besides a number of bytes."""
+        if isinstance(value, str):
+            size = parse_size(value)
+            return value if size is None else size
         return value
 
     @property

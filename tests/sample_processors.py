@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -20,6 +21,7 @@ ALL = [
     "tests.sample_processors:Upper",
     "tests.sample_processors:TextOnly",
     "tests.sample_processors:Chatty",
+    "tests.sample_processors:Hog",
 ]
 
 
@@ -137,6 +139,30 @@ class Chatty(Processor):
         ctx.progress(0.5, "half")
         print("chatty: after progress", flush=True)
         return Output(result={"chatty": True})
+
+
+class HogParams(BaseModel):
+    mib: int = Field(default=16, ge=0)
+    in_thread: bool = False
+
+
+class Hog(Processor):
+    """Maps ``mib`` MiB at once (untouched zero pages: no RAM is used when there is no limit)."""
+
+    name = "hog"
+    description = "Allocates the given amount of memory, in its own thread if asked; for tests."
+    Params = HogParams
+
+    def run(self, ctx: Context, params: BaseModel) -> Output:
+        assert isinstance(params, HogParams)
+        size = params.mib * 2**20
+        if params.in_thread:
+            thread = threading.Thread(target=bytearray, args=(size,))
+            thread.start()
+            thread.join()
+        else:
+            assert len(bytearray(size)) == size
+        return Output(result={"mib": params.mib, "pid": os.getpid()})
 
 
 class SecretiveParams(BaseModel):

@@ -6,10 +6,15 @@ arrive as JSON lines on stdin (``run`` or ``cancel``); replies (``progress``, th
 protocol while fd 1 is pointed at stderr so a processor's prints cannot corrupt it. When stdin
 closes (the parent died, even by ``kill -9``), or the parent process is otherwise seen gone, the
 child exits at once.
+
+Each job runs under its memory limit (``limits.memory_bytes``, set as this process's ``RLIMIT_AS``,
+see :mod:`service.memory`): running out fails the job ``resource_exhausted``; a thread that runs
+out, or a reply that no longer fits, ends the child with :data:`~service.memory.OUT_OF_MEMORY_EXIT`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import queue
@@ -21,6 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+from service.memory import OUT_OF_MEMORY_EXIT, limit_address_space, out_of_memory, request_limit
 from service.processors.base import Cancelled, Context, Limits, ProcessorError
 from service.processors.registry import PluginError, load_spec
 from service.settings import get_settings
@@ -66,6 +72,12 @@ def _reader(requests: queue.Queue[dict[str, Any]], cancelled: threading.Event) -
 
 
 def run_one(request: dict[str, Any], channel: Channel, cancelled: threading.Event) -> None:
+    # Sent once the call has returned: by then a processor that ran out of memory has let go of it.
+    channel.send(_run(request, channel, cancelled))
+
+
+def _run(request: dict[str, Any], channel: Channel, cancelled: threading.Event) -> dict[str, Any]:
+    """Run the processor the request names, under the job's memory limit; the reply to send."""
     last = 0.0
 
     def progress(fraction: float, message: str | None = None) -> None:
@@ -77,6 +89,8 @@ def run_one(request: dict[str, Any], channel: Channel, cancelled: threading.Even
         channel.send({"type": "progress", "progress": float(fraction), "message": message})
 
     try:
+        limits = Limits(**request.get("limits", {}))
+        limit_address_space(limits.memory_bytes)
         processor_cls = load_spec(request["spec"])
         params = processor_cls.Params.model_validate(request.get("params") or {})
         ctx = Context(
@@ -86,7 +100,7 @@ def run_one(request: dict[str, Any], channel: Channel, cancelled: threading.Even
             content_type=request.get("content_type", "application/octet-stream"),
             progress=progress,
             cancelled=cancelled.is_set,
-            limits=Limits(**request.get("limits", {})),
+            limits=limits,
         )
         output = processor_cls().run(ctx, params)
         if cancelled.is_set():
@@ -100,43 +114,40 @@ def run_one(request: dict[str, Any], channel: Channel, cancelled: threading.Even
                 )
             file_path = str(resolved)
         json.dumps(output.result)  # refuse results that are not JSON before reporting success
-        channel.send(
-            {
-                "type": "done",
-                "result": output.result,
-                "file": file_path,
-                "file_name": output.file_name,
-                "content_type": output.content_type,
-            }
-        )
+        return {
+            "type": "done",
+            "result": output.result,
+            "file": file_path,
+            "file_name": output.file_name,
+            "content_type": output.content_type,
+        }
     except Cancelled:
-        channel.send({"type": "cancelled"})
+        return {"type": "cancelled"}
     except ProcessorError as exc:
-        channel.send({"type": "error", "code": exc.code, "message": exc.message, "retryable": exc.retryable})
+        return {"type": "error", "code": exc.code, "message": exc.message, "retryable": exc.retryable}
     except PluginError as exc:
-        channel.send(
-            {"type": "error", "code": "processor_unavailable", "message": str(exc), "retryable": False}
-        )
+        return {"type": "error", "code": "processor_unavailable", "message": str(exc), "retryable": False}
     except MemoryError:
-        channel.send(
-            {
-                "type": "error",
-                "code": "out_of_memory",
-                "message": "The processor ran out of memory.",
-                "retryable": False,
-            }
-        )
+        return out_of_memory(request_limit(request))
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
+            return out_of_memory(request_limit(request))
         # A processor bug: the trace goes to the server log, the job gets a short message.
         traceback.print_exc(file=sys.stderr)
-        channel.send(
-            {
-                "type": "error",
-                "code": "processor_crashed",
-                "message": f"The processor failed unexpectedly ({type(exc).__name__}).",
-                "retryable": False,
-            }
-        )
+        return {
+            "type": "error",
+            "code": "processor_crashed",
+            "message": f"The processor failed unexpectedly ({type(exc).__name__}).",
+            "retryable": False,
+        }
+
+
+def _thread_died(args: threading.ExceptHookArgs) -> None:
+    """A thread (ours, or one a processor started) that ran out of memory takes the child down
+    with the status the parent reads as ``resource_exhausted``: the job cannot finish without it."""
+    if issubclass(args.exc_type, MemoryError):
+        os._exit(OUT_OF_MEMORY_EXIT)
+    threading.__excepthook__(args)
 
 
 def main() -> None:
@@ -152,11 +163,15 @@ def main() -> None:
     requests: queue.Queue[dict[str, Any]] = queue.Queue()
     cancelled = threading.Event()
     threading.Thread(target=_reader, args=(requests, cancelled), daemon=True).start()
+    threading.excepthook = _thread_died
     channel.send({"type": "ready", "pid": os.getpid()})
     while True:
         request = requests.get()
         cancelled.clear()
-        run_one(request, channel, cancelled)
+        try:
+            run_one(request, channel, cancelled)
+        except MemoryError:  # not even the reply fitted: the exit status says it instead
+            os._exit(OUT_OF_MEMORY_EXIT)
 
 
 if __name__ == "__main__":

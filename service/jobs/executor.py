@@ -3,7 +3,9 @@
 :meth:`ChildProcess.run` sends one request and waits for its outcome while calling ``tick``
 several times a second, so the caller can renew its lease, write progress, and decide to cancel
 (cooperatively, then by SIGKILL after a grace period) or to give up on a deadline (SIGKILL).
-A child that was killed or died is replaced on the next run. Processor code never runs here.
+A child that was killed or died is replaced on the next run, and so is one that ran out of
+memory (its job fails ``resource_exhausted``, whether the child answered so or exited with
+:data:`~service.memory.OUT_OF_MEMORY_EXIT`). Processor code never runs here.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from service.memory import OUT_OF_MEMORY_EXIT, RESOURCE_EXHAUSTED, out_of_memory, request_limit
 
 TICK_SECONDS = 0.1
 START_TIMEOUT = 60.0
@@ -177,11 +181,15 @@ class ChildProcess:
                 self.kill()
                 if stopping is not None:
                     return Outcome(stopping)
+                if code == OUT_OF_MEMORY_EXIT:
+                    return Outcome("error", out_of_memory(request_limit(request)))
                 return Outcome("crashed", {"message": _death_message(code)})
             kind = message.get("type")
             if kind in ("done", "error", "cancelled"):
                 if stopping is not None and kind == "cancelled":
                     return Outcome(stopping)
+                if message.get("code") == RESOURCE_EXHAUSTED:
+                    self.kill()  # the next job gets a fresh child, not one with a fragmented heap
                 return Outcome(kind, message)
             if kind == "progress":
                 control = tick(float(message.get("progress") or 0.0), message.get("message"))

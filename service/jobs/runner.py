@@ -117,6 +117,7 @@ def _execute(job: Job, ctx: RunContext) -> JobStatus | None:
         "limits": {
             "max_image_pixels": ctx.settings.max_image_pixels,
             "max_pdf_pages": ctx.settings.max_pdf_pages,
+            "memory_bytes": ctx.settings.job_memory_limit,  # the child's RLIMIT_AS for this job
         },
     }
     outcome = ctx.child.run(

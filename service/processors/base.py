@@ -29,6 +29,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from service.memory import headroom
+
 
 class NoParams(BaseModel):
     """For processors that take no parameters: anything else is refused."""
@@ -42,6 +44,12 @@ class Limits:
 
     max_image_pixels: int = 64_000_000
     max_pdf_pages: int = 2000
+    #: The address space the job's process may map (``FILEJOBS_JOB_MEMORY_LIMIT``); 0: no limit.
+    memory_bytes: int = 0
+
+    def memory_headroom(self) -> int | None:
+        """Bytes the job may still map before it runs out of memory; None when unbounded."""
+        return headroom(self.memory_bytes)
 
 
 @dataclass

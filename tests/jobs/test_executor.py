@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,6 @@ from tests.jobs.helpers import process_gone, wait_until
 
 INSPECT = "service.processors.inspect:Inspect"
 SLEEP = "tests.sample_processors:Sleep"
-
-
-@pytest.fixture
-def child() -> Iterator[ChildProcess]:
-    process = ChildProcess()
-    yield process
-    process.kill()
-
-
-@pytest.fixture
-def work(tmp_path: Path) -> Path:
-    return tmp_path
 
 
 class Ticks:
