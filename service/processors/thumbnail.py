@@ -6,6 +6,13 @@ Safety against hostile files:
 * Decompression bombs never get decoded: Pillow's ``MAX_IMAGE_PIXELS`` is set to the operator's
   limit (``FILEJOBS_MAX_IMAGE_PIXELS``), its ``DecompressionBombWarning`` is turned into an error,
   and the declared width x height is checked again before anything is decoded -> ``image_too_large``.
+* What decoding will take is checked against what the job's memory limit leaves
+  (``FILEJOBS_JOB_MEMORY_LIMIT``) before decoding, from the size (after JPEG's ``draft``), the bytes
+  per pixel of the mode and the full-size copies decoding and shrinking make (a WebP: four) ->
+  ``image_too_large``. A WebP is checked from its header before Pillow opens it, since libwebp
+  allocates its canvas on opening. Only the first frame of an animation is ever decoded, so the
+  number of frames costs nothing. Should a decoder still run out, the job fails
+  ``resource_exhausted`` (the worker child's memory limit).
 * ``LOAD_TRUNCATED_IMAGES`` stays off: truncated files fail with ``image_truncated``, anything else
   the decoders refuse with ``image_corrupt``. Messages never carry a server path.
 
@@ -18,6 +25,8 @@ dropped, an ICC profile is kept when the colour space is unchanged.
 
 from __future__ import annotations
 
+import errno
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,10 +46,15 @@ else:  # Pillow loads when a job first needs it, not in the API process (see ser
     TiffImagePlugin = lazy_module("PIL.TiffImagePlugin")
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.processors.base import Cancelled, Context, Output, Processor, ProcessorError
+from service.processors.base import Cancelled, Context, Limits, Output, Processor, ProcessorError
 
 DECODERS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 REDUCING_GAP = 2.0  # draft/reduce to about twice the target first, then resample properly
+#: Memory a job needs beyond the pixels: a malloc arena, the encoder's buffers, Python objects.
+MEMORY_SLACK = 64 * 2**20
+#: Decoding a WebP holds libwebp's canvas and frame buffer and Pillow's copy of the frame besides
+#: the image, 4 bytes a pixel each, whatever the mode (measured: scripts/image_memory.py).
+WEBP_BYTES_PER_PIXEL = 16
 
 # format param → (Pillow writer, content type, save options)
 _WRITERS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -103,6 +117,50 @@ def _too_large(limit: int, size: tuple[int, int] | None = None) -> ProcessorErro
     )
 
 
+def _webp_size(header: bytes) -> tuple[int, int] | None:
+    """The canvas size a WebP file declares in its first 30 bytes (RIFF header and first chunk)."""
+    if len(header) < 30 or header[:4] != b"RIFF" or header[8:12] != b"WEBP":
+        return None
+    chunk = header[12:16]
+    if chunk == b"VP8 " and header[23:26] == b"\x9d\x01\x2a":  # a key frame's start code
+        width, height = struct.unpack_from("<HH", header, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8X":
+        return int.from_bytes(header[24:27], "little") + 1, int.from_bytes(header[27:30], "little") + 1
+    if chunk == b"VP8L" and header[20] == 0x2F:  # the lossless signature byte
+        bits = int.from_bytes(header[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
+
+
+def _peak_bytes_per_pixel(im: Image.Image) -> int:
+    """Bytes per pixel that decoding and shrinking ``im`` hold at once, at full size: the decoded
+    image (Pillow stores 2-4 bands in 4 bytes) plus the full-size copies :func:`_before_resize` and
+    ``resize`` make (measured for each mode with scripts/image_memory.py)."""
+    if im.format == "WEBP":
+        return WEBP_BYTES_PER_PIXEL
+    mode = im.mode
+    stored = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    if mode == "PA" or (mode in ("P", "1", "L", "RGB") and "transparency" in im.info):
+        return stored + 8  # converted to RGBA, then premultiplied for resampling
+    if mode.startswith("I;16"):
+        return stored + 8  # to 32-bit, then scaled
+    return stored + {"1": 1, "P": 4, "LA": 4, "RGBA": 4}.get(mode, 0)  # to L, to RGB, premultiplied
+
+
+def _check_memory(size: tuple[int, int], bytes_per_pixel: int, limits: Limits) -> None:
+    """Refuse to decode what would not fit in what the job's memory limit leaves."""
+    room = limits.memory_headroom()
+    need = size[0] * size[1] * bytes_per_pixel
+    if room is not None and need + MEMORY_SLACK > room:
+        raise ProcessorError(
+            "image_too_large",
+            f"Decoding the image ({size[0]}x{size[1]}) would take about {need / 2**20:,.0f} MiB, more "
+            f"than the {max(0, room - MEMORY_SLACK) / 2**20:,.0f} MiB the job's memory limit leaves; "
+            "it was not decoded.",
+        )
+
+
 @contextmanager
 def _decoding(limit: int) -> Iterator[None]:
     """Turn whatever a decoder raises on a hostile or broken file into a clean job failure."""
@@ -118,6 +176,8 @@ def _decoding(limit: int) -> Iterator[None]:
         ) from exc
     except Exception as exc:
         text = str(exc)
+        if "out of memory" in text.lower() or getattr(exc, "errno", None) == errno.ENOMEM:
+            raise MemoryError from exc  # the job's memory limit, not the file: resource_exhausted
         if isinstance(exc, EOFError) or "truncated" in text.lower():
             raise ProcessorError(
                 "image_truncated", "The image data ends early: the file is truncated."
@@ -207,7 +267,8 @@ class Thumbnail(Processor):
     description = (
         "Makes a thumbnail of a JPEG, PNG, GIF, WebP, BMP or TIFF image: longest edge `size` pixels "
         "(never enlarged), aspect ratio kept, EXIF orientation applied, first frame of animations; "
-        "written as WebP, PNG or JPEG. Images above the pixel limit fail with image_too_large."
+        "written as WebP, PNG or JPEG. Images above the pixel limit, or that would not fit in the job's "
+        "memory limit once decoded, fail with image_too_large."
     )
     accepts = (
         "image/jpeg",
@@ -225,6 +286,12 @@ class Thumbnail(Processor):
         limit = ctx.limits.max_image_pixels
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
         with _bomb_guard(limit), open(ctx.input_path, "rb") as handle:
+            webp = _webp_size(handle.read(30))
+            if webp is not None:  # libwebp allocates the whole canvas when Pillow opens the file
+                if webp[0] * webp[1] > limit:
+                    raise _too_large(limit, webp)
+                _check_memory(webp, WEBP_BYTES_PER_PIXEL, ctx.limits)
+            handle.seek(0)
             with _decoding(limit):
                 im = Image.open(handle, formats=DECODERS)
                 if im.width * im.height > limit:
@@ -244,6 +311,7 @@ class Thumbnail(Processor):
 
             with _decoding(limit):
                 drafted = im.draft(None, (params.size * 2, params.size * 2))  # JPEG: decode at 1/2..1/8
+                _check_memory(im.size, _peak_bytes_per_pixel(im), ctx.limits)
                 im.load()
             # Read only once loaded: PNG's getexif() loads the image (its eXIf chunk may follow the data).
             pending = _orientation(im)

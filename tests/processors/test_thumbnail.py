@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, _webp
 from pydantic import ValidationError
 
 from service.processors.base import Cancelled, Context, Limits, Output, ProcessorError
-from service.processors.thumbnail import Thumbnail, ThumbnailParams
+from service.processors.thumbnail import Thumbnail, ThumbnailParams, _webp_size
 from service.sniff import sniff
 from tests.processors.images import (
     BLUE,
@@ -358,6 +358,35 @@ def test_own_header_check_backs_up_pillows(run: Run, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(Image, "_decompression_bomb_check", lambda *args, **kwargs: None)
     error = run.fails(png_bomb(20_000, 20_000, rows=20_000), "image_too_large")
     assert "20000x20000 = 400,000,000 pixels" in error.message
+
+
+def test_webp_over_the_pixel_limit_is_refused_before_libwebp_allocates(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libwebp allocates the whole canvas when Pillow opens a WebP (Pillow checks only for twice
+    its limit first): the header is read, and the image refused, before that."""
+    made: list[int] = []
+    real = _webp.WebPAnimDecoder
+    monkeypatch.setattr(_webp, "WebPAnimDecoder", lambda data: made.append(1) or real(data))
+    content = encode(Image.new("RGB", (1200, 1100)), "WEBP", lossless=True)
+    error = run.fails(content, "image_too_large", name="x.webp", max_pixels=1_000_000)
+    assert "1200x1100 = 1,320,000 pixels" in error.message
+    assert made == []
+    assert run(content, name="x.webp", max_pixels=2_000_000).result["original"]["width"] == 1200
+    assert made == [1]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"lossless": True}, {"quality": 50}, {"quality": 50, "exif": b"Exif\x00\x00"}],
+    ids=["VP8L", "VP8", "VP8X"],
+)
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_webp_size_is_read_from_every_kind_of_header(options: dict[str, Any], mode: str) -> None:
+    content = encode(Image.new(mode, (1234, 567)), "WEBP", **options)
+    assert _webp_size(content[:30]) == (1234, 567)
+    assert _webp_size(content[:29]) is None
+    assert _webp_size(encode(Image.new(mode, (12, 5)), "PNG")[:30]) is None
 
 
 def test_the_warning_filter_does_not_leak(run: Run) -> None:

@@ -12,9 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from scripts.image_memory import lossless_webp, measure, png16_rgba
 from service.app import create_app
 from service.jobs.dispatch import InMemoryDispatcher
-from service.jobs.executor import ChildProcess, Control
+from service.settings import MiB
 from tests.conftest import burst_worker, make_settings, submit_id, upload
 from tests.processors.images import (
     corner_colours,
@@ -26,17 +27,7 @@ from tests.processors.images import (
     with_orientation,
 )
 
-SPEC = "service.processors.thumbnail:Thumbnail"
-
-
-# ---- in the worker's child process ----------------------------------------------------------
-
-
-def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
+# ---- in the worker's child process (scripts/image_memory.py's measure: a fresh child each) ---
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for peak memory")
@@ -45,29 +36,64 @@ def test_a_zip_bomb_leaves_the_child_small_and_fast(tmp_path: Path) -> None:
     source = tmp_path / "bomb.png"
     source.write_bytes(png_bomb(20_000, 20_000, rows=20_000))
     assert source.stat().st_size < 100_000
-    child = ChildProcess()
-    try:
-        child.start()
-        assert child.pid is not None
-        request = {
-            "spec": SPEC,
-            "input": str(source),
-            "output_dir": str(tmp_path / "out"),
-            "params": {"size": 256},
-            "file_name": "bomb.png",
-            "content_type": "image/png",
-            "limits": {"max_image_pixels": 64_000_000},
-        }
-        started = time.monotonic()
-        outcome = child.run(request, tick=lambda *_: Control.CONTINUE, timeout=20, cancel_grace=0.5)
-        assert time.monotonic() - started < 5
-        assert outcome.kind == "error"
-        assert outcome.data["code"] == "image_too_large"
-        assert str(tmp_path) not in outcome.data["message"]
-        assert peak_rss_kib(child.pid) < 200 * 1024
-        assert child.alive()
-    finally:
-        child.kill()
+    outcome, seconds, figures = measure(source, limit=0)
+    assert seconds < 5
+    assert outcome.kind == "error"
+    assert outcome.data["code"] == "image_too_large"
+    assert str(tmp_path) not in outcome.data["message"]
+    assert figures["peak_rss"] < 200 * MiB  # read while the child still runs: it was not replaced
+
+
+# Hostile files just under the pixel limit, built as scripts/image_memory.py builds them (smaller:
+# 4000 x 4000, under a job memory limit made smaller to match). The worker child maps about
+# 200 MiB before a job; decoding the WebP takes 16 bytes a pixel (244 MiB), the 16-bit RGBA PNG 8.
+LIMITED = 384 * MiB
+
+
+def thumbnail_under(data_dir: Path, limit: int, content: bytes, name: str) -> dict[str, Any]:
+    """Run a thumbnail job through the API and the worker under a memory limit; the job's body."""
+    settings = make_settings(data_dir, job_memory_limit=limit)
+    with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
+        return finished(
+            client, client.app_state["services"], submit_id(client, content, name=name, processor="thumbnail")
+        )
+
+
+@pytest.mark.parametrize(("side", "fits"), [(4000, False), (2000, True)])
+def test_a_lossless_webp_is_refused_by_what_decoding_it_takes(data_dir: Path, side: int, fits: bool) -> None:
+    path = data_dir.parent / "big.webp"
+    lossless_webp(path, side)
+    job = thumbnail_under(data_dir, LIMITED, path.read_bytes(), "big.webp")
+    if fits:  # what the estimate admits decodes within the limit
+        assert job["status"] == "succeeded", job["error"]
+        return
+    assert job["status"] == "failed"
+    assert job["attempts"] == 1
+    assert job["error"]["code"] == "image_too_large"
+    assert f"Decoding the image ({side}x{side}) would take about 244 MiB" in job["error"]["message"]
+
+
+@pytest.mark.parametrize(("limit", "fits"), [(512 * MiB, True), (256 * MiB, False)])
+def test_a_16_bit_rgba_png_is_counted_in_bytes_not_pixels(data_dir: Path, limit: int, fits: bool) -> None:
+    path = data_dir.parent / "big16.png"
+    png16_rgba(path, 4000)
+    job = thumbnail_under(data_dir, limit, path.read_bytes(), "big16.png")
+    if fits:
+        assert job["status"] == "succeeded", job["error"]
+        assert job["result"]["original"]["mode"] == "RGBA"
+        return
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "image_too_large"  # refused before decoding, not resource_exhausted
+    assert "would take about 122 MiB" in job["error"]["message"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for peak memory")
+def test_a_refused_webp_leaves_the_child_small(tmp_path: Path) -> None:
+    source = tmp_path / "big.webp"
+    lossless_webp(source, 4000)
+    outcome, _, figures = measure(source, limit=LIMITED)
+    assert outcome.data["code"] == "image_too_large"
+    assert figures["peak_rss"] < 100 * MiB
 
 
 # ---- through the API ------------------------------------------------------------------------
