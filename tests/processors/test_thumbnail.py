@@ -5,6 +5,7 @@ Through the API and the worker's child process: test_thumbnail_api.py.
 
 from __future__ import annotations
 
+import errno
 import io
 import random
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageOps, _webp
+from PIL import Image, ImageFile, ImageOps, _webp
 from pydantic import ValidationError
 
 from service.processors.base import Cancelled, Context, Limits, Output, ProcessorError
@@ -387,6 +388,25 @@ def test_webp_size_is_read_from_every_kind_of_header(options: dict[str, Any], mo
     assert _webp_size(content[:30]) == (1234, 567)
     assert _webp_size(content[:29]) is None
     assert _webp_size(encode(Image.new(mode, (12, 5)), "PNG")[:30]) is None
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError("out of memory error when reading image file"), OSError(errno.ENOMEM, "Cannot allocate memory")],
+    ids=["pillow-codec-status", "enomem"],
+)
+def test_a_decoder_out_of_memory_is_not_called_corrupt(
+    run: Run, monkeypatch: pytest.MonkeyPatch, error: OSError
+) -> None:
+    """The job's memory limit, not the file: MemoryError, which the worker child reports as
+    resource_exhausted."""
+
+    def load(self: ImageFile.ImageFile) -> None:
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    with pytest.raises(MemoryError):
+        run(encode(cornered(), "PNG"), name="x.png")
 
 
 def test_the_warning_filter_does_not_leak(run: Run) -> None:
