@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from collections.abc import Iterator
@@ -46,13 +47,20 @@ def server_url(server: str | None) -> str:
     return (server or DEFAULT_URL).rstrip("/")
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Rich exits 1 itself; the ``filejobs`` group ends every closed pipe alike (exit 141)."""
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "stdout closed")
+
+
 def stdout() -> Console:
     # Made per call, so output goes to whatever sys.stdout is now (typer's CliRunner swaps it).
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    return _Console(file=sys.stdout, highlight=False, soft_wrap=False)
 
 
 def stderr() -> Console:
-    return Console(file=sys.stderr, highlight=False)
+    return _Console(file=sys.stderr, highlight=False)
 
 
 def print_json(data: Any) -> None:
