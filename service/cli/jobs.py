@@ -4,10 +4,8 @@ and ``--json``; a server error prints its problem details in red and exits 1."""
 
 from __future__ import annotations
 
-import json
 import sys
 from itertools import islice
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,6 +24,7 @@ from service.cli.common import (
     stdout,
 )
 from service.client import Client, Job
+from service.client._files import resolve_target, write_json
 
 JobId = Annotated[str, typer.Argument(help="The job's id.", show_default=False)]
 
@@ -108,12 +107,13 @@ def list_jobs(
 def result(
     job_id: JobId,
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--output",
             "-o",
-            help="Where to write the result: a file, a folder (the server's file name inside it), or - "
-            "for stdout. Default: a JSON result is printed, a file result saved in the current folder.",
+            help="Where to write the result: a file, a folder (DIR/ is made if missing; the server's file "
+            "name inside it, or JOB_ID.json for a JSON result), or - for stdout. Default: a JSON result is "
+            "printed, a file result saved in the current folder.",
         ),
     ] = None,
     server: ServerOption = None,
@@ -122,21 +122,20 @@ def result(
 ) -> None:
     """Download a succeeded job's result (exit 1 with the reason while it is not succeeded)."""
     with handle_errors(server), _client(server, api_key) as client:
-        if output is not None and str(output) == "-":
+        if output == "-":
             got = client.result(job_id, to=sys.stdout.buffer)
             if isinstance(got, dict):  # a JSON result: the file object was not used
                 print_json(got)
             return
-        got = client.result(job_id, to=output)
+        got = client.result(job_id, to=output)  # a str: "out/" is a folder even before it exists
     if isinstance(got, dict):
-        if output is None or output.is_dir():
+        if output is None:
             if as_json:
                 print_json(got)
             else:
                 stdout().print_json(data=got)
             return
-        output.write_text(json.dumps(got, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        got = output
+        got = write_json(resolve_target(output, None, job_id, suffix=".json"), got)
     if as_json:
         print_json({"job_id": job_id, "path": str(got)})
     else:

@@ -122,6 +122,22 @@ def test_result_json_and_file(server: Server, tmp_path: Path) -> None:
     assert to_stdout.stdout == "SHOUT\n"
 
 
+def test_result_to_a_folder_named_with_a_trailing_slash_makes_it(server: Server, tmp_path: Path) -> None:
+    upper = submit(server, b"shout\n", processor="upper")
+    finished(server, upper)
+    saved = run_cli("result", upper, "--server", server.base_url, "-o", f"{tmp_path}/out/", "--json")
+    assert saved.exit_code == 0, saved.output
+    assert json.loads(saved.stdout)["path"] == str(tmp_path / "out" / "hello.txt.upper.txt")
+    assert (tmp_path / "out" / "hello.txt.upper.txt").read_text() == "SHOUT\n"
+
+    inspected = submit(server, b"one two\n")
+    finished(server, inspected)
+    saved = run_cli("result", inspected, "--server", server.base_url, "-o", f"{tmp_path}/json/")
+    assert saved.exit_code == 0, saved.output
+    assert json.loads((tmp_path / "json" / f"{inspected}.json").read_text())["words"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["json", "out"]
+
+
 def test_result_of_an_unfinished_job_is_a_red_409(server: Server) -> None:
     slow = submit(server, processor="sleep", params={"seconds": 20, "steps": 200})
     result = run_cli("result", slow, "--server", server.base_url)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,15 @@ def test_a_ledger_is_written_by_one_batch_at_a_time(tmp_path: Path) -> None:
     with Ledger(path), pytest.raises(LedgerBusy):
         Ledger(path).open()
     Ledger(path).open().close()  # free again
+
+
+def test_a_ledger_gets_the_mode_the_umask_gives(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        Ledger(tmp_path / "l.jsonl").open().close()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "l.jsonl").stat().st_mode) == 0o644
 
 
 def test_the_resume_command_repeats_what_was_typed_without_the_api_key(tmp_path: Path) -> None:
