@@ -16,6 +16,7 @@ from service.cli.common import (
     EXIT_FAILED,
     ApiKeyOption,
     JsonOption,
+    RetryNotice,
     ServerOption,
     handle_errors,
     print_json,
@@ -34,7 +35,8 @@ RETRIES = 3
 
 
 def _client(server: str | None, api_key: str | None) -> Client:
-    return Client(server_url(server), api_key=api_key, retries=RETRIES)
+    url = server_url(server)
+    return Client(url, api_key=api_key, retries=RETRIES, on_retry=RetryNotice(url))
 
 
 def _show(job: Job, as_json: bool) -> None:

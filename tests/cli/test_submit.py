@@ -267,6 +267,7 @@ def test_connection_refused_is_a_clear_message(tmp_path: Path) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     result = run_cli("submit", src, "--server", nowhere, "--retries", "1")
     assert result.exit_code == 1
+    assert result.stderr.startswith(f"No answer from {nowhere} yet (ConnectError: ")
     assert f"Cannot reach the filejobs server at {nowhere}" in result.stderr
     assert "Traceback" not in result.output
 
