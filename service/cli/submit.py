@@ -85,7 +85,12 @@ async def _run(run: Run, server: str | None, api_key: str | None, ledger_path: P
         previous = load(ledger_path) if ledger_path else {}
         context = {"processor": run.options.processor, "params": run.options.params}
         ledger = Ledger(ledger_path, context).open() if ledger_path else None
-        display = Display(console, files=len(run.states), enabled=console.is_terminal and not run.json)
+        display = Display(
+            console,
+            files=len(run.states),
+            total=sum(state.size for state in run.states),
+            enabled=console.is_terminal and not run.json,
+        )
         emit = (lambda state: print_json(report.json_record(state))) if run.json else None
         batch = Batch(
             client, run.states, run.options, previous=previous, ledger=ledger, display=display, emit=emit
