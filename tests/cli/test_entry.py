@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import cli_command, make_tree, run_cli
-from tests.e2e.server import Server, base_env
+from tests.cli.helpers import cli_command, cli_process, make_tree, run_cli
+from tests.e2e.server import Server
 
 pytestmark = pytest.mark.e2e
 
@@ -23,13 +23,11 @@ def run_with_closed_stdout(*args: str | Path, cwd: Path) -> subprocess.Completed
     try:
         return subprocess.run(
             cli_command(*args),
-            cwd=cwd,
-            env=base_env({"COLUMNS": "250", "NO_COLOR": "1"}),
-            stdin=subprocess.DEVNULL,
             stdout=write_end,
             stderr=subprocess.PIPE,
             timeout=120,
             check=False,
+            **cli_process(cwd),
         )
     finally:
         os.close(write_end)
