@@ -20,7 +20,7 @@ from service import __version__
 from service.api.fast_status import FastStatus
 from service.api.fast_upload import FastUpload
 from service.api.problems import ProblemDetails, install_handlers
-from service.api.routes import dashboard, events, health, jobs, metrics, processors
+from service.api.routes import dashboard, docs, events, health, jobs, metrics, processors
 from service.jobs.dispatch import Dispatcher
 from service.jobs.sweeper import sweep
 from service.services import Services, build_services
@@ -139,6 +139,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         version=__version__,
         summary="Upload a file, get 202 Accepted, and follow its processing.",
         lifespan=lifespan,
+        docs_url=None,  # served by service.api.routes.docs, without a CDN
+        redoc_url=None,
     )
     install_handlers(app)
     app.add_middleware(FastStatus)
@@ -150,6 +152,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.include_router(events.router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.assets, name="static")
+    docs.install(app)
     _document_problem_schema(app)
     return app
 

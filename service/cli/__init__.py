@@ -7,9 +7,11 @@ from __future__ import annotations
 import typer
 
 from service.cli import jobs, keys, serve, submit
+from service.cli.entry import Commands
 
 app = typer.Typer(
     name="filejobs",
+    cls=Commands,
     help="Upload a file, get 202 Accepted, process it in the background.",
     no_args_is_help=True,
     add_completion=False,

@@ -146,12 +146,14 @@ class Batch:
             try:
                 await self._prepare(state)
             except OSError as exc:  # gone or unreadable since the folder was listed
+                self.display.skip(state.path, state.size)
                 return await self._fail(
                     state, "error", error("unreadable", f"{exc.strerror}: {state.relpath}")
                 )
             if state.job_id is None:
                 await self._submit(state)
             else:
+                self.display.skip(state.path, state.size)  # the ledger's job: nothing to upload
                 await self._resume(state)
         finally:
             self.slots.release()
@@ -177,16 +179,8 @@ class Batch:
         await self._record("submit", state)
         if self.interrupted:
             return self._set(state, "pending")  # no upload began: the ledger's intent is harmless
-        self.display.to_upload(state.size)
         try:
-            job = await self.client.submit(
-                Path(state.path),
-                processor=self.options.processor,
-                params=self.options.params,
-                filename=Path(state.relpath).name,
-                idempotency_key=state.key,
-                on_progress=lambda sent: self.display.sent(state.path, sent),
-            )
+            job = await self._upload(state)
         except ProblemError as exc:
             if exc.status in FATAL_STATUSES:
                 raise Fatal(describe_problem(exc), EXIT_FAILED) from None
@@ -197,13 +191,27 @@ class Batch:
             return await self._fail(state, "error", error("connection", str(exc)))
         except (FilejobsError, OSError) as exc:
             return await self._fail(state, "error", error("upload", str(exc)))
-        finally:
-            self.display.sent(state.path, 0)
-        self.display.uploaded(state.path, state.size)
         state.job_id = job.id
         self._set(state, job.status)
         await self._record("accepted", state)
         await self._after_submit(state, job)
+
+    async def _upload(self, state: FileState) -> Job:
+        """Send the file; the bytes bar keeps what was sent, and drops from its total what won't be."""
+        try:
+            job = await self.client.submit(
+                Path(state.path),
+                processor=self.options.processor,
+                params=self.options.params,
+                filename=Path(state.relpath).name,
+                idempotency_key=state.key,
+                on_progress=lambda sent: self.display.sent(state.path, sent),
+            )
+        except BaseException:
+            self.display.skip(state.path, state.size)
+            raise
+        self.display.uploaded(state.path, state.size)
+        return job
 
     async def _fail(self, state: FileState, status: str, error: dict[str, Any]) -> None:
         state.error = error
@@ -263,6 +271,7 @@ class Batch:
         state.job_id = None
         self._set(state, "pending")
         await self._record("lost", state)
+        self.display.to_upload(state.size)
         await self._submit(state)
 
     # ---- wait and fetch ----------------------------------------------------------------------------

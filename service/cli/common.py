@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from service.client import FilejobsError, ProblemError, TransportError, WaitTimeout
+from service.client import FilejobsError, ProblemError, Retrying, TransportError, WaitTimeout
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -43,16 +44,51 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 
 def server_url(server: str | None) -> str:
-    return (server or DEFAULT_URL).rstrip("/")
+    """The base URL; one that ends in the API's ``/v1`` is refused with what to give instead."""
+    url = (server or DEFAULT_URL).rstrip("/")
+    if url.endswith("/v1"):
+        fail(
+            f"The server URL {escape(url)} ends in /v1: give the base URL, {escape(url.removesuffix('/v1'))} "
+            "(--server / FILEJOBS_URL).",
+            EXIT_USAGE,
+        )
+    return url
+
+
+class RetryNotice:
+    """The client's ``on_retry``: says on stderr, at the first retry, that the server does not
+    answer yet and that the command is trying again, instead of seconds of silence."""
+
+    def __init__(self, server: str, console: Console | None = None) -> None:
+        self.server = server
+        self.console = console or stderr()
+        self.said = False
+
+    def __call__(self, retrying: Retrying) -> None:
+        if self.said:
+            return
+        self.said = True
+        self.console.print(
+            f"[yellow]No answer from {escape(self.server)} yet[/yellow] ({escape(retrying.reason)}); "
+            f"retrying, up to {retrying.retries} times…",
+            soft_wrap=True,
+        )
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Rich exits 1 itself; the ``filejobs`` group ends every closed pipe alike (exit 141)."""
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "stdout closed")
 
 
 def stdout() -> Console:
     # Made per call, so output goes to whatever sys.stdout is now (typer's CliRunner swaps it).
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    return _Console(file=sys.stdout, highlight=False, soft_wrap=False)
 
 
 def stderr() -> Console:
-    return Console(file=sys.stderr, highlight=False)
+    return _Console(file=sys.stderr, highlight=False)
 
 
 def print_json(data: Any) -> None:
@@ -78,7 +114,7 @@ def describe_problem(exc: ProblemError) -> str:
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """Print ``message`` (rich markup) in red on stderr and exit with ``code``."""
-    stderr().print(f"[red]{message}[/red]")
+    stderr().print(f"[red]{message}[/red]", soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -55,7 +55,7 @@ class _Counts:
 class Display:
     """Progress bars on ``console`` (stderr); a no-op when ``enabled`` is false (``--json``)."""
 
-    def __init__(self, console: Console, *, files: int, enabled: bool = True) -> None:
+    def __init__(self, console: Console, *, files: int, total: int = 0, enabled: bool = True) -> None:
         self.enabled = enabled
         self.counts: Counter[str] = Counter()
         self._sent: dict[str, int] = {}
@@ -74,7 +74,7 @@ class Display:
             TimeElapsedColumn(),
             console=console,
         )
-        self._upload: TaskID = self.bytes.add_task("uploaded", total=0)
+        self._upload: TaskID = self.bytes.add_task("uploaded", total=total)
         self._done: TaskID = self.jobs.add_task("finished", total=files)
         self._live = Live(
             Group(self.bytes, self.jobs, _Counts(self.counts)),
@@ -85,21 +85,34 @@ class Display:
 
     # ---- what the batch reports -----------------------------------------------------------------
 
+    # The bytes bar: ``total`` starts as the size of every file (known before the first upload) and
+    # only shrinks by what will not be sent; ``completed`` only grows (bytes sent, resent ones too).
+
     def to_upload(self, size: int) -> None:
-        """``size`` more bytes are going to be uploaded."""
-        total = self.bytes.tasks[0].total or 0
-        self.bytes.update(self._upload, total=total + size)
+        """``size`` more bytes than planned are going to be uploaded (a lost job's file again)."""
+        self._grow(size)
 
     def sent(self, path: str, sent: int) -> None:
-        """The upload of ``path`` has sent ``sent`` bytes so far (it may restart from 0 on a retry)."""
+        """The upload of ``path`` has sent ``sent`` bytes so far. A retry starts again from 0: the
+        bytes sent before are kept, and the total grows by what is sent a second time."""
         before = self._sent.get(path, 0)
         self._sent[path] = sent
-        if sent != before:
+        if sent > before:
             self.bytes.advance(self._upload, sent - before)
+        elif sent < before:
+            self._grow(before - sent)
 
     def uploaded(self, path: str, size: int) -> None:
         self.sent(path, size)
         self._sent.pop(path, None)
+
+    def skip(self, path: str, size: int) -> None:
+        """``path`` (``size`` bytes, in the total) will not be sent, or not all of it: refused by
+        the server, failed, or not uploaded at all (a job from the ledger). What was sent stays."""
+        self._grow(self._sent.pop(path, 0) - size)
+
+    def _grow(self, size: int) -> None:
+        self.bytes.update(self._upload, total=(self.bytes.tasks[0].total or 0) + size)
 
     def status(self, old: str | None, new: str) -> None:
         if old is not None:

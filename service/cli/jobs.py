@@ -4,10 +4,8 @@ and ``--json``; a server error prints its problem details in red and exits 1."""
 
 from __future__ import annotations
 
-import json
 import sys
 from itertools import islice
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,6 +16,7 @@ from service.cli.common import (
     EXIT_FAILED,
     ApiKeyOption,
     JsonOption,
+    RetryNotice,
     ServerOption,
     handle_errors,
     print_json,
@@ -26,6 +25,7 @@ from service.cli.common import (
     stdout,
 )
 from service.client import Client, Job
+from service.client._files import resolve_target, write_json
 
 JobId = Annotated[str, typer.Argument(help="The job's id.", show_default=False)]
 
@@ -35,7 +35,8 @@ RETRIES = 3
 
 
 def _client(server: str | None, api_key: str | None) -> Client:
-    return Client(server_url(server), api_key=api_key, retries=RETRIES)
+    url = server_url(server)
+    return Client(url, api_key=api_key, retries=RETRIES, on_retry=RetryNotice(url))
 
 
 def _show(job: Job, as_json: bool) -> None:
@@ -108,12 +109,13 @@ def list_jobs(
 def result(
     job_id: JobId,
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--output",
             "-o",
-            help="Where to write the result: a file, a folder (the server's file name inside it), or - "
-            "for stdout. Default: a JSON result is printed, a file result saved in the current folder.",
+            help="Where to write the result: a file, a folder (DIR/ is made if missing; the server's file "
+            "name inside it, or JOB_ID.json for a JSON result), or - for stdout. Default: a JSON result is "
+            "printed, a file result saved in the current folder.",
         ),
     ] = None,
     server: ServerOption = None,
@@ -122,21 +124,20 @@ def result(
 ) -> None:
     """Download a succeeded job's result (exit 1 with the reason while it is not succeeded)."""
     with handle_errors(server), _client(server, api_key) as client:
-        if output is not None and str(output) == "-":
+        if output == "-":
             got = client.result(job_id, to=sys.stdout.buffer)
             if isinstance(got, dict):  # a JSON result: the file object was not used
                 print_json(got)
             return
-        got = client.result(job_id, to=output)
+        got = client.result(job_id, to=output)  # a str: "out/" is a folder even before it exists
     if isinstance(got, dict):
-        if output is None or output.is_dir():
+        if output is None:
             if as_json:
                 print_json(got)
             else:
                 stdout().print_json(data=got)
             return
-        output.write_text(json.dumps(got, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        got = output
+        got = write_json(resolve_target(output, None, job_id, suffix=".json"), got)
     if as_json:
         print_json({"job_id": job_id, "path": str(got)})
     else:

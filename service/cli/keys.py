@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from service.cli.common import stdout
 from service.db import Database
 from service.errors import Problem
 from service.settings import get_settings
@@ -82,7 +82,7 @@ def list_(
             key.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
             key.revoked_at.strftime("%Y-%m-%d %H:%M:%S UTC") if key.revoked_at else "",
         )
-    Console().print(table)
+    stdout().print(table)
 
 
 @keys_app.command("revoke")

@@ -87,8 +87,8 @@ class Ledger:
 
     def open(self) -> Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # 0600: the records carry the params, which may hold a secret (a PDF password)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        # 0666 less the umask, as any tool's file (umask 077 keeps params such as a PDF password private)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -15,8 +15,11 @@ from service.cli.common import human_bytes
 from service.cli.display import STYLES
 from service.cli.ledger import FileState
 
-#: Failures listed in the table; the rest are counted (all of them are in --json and the ledger).
+#: Rows of a table (jobs submitted, kinds of failure); the rest are counted.
 MAX_ROWS = 50
+#: Files named in a row of failures that several files share.
+SHOWN_NAMES = 3
+EVERY_ONE = "every file's job and error are in --json and the ledger; `filejobs list` shows the jobs"
 
 
 def ok_statuses(wait: bool) -> frozenset[str]:
@@ -50,11 +53,18 @@ def summary(
     console.print(
         f"{len(states)} {noun}: {', '.join(parts)} · {human_bytes(uploaded)} uploaded in {elapsed:.1f} s"
     )
+    if not wait:
+        accepted = [s for s in states if s.job_id is not None and s.status in ok_statuses(wait)]
+        if accepted:
+            console.print(jobs_table(accepted[:MAX_ROWS]))
+            if len(accepted) > MAX_ROWS:
+                console.print(f"… and {len(accepted) - MAX_ROWS} more: {EVERY_ONE}")
     failures = [s for s in states if s.status not in ok_statuses(wait)]
     if failures:
-        console.print(failure_table(failures))
-        if len(failures) > MAX_ROWS:
-            console.print(f"… and {len(failures) - MAX_ROWS} more (all of them are in --json and the ledger)")
+        groups = group_failures(failures)
+        console.print(failure_table(groups[:MAX_ROWS]))
+        if len(groups) > MAX_ROWS:
+            console.print(f"… and {len(groups) - MAX_ROWS} more kinds of failure: {EVERY_ONE}")
 
 
 def _order(status: str) -> int:
@@ -62,19 +72,49 @@ def _order(status: str) -> int:
     return keys.index(status) if status in keys else len(keys)
 
 
-def failure_table(failures: list[FileState]) -> Table:
+def jobs_table(states: list[FileState]) -> Table:
+    """Without ``--wait``: the job of every file (to follow with ``filejobs wait JOB``)."""
+    table = Table(title="Submitted", title_style="bold", show_lines=False)
+    table.add_column("File", overflow="fold")
+    table.add_column("Job", overflow="fold", no_wrap=True)
+    table.add_column("Status")
+    for state in states:
+        table.add_row(
+            escape(state.relpath), state.job_id or "", f"[{STYLES.get(state.status, '')}]{state.status}[/]"
+        )
+    return table
+
+
+def group_failures(failures: list[FileState]) -> list[list[FileState]]:
+    """Failures with the same status, error code and message together, in the order first seen."""
+    groups: dict[tuple[str, str, str], list[FileState]] = {}
+    for state in failures:
+        error = state.error or {}
+        key = (state.status, str(error.get("code") or ""), str(error.get("message") or ""))
+        groups.setdefault(key, []).append(state)
+    return list(groups.values())
+
+
+def failure_table(groups: list[list[FileState]]) -> Table:
+    """One row per kind of failure: its file and job, or for several files the first few and a count."""
     table = Table(title="Not succeeded", title_style="bold red", show_lines=False)
+    table.add_column("Files", justify="right")
     table.add_column("File", overflow="fold")
     table.add_column("Job", overflow="fold", no_wrap=True)
     table.add_column("Status")
     table.add_column("Error")
     table.add_column("Message", overflow="fold")
-    for state in failures[:MAX_ROWS]:
-        error = state.error or {}
+    for group in groups:
+        first = group[0]
+        error = first.error or {}
+        names = ", ".join(state.relpath for state in group[:SHOWN_NAMES])
+        if len(group) > SHOWN_NAMES:
+            names += f", … ({len(group) - SHOWN_NAMES} more)"
         table.add_row(
-            escape(state.relpath),
-            state.job_id or "",
-            f"[{STYLES.get(state.status, '')}]{state.status}[/]",
+            str(len(group)),
+            escape(names),
+            (first.job_id or "") if len(group) == 1 else "",
+            f"[{STYLES.get(first.status, '')}]{first.status}[/]",
             escape(str(error.get("code") or "")),
             escape(str(error.get("message") or "")),
         )

@@ -14,14 +14,14 @@ result never replaces another's and an interrupted download leaves no partial fi
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from service.cli.ledger import FileState
 from service.client import AsyncClient
+from service.client._files import write_json
 
 
 class _Options(Protocol):
@@ -58,9 +58,7 @@ class Results:
                 result = await self.client.result(state.job_id, to=private)
             if isinstance(result, Path):
                 return result.replace(self._claim(target.parent / result.name, target))
-            temp = private / "result.json"
-            await asyncio.to_thread(_write_json, temp, result)
-            return temp.replace(target.with_name(target.name + ".json"))
+            return await asyncio.to_thread(write_json, target.with_name(target.name + ".json"), result)
         finally:
             for leftover in private.glob("*"):
                 leftover.unlink(missing_ok=True)
@@ -69,11 +67,3 @@ class Results:
     def _claim(self, name: Path, target: Path) -> Path:
         owner = self.claimed.setdefault(name, target)
         return name if owner == target else target.with_name(f"{target.name}.{name.name}")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, ensure_ascii=False, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())

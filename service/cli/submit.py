@@ -26,6 +26,7 @@ from service.cli.common import (
     EXIT_USAGE,
     ApiKeyOption,
     JsonOption,
+    RetryNotice,
     ServerOption,
     fail,
     handle_errors,
@@ -70,7 +71,10 @@ class Run:
 
 
 async def _run(run: Run, server: str | None, api_key: str | None, ledger_path: Path | None) -> None:
-    async with AsyncClient(server_url(server), api_key=api_key, retries=run.retries) as client:
+    url = server_url(server)
+    console = stderr()
+    notice = RetryNotice(url, console)
+    async with AsyncClient(url, api_key=api_key, retries=run.retries, on_retry=notice) as client:
         names = [p.name for p in await client.processors()]  # reachable? the processor known?
         if run.options.processor is not None and run.options.processor not in names:
             fail(
@@ -81,8 +85,12 @@ async def _run(run: Run, server: str | None, api_key: str | None, ledger_path: P
         previous = load(ledger_path) if ledger_path else {}
         context = {"processor": run.options.processor, "params": run.options.params}
         ledger = Ledger(ledger_path, context).open() if ledger_path else None
-        console = stderr()
-        display = Display(console, files=len(run.states), enabled=console.is_terminal and not run.json)
+        display = Display(
+            console,
+            files=len(run.states),
+            total=sum(state.size for state in run.states),
+            enabled=console.is_terminal and not run.json,
+        )
         emit = (lambda state: print_json(report.json_record(state))) if run.json else None
         batch = Batch(
             client, run.states, run.options, previous=previous, ledger=ledger, display=display, emit=emit

@@ -12,6 +12,7 @@
 Errors are described in :mod:`service.client.errors`; retries in :mod:`service.client._retry`.
 """
 
+from service.client._retry import Retrying
 from service.client.async_ import AsyncClient
 from service.client.errors import (
     BadRequest,
@@ -63,6 +64,7 @@ __all__ = [
     "PayloadTooLarge",
     "ProblemError",
     "ProcessorInfo",
+    "Retrying",
     "ServerError",
     "ServiceUnavailable",
     "TooManyRequests",

@@ -6,13 +6,14 @@ Everything here blocks; the async client calls it in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import tempfile
+import secrets
 import unicodedata
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 MAX_NAME_BYTES = 255
 # Control, format (bidi overrides, zero-width), surrogate, private-use and unassigned characters.
@@ -46,14 +47,17 @@ def safe_filename(raw: str | None, fallback: str) -> str:
     return name or fallback
 
 
-def resolve_target(to: str | os.PathLike[str] | None, disposition: str | None, job_id: str) -> Path:
+def resolve_target(
+    to: str | os.PathLike[str] | None, disposition: str | None, job_id: str, *, suffix: str = ".result"
+) -> Path:
     """Where a file result goes: ``to`` itself, or the server's file name inside ``to`` when it
-    is a directory or a string ending in a separator (the current directory for ``None``)."""
+    is a directory or a string ending in a separator (the current directory for ``None``);
+    ``<job id><suffix>`` there when the server names no file."""
     directory = Path.cwd() if to is None else Path(to)
     named_dir = isinstance(to, str) and to.endswith(("/", os.sep))
     if to is not None and not named_dir and not directory.is_dir():
         return directory
-    fallback = f"{safe_filename(job_id, 'job')}.result"
+    fallback = f"{safe_filename(job_id, 'job')}{suffix}"
     return directory / safe_filename(disposition_filename(disposition), fallback)
 
 
@@ -64,8 +68,13 @@ class AtomicFile:
     def __init__(self, target: Path) -> None:
         self.target = target
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:200]}.", suffix=".part")
-        self.temp = Path(temp)
+        while True:  # as mkstemp, but with the mode every tool gives a new file: 0666 less the umask
+            self.temp = target.parent / f".{target.name[:200]}.{secrets.token_hex(6)}.part"
+            try:
+                fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            except FileExistsError:
+                continue
+            break
         self.file: IO[bytes] = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
@@ -82,3 +91,14 @@ class AtomicFile:
         self.file.close()
         with contextlib.suppress(FileNotFoundError):
             self.temp.unlink()
+
+
+def write_json(target: Path, data: Any) -> Path:
+    """``data`` as indented UTF-8 JSON at ``target``, atomically (see :class:`AtomicFile`)."""
+    out = AtomicFile(target)
+    try:
+        out.write((json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode())
+        return out.commit()
+    except BaseException:
+        out.abort()
+        raise

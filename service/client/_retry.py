@@ -69,14 +69,28 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 
 @dataclass(frozen=True)
+class Retrying:
+    """What ``on_retry`` is told before each wait: the request, why, which retry of how many, and
+    how long until it (``ConnectError: [Errno 111] Connection refused``, retry 1 of 5 in 0.3 s)."""
+
+    request: str
+    reason: str
+    retry: int
+    retries: int
+    delay: float
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
-    """``retries`` more tries after the first; waits as described in the module docstring."""
+    """``retries`` more tries after the first; waits as described in the module docstring.
+    ``on_retry`` (if any) hears of each retry before its wait, so a caller can say so at once."""
 
     retries: int = 5
     backoff: float = 0.5
     backoff_max: float = 30.0
     retry_after_max: float = RETRY_AFTER_MAX
     random: Callable[[], float] = field(default=random.random, compare=False, repr=False)
+    on_retry: Callable[[Retrying], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.backoff < 0 or self.backoff_max < 0:
@@ -116,7 +130,7 @@ class Attempts:
             tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
             reason = str(exc) or type(exc).__name__
             raise TransportError(f"{what} failed{tries}: {reason}", attempts=self.attempts) from exc
-        return self._next(what, type(exc).__name__, None)
+        return self._next(what, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, None)
 
     def after_response(self, response: httpx.Response) -> float | None:
         """``None`` to use ``response`` as it is, or the seconds to wait before trying again."""
@@ -132,6 +146,8 @@ class Attempts:
         delay = self.policy.delay(self.retried, retry_after)
         self.retried += 1
         log.info("%s: %s; retry %d of %d in %.2f s", what, reason, self.retried, self.limit, delay)
+        if self.policy.on_retry is not None:
+            self.policy.on_retry(Retrying(what, reason, self.retried, self.limit, delay))
         return delay
 
 

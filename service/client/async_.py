@@ -22,7 +22,7 @@ from anyio import to_thread
 from service.client import _common as api
 from service.client._common import Call
 from service.client._files import AtomicFile, resolve_target
-from service.client._retry import Attempts, RetryPolicy
+from service.client._retry import Attempts, Retrying, RetryPolicy
 from service.client._upload import ChunkReader, FileArg, Upload, prepare_upload
 from service.client._wait import Waiter
 from service.client.errors import TransportError
@@ -50,10 +50,13 @@ class AsyncClient:
         backoff_max: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         settings: ClientSettings | None = None,
+        on_retry: Callable[[Retrying], None] | None = None,
     ) -> None:
         url, key = resolve(base_url, api_key, settings)
         self.base_url = url
-        self.policy = RetryPolicy(retries=retries, backoff=backoff, backoff_max=backoff_max)
+        self.policy = RetryPolicy(
+            retries=retries, backoff=backoff, backoff_max=backoff_max, on_retry=on_retry
+        )
         self._http = httpx.AsyncClient(
             base_url=url, headers=api.default_headers(key), timeout=timeout, transport=transport
         )

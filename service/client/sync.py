@@ -15,7 +15,7 @@ import httpx
 from service.client import _common as api
 from service.client._common import Call
 from service.client._files import AtomicFile, resolve_target
-from service.client._retry import Attempts, RetryPolicy
+from service.client._retry import Attempts, Retrying, RetryPolicy
 from service.client._upload import ChunkReader, FileArg, Upload, prepare_upload
 from service.client._wait import Waiter
 from service.client.errors import TransportError
@@ -32,7 +32,8 @@ class Client:
     ``base_url`` and ``api_key`` default to ``FILEJOBS_URL`` and ``FILEJOBS_API_KEY`` (see
     :class:`ClientSettings`). Requests are retried up to ``retries`` times on connection failures,
     ``429`` and ``503`` (see :mod:`service.client._retry`); other errors raise a
-    :class:`~service.client.errors.FilejobsError`.
+    :class:`~service.client.errors.FilejobsError`. ``on_retry`` is called with a
+    :class:`~service.client._retry.Retrying` before each retry's wait.
     """
 
     def __init__(
@@ -46,10 +47,13 @@ class Client:
         backoff_max: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         settings: ClientSettings | None = None,
+        on_retry: Callable[[Retrying], None] | None = None,
     ) -> None:
         url, key = resolve(base_url, api_key, settings)
         self.base_url = url
-        self.policy = RetryPolicy(retries=retries, backoff=backoff, backoff_max=backoff_max)
+        self.policy = RetryPolicy(
+            retries=retries, backoff=backoff, backoff_max=backoff_max, on_retry=on_retry
+        )
         self._http = httpx.Client(
             base_url=url, headers=api.default_headers(key), timeout=timeout, transport=transport
         )

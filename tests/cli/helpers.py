@@ -43,19 +43,21 @@ def cli_command(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "service.cli", *(str(a) for a in args)]
 
 
+def cli_process(cwd: Path) -> dict[str, Any]:
+    """How ``filejobs`` runs as a process of its own: in ``cwd``, wide tables, no colour, no stdin,
+    and SIGINT at its default even when the test runner was started with it ignored."""
+    return {
+        "cwd": cwd,
+        "env": base_env({"COLUMNS": "250", "NO_COLOR": "1"}),
+        "stdin": subprocess.DEVNULL,
+        "preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    }
+
+
 def spawn_cli(*args: str | Path, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    """``filejobs ARGS`` as a process of its own, its stdout in ``log.out`` and stderr in ``log.err``.
-    SIGINT is at its default in the child even when the test runner was started with it ignored."""
+    """``filejobs ARGS`` as a process of its own, its stdout in ``log.out`` and stderr in ``log.err``."""
     with open(log.with_suffix(".out"), "wb") as out, open(log.with_suffix(".err"), "wb") as err:
-        return subprocess.Popen(
-            cli_command(*args),
-            cwd=cwd,
-            env=base_env({"COLUMNS": "250", "NO_COLOR": "1"}),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
+        return subprocess.Popen(cli_command(*args), stdout=out, stderr=err, **cli_process(cwd))
 
 
 def make_tree(root: Path, files: dict[str, bytes | str]) -> Path:

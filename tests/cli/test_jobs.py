@@ -122,6 +122,22 @@ def test_result_json_and_file(server: Server, tmp_path: Path) -> None:
     assert to_stdout.stdout == "SHOUT\n"
 
 
+def test_result_to_a_folder_named_with_a_trailing_slash_makes_it(server: Server, tmp_path: Path) -> None:
+    upper = submit(server, b"shout\n", processor="upper")
+    finished(server, upper)
+    saved = run_cli("result", upper, "--server", server.base_url, "-o", f"{tmp_path}/out/", "--json")
+    assert saved.exit_code == 0, saved.output
+    assert json.loads(saved.stdout)["path"] == str(tmp_path / "out" / "hello.txt.upper.txt")
+    assert (tmp_path / "out" / "hello.txt.upper.txt").read_text() == "SHOUT\n"
+
+    inspected = submit(server, b"one two\n")
+    finished(server, inspected)
+    saved = run_cli("result", inspected, "--server", server.base_url, "-o", f"{tmp_path}/json/")
+    assert saved.exit_code == 0, saved.output
+    assert json.loads((tmp_path / "json" / f"{inspected}.json").read_text())["words"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["json", "out"]
+
+
 def test_result_of_an_unfinished_job_is_a_red_409(server: Server) -> None:
     slow = submit(server, processor="sleep", params={"seconds": 20, "steps": 200})
     result = run_cli("result", slow, "--server", server.base_url)
@@ -179,3 +195,26 @@ def test_unknown_job_and_unreachable_server_are_messages(server: Server) -> None
     assert result.exit_code == 1
     assert f"Cannot reach the filejobs server at {nowhere}" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_an_unreachable_server_is_said_at_the_first_retry() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    result = run_cli("status", "some-job", "--server", nowhere)
+    assert result.exit_code == 1
+    first, *rest = result.stderr.splitlines()
+    assert first.startswith(f"No answer from {nowhere} yet (ConnectError: ")
+    assert first.endswith("retrying, up to 3 times…")
+    assert rest[0].startswith(f"Cannot reach the filejobs server at {nowhere}")
+
+
+@pytest.mark.parametrize("suffix", ["/v1", "/v1/"])
+def test_a_server_url_ending_in_v1_is_one_line_with_the_base_url(suffix: str, tmp_path: Path) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / "a.txt").write_text("a\n")
+    for command in (["list"], ["status", "some-job"], ["submit", tmp_path]):
+        result = run_cli(*command, "--server", nowhere + suffix)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.splitlines() == [
+            f"The server URL {nowhere}/v1 ends in /v1: give the base URL, {nowhere} "
+            "(--server / FILEJOBS_URL)."
+        ]

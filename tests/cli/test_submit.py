@@ -8,11 +8,13 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 from PIL import Image
 
+from service.cli.display import Display
 from tests.cli.helpers import all_jobs, json_lines, make_tree, run_cli, spawn_cli
 from tests.e2e.server import Server, free_port
 
@@ -90,6 +92,11 @@ def test_results_of_the_same_name_do_not_overwrite_each_other(server: Server, tm
             assert im.size == (16, 8)
 
 
+def cells(row: str) -> list[str]:
+    """The cells of a table row as printed: ``│ a │ b │`` → ``["a", "b"]``."""
+    return [cell.strip() for cell in row.split("│")[1:-1]]
+
+
 def test_a_failed_job_exits_1_with_the_failure_table(server: Server, tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src", {"bad1.txt": "x\n", "bad2.txt": "y\n"})
     params = json.dumps({"code": "not_today", "message": "refused by the test"})
@@ -97,14 +104,79 @@ def test_a_failed_job_exits_1_with_the_failure_table(server: Server, tmp_path: P
     assert result.exit_code == 1, result.output
     assert "2 files: 2 failed" in result.stdout
     assert "Not succeeded" in result.stdout
-    ids = {job["file"]["name"]: job["id"] for job in all_jobs(server, processor="fail")}
-    for name in ("bad1.txt", "bad2.txt"):
-        line = next(line for line in result.stdout.splitlines() if name in line)
-        assert ids[name] in line
-        assert "failed" in line
-        assert "not_today" in line
-        assert "refused by the test" in line
+    rows = [cells(line) for line in result.stdout.splitlines() if "bad1.txt" in line]  # the same failure
+    assert rows == [["2", "bad1.txt, bad2.txt", "", "failed", "not_today", "refused by the test"]]
     assert "Traceback" not in result.output
+
+
+def test_one_failure_shows_its_job_and_identical_refusals_are_one_row(server: Server, tmp_path: Path) -> None:
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, "PNG")
+    files: dict[str, bytes | str] = {f"p{i:02}.png": png.getvalue() for i in range(25)}
+    src = make_tree(tmp_path / "src", {**files, "empty.txt": b"", "fine.txt": "ok\n"})
+    result = run_cli("submit", src, *url(server), "--processor", "upper", "--wait")
+    assert result.exit_code == 1, result.output
+    rows = [cells(line)[:5] for line in result.stdout.splitlines() if "rejected" in line and "│" in line]
+    assert rows == [
+        ["1", "empty.txt", "", "rejected", "http_422"],
+        ["25", "p00.png, p01.png, p02.png, … (22 more)", "", "rejected", "http_415"],
+    ]
+
+    failed = make_tree(tmp_path / "one", {"bad.txt": "x\n"})
+    params = json.dumps({"code": "not_today", "message": "refused by the test"})
+    result = run_cli("submit", failed, *url(server), "--processor", "fail", "--params", params, "--wait")
+    job = next(job for job in all_jobs(server, processor="fail") if job["file"]["name"] == "bad.txt")
+    row = next(line for line in result.stdout.splitlines() if "bad.txt" in line)
+    assert job["id"] in row
+
+
+def test_the_bytes_bar_of_a_batch_never_goes_back_and_ends_full(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bars: list[list[tuple[float, float]]] = []
+
+    class Watched(Display):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.seen: list[tuple[float, float]] = []
+            bars.append(self.seen)
+
+        def _grow(self, size: int) -> None:
+            super()._grow(size)
+            self.seen.append((self.bytes.tasks[0].completed, self.bytes.tasks[0].total or 0))
+
+        def sent(self, path: str, sent: int) -> None:
+            super().sent(path, sent)
+            self.seen.append((self.bytes.tasks[0].completed, self.bytes.tasks[0].total or 0))
+
+    monkeypatch.setattr("service.cli.submit.Display", Watched)
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, "PNG")
+    src = make_tree(tmp_path / "src", {"a.txt": "a" * 5000, "b.png": png.getvalue(), "c.txt": "c\n"})
+    args = ("submit", src, *url(server), "--processor", "upper", "--ledger", tmp_path / "l.jsonl")
+    run_cli(*args)  # b.png is refused (415)
+    run_cli(*args)  # a resumed run: a.txt and c.txt have their jobs, b.png is refused again
+    total = sum(p.stat().st_size for p in src.iterdir())
+    for seen in bars:
+        assert seen, "the bar never moved"
+        completed = [c for c, _ in seen]
+        assert completed == sorted(completed)  # never back
+        assert all(c <= t <= total for c, t in seen)
+        assert seen[-1][0] == seen[-1][1]  # 100 % at the end
+    assert bars[0][0][1] == total  # every byte in the total from the first upload on
+    refused = (src / "b.png").stat().st_size
+    assert bars[1][-1] == (refused, refused)  # the resumed run: only b.png went up again
+
+
+def test_without_wait_the_summary_lists_every_job(server: Server, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {f"job{i}.txt": f"file {i}\n" for i in range(3)})
+    result = run_cli("submit", src, *url(server), "--processor", "upper")
+    assert result.exit_code == 0, result.output
+    assert "Submitted" in result.stdout
+    jobs = {job["file"]["name"]: job["id"] for job in all_jobs(server, processor="upper")}
+    for name in ("job0.txt", "job1.txt", "job2.txt"):
+        row = next(line for line in result.stdout.splitlines() if name in line)
+        assert jobs[name] in row
 
 
 def test_a_rejected_file_is_a_failure_and_the_rest_goes_on(server: Server, tmp_path: Path) -> None:
@@ -267,6 +339,7 @@ def test_connection_refused_is_a_clear_message(tmp_path: Path) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     result = run_cli("submit", src, "--server", nowhere, "--retries", "1")
     assert result.exit_code == 1
+    assert result.stderr.startswith(f"No answer from {nowhere} yet (ConnectError: ")
     assert f"Cannot reach the filejobs server at {nowhere}" in result.stderr
     assert "Traceback" not in result.output
 

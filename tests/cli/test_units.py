@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,15 @@ def test_a_ledger_is_written_by_one_batch_at_a_time(tmp_path: Path) -> None:
     Ledger(path).open().close()  # free again
 
 
+def test_a_ledger_gets_the_mode_the_umask_gives(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        Ledger(tmp_path / "l.jsonl").open().close()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "l.jsonl").stat().st_mode) == 0o644
+
+
 def test_the_resume_command_repeats_what_was_typed_without_the_api_key(tmp_path: Path) -> None:
     seen: list[str] = []
     probe = typer.Typer()
@@ -141,13 +151,12 @@ def test_the_resume_command_repeats_what_was_typed_without_the_api_key(tmp_path:
 def test_the_display_shows_bytes_jobs_and_counts_per_status() -> None:
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=120, color_system=None)
-    with Display(console, files=3) as display:
+    with Display(console, files=3, total=3000) as display:
         for _ in range(3):
             display.status(None, "pending")
-        display.to_upload(3000)
         display.status("pending", "uploading")
         display.sent("/a", 1000)
-        display.sent("/a", 0)  # a retry starts the upload again
+        display.sent("/a", 0)  # a retry starts the upload again: 1000 bytes are sent twice
         display.uploaded("/a", 3000)
         display.status("uploading", "succeeded")
         display.finished()
@@ -155,12 +164,38 @@ def test_the_display_shows_bytes_jobs_and_counts_per_status() -> None:
         display.finished()
     text = buffer.getvalue()
     assert "uploaded" in text
-    assert "2.9/2.9 KiB" in text
+    assert "3.9/3.9 KiB" in text
     assert "2/3" in text
     assert "pending 1" in text
     assert "succeeded 1" in text
     assert "failed 1" in text
-    assert display.uploaded_bytes == 3000
+    assert display.uploaded_bytes == 4000
+
+
+def test_the_bytes_bar_knows_its_total_first_and_never_goes_back() -> None:
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    display = Display(console, files=3, total=3000)
+    bar = display.bytes.tasks[0]
+    seen: list[tuple[float, float | None]] = []
+
+    def look() -> None:
+        seen.append((bar.completed, bar.total))
+
+    display.sent("/a", 600)  # the first upload is under way: 20 %, not 100 %
+    look()
+    display.sent("/a", 0)  # a retry sends it again: the 600 bytes stay, the total grows by them
+    display.uploaded("/a", 1000)
+    look()
+    display.sent("/b", 400)
+    display.skip("/b", 1000)  # refused by the server after 400 bytes: they stay, 600 will never come
+    look()
+    display.skip("/c", 1000)  # a job from the ledger: nothing of it is uploaded
+    look()
+    assert seen == [(600, 3000), (1600, 3600), (2000, 3000), (2000, 2000)]
+    display.to_upload(500)  # a lost job's file goes up again
+    display.uploaded("/d", 500)
+    assert (bar.completed, bar.total) == (2500, 2500)
+    assert display.uploaded_bytes == 2500
 
 
 def test_help_lists_every_command() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 from pathlib import Path
 
 import httpx
@@ -220,6 +222,20 @@ def test_a_trailing_slash_names_a_directory_to_create(tmp_path: Path) -> None:
         assert client.result("job-1", to=f"{tmp_path}/new/dir/") == tmp_path / "new" / "dir" / "r.txt"
         assert client.result("job-1", to=tmp_path / "plain") == tmp_path / "plain"
     assert (tmp_path / "plain").read_bytes() == b"x"
+
+
+def test_a_result_file_gets_the_mode_the_umask_gives(tmp_path: Path) -> None:
+    answer = httpx.Response(
+        200, content=b"x", headers={"Content-Disposition": 'attachment; filename="r.txt"'}
+    )
+    previous = os.umask(0o022)
+    try:
+        with Client(BASE, transport=Script(answer).transport()) as client:
+            path = client.result("job-1", to=tmp_path)
+        assert path is not None
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    finally:
+        os.umask(previous)
 
 
 def test_a_download_that_breaks_leaves_no_file(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from service.client import (
     BadRequest,
     Client,
     Conflict,
+    Retrying,
     ServerError,
     ServiceUnavailable,
     TooManyRequests,
@@ -186,6 +187,16 @@ def test_a_connection_error_then_success(text_file: Path) -> None:
     with fast_client(script) as client:
         assert client.get(JOB_ID).id == JOB_ID  # a GET is safe to repeat after any failure
     assert len(script.requests) == 2
+
+
+def test_on_retry_hears_of_each_retry_before_its_wait(text_file: Path) -> None:
+    heard: list[Retrying] = []
+    script = Script(httpx.ConnectError("refused"), unavailable("0"), accepted())
+    with fast_client(script, on_retry=heard.append) as client:
+        assert client.submit(text_file).id == JOB_ID
+    assert [(r.retry, r.retries, r.reason) for r in heard] == [(1, 5, "ConnectError: refused"), (2, 5, "503")]
+    assert heard[0].request == "POST http://filejobs.test/v1/jobs"
+    assert heard[1].delay == 0.0
 
 
 def test_cancel_is_repeated_only_when_it_never_left() -> None:

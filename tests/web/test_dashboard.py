@@ -305,6 +305,39 @@ def test_the_stream_resumes_after_a_restart_with_last_event_id(
     assert page.evaluate("window.__sameDocument") == "still here"
 
 
+def test_processor_descriptions_show_inline_code_and_emphasis_never_html(
+    page: Page, start_server: ServerFactory
+) -> None:
+    server = start_server(workers=0)
+    hostile = {
+        "name": "marked",
+        "description": "Longest edge `size` pixels, *never* enlarged; `<b>bold</b>` "
+        '<img src=x onerror="window.pwned=1">.',
+        "accepts": ["text/plain"],
+        "params_schema": {
+            "type": "object",
+            "properties": {"size": {"type": "integer", "description": "Pixels of the `longest` edge."}},
+        },
+    }
+
+    def processors(route: Route) -> None:
+        route.fulfill(json={"items": [hostile]})
+
+    page.route("**/v1/processors", processors)
+    open_dashboard(page, server.base_url)
+    page.get_by_label("Processor").select_option("marked")
+    description = page.locator("#processor-description")
+    expect(description).to_have_text(
+        'Longest edge size pixels, never enlarged; <b>bold</b> <img src=x onerror="window.pwned=1">. '
+        "Accepts text/plain."
+    )
+    expect(description.locator("code")).to_have_text(["size", "<b>bold</b>"])
+    expect(description.locator("em")).to_have_text(["never"])
+    assert description.locator("img, b").count() == 0
+    expect(page.locator("#param-size-hint code")).to_have_text(["longest"])
+    assert page.evaluate("window.pwned") is None
+
+
 def test_status_filter_and_load_more(page: Page, start_server: ServerFactory) -> None:
     server = start_server(workers=0)  # nothing runs: every job stays queued until cancelled
     with server.client() as client:

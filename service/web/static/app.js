@@ -108,6 +108,27 @@ function h(tag, props = {}, ...children) {
   return node;
 }
 
+/**
+ * Server text with Markdown's inline code (`size`) and emphasis (*never*) as DOM nodes: <code> and
+ * <em> around text nodes, nothing else (the text is never parsed as HTML).
+ */
+function inlineMarkdown(text) {
+  const nodes = [];
+  String(text ?? '')
+    .split(/(`[^`]+`)/)
+    .forEach((part, index) => {
+      if (index % 2) {
+        nodes.push(h('code', {}, part.slice(1, -1)));
+        return;
+      }
+      part.split(/(\*[^*\s](?:[^*]*[^*\s])?\*)/).forEach((piece, inner) => {
+        if (inner % 2) nodes.push(h('em', {}, piece.slice(1, -1)));
+        else if (piece) nodes.push(piece);
+      });
+    });
+  return nodes;
+}
+
 function formatBytes(bytes) {
   if (typeof bytes !== 'number' || !Number.isFinite(bytes)) return '';
   if (bytes < 1024) return `${bytes} B`;
@@ -721,7 +742,7 @@ function renderField(field) {
   });
   if (field.kind === 'boolean') wrap.append(input, label);
   else wrap.append(label, input);
-  if (hint) wrap.append(h('p', { class: 'hint', id: hintId }, hint));
+  if (hint) wrap.append(h('p', { class: 'hint', id: hintId }, inlineMarkdown(hint)));
   return { field, input, wrap };
 }
 
@@ -736,9 +757,10 @@ function renderParams() {
     return;
   }
   const accepts = Array.isArray(processor.accepts) ? processor.accepts : [];
-  ui.processorDescription.textContent = accepts.length
-    ? `${processor.description} Accepts ${accepts.join(', ')}.`
-    : processor.description || '';
+  ui.processorDescription.replaceChildren(
+    ...inlineMarkdown(processor.description),
+    accepts.length ? ` Accepts ${accepts.join(', ')}.` : '',
+  );
   if (accepts.length) ui.fileInput.accept = accepts.join(',');
   else ui.fileInput.removeAttribute('accept');
   const schema =

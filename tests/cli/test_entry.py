@@ -1,0 +1,60 @@
+"""What every command shares at its entry: a closed stdout (``filejobs … | head -1``) and bad
+``FILEJOBS_*`` values end quietly or in one line, never in a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli.helpers import cli_command, cli_process, make_tree, run_cli
+from tests.e2e.server import Server
+
+pytestmark = pytest.mark.e2e
+
+
+def run_with_closed_stdout(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """``filejobs ARGS`` as a process whose stdout is a pipe nobody reads any more (as after
+    ``| head -1`` has read its line): its first write fails with EPIPE, every time."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            cli_command(*args),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+            **cli_process(cwd),
+        )
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("extra", [["--json"], ["--json", "--wait"], []], ids=["json", "wait", "summary"])
+def test_submit_into_a_closed_pipe_ends_quietly(server: Server, tmp_path: Path, extra: list[str]) -> None:
+    src = make_tree(tmp_path / "src", {f"f{i:02}.txt": f"file {i}\n" for i in range(12)})
+    done = run_with_closed_stdout("submit", src, "--server", server.base_url, *extra, cwd=tmp_path)
+    assert done.returncode == 141, done.stderr.decode()
+    assert b"Traceback" not in done.stderr
+    assert b"Error" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [["list", "--json"], ["processors"]])
+def test_one_job_commands_into_a_closed_pipe_end_quietly(
+    server: Server, tmp_path: Path, command: list[str]
+) -> None:
+    done = run_with_closed_stdout(*command, "--server", server.base_url, cwd=tmp_path)
+    assert done.returncode == 141, done.stderr.decode()
+    assert done.stderr == b""
+
+
+@pytest.mark.parametrize("command", [["serve"], ["migrate"], ["keys", "list"]])
+def test_a_bad_environment_value_is_one_line_naming_the_variable(command: list[str]) -> None:
+    result = run_cli(*command, env={"FILEJOBS_WORKERS": "abc"})
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        "Invalid FILEJOBS_WORKERS: Input should be a valid integer, unable to parse string as an integer"
+    ]
