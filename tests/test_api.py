@@ -173,6 +173,29 @@ def test_wait_out_of_range_is_422(client: TestClient, wait: str) -> None:
     assert body["errors"][0]["loc"][-1] == "wait"
 
 
+HUGE = "9" * 5000  # more digits than int() takes from a string
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/v1/jobs?limit=" + HUGE, {}, 422),
+        ("/v1/jobs?cursor=" + HUGE, {}, 400),
+        ("/v1/jobs?cursor=" + "W1tb" * 1000, {}, 400),  # base64 of "[[[…"
+        ("/v1/jobs/{id}?wait=" + HUGE, {}, 422),
+        ("/v1/jobs/{id}/events", {"Last-Event-ID": HUGE}, 400),
+        ("/v1/events", {"Last-Event-ID": HUGE}, 400),
+    ],
+    ids=["limit", "cursor-digits", "cursor-nested", "wait", "job-last-event-id", "all-last-event-id"],
+)
+def test_hostile_numbers_and_cursors_are_4xx(
+    client: TestClient, path: str, headers: dict[str, str], status: int
+) -> None:
+    """Every other value the service parses from a client: a clear 4xx, never a 500."""
+    job = submit(client)
+    assert_problem(client.get(path.replace("{id}", job["id"]), headers=headers), status)
+
+
 # ---- GET /v1/jobs ---------------------------------------------------------------------------
 
 
