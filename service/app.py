@@ -21,6 +21,7 @@ from service.api.fast_status import FastStatus
 from service.api.fast_upload import FastUpload
 from service.api.problems import ProblemDetails, install_handlers
 from service.api.routes import dashboard, docs, events, health, jobs, metrics, processors
+from service.api.security_headers import SecurityHeaders
 from service.jobs.dispatch import Dispatcher
 from service.jobs.sweeper import sweep
 from service.services import Services, build_services
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     install_handlers(app)
     app.add_middleware(FastStatus)
     app.add_middleware(FastUpload)
+    app.add_middleware(SecurityHeaders)  # outermost: the fast paths' answers get them too
     app.include_router(jobs.router)
     app.include_router(processors.router)
     app.include_router(health.router)

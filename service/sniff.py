@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import functools
-import json
 
 import puremagic
 
-from service import magic
+from service import client_json, magic
 
 SNIFF_BYTES = 64 * 1024
 #: Samples up to this size are sniffed on the event loop when no charset detection is needed.
@@ -59,9 +58,9 @@ def _sniff_text(sample: bytes) -> str:
     stripped = sample.lstrip(b"\xef\xbb\xbf \t\r\n")
     if stripped[:1] in (b"{", b"["):
         try:
-            json.loads(sample.decode("utf-8-sig"))
+            client_json.loads(sample.decode("utf-8-sig"), max_depth=None)
             return "application/json"
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, client_json.ClientJSONError):
             pass
     head = stripped[:5].lower()
     if head.startswith((b"<?xml",)):

@@ -19,6 +19,7 @@ ALL = [
     "tests.sample_processors:Crash",
     "tests.sample_processors:Boom",
     "tests.sample_processors:Upper",
+    "tests.sample_processors:EchoHtml",
     "tests.sample_processors:TextOnly",
     "tests.sample_processors:Chatty",
     "tests.sample_processors:Hog",
@@ -111,6 +112,16 @@ class Upper(Processor):
         out = ctx.output_dir / "upper.txt"
         out.write_bytes(ctx.input_path.read_bytes().upper())
         return Output(result={"bytes": out.stat().st_size}, file=out, file_name=f"{ctx.file_name}.upper.txt")
+
+
+class EchoHtml(Processor):
+    name = "echo-html"
+    description = "Returns the uploaded bytes as an HTML page (untrusted content as a result); for tests."
+
+    def run(self, ctx: Context, params: BaseModel) -> Output:
+        out = ctx.output_dir / "page.html"
+        out.write_bytes(ctx.input_path.read_bytes())
+        return Output(file=out, file_name="page.html", content_type="text/html")
 
 
 class TextOnly(Processor):

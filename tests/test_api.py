@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from service import keys
 from service.ids import new_job_id
 from service.jobs import repository
 from service.jobs.dispatch import InMemoryDispatcher
@@ -138,11 +139,61 @@ def test_wait_with_current_etag_times_out_as_304(client: TestClient) -> None:
     assert response.status_code == 304
 
 
+@pytest.mark.parametrize("with_key", [False, True], ids=["open", "api-key"])
+def test_wait_on_a_finished_job_answers_at_once(
+    client: TestClient,
+    services: Services,
+    worker: LocalWorker,
+    monkeypatch: pytest.MonkeyPatch,
+    with_key: bool,
+) -> None:
+    """A finished job can no longer change by itself: ``?wait=30`` answers without waiting (the
+    long-poll never subscribes to the job's changes), with the body or, for its ETag, ``304``."""
+    headers = {"Authorization": f"Bearer {keys.create_key(services.db, 'k')[1]}"} if with_key else {}
+    job_id = client.post(
+        "/v1/jobs", files={"file": ("a.txt", b"hello\n", "text/plain")}, headers=headers
+    ).json()["id"]
+    worker.drain()
+    subscribed: list[str] = []
+    monkeypatch.setattr(services.hub, "subscribe", lambda job_id: subscribed.append(job_id))
+    response = client.get(f"/v1/jobs/{job_id}?wait=30", headers=headers)
+    assert response.status_code == 200
+    assert response.json()["status"] == "succeeded"
+    etag = response.headers["etag"]
+    unchanged = client.get(f"/v1/jobs/{job_id}?wait=30", headers={**headers, "If-None-Match": etag})
+    assert unchanged.status_code == 304
+    assert unchanged.headers["etag"] == etag
+    assert subscribed == []
+
+
 @pytest.mark.parametrize("wait", ["31", "-1", "soon"])
 def test_wait_out_of_range_is_422(client: TestClient, wait: str) -> None:
     job = submit(client)
     body = assert_problem(client.get(f"/v1/jobs/{job['id']}?wait={wait}"), 422)
     assert body["errors"][0]["loc"][-1] == "wait"
+
+
+HUGE = "9" * 5000  # more digits than int() takes from a string
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/v1/jobs?limit=" + HUGE, {}, 422),
+        ("/v1/jobs?cursor=" + HUGE, {}, 400),
+        ("/v1/jobs?cursor=" + "W1tb" * 1000, {}, 400),  # base64 of "[[[…"
+        ("/v1/jobs/{id}?wait=" + HUGE, {}, 422),
+        ("/v1/jobs/{id}/events", {"Last-Event-ID": HUGE}, 400),
+        ("/v1/events", {"Last-Event-ID": HUGE}, 400),
+    ],
+    ids=["limit", "cursor-digits", "cursor-nested", "wait", "job-last-event-id", "all-last-event-id"],
+)
+def test_hostile_numbers_and_cursors_are_4xx(
+    client: TestClient, path: str, headers: dict[str, str], status: int
+) -> None:
+    """Every other value the service parses from a client: a clear 4xx, never a 500."""
+    job = submit(client)
+    assert_problem(client.get(path.replace("{id}", job["id"]), headers=headers), status)
 
 
 # ---- GET /v1/jobs ---------------------------------------------------------------------------

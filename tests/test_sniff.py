@@ -178,6 +178,17 @@ def test_sniff_plain_text_that_only_resembles_structure(sample: bytes) -> None:
     assert sniff(sample) == "text/plain"
 
 
+@pytest.mark.parametrize(
+    "sample",
+    [b"[" * 5000 + b"]" * 5000, b"[" + b"7" * 5000 + b"]"],
+    ids=["nested-5000-deep", "integer-of-5000-digits"],
+)
+def test_sniff_json_that_json_loads_fails_on_is_text_not_a_crash(sample: bytes) -> None:
+    """Valid JSON that makes ``json.loads`` raise RecursionError or ValueError (an upload's
+    content, so a client's) is sniffed as text instead of failing the upload with a 500."""
+    assert sniff(sample) == "text/plain"
+
+
 def test_sniff_ignores_what_a_name_or_header_would_claim() -> None:
     # There is no name argument at all: identical bytes give identical answers.
     assert sniff(png_bytes()) == sniff(bytes(png_bytes())) == "image/png"

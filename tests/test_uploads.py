@@ -811,6 +811,23 @@ UNPROCESSABLE: list[tuple[str, list[bytes], str]] = [
     ("params-number", [part("processor", "sleep"), part("params", "5"), file_part()], "JSON object"),
     ("params-null", [part("processor", "sleep"), part("params", "null"), file_part()], "JSON object"),
     ("params-for-no-params-processor", [part("params", '{"x": 1}'), file_part()], "Invalid params"),
+    # valid JSON that json.loads itself fails on (RecursionError, ValueError), or that nests deeper
+    # than is stored: 422, never 500
+    (
+        "params-nested-1000-deep",
+        [part("processor", "sleep"), part("params", '{"a":' * 1000 + "1" + "}" * 1000), file_part()],
+        "'params' is nested too deeply",
+    ),
+    (
+        "params-nested-33-deep",
+        [part("processor", "sleep"), part("params", '{"a":' * 33 + "1" + "}" * 33), file_part()],
+        "at most 32 levels",
+    ),
+    (
+        "params-integer-of-5000-digits",
+        [file_part(), part("processor", "sleep"), part("params", '{"steps": ' + "7" * 5000 + "}")],
+        "'params' holds an integer of more than 4300 digits",
+    ),
 ]
 
 

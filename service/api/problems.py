@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.security_headers import headers_for
 from service.errors import PROBLEM_JSON, Problem
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,10 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(_generic(500, "The server failed to handle this request."), request)
+        response = problem_response(_generic(500, "The server failed to handle this request."), request)
+        # Answered by Starlette's outermost middleware, outside SecurityHeaders: add them here.
+        response.headers.update({k.decode(): v.decode() for k, v in headers_for(request.url.path)})
+        return response
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -8,6 +8,9 @@ datetimes), and builds the :class:`Job` without validation (the row is ours): ab
 On SQLite the read even skips the thread hop: it runs on the event loop on a connection of its own
 that waits at most :data:`LOOP_BUSY_TIMEOUT` for a lock (WAL readers do not wait on writers; only
 a checkpoint or recovery can make them) and falls back to a worker thread if it ever would.
+
+A read for a caller filters by owner in the statement itself (``WHERE id = ? AND owner = ?``), so
+another tenant's job and an unknown id cost the same: no row either way, nothing built from it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class JobReader:
         names = ", ".join(column.name for column in self._columns)
         marker = "?" if db.engine.dialect.paramstyle == "qmark" else "%s"
         self._sql = f"SELECT {names} FROM jobs WHERE id = {marker}"  # noqa: S608 - our own columns
+        self._owned_sql = f"{self._sql} AND owner = {marker}"
         self._processors: list[Processor] | None = None
         self._local = threading.local()  # the loop's connection, one per event-loop thread
         self._opened: list[sqlite3.Connection] = []
@@ -48,11 +52,12 @@ class JobReader:
         """The row, or None for an unknown or malformed id, or one of another ``owner``."""
         if not is_job_id(job_id):
             return None
+        sql, args = self._statement(job_id, owner)
         conn = self._db.engine.raw_connection()
         try:
             cursor = conn.cursor()
             try:
-                cursor.execute(self._sql, (job_id,))
+                cursor.execute(sql, args)
                 row = cursor.fetchone()
                 description = cursor.description
             finally:
@@ -60,7 +65,11 @@ class JobReader:
             conn.rollback()  # end the read transaction (PostgreSQL opens one)
         finally:
             conn.close()  # back to the pool
-        return self._job(row, description, owner)
+        return self._job(row, description)
+
+    def _statement(self, job_id: str, owner: str | None) -> tuple[str, tuple[str, ...]]:
+        """The one query, whoever asks: the owner is part of it, never compared afterwards."""
+        return (self._sql, (job_id,)) if owner is None else (self._owned_sql, (job_id, owner))
 
     async def aget(self, job_id: str, *, owner: str | None = None) -> Job | None:
         """:meth:`get` for the event loop: inline on SQLite (unless a lock is held), else a thread."""
@@ -81,9 +90,9 @@ class JobReader:
             conn.execute("PRAGMA query_only=1")
             self._local.conn = conn
             self._opened.append(conn)
-        cursor = conn.execute(self._sql, (job_id,))
+        cursor = conn.execute(*self._statement(job_id, owner))
         try:
-            return self._job(cursor.fetchone(), cursor.description, owner)
+            return self._job(cursor.fetchone(), cursor.description)
         finally:
             cursor.close()
 
@@ -102,7 +111,7 @@ class JobReader:
                 conn.close()
         self._opened.clear()
 
-    def _job(self, row: Sequence[Any] | None, description: Any, owner: str | None) -> Job | None:
+    def _job(self, row: Sequence[Any] | None, description: Any) -> Job | None:
         if row is None:
             return None
         processors = self._processors
@@ -116,6 +125,4 @@ class JobReader:
             column.name: (process(value) if process is not None and value is not None else value)
             for column, process, value in zip(self._columns, processors, row, strict=True)
         }
-        if owner is not None and values["owner"] != owner:
-            return None
         return Job.model_construct(**values)

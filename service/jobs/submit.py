@@ -7,7 +7,6 @@ dies after the rename but before the commit, the sweeper finds a file with no ro
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -17,6 +16,7 @@ from anyio import to_thread
 from pydantic import BaseModel, SecretStr, ValidationError
 from sqlmodel import Session
 
+from service import client_json
 from service.db import Database
 from service.errors import Conflict, InsufficientStorage, Unprocessable, UnsupportedMediaType
 from service.ids import new_job_id
@@ -63,9 +63,9 @@ def validate_fields(registry: Registry, fields: Mapping[str, str]) -> Submission
         )
     raw = fields.get("params") or "{}"
     try:
-        params = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise Unprocessable(f"'params' is not valid JSON: {exc.msg}.") from None
+        params = client_json.loads(raw)
+    except client_json.ClientJSONError as exc:
+        raise Unprocessable(f"'params' {exc}.") from None
     if not isinstance(params, dict):
         raise Unprocessable("'params' must be a JSON object.")
     try:

@@ -9,7 +9,8 @@ Detection, on the first 64 KiB (more, up to 1 MiB, until it holds a few whole li
 
 * encoding: a BOM, else UTF-8 if the sample decodes as UTF-8, else charset-normalizer's guess
   (``service.sniff.text_encoding``); bytes that later turn out not to decode are replaced by
-  U+FFFD and counted in ``decode_errors`` (the job still succeeds);
+  U+FFFD and counted in ``decode_errors`` (the job still succeeds). A named ``encoding`` is one
+  :mod:`service.processors.csv_encoding` accepts; anything decoding still raises is ``csv_encoding``;
 * delimiter: each of ``,`` ``;`` tab ``|`` is tried with the csv module itself on the sample (so
   quoted fields count as they should); the one giving the most rows with the same number (≥ 2) of
   fields wins, ties going to that order, and ``,`` when none splits anything. (``csv.Sniffer`` is
@@ -33,7 +34,6 @@ import codecs
 import csv
 import gc
 import io
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from itertools import chain, islice
@@ -42,6 +42,14 @@ from typing import Any, BinaryIO
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.processors.base import Context, Output, Processor, ProcessorError
+from service.processors.csv_encoding import (
+    ERROR_HANDLER,
+    decode_errors,
+    decoding,
+    reading_encoding,
+    reset_decode_errors,
+    usable_encoding,
+)
 from service.processors.csv_types import NULL_TOKENS, STRING, Column, fits, infer_type
 from service.processors.hyperloglog import DistinctCounter
 from service.sniff import SNIFF_BYTES, looks_binary, text_encoding
@@ -62,19 +70,6 @@ EXACT_CHARS_BUDGET = 16 << 20
 DELIMITERS = (",", ";", "\t", "|")
 # Characters str.splitlines() breaks lines at besides \r and \n; csv only knows \r and \n.
 _OTHER_LINE_BREAKS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
-
-_decode_errors = threading.local()
-
-
-def _count_and_replace(error: UnicodeError) -> tuple[str, int]:
-    if not isinstance(error, UnicodeDecodeError):
-        raise error
-    _decode_errors.count = getattr(_decode_errors, "count", 0) + (error.end - error.start)
-    return "\ufffd", error.end
-
-
-_ERROR_HANDLER = "filejobs.csv_profile.replace_and_count"
-codecs.register_error(_ERROR_HANDLER, _count_and_replace)
 
 
 class CsvProfileParams(BaseModel):
@@ -111,16 +106,8 @@ class CsvProfileParams(BaseModel):
 
     @field_validator("encoding")
     @classmethod
-    def _known_encoding(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            info = codecs.lookup(value)
-        except LookupError:
-            raise ValueError(f"unknown encoding {value!r}") from None
-        if not getattr(info, "_is_text_encoding", True):
-            raise ValueError(f"{value!r} is not a text encoding")
-        return info.name
+    def _usable_encoding(cls, value: str | None) -> str | None:
+        return None if value is None else usable_encoding(value)
 
 
 class _Dialect(csv.Dialect):
@@ -221,7 +208,7 @@ class _Lines:
 
     def __init__(self, handle: BinaryIO, encoding: str, size: int, ctx: Context) -> None:
         self._handle = handle
-        self._decoder = codecs.getincrementaldecoder(encoding)(errors=_ERROR_HANDLER)
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors=ERROR_HANDLER)
         self._size = size
         self._ctx = ctx
         self.consumed = 0
@@ -348,9 +335,9 @@ class CsvProfile(Processor):
             if not head.strip():
                 raise ProcessorError("csv_empty", "The file is empty: there is no row to profile.")
             encoding = params.encoding or _detect_encoding(head)
-            if encoding == "utf-8" and head.startswith(codecs.BOM_UTF8):
-                encoding = "utf-8-sig"
-            text = head.decode(encoding, errors="replace")
+            reading = reading_encoding(encoding, head)
+            with decoding(encoding):
+                text = head.decode(reading, errors=ERROR_HANDLER)
             if not complete:
                 cut = max(text.rfind("\n"), text.rfind("\r"))
                 text = text[: cut + 1] if cut >= 0 else text
@@ -363,19 +350,20 @@ class CsvProfile(Processor):
             has_header = params.header if params.header is not None else detect_header(rows)
 
             handle.seek(0)
-            _decode_errors.count = 0
-            lines = _Lines(handle, encoding, size, ctx)
+            reset_decode_errors()
+            lines = _Lines(handle, reading, size, ctx)
             reader = csv.reader(chain.from_iterable(lines.chunks()), dialect)
             # Rows are lists: without this, the cyclic GC would walk every batch again and again
             # (~4 % of the time). Nothing here makes reference cycles.
             collecting = gc.isenabled()
             gc.disable()
             try:
-                profile = self._read(reader, has_header, params, ctx)
+                with decoding(encoding):
+                    profile = self._read(reader, has_header, params, ctx)
             finally:
                 if collecting:
                     gc.enable()
-            decode_errors: int = _decode_errors.count
+            replaced = decode_errors()
         ctx.progress(1.0, None)
         bom = head.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
         return Output(
@@ -390,7 +378,7 @@ class CsvProfile(Processor):
                 "row_count": profile.row_count,
                 "malformed_rows": profile.malformed,
                 "malformed_lines": profile.malformed_lines,
-                "decode_errors": decode_errors,
+                "decode_errors": replaced,
                 "columns": [column.result() for column in profile.columns],
             }
         )

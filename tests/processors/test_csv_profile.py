@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import random
 import struct
@@ -256,6 +257,35 @@ def test_utf16_with_bom(tmp_path: Path) -> None:
     assert result["bom"] is True
     assert result["row_count"] == 2
     assert types(result) == {"a": "integer", "b": "string"}
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_a_named_byte_order_reads_with_or_without_a_bom(tmp_path: Path, encoding: str) -> None:
+    """``utf-16``/``utf-32`` are refused at submit (see below): the byte order is named instead, and
+    a BOM the file starts with anyway is skipped, not part of the first column's name."""
+    text = "a,b\n1,x\n2,y\n"
+    bom = {"16-le": codecs.BOM_UTF16_LE, "16-be": codecs.BOM_UTF16_BE}.get(encoding[4:], b"")
+    bom = bom or {"32-le": codecs.BOM_UTF32_LE, "32-be": codecs.BOM_UTF32_BE}[encoding[4:]]
+    for data in (text.encode(encoding), bom + text.encode(encoding)):
+        result = profile(tmp_path, data, encoding=encoding)
+        assert result["encoding"] == encoding
+        assert result["header"] == ["a", "b"]
+        assert result["row_count"] == 2
+        assert result["decode_errors"] == 0
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "idna", "punycode", "undefined"])
+def test_a_decode_failure_in_the_processor_is_csv_encoding(tmp_path: Path, encoding: str) -> None:
+    """Whatever decoding raises while the file is read (here an encoding the params model now
+    refuses, as a job stored before would still carry) fails the job with ``csv_encoding``, never
+    ``processor_crashed``."""
+    path = write(tmp_path, "a,b\n1,x\n2,y\n")
+    params = CsvProfileParams.model_construct(encoding=encoding)
+    with pytest.raises(ProcessorError) as caught:
+        CsvProfile().run(make_context(path), params)
+    assert caught.value.code == "csv_encoding"
+    assert encoding in caught.value.message
+    assert "filejobs.csv_profile" not in caught.value.message
 
 
 @pytest.mark.parametrize("newline", ["\r\n", "\r", "\n"], ids=["crlf", "cr", "lf"])
@@ -611,6 +641,12 @@ def test_a_line_without_end_fails_cleanly(tmp_path: Path, monkeypatch: pytest.Mo
         {"delimiter": "\n"},
         {"encoding": "klingon-8"},
         {"encoding": "base64"},  # a codec, but not a text encoding
+        {"encoding": "rot13"},
+        {"encoding": "utf-16"},  # needs a BOM the file may not have: name the byte order
+        {"encoding": "utf-32"},
+        {"encoding": "idna"},  # text codecs that cannot decode a byte stream with replacement
+        {"encoding": "punycode"},
+        {"encoding": "undefined"},
         {"header": "maybe"},
         {"unknown": 1},
     ],
@@ -773,6 +809,11 @@ def test_ordinary_csvs_are_accepted_at_submit(
         {"sample_values": 1000},
         {"delimiter": "ab"},
         {"encoding": "nope"},
+        {"encoding": "utf-16"},
+        {"encoding": "utf-32"},
+        {"encoding": "idna"},
+        {"encoding": "punycode"},
+        {"encoding": "undefined"},
         {"colour": "red"},
         {"max_columns": 0},
     ],

@@ -159,6 +159,28 @@ def test_a_different_secret_param_is_a_different_request(client: TestClient, ser
     assert "one" not in (stored.fingerprint or "")  # a hash, not the request
 
 
+@pytest.mark.parametrize(
+    "params",
+    ['{"seconds": 0, "x": ' + "[" * 1000 + "]" * 1000 + "}", '{"seconds": 0, "steps": ' + "9" * 5000 + "}"],
+    ids=["nested-1000-deep", "integer-of-5000-digits"],
+)
+def test_hostile_params_with_a_key_are_422_and_leave_the_key_free(
+    client: TestClient, services: Services, params: str
+) -> None:
+    """Params that ``json.loads`` cannot take are refused before any fingerprint is made: 422, no
+    record of the key, no file, no row; the key then works for a proper request."""
+    response = client.post(
+        "/v1/jobs",
+        files={"file": ("a.txt", b"hello\n", "text/plain")},
+        data={"processor": "sleep", "params": params},
+        headers={"Idempotency-Key": "key-1"},
+    )
+    assert_problem(response, 422)
+    assert idempotency_records(services.db) == []
+    assert_nothing_stored(services, uploads=0, jobs=0)
+    accepted_id(post(client))
+
+
 def test_keys_are_scoped_per_api_key(client: TestClient, services: Services) -> None:
     alice = keys.create_key(services.db, "alice")[1]
     bob = keys.create_key(services.db, "bob")[1]

@@ -7,7 +7,12 @@ enough that knowing one id tells nothing about the next.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,11 +20,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service import keys
+from service.db import Database
+from service.errors import NotFound
 from service.ids import new_job_id
 from service.jobs import repository
+from service.jobs.fast_read import JobReader
+from service.migrate import upgrade
 from service.services import Services
 from tests.conftest import burst_worker
-from tests.jobs.helpers import row
+from tests.jobs.helpers import make_job, row
 from tests.security.helpers import accepted_id, assert_problem, bearer, post_file
 
 
@@ -191,3 +200,68 @@ def test_ids_given_by_the_api_are_version_7(client: TestClient) -> None:
     first, second = (accepted_id(post_file(client)) for _ in range(2))
     assert uuid.UUID(first).version == uuid.UUID(second).version == 7
     assert (uuid.UUID(first).int ^ uuid.UUID(second).int) & ((1 << 62) - 1)  # random parts differ
+
+
+# ---- the same work for another key's job as for an unknown id ------------------------------
+
+
+@pytest.fixture
+def traced_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Database, list[str]]]:
+    """A database whose every SQLite connection (the ORM's, raw DBAPI ones and the status poll's
+    own) reports each statement it runs, with its values, to the list."""
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", traced)  # the status poll's connections
+    monkeypatch.setattr(sqlite3.dbapi2, "connect", traced)  # SQLAlchemy's
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    upgrade(url)
+    db = Database(url)
+    try:
+        yield db, statements
+    finally:
+        db.dispose()
+
+
+def statements_of(statements: list[str], call: Callable[[str], object], job_id: str) -> list[str]:
+    """The statements ``call(job_id)`` runs, but for transaction control, with ``job_id`` masked."""
+    del statements[:]
+    with contextlib.suppress(NotFound):
+        assert call(job_id) is None  # a read finds nothing, a change is refused (404)
+    skipped = ("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA")
+    return [s.replace(job_id, "<id>") for s in statements if not s.lstrip().upper().startswith(skipped)]
+
+
+def test_another_keys_job_and_an_unknown_id_run_the_same_single_query(
+    traced_db: tuple[Database, list[str]],
+) -> None:
+    """The 404 for another key's job must not take longer than for an unknown id (a timing oracle,
+    issue 14 item 13): every read and change by id is one statement filtered by id *and* owner, the
+    same for both, so the database finds no row either way and nothing is built from one."""
+    db, statements = traced_db
+    theirs = repository.insert_job(db, make_job(owner="alice")).id
+    unknown = new_job_id()
+    reader = JobReader(db)
+    try:
+        calls: dict[str, Callable[[str], object]] = {
+            "reader.get": lambda job_id: reader.get(job_id, owner="bob"),
+            "reader.aget": lambda job_id: asyncio.run(reader.aget(job_id, owner="bob")),
+            "get_job": lambda job_id: repository.get_job(db, job_id, owner="bob"),
+            "cancel_job": lambda job_id: repository.cancel_job(db, job_id, owner="bob"),
+            "retry_job": lambda job_id: repository.retry_job(db, job_id, max_attempts=3, owner="bob"),
+            "delete_job": lambda job_id: repository.delete_job(db, job_id, owner="bob"),
+        }
+        for name, call in calls.items():
+            for_theirs = statements_of(statements, call, theirs)
+            for_unknown = statements_of(statements, call, unknown)
+            assert for_theirs == for_unknown, name
+            [query] = for_theirs
+            assert "'bob'" in query, f"{name}: the owner is not part of the query: {query}"
+    finally:
+        reader.close()
+    assert repository.get_job(db, theirs, owner="alice") is not None  # Bob changed nothing

@@ -84,9 +84,14 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 
 
 def watch_errors(page: Page) -> list[str]:
-    """Uncaught exceptions of the page's scripts, collected for the test's end."""
+    """Uncaught exceptions of the page's scripts, and anything the server's Content-Security-Policy
+    made the browser refuse (it says so on the console), collected for the test's end."""
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda message: errors.append(message.text) if "Content Security Policy" in message.text else None,
+    )
     return errors
 
 

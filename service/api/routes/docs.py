@@ -1,6 +1,9 @@
-"""``/docs`` (Swagger UI) and ``/redoc``, with their scripts, stylesheet and icon served by this
-server from the ``fastapi-offline`` package (at ``/docs/assets``) instead of a CDN: the API docs
-work without internet, as the dashboard does. Public, like ``/openapi.json``."""
+"""``/docs`` (Swagger UI), with its script, stylesheet and icon served by this server from the
+``fastapi-offline`` package (at ``/docs/assets``) instead of a CDN: the API docs work without
+internet, as the dashboard does. Public, like ``/openapi.json``.
+
+No ``/redoc``: ReDoc's bundle fetches its logo from cdn.redoc.ly whatever it is told, which the
+docs' Content-Security-Policy refuses (and which fails without internet); one UI is enough."""
 
 from __future__ import annotations
 
@@ -8,15 +11,14 @@ from pathlib import Path
 
 import fastapi_offline
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
 DOCS = "/docs"
-REDOC = "/redoc"
 OAUTH2_REDIRECT = "/docs/oauth2-redirect"
 ASSETS = "/docs/assets"
-#: swagger-ui-bundle.js, swagger-ui.css, redoc.standalone.js, favicon.png
+#: swagger-ui-bundle.js, swagger-ui.css, favicon.png (and redoc.standalone.js, not used)
 ASSET_DIR = Path(fastapi_offline.__file__).parent / "static"
 
 router = APIRouter(include_in_schema=False)
@@ -46,18 +48,6 @@ async def swagger_ui(request: Request) -> HTMLResponse:
 @router.get(OAUTH2_REDIRECT)
 async def swagger_ui_redirect() -> HTMLResponse:
     return get_swagger_ui_oauth2_redirect_html()
-
-
-@router.get(REDOC)
-async def redoc(request: Request) -> HTMLResponse:
-    openapi, assets = _urls(request)
-    return get_redoc_html(
-        openapi_url=openapi,
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url=f"{assets}/redoc.standalone.js",
-        redoc_favicon_url=f"{assets}/favicon.png",
-        with_google_fonts=False,
-    )
 
 
 def install(app: FastAPI) -> None:

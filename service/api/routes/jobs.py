@@ -332,9 +332,10 @@ async def get_job(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """With ``wait``, returns as soon as the job differs from ``If-None-Match`` (or from its state
-    when the request arrived), or after ``wait`` seconds."""
+    when the request arrived), or after ``wait`` seconds; at once for a finished job, which can no
+    longer change by itself."""
     job = await _load(services, caller, job_id)
-    if wait > 0:
+    if wait > 0 and not JobStatus(job.status).terminal:
         job = await _wait_for_change(services, caller, job, if_none_match or etag_of(job), wait)
     return conditional_job_response(job, if_none_match)
 
