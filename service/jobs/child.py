@@ -26,6 +26,8 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
 from service.memory import OUT_OF_MEMORY_EXIT, limit_address_space, out_of_memory, request_limit
 from service.processors.base import Cancelled, Context, Limits, ProcessorError
 from service.processors.registry import PluginError, load_spec
@@ -92,7 +94,14 @@ def _run(request: dict[str, Any], channel: Channel, cancelled: threading.Event) 
         limits = Limits(**request.get("limits", {}))
         limit_address_space(limits.memory_bytes)
         processor_cls = load_spec(request["spec"])
-        params = processor_cls.Params.model_validate(request.get("params") or {})
+        try:
+            params = processor_cls.Params.model_validate(request.get("params") or {})
+        except ValidationError as exc:  # stored before the processor's checks tightened (or a new version)
+            raise ProcessorError(
+                "invalid_params",
+                "The job's params are no longer accepted by its processor: "
+                f"{exc.errors(include_url=False, include_input=False)[0]['msg']}.",
+            ) from None
         ctx = Context(
             input_path=Path(request["input"]),
             output_dir=Path(request["output_dir"]),

@@ -261,3 +261,17 @@ def test_processors_run_niced_so_the_api_keeps_the_cpu(monkeypatch: pytest.Monke
         assert psutil.Process(child.pid).nice() == os.getpriority(os.PRIO_PROCESS, 0) + 7
     finally:
         child.kill()
+
+
+def test_stored_params_the_processor_no_longer_accepts_fail_as_invalid_params(
+    child: ChildProcess, work: Path
+) -> None:
+    """A job stored before csv-profile checked its encoding at submit (issue 14, item 3) fails
+    with a clear code when it runs, not as a processor crash."""
+    req = request(work, "service.processors.csv_profile:CsvProfile", {"encoding": "idna"}, b"a,b\n1,2\n")
+    outcome = run(child, req)
+    assert outcome.kind == "error"
+    assert outcome.data["code"] == "invalid_params"
+    assert "no longer accepted" in outcome.data["message"]
+    assert outcome.data["retryable"] is False
+    assert child.alive()
