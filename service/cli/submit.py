@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import threading
 import time
@@ -17,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from service import client_json
 from service.cli import report
 from service.cli.batch import Batch
 from service.cli.batch_options import Fatal, Interrupted, Options
@@ -47,11 +47,9 @@ def parse_params(value: str | None) -> dict[str, Any] | None:
     if value is None:
         return None
     try:
-        params = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(
-            f"not valid JSON ({exc.msg} at column {exc.colno})", param_hint=HINT
-        ) from None
+        params = client_json.loads(value)  # the server's own rules: deep nesting, huge integers
+    except client_json.ClientJSONError as exc:
+        raise typer.BadParameter(str(exc), param_hint=HINT) from None
     if not isinstance(params, dict):
         raise typer.BadParameter("must be a JSON object, such as '{\"size\": 512}'", param_hint=HINT)
     return params

@@ -212,7 +212,10 @@ def test_without_wait_success_means_accepted(server: Server, tmp_path: Path) -> 
     [
         ("{bad", "not valid JSON"),
         ("[1, 2]", "must be a JSON object"),
+        ('{"a": ' * 2000 + "1" + "}" * 2000, "nested too deeply"),
+        ('{"n": ' + "9" * 5000 + "}", "more than 4300 digits"),
     ],
+    ids=["bad", "array", "deep", "huge-int"],
 )
 def test_params_that_are_not_a_json_object_are_a_usage_error(
     server: Server, tmp_path: Path, params: str, message: str
