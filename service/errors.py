@@ -70,8 +70,16 @@ class Conflict(Problem):
     status, title, slug = 409, "Conflict", "conflict"
 
 
+class RequestTimeout(Problem):
+    status, title, slug = 408, "Request Timeout", "request-timeout"
+
+
 class PayloadTooLarge(Problem):
     status, title, slug = 413, "Payload Too Large", "payload-too-large"
+
+
+class HeaderFieldsTooLarge(Problem):
+    status, title, slug = 431, "Request Header Fields Too Large", "header-fields-too-large"
 
 
 class UnsupportedMediaType(Problem):

@@ -57,6 +57,29 @@ class Settings(BaseSettings):
         description="Processes `filejobs serve` answers HTTP in (uvicorn workers); the local backend's "
         "WORKERS job processes are shared out among them.",
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers) `filejobs serve` reads; a longer "
+        "one gets 431 as soon as it crosses this, before the rest is read.",
+    )
+    max_header_line_bytes: int = Field(
+        default=16 * 1024,
+        ge=256,
+        description="Longest line of a request head (the request line or one header); longer: 431.",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a request's head may take from its first byte to its end; slower: 408 and "
+        "the connection is closed.",
+    )
+    idle_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a connection may stay open without a request in progress (before its first "
+        "request and between requests) before it is closed.",
+    )
     processor_nice: int = Field(
         default=10,
         ge=0,

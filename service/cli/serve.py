@@ -49,6 +49,8 @@ def serve(
     """Run the API (and, on the local backend, the worker pool and the sweeper)."""
     import uvicorn
 
+    from service.http_protocol import PROTOCOL
+
     _logging(log_level)
     settings = get_settings()
     processes = processes or settings.api_processes
@@ -83,6 +85,8 @@ def serve(
         # Long-polls end within this; then running jobs get FILEJOBS_SHUTDOWN_GRACE to finish.
         timeout_graceful_shutdown=5,
         server_header=False,
+        # httptools with bounded request heads and idle connections (service/http_protocol.py).
+        http=PROTOCOL,
         workers=processes if processes > 1 else None,
     )
     del settings

@@ -1,0 +1,237 @@
+"""service/http_protocol.py byte by byte: the request-head limits at their exact edges.
+
+The protocol is driven directly (``data_received``) over a fake transport, with small limits, so
+every edge is exact: a head of exactly MAX_HEADER_BYTES gets through and one byte more gets 431,
+whichever way the bytes are split into reads. The first test pins the uvicorn internals the
+subclass relies on: it fails loudly when an upgrade changes them. Timers and a real server:
+tests/e2e/test_connection_limits.py and tests/faults/test_malformed_multipart.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from service.http_protocol import PROTOCOL, ConnectionLimits, LimitedHttpToolsProtocol
+
+LIMITS = ConnectionLimits(max_header_bytes=2048, max_header_line_bytes=512, header_timeout=10, idle_timeout=5)
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.eof = False
+        self.paused = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+async def ok_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+
+    async def answered() -> None:  # requests that reached the app: let them answer
+        await asyncio.gather(*asyncio.all_tasks(loop) - {asyncio.current_task()}, return_exceptions=True)
+
+    loop.run_until_complete(answered())
+    loop.close()
+
+
+def connect(loop: asyncio.AbstractEventLoop) -> tuple[LimitedHttpToolsProtocol, FakeTransport]:
+    config = Config(app=ok_app, log_config=None, http=PROTOCOL, lifespan="off")
+    config.load()
+    protocol = LimitedHttpToolsProtocol(config, ServerState(), {}, _loop=loop, limits=LIMITS)
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+def head_of(size: int, *, line: int = 500, method: bytes = b"GET", extra: bytes = b"") -> bytes:
+    """A request head of exactly ``size`` bytes, in header lines of at most ``line`` bytes."""
+    head = method + b" /v1/jobs HTTP/1.1\r\nHost: x\r\n" + extra
+    filler = []
+    left = size - len(head) - 2
+    index = 0
+    while left > 0:
+        prefix = b"X-%d: " % index
+        take = min(line, left)
+        if left - take and left - take < len(prefix) + 3:  # keep room for one last whole line
+            take = left - len(prefix) - 3
+        filler.append(prefix + b"f" * (take - len(prefix) - 2) + b"\r\n")
+        left -= take
+        index += 1
+    result = head + b"".join(filler) + b"\r\n"
+    assert len(result) == size
+    return result
+
+
+def feed(protocol: LimitedHttpToolsProtocol, data: bytes, chunk: int | None = None) -> None:
+    step = chunk or len(data)
+    for at in range(0, len(data), step):
+        protocol.data_received(data[at : at + step])
+
+
+def answer(transport: FakeTransport) -> tuple[int, dict[str, Any]]:
+    head, _, body = bytes(transport.written).partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"content-type: application/problem+json" in head
+    assert b"connection: close" in head
+    return status, json.loads(body)
+
+
+def test_uvicorn_internals_this_protocol_relies_on(loop: asyncio.AbstractEventLoop) -> None:
+    """Fails loudly when uvicorn changes what LimitedHttpToolsProtocol overrides or reads."""
+    assert list(inspect.signature(HttpToolsProtocol.__init__).parameters) == [
+        "self",
+        "config",
+        "server_state",
+        "app_state",
+        "_loop",
+    ]
+    for method in ("connection_made", "connection_lost", "data_received", "_unset_keepalive_if_required"):
+        assert callable(getattr(HttpToolsProtocol, method, None)), method
+    for callback in ("on_headers_complete", "on_message_complete"):  # called by httptools by name
+        assert callable(getattr(HttpToolsProtocol, callback, None)), callback
+    config = Config(app=ok_app, log_config=None, http=PROTOCOL, lifespan="off")
+    config.load()
+    assert config.http_protocol_class is LimitedHttpToolsProtocol
+    protocol, transport = connect(loop)
+    for attribute in ("timeout_keep_alive", "cycle", "pipeline", "flow", "parser", "loop", "client"):
+        assert hasattr(protocol, attribute), attribute
+    assert protocol.server_state.default_headers == []
+    assert protocol.timeout_keep_alive == LIMITS.idle_timeout  # uvicorn arms it after a response
+    feed(protocol, head_of(200))
+    assert protocol.cycle is not None
+    assert not protocol.cycle.response_complete
+    loop.run_until_complete(asyncio.sleep(0))  # the app answers
+    assert protocol.cycle.response_complete
+    assert bytes(transport.written).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert protocol.timeout_keep_alive_task is not None
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7, 511, 513], ids=lambda c: f"reads-of-{c or 'all'}")
+def test_a_head_of_exactly_the_limit_gets_through(loop: asyncio.AbstractEventLoop, chunk: int | None) -> None:
+    protocol, transport = connect(loop)
+    feed(protocol, head_of(LIMITS.max_header_bytes), chunk)
+    assert protocol.cycle is not None, "the request did not reach the app"
+    assert not transport.written
+    assert not transport.closed
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7, 511, 513], ids=lambda c: f"reads-of-{c or 'all'}")
+def test_one_byte_over_the_head_limit_gets_431(loop: asyncio.AbstractEventLoop, chunk: int | None) -> None:
+    protocol, transport = connect(loop)
+    feed(protocol, head_of(LIMITS.max_header_bytes + 1), chunk)
+    assert protocol.cycle is None, "the request reached the app"
+    status, problem = answer(transport)
+    assert status == 431
+    assert problem["status"] == 431
+    assert "2048 bytes" in problem["detail"]
+    assert transport.eof
+    assert transport.paused
+    assert not transport.closed
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 100])
+def test_a_line_of_exactly_the_line_limit_gets_through_one_byte_more_gets_431(
+    loop: asyncio.AbstractEventLoop, chunk: int | None
+) -> None:
+    line = LIMITS.max_header_line_bytes
+    protocol, transport = connect(loop)
+    feed(protocol, head_of(1000, extra=b"X-Long: " + b"l" * (line - 10) + b"\r\n"), chunk)
+    assert protocol.cycle is not None
+    assert not transport.written
+    protocol, transport = connect(loop)
+    feed(protocol, head_of(1000, extra=b"X-Long: " + b"l" * (line - 9) + b"\r\n"), chunk)
+    assert protocol.cycle is None
+    status, problem = answer(transport)
+    assert status == 431
+    assert "line" in problem["detail"]
+
+
+def test_the_request_line_counts_as_a_line(loop: asyncio.AbstractEventLoop) -> None:
+    protocol, transport = connect(loop)
+    feed(protocol, b"GET /" + b"u" * 600 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer(transport)[0] == 431
+
+
+def test_a_body_in_the_same_read_as_the_head_is_not_counted(loop: asyncio.AbstractEventLoop) -> None:
+    """Long lines and many bytes after the head's empty line are the body: not the head's limits."""
+    body = b"b" * 5000 + b"\n" * 300 + b"c" * 3000
+    extra = b"Content-Length: %d\r\n" % len(body)
+    protocol, transport = connect(loop)
+    feed(protocol, head_of(1500, method=b"POST", extra=extra) + body)
+    assert not transport.written
+    assert not transport.closed
+    assert protocol.cycle is not None
+    assert bytes(protocol.cycle.body) == body
+    assert not protocol.cycle.more_body
+
+
+def test_empty_lines_before_a_request_count_but_do_not_end_it_early(loop: asyncio.AbstractEventLoop) -> None:
+    protocol, transport = connect(loop)
+    feed(protocol, b"\r\n" * 300 + head_of(1000))
+    assert protocol.cycle is not None
+    assert not transport.written
+
+
+def test_the_next_request_on_a_connection_gets_the_whole_limit_again(loop: asyncio.AbstractEventLoop) -> None:
+    protocol, transport = connect(loop)
+    for _ in range(3):
+        transport.written.clear()
+        feed(protocol, head_of(LIMITS.max_header_bytes), 300)
+        loop.run_until_complete(asyncio.sleep(0))
+        assert bytes(transport.written).startswith(b"HTTP/1.1 200 OK\r\n")
+    transport.written.clear()
+    feed(protocol, head_of(LIMITS.max_header_bytes + 1), 300)
+    assert answer(transport)[0] == 431
+
+
+def test_an_oversized_head_pipelined_behind_a_request_closes_the_connection(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The first request's response is still due: a 431 cannot be framed, so the connection closes."""
+    protocol, transport = connect(loop)
+    feed(protocol, head_of(300) + head_of(LIMITS.max_header_bytes + 1))
+    assert protocol.cycle is not None
+    assert not protocol.cycle.response_complete
+    assert transport.closed
+    assert not transport.written
