@@ -35,9 +35,12 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from service.api.security_headers import headers_for
 from service.errors import PROBLEM_JSON, HeaderFieldsTooLarge, Problem, RequestTimeout
 from service.settings import Settings, get_settings
 
+#: The security headers every answer has (the app adds them to its own; this one bypasses the app).
+REFUSAL_HEADERS = headers_for("")
 log = logging.getLogger("uvicorn.error")
 
 #: What ``uvicorn.run(http=...)`` is given (a string: ``--processes`` pickles the config).
@@ -229,7 +232,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         body = json.dumps(problem.body()).encode()
         phrase = http.HTTPStatus(problem.status).phrase
         head = [f"HTTP/1.1 {problem.status} {phrase}\r\n".encode()]
-        for name, value in self.server_state.default_headers:
+        for name, value in (*self.server_state.default_headers, *REFUSAL_HEADERS):
             head += [name, b": ", value, b"\r\n"]
         head.append(f"content-type: {PROBLEM_JSON}\r\ncontent-length: {len(body)}\r\n".encode())
         return b"".join([*head, b"connection: close\r\n\r\n", body])

@@ -20,6 +20,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from service.api.security_headers import headers_for
 from service.http_protocol import PROTOCOL, ConnectionLimits, LimitedHttpToolsProtocol
 
 LIMITS = ConnectionLimits(max_header_bytes=2048, max_header_line_bytes=512, header_timeout=10, idle_timeout=5)
@@ -114,6 +115,8 @@ def answer(transport: FakeTransport) -> tuple[int, dict[str, Any]]:
     status = int(head.split(b" ", 2)[1])
     assert b"content-type: application/problem+json" in head
     assert b"connection: close" in head
+    for name, value in headers_for(""):  # what every answer of the app has too
+        assert name + b": " + value + b"\r\n" in head, name
     return status, json.loads(body)
 
 
