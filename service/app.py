@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         services = await to_thread.run_sync(lambda: build_services(resolved, dispatcher=dispatcher))
         services.hub.bind(asyncio.get_running_loop())
         services.feed.start()
+        services.key_watch.start()
         _end_streams_on_signals(services)
         if services.worker is not None:
             services.worker.start()
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await services.key_watch.stop()
             await services.feed.stop()
             if services.worker is not None:
                 await to_thread.run_sync(services.worker.stop)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
@@ -49,6 +50,7 @@ class ChangeFeed:
         self._lookback = timedelta(seconds=lookback)
         self._listen = not db.is_sqlite
         self._subscriptions: set[Subscription] = set()
+        self._per_owner: Counter[str] = Counter()
         self._hints: set[str] = set()
         self._deleted: dict[str, str | None] = {}
         self._known: dict[str, tuple[int, datetime, str]] = {}  # id: (version, updated_at, owner)
@@ -68,13 +70,28 @@ class ChangeFeed:
     def streams(self) -> int:
         return len(self._subscriptions)
 
+    def streams_of(self, owner: str) -> int:
+        """How many of the open streams are ``owner``'s."""
+        return self._per_owner[owner]
+
+    def owners(self) -> set[str]:
+        """The owners of the open streams."""
+        return set(self._per_owner)
+
     def subscribe(self, subscription: Subscription) -> None:
         if self._closing:
             subscription.close()
         if subscription not in self._subscriptions:
             self._subscriptions.add(subscription)
+            self._per_owner[subscription.owner] += 1
             metrics.EVENT_STREAMS.inc()
         self._wake.set()
+
+    def close_streams_of(self, owners: set[str]) -> None:
+        """End the streams of ``owners`` (their key was revoked). On the event loop."""
+        for subscription in self._subscriptions:
+            if subscription.owner in owners:
+                subscription.close()
 
     def close_streams(self) -> None:
         """The server is stopping: end every stream now (clients reconnect with Last-Event-ID)
@@ -86,6 +103,9 @@ class ChangeFeed:
     def unsubscribe(self, subscription: Subscription) -> None:
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
+            self._per_owner[subscription.owner] -= 1
+            if not self._per_owner[subscription.owner]:
+                del self._per_owner[subscription.owner]
             metrics.EVENT_STREAMS.dec()
 
     def hint(self, job_id: str) -> None:

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
 from service import metrics
-from service.api.auth import CallerDep
+from service.api.auth import CallerDep, check_still_allowed
 from service.api.deps import ServicesDep
 from service.api.problems import problem_docs
 from service.errors import ClientGone, Conflict, NotFound
@@ -86,12 +86,13 @@ def job_response(job: Job, status_code: int = 200, **headers: str) -> Response:
     )
 
 
-async def _body(request: Request) -> AsyncIterator[bytes]:
+async def _body(services: Services, request: Request, caller: Caller) -> AsyncIterator[bytes]:
     try:
         async for chunk in request.stream():
             yield chunk
     except ClientDisconnect:
         raise ClientGone() from None
+    await check_still_allowed(services, caller)  # a key revoked while the body came: no job
 
 
 @router.post(
@@ -169,7 +170,7 @@ async def submit(
                 registry=services.registry,
                 settings=services.settings,
                 headers=request.headers,
-                body=_body(request),
+                body=_body(services, request, caller),
                 owner=caller.scope,
                 idempotency=plan,
                 committer=services.committer,
