@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api.fast_status import FastStatus
 from service.api.fast_upload import FastUpload
+from service.api.head import HeadAsGet
 from service.api.problems import ProblemDetails, install_handlers
 from service.api.routes import dashboard, events, health, jobs, metrics, processors
 from service.jobs.dispatch import Dispatcher
@@ -98,6 +100,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         resolved = settings or get_settings()
         services = await to_thread.run_sync(lambda: build_services(resolved, dispatcher=dispatcher))
+        app.state.processor_names = services.registry.names()
+        app.openapi_schema = None  # made again, with this server's processors
         services.hub.bind(asyncio.get_running_loop())
         services.feed.start()
         services.key_watch.start()
@@ -145,6 +149,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     install_handlers(app)
     app.add_middleware(FastStatus)
     app.add_middleware(FastUpload)
+    app.add_middleware(HeadAsGet)  # outermost: a HEAD reaches the fast paths as the GET it stands for
     app.include_router(jobs.router)
     app.include_router(processors.router)
     app.include_router(health.router)
@@ -173,6 +178,7 @@ def _document_problem_schema(app: FastAPI) -> None:
                     "any key has been made (or with FILEJOBS_REQUIRE_AUTH).",
                 }
             }
+            _list_processors(schema, getattr(app.state, "processor_names", None))
             for path, operations in schema.get("paths", {}).items():
                 if path.startswith("/v1/"):
                     for operation in operations.values():
@@ -181,3 +187,13 @@ def _document_problem_schema(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _list_processors(schema: dict[str, Any], names: list[str] | None) -> None:
+    """The upload's ``processor`` field as an enum of the registered processors (known once the
+    lifespan has built the registry)."""
+    if not names:
+        return
+    operation = schema["paths"]["/v1/jobs"]["post"]
+    operation["requestBody"] = body = copy.deepcopy(operation["requestBody"])  # not the route's own
+    body["content"]["multipart/form-data"]["schema"]["properties"]["processor"]["enum"] = list(names)

@@ -29,6 +29,7 @@ from types import SimpleNamespace
 from anyio import to_thread
 
 from service import metrics
+from service.background import BackgroundTask
 from service.db import Database
 from service.events import rows
 from service.events.subscription import Deleted, Subscription
@@ -43,7 +44,9 @@ LISTEN_RETRY = 2.0
 STEP_RETRY = 1.0
 
 
-class ChangeFeed:
+class ChangeFeed(BackgroundTask):
+    task_name = "filejobs change feed"
+
     def __init__(self, db: Database, *, poll_interval: float, lookback: float) -> None:
         self._db = db
         self._poll_interval = poll_interval
@@ -57,7 +60,6 @@ class ChangeFeed:
         self._since: datetime | None = None
         self._scan_needed = True
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._closing = False
 
     # ---- the loop side ------------------------------------------------------------------------
@@ -119,16 +121,6 @@ class ChangeFeed:
         if self._subscriptions:
             self._deleted[job_id] = owner
             self._wake.set()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="filejobs change feed")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         listener = asyncio.create_task(self._listen_forever()) if self._listen else None

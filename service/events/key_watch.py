@@ -11,11 +11,11 @@ streams of the others end, as a stopping server ends them: the client's reconnec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from anyio import to_thread
 
+from service.background import BackgroundTask
 from service.db import Database
 from service.events.feed import ChangeFeed
 from service.keys import ANONYMOUS, AuthGate, active_key_ids
@@ -23,23 +23,14 @@ from service.keys import ANONYMOUS, AuthGate, active_key_ids
 log = logging.getLogger(__name__)
 
 
-class KeyWatch:
+class KeyWatch(BackgroundTask):
+    task_name = "filejobs stream key watch"
+
     def __init__(self, db: Database, feed: ChangeFeed, gate: AuthGate, *, interval: float) -> None:
         self._db = db
         self._feed = feed
         self._gate = gate
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="filejobs stream key watch")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -60,12 +60,15 @@ UPLOAD_BODY: dict[str, Any] = {
                         "processor": {
                             "type": "string",
                             "default": "inspect",
-                            "description": "A name from GET /v1/processors.",
+                            "description": "A name from GET /v1/processors (the enum lists this server's "
+                            "processors).",
                         },
                         "params": {
                             "type": "object",
                             "default": {},
-                            "description": "The processor's params, a JSON object (see GET /v1/processors).",
+                            "description": "The processor's params, a JSON object valid for the params JSON "
+                            "schema GET /v1/processors gives for the chosen processor; params that are not "
+                            "(an unknown name, a wrong type or value) answer 422, naming what is wrong.",
                         },
                     },
                 },
@@ -271,7 +274,10 @@ async def list_jobs(
     status: JobStatus | None = None,
     processor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[
+        str | None,
+        Query(description="`next_cursor` of the previous page; absent or empty: the first page."),
+    ] = None,
 ) -> Response:
     jobs, next_cursor = await to_thread.run_sync(
         partial(
@@ -281,7 +287,7 @@ async def list_jobs(
             status=status,
             processor=processor,
             limit=limit,
-            cursor=cursor,
+            cursor=cursor or None,
         )
     )
     page = JobList(items=[job_public(job) for job in jobs], next_cursor=next_cursor)
