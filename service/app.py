@@ -191,9 +191,10 @@ def _document_problem_schema(app: FastAPI) -> None:
 
 def _list_processors(schema: dict[str, Any], names: list[str] | None) -> None:
     """The upload's ``processor`` field as an enum of the registered processors (known once the
-    lifespan has built the registry)."""
+    lifespan has built the registry), and the empty value that stands for the default."""
     if not names:
         return
     operation = schema["paths"]["/v1/jobs"]["post"]
     operation["requestBody"] = body = copy.deepcopy(operation["requestBody"])  # not the route's own
-    body["content"]["multipart/form-data"]["schema"]["properties"]["processor"]["enum"] = list(names)
+    # "" too: an empty field is the default processor, as an absent one is
+    body["content"]["multipart/form-data"]["schema"]["properties"]["processor"]["enum"] = [*names, ""]

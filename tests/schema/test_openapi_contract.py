@@ -77,10 +77,12 @@ def test_an_empty_cursor_is_the_first_page(client: TestClient) -> None:
 def test_the_upload_lists_the_registered_processors(client: TestClient, services: Services) -> None:
     upload_schema = client.get("/openapi.json").json()["paths"]["/v1/jobs"]["post"]["requestBody"]
     fields = upload_schema["content"]["multipart/form-data"]["schema"]["properties"]
-    assert fields["processor"]["enum"] == services.registry.names()
+    assert fields["processor"]["enum"] == [*services.registry.names(), ""]
     assert "422" in fields["params"]["description"]
     refused = upload(client, processor="no-such-processor")
     assert refused.status_code == 422
+    default = upload(client, processor="")  # empty: the default, as the enum's "" says
+    assert (default.status_code, default.json()["processor"]) == (202, fields["processor"]["default"])
 
 
 def get_and_head(client: TestClient, path: str, **headers: str) -> tuple[httpx.Response, httpx.Response]:

@@ -61,7 +61,7 @@ UPLOAD_BODY: dict[str, Any] = {
                             "type": "string",
                             "default": "inspect",
                             "description": "A name from GET /v1/processors (the enum lists this server's "
-                            "processors).",
+                            "processors); empty or absent: inspect.",
                         },
                         "params": {
                             "type": "object",
