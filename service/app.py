@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api.fast_status import FastStatus
 from service.api.fast_upload import FastUpload
+from service.api.head import HeadAsGet
 from service.api.problems import ProblemDetails, install_handlers
 from service.api.routes import dashboard, docs, events, health, jobs, metrics, processors
 from service.api.security_headers import SecurityHeaders
@@ -99,8 +101,11 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         resolved = settings or get_settings()
         services = await to_thread.run_sync(lambda: build_services(resolved, dispatcher=dispatcher))
+        app.state.processor_names = services.registry.names()
+        app.openapi_schema = None  # made again, with this server's processors
         services.hub.bind(asyncio.get_running_loop())
         services.feed.start()
+        services.key_watch.start()
         _end_streams_on_signals(services)
         if services.worker is not None:
             services.worker.start()
@@ -130,6 +135,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await services.key_watch.stop()
             await services.feed.stop()
             if services.worker is not None:
                 await to_thread.run_sync(services.worker.stop)
@@ -146,7 +152,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     install_handlers(app)
     app.add_middleware(FastStatus)
     app.add_middleware(FastUpload)
-    app.add_middleware(SecurityHeaders)  # outermost: the fast paths' answers get them too
+    app.add_middleware(HeadAsGet)  # a HEAD reaches the fast paths as the GET it stands for
+    app.add_middleware(SecurityHeaders)  # outermost: the fast paths' and HEAD's answers get them too
     app.include_router(jobs.router)
     app.include_router(processors.router)
     app.include_router(health.router)
@@ -176,6 +183,7 @@ def _document_problem_schema(app: FastAPI) -> None:
                     "any key has been made (or with FILEJOBS_REQUIRE_AUTH).",
                 }
             }
+            _list_processors(schema, getattr(app.state, "processor_names", None))
             for path, operations in schema.get("paths", {}).items():
                 if path.startswith("/v1/"):
                     for operation in operations.values():
@@ -184,3 +192,14 @@ def _document_problem_schema(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _list_processors(schema: dict[str, Any], names: list[str] | None) -> None:
+    """The upload's ``processor`` field as an enum of the registered processors (known once the
+    lifespan has built the registry), and the empty value that stands for the default."""
+    if not names:
+        return
+    operation = schema["paths"]["/v1/jobs"]["post"]
+    operation["requestBody"] = body = copy.deepcopy(operation["requestBody"])  # not the route's own
+    # "" too: an empty field is the default processor, as an absent one is
+    body["content"]["multipart/form-data"]["schema"]["properties"]["processor"]["enum"] = [*names, ""]

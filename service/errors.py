@@ -6,17 +6,44 @@ turn them (and FastAPI's own validation and HTTP errors) into ``application/prob
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://filejobs.dev/problems/"
+
+#: The title of each status's one problem type, where it differs from Python's reason phrase
+#: (the type is the title, lower-case and hyphenated: ``…/unprocessable-content``).
+_TITLES = {
+    413: "Payload Too Large",
+    422: "Unprocessable Content",
+    500: "Internal Server Error",
+}
+
+
+def status_title(status: int) -> str:
+    """The title of the problem type of ``status``."""
+    if status in _TITLES:
+        return _TITLES[status]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def problem_type(status: int) -> str:
+    """The one problem ``type`` of ``status``: every answer with that status has it."""
+    return TYPE_BASE + status_title(status).lower().replace(" ", "-")
 
 
 class Problem(Exception):
-    """An error answered to the client. ``detail`` must never hold a server path or a trace."""
+    """An error answered to the client. ``detail`` must never hold a server path or a trace.
+
+    The ``type`` follows from the status alone (one type per status, whatever raised it); a
+    subclass or a caller may give a more specific ``title``."""
 
     status: int = 500
-    title: str = "Internal Server Error"
-    slug: str = "internal"
+    title: str = ""
 
     def __init__(
         self,
@@ -33,13 +60,11 @@ class Problem(Exception):
         self.extra = extra
         if status is not None:
             self.status = status
-        if title is not None:
-            self.title = title
-            self.slug = title.lower().replace(" ", "-")
+        self.title = title or self.title or status_title(self.status)
 
     def body(self, instance: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "type": f"https://filejobs.dev/problems/{self.slug}",
+            "type": problem_type(self.status),
             "title": self.title,
             "status": self.status,
             "detail": self.detail,
@@ -51,23 +76,23 @@ class Problem(Exception):
 
 
 class BadRequest(Problem):
-    status, title, slug = 400, "Bad Request", "bad-request"
+    status = 400
 
 
 class MalformedMultipart(BadRequest):
-    title, slug = "Malformed multipart body", "malformed-multipart"
+    title = "Malformed multipart body"
 
 
 class Unauthorized(Problem):
-    status, title, slug = 401, "Unauthorized", "unauthorized"
+    status = 401
 
 
 class NotFound(Problem):
-    status, title, slug = 404, "Not Found", "not-found"
+    status = 404
 
 
 class Conflict(Problem):
-    status, title, slug = 409, "Conflict", "conflict"
+    status = 409
 
 
 class RequestTimeout(Problem):
@@ -75,7 +100,7 @@ class RequestTimeout(Problem):
 
 
 class PayloadTooLarge(Problem):
-    status, title, slug = 413, "Payload Too Large", "payload-too-large"
+    status = 413
 
 
 class HeaderFieldsTooLarge(Problem):
@@ -83,23 +108,23 @@ class HeaderFieldsTooLarge(Problem):
 
 
 class UnsupportedMediaType(Problem):
-    status, title, slug = 415, "Unsupported Media Type", "unsupported-media-type"
+    status = 415
 
 
 class Unprocessable(Problem):
-    status, title, slug = 422, "Unprocessable Content", "unprocessable"
+    status = 422
 
 
 class TooManyRequests(Problem):
-    status, title, slug = 429, "Too Many Requests", "too-many-requests"
+    status = 429
 
 
 class InsufficientStorage(Problem):
-    status, title, slug = 507, "Insufficient Storage", "insufficient-storage"
+    status = 507
 
 
 class ServiceUnavailable(Problem):
-    status, title, slug = 503, "Service Unavailable", "unavailable"
+    status = 503
 
 
 class ClientGone(Exception):

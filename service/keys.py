@@ -106,6 +106,18 @@ def find_key(db: Database, secret: str) -> ApiKey | None:
         ).first()
 
 
+def active_key_ids(db: Database, key_ids: set[str]) -> set[str]:
+    """Those of ``key_ids`` that name keys not revoked (one query for all of them)."""
+    if not key_ids:
+        return set()
+    with db.read() as session:
+        return set(
+            session.exec(
+                select(ApiKey.id).where(col(ApiKey.id).in_(key_ids), col(ApiKey.revoked_at).is_(None))
+            ).all()
+        )
+
+
 def any_key(db: Database) -> bool:
     """Whether a key was ever made. Revoked keys count: revoking the last key must not re-open /v1
     to everyone (make a new key, or start afresh, to change that)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from service.api.limits import Admission, RateLimiter
 from service.db import Database
 from service.events.feed import ChangeFeed
+from service.events.key_watch import KeyWatch
 from service.jobs.dispatch import Dispatcher, LocalDispatcher
 from service.jobs.fast_read import JobReader
 from service.jobs.group_commit import GroupCommitter
@@ -32,6 +33,7 @@ class Services:
     dispatcher: Dispatcher
     hub: ChangeHub
     feed: ChangeFeed
+    key_watch: KeyWatch
     sweep_lock: SweepLock
     auth: AuthGate
     rate_limiter: RateLimiter
@@ -70,6 +72,7 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
     hub = ChangeHub()
     feed = ChangeFeed(db, poll_interval=settings.events_poll_interval, lookback=settings.events_lookback)
     hub.listen(feed.hint)
+    auth = AuthGate(db, always=settings.require_auth)
     worker = None
     if dispatcher is None:
         if settings.backend == "celery":
@@ -90,9 +93,10 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         dispatcher=dispatcher,
         hub=hub,
         feed=feed,
+        key_watch=KeyWatch(db, feed, auth, interval=settings.events_key_check),
         worker=worker,
         sweep_lock=sweep_lock(db, settings.data_dir),
-        auth=AuthGate(db, always=settings.require_auth),
+        auth=auth,
         rate_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
         admission=Admission(settings, db),
         reader=JobReader(db),

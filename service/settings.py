@@ -156,6 +156,18 @@ class Settings(BaseSettings):
     max_event_streams: int = Field(
         default=1000, ge=1, description="Event streams one API process holds open at once; more get 503."
     )
+    max_event_streams_per_key: int = Field(
+        default=50,
+        ge=0,
+        description="Event streams one API key may hold open in one API process; more get 429 (0: no "
+        "limit). Anonymous callers of an open service have only MAX_EVENT_STREAMS.",
+    )
+    events_key_check: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between checks that the keys of open event streams are still valid: a "
+        "revoked key's streams end within this.",
+    )
     processors: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra processors as 'module:attribute', comma-separated."
     )

@@ -17,6 +17,7 @@ from service.api.deps import ServicesDep
 from service.db import Database
 from service.errors import Unauthorized
 from service.keys import ANONYMOUS, AuthGate, Caller
+from service.services import Services
 
 REALM = 'Bearer realm="filejobs"'
 
@@ -63,6 +64,22 @@ async def authenticate(request: Request, services: ServicesDep) -> Caller:
         services.rate_limiter.check(caller.scope)
     request.state.caller = caller
     return caller
+
+
+async def check_still_allowed(services: Services, caller: Caller) -> None:
+    """401 when ``caller``, let in when the request began, no longer would be: its key has been
+    revoked since (or, anonymous, a first key has been made). For a long request's last step."""
+    if caller.key_id is None:
+        if open_without_lookup(services.auth, None) or not await to_thread.run_sync(services.auth.required):
+            return
+        raise Unauthorized(
+            "This service needs an API key now: send 'Authorization: Bearer <key>'.", headers=_challenge()
+        )
+    if not await to_thread.run_sync(keys.active_key_ids, services.db, {caller.key_id}):
+        raise Unauthorized(
+            "The API key was revoked while this request was in progress.",
+            headers=_challenge("invalid_token"),
+        )
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.security_headers import headers_for
-from service.errors import PROBLEM_JSON, Problem
+from service.errors import PROBLEM_JSON, Problem, status_title
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +36,8 @@ def problem_response(problem: Problem, request: Request | None = None) -> JSONRe
     )
 
 
-_TITLES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Payload Too Large",
-    415: "Unsupported Media Type",
-    422: "Unprocessable Content",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-
-
 def _generic(status: int, detail: str, **extra: Any) -> Problem:
-    return Problem(detail, status=status, title=_TITLES.get(status, "Error"), **extra)
+    return Problem(detail, status=status, **extra)
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -97,6 +82,8 @@ def _allowed_methods(request: Request) -> list[str]:
         pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
         if re.fullmatch(pattern, request.url.path):
             methods.update(method.upper() for method in operations)
+    if "GET" in methods:
+        methods.add("HEAD")  # service.api.head answers it
     return sorted(methods)
 
 
@@ -113,13 +100,13 @@ def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
         415: "Not multipart/form-data, or the processor does not accept this file type.",
         422: "Invalid parameters (for uploads: missing or empty file, unknown processor, bad params, an "
         "Idempotency-Key used for a different request).",
-        429: "Over the key's rate limit or unfinished-job limit (with Retry-After).",
+        429: "Over the key's rate limit, unfinished-job limit or share of event streams (with Retry-After).",
         503: "Not ready, or the queue is too deep (with Retry-After).",
         507: "Not enough free disk space for the file (with Retry-After when refused up front).",
     }
     return {
         status: {
-            "description": descriptions.get(status, _TITLES.get(status, "Error")),
+            "description": descriptions.get(status, status_title(status)),
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
         }
         for status in statuses

@@ -22,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 from anyio import to_thread
 
 from service import metrics
+from service.background import BackgroundTask
 from service.db import Database
 from service.events import rows
 from service.events.subscription import Deleted, Subscription
@@ -42,20 +44,22 @@ LISTEN_RETRY = 2.0
 STEP_RETRY = 1.0
 
 
-class ChangeFeed:
+class ChangeFeed(BackgroundTask):
+    task_name = "filejobs change feed"
+
     def __init__(self, db: Database, *, poll_interval: float, lookback: float) -> None:
         self._db = db
         self._poll_interval = poll_interval
         self._lookback = timedelta(seconds=lookback)
         self._listen = not db.is_sqlite
         self._subscriptions: set[Subscription] = set()
+        self._per_owner: Counter[str] = Counter()
         self._hints: set[str] = set()
         self._deleted: dict[str, str | None] = {}
         self._known: dict[str, tuple[int, datetime, str]] = {}  # id: (version, updated_at, owner)
         self._since: datetime | None = None
         self._scan_needed = True
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._closing = False
 
     # ---- the loop side ------------------------------------------------------------------------
@@ -68,13 +72,28 @@ class ChangeFeed:
     def streams(self) -> int:
         return len(self._subscriptions)
 
+    def streams_of(self, owner: str) -> int:
+        """How many of the open streams are ``owner``'s."""
+        return self._per_owner[owner]
+
+    def owners(self) -> set[str]:
+        """The owners of the open streams."""
+        return set(self._per_owner)
+
     def subscribe(self, subscription: Subscription) -> None:
         if self._closing:
             subscription.close()
         if subscription not in self._subscriptions:
             self._subscriptions.add(subscription)
+            self._per_owner[subscription.owner] += 1
             metrics.EVENT_STREAMS.inc()
         self._wake.set()
+
+    def close_streams_of(self, owners: set[str]) -> None:
+        """End the streams of ``owners`` (their key was revoked). On the event loop."""
+        for subscription in self._subscriptions:
+            if subscription.owner in owners:
+                subscription.close()
 
     def close_streams(self) -> None:
         """The server is stopping: end every stream now (clients reconnect with Last-Event-ID)
@@ -86,6 +105,9 @@ class ChangeFeed:
     def unsubscribe(self, subscription: Subscription) -> None:
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
+            self._per_owner[subscription.owner] -= 1
+            if not self._per_owner[subscription.owner]:
+                del self._per_owner[subscription.owner]
             metrics.EVENT_STREAMS.dec()
 
     def hint(self, job_id: str) -> None:
@@ -99,16 +121,6 @@ class ChangeFeed:
         if self._subscriptions:
             self._deleted[job_id] = owner
             self._wake.set()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="filejobs change feed")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         listener = asyncio.create_task(self._listen_forever()) if self._listen else None

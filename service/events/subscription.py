@@ -48,7 +48,8 @@ class Subscription:
         self.closed = False
 
     def close(self) -> None:
-        """End the stream: :meth:`changes` returns nothing from now on (the server is stopping)."""
+        """End the stream: :meth:`changes` returns nothing from now on (the server is stopping, or
+        the key was revoked)."""
         self.closed = True
         self._wake.set()
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import cast
 
 from fastapi.sse import format_sse_event
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from service.models import Job, job_public
 
@@ -21,9 +22,20 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def response(events: AsyncIterator[bytes]) -> StreamingResponse:
-    """The stream's response: ``text/event-stream``, never cached or buffered by a proxy."""
-    return StreamingResponse(events, media_type="text/event-stream", headers=HEADERS)
+class EventStreamResponse(StreamingResponse):
+    """A stream's response: ``text/event-stream``, never cached or buffered by a proxy. ``on_close``
+    runs when the response is over, however it ends (even if the client left before the first
+    byte, when ``events`` never starts)."""
+
+    def __init__(self, events: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
+        super().__init__(events, media_type="text/event-stream", headers=HEADERS)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
 
 
 def retry() -> bytes:

@@ -16,7 +16,7 @@ import pytest
 
 from service.api.routes.events import CATCH_UP_LIMIT
 from service.db import Database
-from service.keys import create_key
+from service.keys import create_key, revoke_key
 from service.migrate import upgrade
 from service.settings import Settings
 from tests.e2e.server import Server
@@ -193,24 +193,86 @@ def test_an_idle_stream_sends_keep_alive_comments(make_site: SiteFactory) -> Non
         assert next(stream) == Comment("keep-alive")
 
 
+def wait_for_a_place(site: Site, key: str | None = None) -> None:
+    """Open ``/v1/events`` until the server has a place again (once it has seen earlier streams'
+    disconnects), within 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        with site.client.stream("GET", "/v1/events", headers=auth(key), timeout=READ) as response:
+            if response.status_code == 200:
+                assert next(EventStream(response)) == Comment("keep-alive")
+                return
+            assert response.status_code in (429, 503)
+            assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def assert_refused(response: httpx.Response, status: int) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["Retry-After"] == "5"
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["status"] == status
+
+
 def test_streams_beyond_the_limit_get_503(make_site: SiteFactory) -> None:
     site = make_site(max_event_streams=2, events_heartbeat=0.2)
     with site.stream("/v1/events") as one, site.stream("/v1/events") as two:
         next(one), next(two)  # both streams are open on the server
-        refused = site.client.get("/v1/events")
-        assert refused.status_code == 503
-        assert refused.headers["Retry-After"] == "5"
-        assert refused.headers["content-type"].startswith("application/problem+json")
-    # Closing them frees their places (once the server has seen the disconnects).
-    deadline = time.monotonic() + 10
-    while True:
-        with site.client.stream("GET", "/v1/events", timeout=READ) as response:
-            if response.status_code == 200:
-                assert next(EventStream(response)) == Comment("keep-alive")
-                break
-            assert response.status_code == 503
-            assert time.monotonic() < deadline
-        time.sleep(0.02)
+        assert_refused(site.client.get("/v1/events"), 503)
+    wait_for_a_place(site)  # closing them frees their places
+
+
+def test_one_key_cannot_take_every_stream(make_site: SiteFactory) -> None:
+    """Past MAX_EVENT_STREAMS_PER_KEY a key gets 429 (its own doing), while other keys still get
+    streams; the anonymous caller of an open service has only the process's limit."""
+    site = make_site(keys=("alice", "bob"), max_event_streams_per_key=2, events_heartbeat=0.2)
+    alice, bob = site.keys["alice"], site.keys["bob"]
+    job = site.submit(alice)
+    with (
+        site.stream("/v1/events", alice) as one,
+        site.stream(f"/v1/jobs/{job['id']}/events", alice) as two,
+    ):
+        next(one), two.event()  # both streams are open on the server
+        assert_refused(site.client.get("/v1/events", headers=auth(alice)), 429)
+        assert_refused(site.client.get(f"/v1/jobs/{job['id']}/events", headers=auth(alice)), 429)
+        with site.stream("/v1/events", bob) as theirs:
+            assert next(theirs) == Comment("keep-alive")
+    wait_for_a_place(site, alice)
+
+    open_site = make_site(max_event_streams_per_key=1, events_heartbeat=0.2)
+    with open_site.stream("/v1/events") as one, open_site.stream("/v1/events") as two:
+        assert next(one) == next(two) == Comment("keep-alive")
+
+
+def test_revoking_a_key_ends_its_streams(make_site: SiteFactory) -> None:
+    """``filejobs keys revoke`` writes the database from another process; the server ends that
+    key's open streams within EVENTS_KEY_CHECK, and only that key's."""
+    site = make_site(keys=("alice", "bob"), events_key_check=0.1, events_heartbeat=60)
+    alice, bob = site.keys["alice"], site.keys["bob"]
+    job = site.submit(alice)
+    with (
+        site.stream("/v1/events", alice) as everything,
+        site.stream(f"/v1/jobs/{job['id']}/events", alice) as one_job,
+        site.stream("/v1/events", bob) as theirs,
+    ):
+        assert one_job.event().id == "1"
+        revoke_key(site.db, "alice")
+        # Both end (no keep-alive for 60 s: a stream left open fails on the read timeout, 20 s);
+        # /v1/events may first send the job made just before it opened.
+        assert {event.json()["id"] for event in everything.rest()} <= {job["id"]}
+        assert one_job.rest() == []
+        site.submit(bob)  # bob's stream goes on
+        assert theirs.event().json()["status"] == "queued"
+    refused = site.client.get("/v1/events", headers=auth(alice))
+    assert refused.status_code == 401
+
+
+def test_a_first_key_ends_the_anonymous_streams(make_site: SiteFactory) -> None:
+    site = make_site(events_key_check=0.1, events_heartbeat=60)
+    with site.stream("/v1/events") as stream:
+        create_key(site.db, "alice")
+        assert stream.rest() == []
+    assert site.client.get("/v1/events").status_code == 401
 
 
 # ---- all of a caller's jobs ------------------------------------------------------------------

@@ -9,7 +9,7 @@ about the gate's 1 s cache moves a fake clock instead of sleeping.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,7 +30,10 @@ from tests.sample_processors import ALL as TEST_PROCESSORS
 from tests.security.helpers import (
     REALM,
     Clock,
+    StreamedBody,
     accepted_id,
+    asgi_call,
+    assert_nothing_stored,
     assert_problem,
     bearer,
     job_count,
@@ -150,6 +153,52 @@ def test_a_revoked_key_is_refused_at_once(client: TestClient, services: Services
     assert_unauthorized(call(client, "POST", "/v1/jobs", bearer(secret)), INVALID_TOKEN)
     assert client.get("/v1/jobs", headers=bearer(other)).status_code == 200
     assert job_count(services.db) == 0
+
+
+class RevokedMidway(StreamedBody):
+    """A body whose sender's key is revoked (as ``filejobs keys revoke`` does, in the database)
+    once half of it has been sent."""
+
+    def __init__(self, size: int, revoke: Callable[[], None]) -> None:
+        super().__init__(size=size)
+        self.revoke = revoke
+
+    def next_message(self) -> dict[str, Any] | None:
+        if self.chunks_read == 1 + self.size // self.chunk // 2:
+            self.revoke()
+        return super().next_message()
+
+
+@pytest.mark.parametrize("anonymous", [False, True], ids=["revoked key", "first key made"])
+def test_an_upload_is_refused_at_its_end_when_its_caller_is_no_longer_let_in(
+    client: TestClient, services: Services, anonymous: bool
+) -> None:
+    """The README's promise, "fails at once", holds for an upload that began before the revoke:
+    the job is not recorded (401), and nothing of the upload stays."""
+    if anonymous:  # an open service, closed by its first key while the upload streams
+        headers = {}
+
+        def revoke() -> None:
+            keys.create_key(services.db, "alice")
+            services.auth.ttl = 0  # the gate's 1 s cache, as if it had run out
+
+        challenge = REALM
+    else:
+        _key, secret = keys.create_key(services.db, "alice")
+        headers = bearer(secret)
+
+        def revoke() -> None:
+            keys.revoke_key(services.db, "alice")
+
+        challenge = INVALID_TOKEN
+    body = RevokedMidway(size=1024 * 1024, revoke=revoke)
+    answer = asgi_call(client, "POST", "/v1/jobs", body, headers=headers)
+
+    assert answer.status == 401, answer.body
+    assert answer.headers["www-authenticate"] == challenge
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert body.bytes_read == body.length  # refused at the end, not before
+    assert_nothing_stored(services, uploads=0, jobs=0)
 
 
 def test_require_auth_without_any_key(data_dir: Path) -> None:

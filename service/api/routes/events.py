@@ -19,9 +19,10 @@ from fastapi.responses import Response, StreamingResponse
 from service.api.auth import CallerDep
 from service.api.deps import ServicesDep
 from service.api.problems import problem_docs
-from service.errors import BadRequest, NotFound, ServiceUnavailable
+from service.errors import BadRequest, NotFound, ServiceUnavailable, TooManyRequests
 from service.events import rows, wire
 from service.events.subscription import Deleted, Subscription
+from service.keys import Caller
 from service.models import JobStatus, utcnow
 from service.services import Services
 
@@ -31,15 +32,50 @@ router = APIRouter(tags=["events"])
 CATCH_UP_LIMIT = 500
 _NUMBER = re.compile(r"[0-9]{1,19}")  # what the schema says, besides the empty value
 TERMINAL = frozenset(status.value for status in JobStatus if status.terminal)
+#: Seconds a client refused a stream (429, 503) is told to wait.
+STREAM_RETRY_AFTER = "5"
 
+
+def _data(content_schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": content_schema}
+
+
+def _event(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` holds JSON of ``data``'s schema when the event is named ``name``."""
+    return {"if": {"properties": {"event": {"const": name}}}, "then": {"properties": {"data": _data(data)}}}
+
+
+#: One event as it arrives (the fields of the SSE wire format), the way FastAPI documents its own
+#: event streams: ``itemSchema`` (OpenAPI 3.2's keyword for a stream's items; tools that read
+#: only 3.1 ignore it and see a text/event-stream body). Keep-alive comments and the first
+#: ``retry:`` carry no data, so they are no events.
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["job", "deleted", "reset"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+    "allOf": [
+        _event("job", {"$ref": "#/components/schemas/JobPublic"}),
+        _event(
+            "deleted",
+            {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+        ),
+        _event("reset", {"type": "object"}),
+    ],
+}
 STREAM_DOCS: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`text/event-stream`: `event: job` (data: the job body), `event: deleted` "
         '(data: `{"id": ...}`), `event: reset` (`/v1/events` only: reload the list), `: keep-alive` '
         "comments.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"itemSchema": SSE_EVENT}},
     },
 }
+
 LAST_EVENT_ID = Header(
     alias="Last-Event-ID",
     description="The `id` of the last event received: a reconnect resumes after it.",
@@ -55,12 +91,27 @@ def _last_event_id(value: str) -> int | None:
     return int(value)
 
 
-def _check_capacity(services: Services) -> None:
-    if services.feed.streams >= services.settings.max_event_streams:
+def _open(
+    services: Services, caller: Caller, subscription: Subscription, events: AsyncIterator[bytes]
+) -> Response:
+    """Take a place for the stream of ``events`` (or refuse it: 429 over the key's share, 503 over
+    the process's), and answer with the response that gives it back when it ends. Nothing is
+    awaited between the count and the subscription: streams opened at once cannot all slip in."""
+    feed, settings = services.feed, services.settings
+    per_key = settings.max_event_streams_per_key
+    if caller.key_id is not None and per_key and feed.streams_of(subscription.owner) >= per_key:
+        raise TooManyRequests(
+            f"This key has {per_key} event streams open on this server, as many as one key may; "
+            "close one or try again shortly.",
+            headers={"Retry-After": STREAM_RETRY_AFTER},
+        )
+    if feed.streams >= settings.max_event_streams:
         raise ServiceUnavailable(
             "This server holds as many event streams as it may; try again shortly.",
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": STREAM_RETRY_AFTER},
         )
+    feed.subscribe(subscription)
+    return wire.EventStreamResponse(events, on_close=partial(feed.unsubscribe, subscription))
 
 
 @router.get(
@@ -91,39 +142,34 @@ async def job_events(
         after = None  # not an id of this job's events: start afresh
     if job.status in TERMINAL and after == job.version:
         return Response(status_code=204)  # an EventSource stops reconnecting on 204
-    _check_capacity(services)
     subscription = Subscription(owner=caller.scope, job_id=job.id, throttle=services.settings.events_throttle)
-    return wire.response(_job_stream(services, subscription, after or 0))
+    return _open(services, caller, subscription, _job_stream(services, subscription, after or 0))
 
 
 async def _job_stream(services: Services, subscription: Subscription, after: int) -> AsyncIterator[bytes]:
     job_id = subscription.job_id
     assert job_id is not None
-    services.feed.subscribe(subscription)
-    try:
-        yield wire.retry()
-        subscription.mark_sent(after, job_id)
-        while True:
-            # The row itself, now (after subscribing, so no change falls between), and again
-            # whenever the stream idles: a deletion by another process on SQLite is seen so.
-            job = await services.reader.aget(job_id, owner=subscription.owner)
-            if job is None:
-                subscription.push(Deleted(job_id, subscription.owner))
-            else:
-                subscription.push(job)  # dropped unless newer than what was sent
-            while changes := await subscription.changes(services.settings.events_heartbeat):
-                for change in changes:
-                    if isinstance(change, Deleted):
-                        yield wire.deleted_event(change.id)
-                        return
-                    yield wire.job_event(change, str(change.version))
-                    if change.status in TERMINAL:
-                        return
-            if subscription.closed:  # the server is stopping
-                return
-            yield wire.HEARTBEAT
-    finally:
-        services.feed.unsubscribe(subscription)
+    yield wire.retry()
+    subscription.mark_sent(after, job_id)
+    while True:
+        # The row itself, now (subscribed already, so no change falls between), and again
+        # whenever the stream idles: a deletion by another process on SQLite is seen so.
+        job = await services.reader.aget(job_id, owner=subscription.owner)
+        if job is None:
+            subscription.push(Deleted(job_id, subscription.owner))
+        else:
+            subscription.push(job)  # dropped unless newer than what was sent
+        while changes := await subscription.changes(services.settings.events_heartbeat):
+            for change in changes:
+                if isinstance(change, Deleted):
+                    yield wire.deleted_event(change.id)
+                    return
+                yield wire.job_event(change, str(change.version))
+                if change.status in TERMINAL:
+                    return
+        if subscription.closed:  # the server is stopping, or the key was revoked
+            return
+        yield wire.HEARTBEAT
 
 
 @router.get(
@@ -142,41 +188,36 @@ async def all_events(
     (in its current state; a few seconds before it too, for writes that committed late), or
     `reset` when that is more than 500 jobs. Never ends on its own."""
     after = _last_event_id(last_event_id)
-    _check_capacity(services)
     subscription = Subscription(owner=caller.scope, throttle=services.settings.events_throttle)
-    return wire.response(_all_stream(services, subscription, after))
+    return _open(services, caller, subscription, _all_stream(services, subscription, after))
 
 
 async def _all_stream(
     services: Services, subscription: Subscription, after: int | None
 ) -> AsyncIterator[bytes]:
-    services.feed.subscribe(subscription)
     now = wire.cursor_of(utcnow())
     cursor = min(after, now) if after is not None else now  # no id from the future
-    try:
-        yield wire.retry()
-        if after is not None:
-            since = wire.time_of(cursor) - services.feed.lookback
-            missed = await to_thread.run_sync(
-                partial(rows.owner_changed_since, services.db, subscription.owner, since, CATCH_UP_LIMIT)
-            )
-            if len(missed) > CATCH_UP_LIMIT:
-                cursor = max(cursor, wire.cursor_of(utcnow()))
-                yield wire.reset_event(str(cursor))
+    yield wire.retry()
+    if after is not None:
+        since = wire.time_of(cursor) - services.feed.lookback
+        missed = await to_thread.run_sync(
+            partial(rows.owner_changed_since, services.db, subscription.owner, since, CATCH_UP_LIMIT)
+        )
+        if len(missed) > CATCH_UP_LIMIT:
+            cursor = max(cursor, wire.cursor_of(utcnow()))
+            yield wire.reset_event(str(cursor))
+        else:
+            for view in missed:
+                subscription.push(view)
+    while True:
+        changes = await subscription.changes(services.settings.events_heartbeat)
+        if subscription.closed:  # the server is stopping, or the key was revoked
+            return
+        if not changes:
+            yield wire.HEARTBEAT
+        for change in changes:
+            if isinstance(change, Deleted):
+                yield wire.deleted_event(change.id)
             else:
-                for view in missed:
-                    subscription.push(view)
-        while True:
-            changes = await subscription.changes(services.settings.events_heartbeat)
-            if subscription.closed:  # the server is stopping
-                return
-            if not changes:
-                yield wire.HEARTBEAT
-            for change in changes:
-                if isinstance(change, Deleted):
-                    yield wire.deleted_event(change.id)
-                else:
-                    cursor = max(cursor, wire.cursor_of(change.updated_at))
-                    yield wire.job_event(change, str(cursor))
-    finally:
-        services.feed.unsubscribe(subscription)
+                cursor = max(cursor, wire.cursor_of(change.updated_at))
+                yield wire.job_event(change, str(cursor))

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from service.api.deps import ServicesDep
 from service.api.problems import problem_docs
-from service.errors import PROBLEM_JSON
+from service.errors import PROBLEM_JSON, ServiceUnavailable
 from service.services import Services
 
 router = APIRouter(tags=["health"])
@@ -48,10 +48,9 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     if all(value == "ok" for value in checks.values()):
         return JSONResponse({"status": "ready", "checks": checks})
     body = {
-        "type": "https://filejobs.dev/problems/unavailable",
-        "title": "Service Unavailable",
-        "status": 503,
-        "detail": "Not ready: " + ", ".join(k for k, v in checks.items() if v != "ok") + ".",
+        **ServiceUnavailable(
+            "Not ready: " + ", ".join(k for k, v in checks.items() if v != "ok") + "."
+        ).body(),
         "checks": checks,
     }
     return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON, headers={"Retry-After": "5"})

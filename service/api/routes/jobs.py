@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
 from service import metrics
-from service.api.auth import CallerDep
+from service.api.auth import CallerDep, check_still_allowed
 from service.api.deps import ServicesDep
 from service.api.problems import problem_docs
 from service.errors import ClientGone, Conflict, NotFound
@@ -60,12 +60,15 @@ UPLOAD_BODY: dict[str, Any] = {
                         "processor": {
                             "type": "string",
                             "default": "inspect",
-                            "description": "A name from GET /v1/processors.",
+                            "description": "A name from GET /v1/processors (the enum lists this server's "
+                            "processors); empty or absent: inspect.",
                         },
                         "params": {
                             "type": "object",
                             "default": {},
-                            "description": "The processor's params, a JSON object (see GET /v1/processors).",
+                            "description": "The processor's params, a JSON object valid for the params JSON "
+                            "schema GET /v1/processors gives for the chosen processor; params that are not "
+                            "(an unknown name, a wrong type or value) answer 422, naming what is wrong.",
                         },
                     },
                 },
@@ -86,12 +89,13 @@ def job_response(job: Job, status_code: int = 200, **headers: str) -> Response:
     )
 
 
-async def _body(request: Request) -> AsyncIterator[bytes]:
+async def _body(services: Services, request: Request, caller: Caller) -> AsyncIterator[bytes]:
     try:
         async for chunk in request.stream():
             yield chunk
     except ClientDisconnect:
         raise ClientGone() from None
+    await check_still_allowed(services, caller)  # a key revoked while the body came: no job
 
 
 @router.post(
@@ -169,7 +173,7 @@ async def submit(
                 registry=services.registry,
                 settings=services.settings,
                 headers=request.headers,
-                body=_body(request),
+                body=_body(services, request, caller),
                 owner=caller.scope,
                 idempotency=plan,
                 committer=services.committer,
@@ -270,7 +274,10 @@ async def list_jobs(
     status: JobStatus | None = None,
     processor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[
+        str | None,
+        Query(description="`next_cursor` of the previous page; absent or empty: the first page."),
+    ] = None,
 ) -> Response:
     jobs, next_cursor = await to_thread.run_sync(
         partial(
@@ -280,7 +287,7 @@ async def list_jobs(
             status=status,
             processor=processor,
             limit=limit,
-            cursor=cursor,
+            cursor=cursor or None,
         )
     )
     page = JobList(items=[job_public(job) for job in jobs], next_cursor=next_cursor)
