@@ -66,6 +66,10 @@ class NotFound(Problem):
     status, title, slug = 404, "Not Found", "not-found"
 
 
+class RequestTimeout(Problem):
+    status, title, slug = 408, "Request Timeout", "request-timeout"
+
+
 class Conflict(Problem):
     status, title, slug = 409, "Conflict", "conflict"
 
