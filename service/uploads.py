@@ -352,8 +352,9 @@ class _Receiver:
 
 class _Watch:
     """One upload's timer, every :data:`TICK` s while its body streams (nothing per chunk): hands
-    the buffer to the writer, and ends the upload (``timeout`` cancels it) once its body sent
-    nothing for ``idle_timeout`` s, or at the shutdown's cutoff for uploads."""
+    the buffer to the writer, and ends the upload (cancels its task) once its body sent nothing
+    for ``idle_timeout`` s, or at the shutdown's cutoff for uploads. One timer handle per upload
+    (cheaper than an ``asyncio.timeout`` moved forward besides it: small uploads pay for it)."""
 
     def __init__(self, receiver: _Receiver, idle_timeout: float, shutdown: Shutdown | None) -> None:
         self.receiver = receiver
@@ -361,15 +362,15 @@ class _Watch:
         self.shutdown = shutdown
         self.interval = min(TICK, idle_timeout / 4)
         self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
         self.seen = 0
         self.idle_until = 0.0
-        self.timeout: asyncio.Timeout | None = None
+        #: Why this watch cancelled the upload: "idle" or "shutdown".
+        self.ended: str | None = None
         self.handle: asyncio.TimerHandle | None = None
 
-    def start(self, timeout: asyncio.Timeout) -> None:
-        self.timeout = timeout
+    def start(self) -> None:
         self.idle_until = self.loop.time() + self.idle_timeout
-        self._reschedule()
         self.handle = self.loop.call_later(self.interval, self._tick)
 
     def stop(self) -> None:
@@ -379,32 +380,30 @@ class _Watch:
 
     def _tick(self) -> None:
         receiver = self.receiver
+        now = self.loop.time()
         if receiver.received != self.seen or receiver.writing:  # the client (or our disk) is busy
             self.seen = receiver.received
-            self.idle_until = self.loop.time() + self.idle_timeout
+            self.idle_until = now + self.idle_timeout
         receiver.hand_over()
-        self._reschedule()
+        cutoff = self.shutdown.upload_deadline if self.shutdown is not None else None
+        if cutoff is not None and now >= cutoff:
+            self.ended = "shutdown"
+        elif now >= self.idle_until:
+            self.ended = "idle"
+        if self.ended is not None and self.task is not None:
+            self.handle = None
+            self.task.cancel()
+            return
         self.handle = self.loop.call_later(self.interval, self._tick)
 
-    def _cutoff(self) -> float | None:
-        return self.shutdown.upload_deadline if self.shutdown is not None else None
-
-    def _reschedule(self) -> None:
-        assert self.timeout is not None
-        when = self.idle_until
-        cutoff = self._cutoff()
-        if cutoff is not None and cutoff < when:
-            when = cutoff
-        if self.timeout.when() != when:
-            self.timeout.reschedule(when)
-
     def problem(self) -> Problem | None:
-        """The answer for an upload this watch ended (logged), or None when it did not end it."""
-        if self.timeout is None or not self.timeout.expired():
+        """The answer for an upload this watch ended (logged; the task's cancellation is taken
+        back), or None when the cancellation came from elsewhere."""
+        if self.ended is None or self.task is None:
             return None
+        self.task.uncancel()
         received = self.receiver.received
-        cutoff = self._cutoff()
-        if cutoff is not None and self.loop.time() >= cutoff:
+        if self.ended == "shutdown":
             log.warning("upload ended by the shutdown after %d body bytes: answered 503", received)
             return ServiceUnavailable(
                 "The server is shutting down; send the upload again.",
@@ -451,21 +450,20 @@ async def receive_upload(
     )
     watch = _Watch(receiver, idle_timeout, shutdown)
     try:
-        async with asyncio.timeout(None) as timeout:
-            watch.start(timeout)
-            try:
-                async for chunk in body:
-                    if chunk:
-                        receiver.received += len(chunk)
-                        if receiver.received > limits.max_body_bytes:  # e.g. an endless epilogue
-                            raise PayloadTooLarge(
-                                f"The request body is larger than {limits.max_body_bytes} bytes.",
-                                max_file_bytes=limits.max_file_bytes,
-                            )
-                        parser.write(chunk)
-                        await receiver.flush()
-            finally:
-                watch.stop()
+        watch.start()
+        try:
+            async for chunk in body:
+                if chunk:
+                    receiver.received += len(chunk)
+                    if receiver.received > limits.max_body_bytes:  # e.g. an endless epilogue
+                        raise PayloadTooLarge(
+                            f"The request body is larger than {limits.max_body_bytes} bytes.",
+                            max_file_bytes=limits.max_file_bytes,
+                        )
+                    parser.write(chunk)
+                    await receiver.flush()
+        finally:
+            watch.stop()
         if not receiver.ended:
             raise MalformedMultipart("The multipart body ended before its closing boundary.")
         if not receiver.file_seen:
@@ -476,11 +474,14 @@ async def receive_upload(
     except MultipartParseError as exc:
         await _abort(receiver, sink)
         raise MalformedMultipart(f"The multipart body is malformed: {_parse_reason(exc)}") from None
-    except OSError as exc:  # TimeoutError too: the watch ended the upload
+    except asyncio.CancelledError:
         await _abort(receiver, sink)
         ended = watch.problem()
-        if ended is not None:
-            raise ended from None
+        if ended is None:
+            raise  # not ours: uvicorn's, at the end of a shutdown
+        raise ended from None
+    except OSError as exc:
+        await _abort(receiver, sink)
         if exc.errno in DISK_FULL:
             raise InsufficientStorage("The server has no room for this file right now.") from None
         raise
