@@ -76,8 +76,9 @@ async def _stop_when_orphaned(supervisor: int) -> None:
 
 def _end_streams_on_signals(services: Services) -> None:
     """Chain onto uvicorn's SIGINT/SIGTERM handlers (installed before the lifespan starts): open
-    event streams end at once, so the graceful shutdown need not wait out its timeout for them.
-    uvicorn restores its predecessors' handlers when it exits. Main thread only (not TestClient)."""
+    event streams end at once, so the graceful shutdown need not wait out its timeout for them, and
+    uploads still receiving at the shutdown's cutoff are answered 503 before uvicorn would cancel
+    them. uvicorn restores its predecessors' handlers when it exits. Main thread only (not TestClient)."""
     if threading.current_thread() is not threading.main_thread():
         return
     loop = asyncio.get_running_loop()
@@ -88,6 +89,7 @@ def _end_streams_on_signals(services: Services) -> None:
 
         def handler(number: int, frame: FrameType | None, previous: Callable[..., Any] = previous) -> None:
             loop.call_soon_threadsafe(services.feed.close_streams)
+            loop.call_soon_threadsafe(services.shutdown.begin)
             previous(number, frame)
 
         signal.signal(signum, handler)
@@ -109,6 +111,11 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         _end_streams_on_signals(services)
         if services.worker is not None:
             services.worker.start()
+        # Every process, not only the sweeper's: the temp files this node's dead processes left
+        # (killed mid-upload) go now; other nodes' wait for TEMP_MAX_AGE (see service.storage).
+        removed = await to_thread.run_sync(services.storage.remove_stale_temp, resolved.temp_max_age)
+        if removed:
+            log.info("removed %d upload temp file(s) left by stopped processes", removed)
         await _sweep(services)
         sweeper = asyncio.create_task(_sweep_forever(services))
         supervisor = os.environ.get("FILEJOBS_SUPERVISED", "")

@@ -1,6 +1,6 @@
 """Every error the service answers with, as RFC 9457 problem details.
 
-``Problem`` is the root; each subclass fixes a status and a title. Handlers in :mod:`service.app`
+``Problem`` is the root; each subclass fixes a status and a title. Handlers in :mod:`service.api.problems`
 turn them (and FastAPI's own validation and HTTP errors) into ``application/problem+json``.
 """
 
@@ -91,12 +91,12 @@ class NotFound(Problem):
     status = 404
 
 
+class RequestTimeout(Problem):
+    status = 408
+
+
 class Conflict(Problem):
     status = 409
-
-
-class RequestTimeout(Problem):
-    status, title, slug = 408, "Request Timeout", "request-timeout"
 
 
 class PayloadTooLarge(Problem):
@@ -104,7 +104,7 @@ class PayloadTooLarge(Problem):
 
 
 class HeaderFieldsTooLarge(Problem):
-    status, title, slug = 431, "Request Header Fields Too Large", "header-fields-too-large"
+    status = 431
 
 
 class UnsupportedMediaType(Problem):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.api.limits import Admission, RateLimiter
 from service.db import Database
@@ -19,6 +19,7 @@ from service.notify import ChangeHub
 from service.processors.registry import Registry, build_registry
 from service.schema_version import at_head
 from service.settings import Settings
+from service.shutdown import Shutdown
 from service.storage import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class Services:
     reader: JobReader
     committer: GroupCommitter
     worker: LocalWorker | None = None
+    #: Set on SIGTERM/SIGINT: uploads still receiving at its cutoff are answered 503.
+    shutdown: Shutdown = field(default_factory=Shutdown)
 
     def close(self) -> None:
         """Give up the sweeper lock, close the broker connections and the database pool."""

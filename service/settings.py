@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     temp_max_age: float = Field(
         default=3600.0, gt=0, description="Unfinished upload temp files older than this go."
     )
+    upload_idle_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds an upload's body may send nothing before it is ended (408, its temp file "
+        "removed).",
+    )
     progress_interval: float = Field(default=0.5, ge=0, description="Least seconds between progress writes.")
     auto_migrate: bool = Field(default=True, description="Apply migrations when the service starts.")
     max_image_pixels: int = Field(

@@ -3,6 +3,11 @@
 An upload is written to ``tmp/`` through an :class:`UploadSink` (large writes in worker threads),
 fsynced, renamed into ``uploads/<job id>`` and the directory fsynced, so a file that has a row is
 always complete. Every node of a scale-out deployment must see the same directory.
+
+A temp file is named ``<random>@<node>.part`` (the node: this host's name) and ``flock``-ed by its
+writer until it is renamed or removed. The kernel drops the lock when the writer dies, even by
+``kill -9``: a temp file of this node that nobody holds locked belongs to no upload in flight and is
+removed at once (at startup and by the sweeper); other nodes' go after ``TEMP_MAX_AGE``.
 """
 
 from __future__ import annotations
@@ -10,8 +15,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import os
+import re
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -24,6 +32,10 @@ from anyio import to_thread
 from service.ids import is_job_id
 
 TEMP_SUFFIX = ".part"
+#: This node, in the names of its temp files (a host name, made safe for a file name).
+NODE = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "node"
+#: How this node's temp files' names end.
+OWN_TEMP = f"@{NODE}{TEMP_SUFFIX}"
 #: What a sink's ``write`` takes: bytes, or pieces to write in order.
 Buffers = bytes | memoryview | Sequence[bytes | memoryview]
 #: Bytes written between two background fdatasyncs of a large upload (see :class:`Writeback`).
@@ -149,14 +161,25 @@ class LocalUploadSink:
 
     def __init__(self, storage: LocalStorage) -> None:
         self._storage = storage
-        self._temp = storage.root / "tmp" / f"{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        self._temp = storage.root / "tmp" / f"{uuid.uuid4().hex}{OWN_TEMP}"
         self._fd: int | None = None
-        self._closed = False
+        self._synced = False
         self._writeback: Writeback | None = None
+
+    def _open(self) -> int:
+        """Create the temp file, locked for as long as it is open (until renamed or removed)."""
+        while True:
+            fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with contextlib.suppress(OSError):  # a filesystem without locks: its files go by age
+                fcntl.flock(fd, fcntl.LOCK_EX)  # blocks only while a sweep looks at it
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(self._temp).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            os.close(fd)  # a sweep found it unlocked in the instant before the lock and removed it
 
     def _write(self, data: Buffers, final: bool = False) -> None:
         if self._fd is None:
-            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self._fd = self._open()
             self._writeback = Writeback(self._fd)
         size = 0
         for piece in [data] if isinstance(data, bytes | memoryview) else data:
@@ -173,8 +196,8 @@ class LocalUploadSink:
             self._finish()
 
     def _finish(self) -> None:
-        """fsync and close the temp file (once)."""
-        if self._closed:
+        """fsync the temp file (once); it stays open, and locked, until renamed."""
+        if self._synced:
             return
         if self._fd is None:
             self._write(b"")
@@ -182,19 +205,20 @@ class LocalUploadSink:
         assert self._writeback is not None
         self._writeback.settle()
         os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
-        self._closed = True
+        self._synced = True
 
     async def write(self, data: Buffers, *, final: bool = False) -> None:
         """Append ``data`` (bytes, or pieces written in order: no joining copy); with ``final``,
-        also fsync and close the file (in the same thread call)."""
+        also fsync the file (in the same thread call)."""
         await to_thread.run_sync(self._write, data, final)
 
     def _commit(self, final: Path, sync_dir: bool) -> None:
         self._finish()
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._temp, final)
+        assert self._fd is not None
+        fd, self._fd = self._fd, None
+        os.close(fd)  # the lock goes only now: a sweep never sees the temp file unlocked
         if sync_dir:
             _fsync_dir(final.parent)
 
@@ -210,6 +234,8 @@ class LocalUploadSink:
         return lambda: self._commit(final, False)
 
     def _abort(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._temp)
         if self._fd is not None:
             if self._writeback is not None:
                 with contextlib.suppress(OSError):
@@ -217,11 +243,23 @@ class LocalUploadSink:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._temp)
 
     async def abort(self) -> None:
         await to_thread.run_sync(self._abort)
+
+
+def _remove_if_unlocked(path: str) -> bool:
+    """Remove ``path`` unless a process holds it locked (an upload writing it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # write mode: NFS emulates flock with write locks
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: in flight; anything else: cannot tell, so keep it
+            return False
+        os.unlink(path)  # while locked: its writer's lock, had it just created it, waits for this
+        return True
+    finally:
+        os.close(fd)
 
 
 class LocalStorage:
@@ -284,12 +322,15 @@ class LocalStorage:
         probe.unlink()
 
     def remove_stale_temp(self, max_age: float) -> int:
-        """Delete upload temp files not written for ``max_age`` s (uploads that never committed)."""
+        """Delete the upload temp files no upload in flight writes: this node's that no live
+        process holds locked (their writer died), and any not written for ``max_age`` s."""
         cutoff = time.time() - max_age
         removed = 0
         for entry in os.scandir(self.root / "tmp"):
             try:
-                if entry.stat().st_mtime < cutoff:
+                if entry.name.endswith(OWN_TEMP):
+                    removed += _remove_if_unlocked(entry.path)
+                elif entry.stat().st_mtime < cutoff:
                     os.unlink(entry.path)
                     removed += 1
             except FileNotFoundError:

@@ -4,6 +4,11 @@ Nothing is spooled and the file is never held in memory: python-multipart's call
 file bytes into a buffer that is hashed and written (in a worker thread, one write in flight while
 the next buffer fills) whenever it reaches :data:`WRITE_CHUNK`. Limits are checked before the first
 byte (``Content-Length``) and on every chunk. On any failure the temp file is removed.
+
+A timer (:class:`_Watch`, every :data:`TICK` seconds, not per chunk) hands whatever is buffered to
+the writer, so a slow or stalled upload holds no more than what arrived in the last tick; it ends
+an upload whose body sent nothing for ``idle_timeout`` seconds (408), and one still receiving when
+the server's shutdown cutoff comes (503, see :mod:`service.shutdown`).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
@@ -24,14 +30,24 @@ from service.errors import (
     InsufficientStorage,
     MalformedMultipart,
     PayloadTooLarge,
+    Problem,
+    RequestTimeout,
+    ServiceUnavailable,
     Unprocessable,
     UnsupportedMediaType,
 )
 from service.filenames import display_name, parse_content_disposition
+from service.shutdown import RETRY_AFTER, Shutdown
 from service.sniff import SNIFF_BYTES, sniff, sniff_is_cheap
 from service.storage import UploadSink
 
+log = logging.getLogger(__name__)
+
 WRITE_CHUNK = 1024 * 1024
+#: Seconds between two looks of the watch timer (at most a quarter of the idle timeout).
+TICK = 0.25
+#: The idle timeout when the caller gives none (the setting's default).
+IDLE_TIMEOUT = 60.0
 #: Chunks queued for the writer while the next one fills: the socket keeps being read during a write.
 WRITES_IN_FLIGHT = 3
 #: Chunks smaller than this are hashed on the event loop (about 2 µs per KiB).
@@ -69,6 +85,21 @@ class ReceivedFile:
 
 
 FieldCheck = Callable[[dict[str, str]], object]
+
+NOT_A_FILE = (
+    f"The {FILE_FIELD!r} field holds text, not a file: its part has no filename. Send the file "
+    f"itself (with curl: -F {FILE_FIELD}=@path, with the '@')."
+)
+
+
+def unknown_fields(names: Collection[str], known: Collection[str]) -> Unprocessable:
+    """The 422 for form fields the service does not take."""
+    others = ", ".join(repr(name) for name in sorted(known))
+    return Unprocessable(
+        f"Unknown form field(s): {', '.join(sorted(names))}. Send the file in the {FILE_FIELD!r} field "
+        f"(with curl: -F {FILE_FIELD}=@path); the other fields are {others}."
+    )
+
 
 #: Longer Content-Type headers are refused unparsed (real ones are well under 200 characters).
 MAX_CONTENT_TYPE = 1024
@@ -113,11 +144,18 @@ def declared_length(value: str | None, limits: Limits) -> int | None:
 class _Receiver:
     """The parser's callbacks and the state they build. Exceptions raised here abort the parse."""
 
-    def __init__(self, sink: UploadSink, limits: Limits, check_fields: FieldCheck) -> None:
+    def __init__(
+        self, sink: UploadSink, limits: Limits, check_fields: FieldCheck, field_names: Collection[str]
+    ) -> None:
         self.sink = sink
         self.limits = limits
         self.check_fields = check_fields
+        self.field_names = field_names
         self.fields: dict[str, str] = {}
+        #: Body bytes received so far.
+        self.received = 0
+        #: True while :meth:`flush` waits for the writer to take a chunk (a slow disk, not an idle client).
+        self.writing = False
         self.parts = 0
         self.ended = False
         self.file_seen = False
@@ -179,6 +217,8 @@ class _Receiver:
         if not name:
             raise MalformedMultipart("A form part's Content-Disposition has no name.")
         if name == FILE_FIELD:
+            if filename is None:  # curl -F file=photo.jpg (no '@'): the name is sent as text
+                raise Unprocessable(NOT_A_FILE)
             if self.file_seen:
                 raise Unprocessable("Send exactly one file per job: the 'file' field appeared twice.")
             self.file_seen = True
@@ -188,6 +228,8 @@ class _Receiver:
             if self.fields:
                 self.check_fields(dict(self.fields))  # fail fast, before the file streams in
             return
+        if filename is not None and name not in self.field_names:  # -F upload=@path
+            raise unknown_fields([name], self.field_names)
         if name in self.fields:
             raise Unprocessable(f"The form field {name!r} appeared twice.")
         self._field_name = name
@@ -222,6 +264,8 @@ class _Receiver:
             try:
                 self.fields[self._field_name] = self._field_value.decode("utf-8")
             except UnicodeDecodeError:
+                if self._field_name not in self.field_names:  # a file, most likely
+                    raise unknown_fields([self._field_name], self.field_names) from None
                 raise Unprocessable(f"The form field {self._field_name!r} is not UTF-8 text.") from None
             self._field_name = None
 
@@ -234,16 +278,16 @@ class _Receiver:
 
     async def _write_chunks(self) -> None:
         """The writer: hashes and writes each chunk in order, the two side by side in threads."""
-        while True:
-            item = await self._chunks.get()
-            if item is None:
-                return
-            pieces, size = item
-            if size < HASH_INLINE:  # hashing a small chunk costs less than a thread hop
-                self._hash(pieces)
-                await self.sink.write(pieces)
-            else:
-                await asyncio.gather(asyncio.to_thread(self._hash, pieces), self.sink.write(pieces))
+        while (item := await self._chunks.get()) is not None:
+            await self._write_chunk(*item)
+            item = None  # hold no chunk while the next one is awaited (a stalled upload's memory)
+
+    async def _write_chunk(self, pieces: list[memoryview], size: int) -> None:
+        if size < HASH_INLINE:  # hashing a small chunk costs less than a thread hop
+            self._hash(pieces)
+            await self.sink.write(pieces)
+        else:
+            await asyncio.gather(asyncio.to_thread(self._hash, pieces), self.sink.write(pieces))
 
     async def _put(self, item: tuple[list[memoryview], int] | None) -> None:
         """Hand ``item`` to the writer, waiting while it is :data:`WRITES_IN_FLIGHT` chunks behind;
@@ -251,7 +295,11 @@ class _Receiver:
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_chunks())
         put = asyncio.ensure_future(self._chunks.put(item))
-        done, _ = await asyncio.wait({put, self._writer}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({put, self._writer}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled (the watch ended the upload): leave no put behind
+            put.cancel()
+            raise
         if put not in done:
             put.cancel()
             self._writer.result()
@@ -270,11 +318,29 @@ class _Receiver:
                 self._hash(pieces)  # writes, fsyncs and closes it
                 await self.sink.write(pieces, final=True)
                 return
-            await self._put((pieces, size))
+            self.writing = True
+            try:
+                await self._put((pieces, size))
+            finally:
+                self.writing = False
         if final and self._writer is not None:
             await self._put(None)
             writer, self._writer = self._writer, None
             await writer
+
+    def hand_over(self) -> None:
+        """Give the writer what is buffered now (the watch timer, on the event loop): a slow or
+        stalled upload holds at most what arrived since the last tick. Not while :meth:`flush`
+        waits to hand over a chunk: nothing is buffered then, and chunks keep their order."""
+        if not self._pieces or self.writing:
+            return
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_chunks())
+        elif self._writer.done():
+            return  # its error surfaces at the next flush
+        with contextlib.suppress(asyncio.QueueFull):  # the writer is behind: the next tick
+            self._chunks.put_nowait((self._pieces, self._buffered))
+            self._pieces, self._buffered = [], 0
 
     async def cancel_pending(self) -> None:
         if self._writer is not None:
@@ -284,6 +350,74 @@ class _Receiver:
             self._writer = None
 
 
+class _Watch:
+    """One upload's timer, every :data:`TICK` s while its body streams (nothing per chunk): hands
+    the buffer to the writer, and ends the upload (cancels its task) once its body sent nothing
+    for ``idle_timeout`` s, or at the shutdown's cutoff for uploads. One timer handle per upload
+    (cheaper than an ``asyncio.timeout`` moved forward besides it: small uploads pay for it)."""
+
+    def __init__(self, receiver: _Receiver, idle_timeout: float, shutdown: Shutdown | None) -> None:
+        self.receiver = receiver
+        self.idle_timeout = idle_timeout
+        self.shutdown = shutdown
+        self.interval = min(TICK, idle_timeout / 4)
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self.seen = 0
+        self.idle_until = 0.0
+        #: Why this watch cancelled the upload: "idle" or "shutdown".
+        self.ended: str | None = None
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self.idle_until = self.loop.time() + self.idle_timeout
+        self.handle = self.loop.call_later(self.interval, self._tick)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def _tick(self) -> None:
+        receiver = self.receiver
+        now = self.loop.time()
+        if receiver.received != self.seen or receiver.writing:  # the client (or our disk) is busy
+            self.seen = receiver.received
+            self.idle_until = now + self.idle_timeout
+        receiver.hand_over()
+        cutoff = self.shutdown.upload_deadline if self.shutdown is not None else None
+        if cutoff is not None and now >= cutoff:
+            self.ended = "shutdown"
+        elif now >= self.idle_until:
+            self.ended = "idle"
+        if self.ended is not None and self.task is not None:
+            self.handle = None
+            self.task.cancel()
+            return
+        self.handle = self.loop.call_later(self.interval, self._tick)
+
+    def problem(self) -> Problem | None:
+        """The answer for an upload this watch ended (logged; the task's cancellation is taken
+        back), or None when the cancellation came from elsewhere."""
+        if self.ended is None or self.task is None:
+            return None
+        self.task.uncancel()
+        received = self.receiver.received
+        if self.ended == "shutdown":
+            log.warning("upload ended by the shutdown after %d body bytes: answered 503", received)
+            return ServiceUnavailable(
+                "The server is shutting down; send the upload again.",
+                headers={"Retry-After": RETRY_AFTER, "Connection": "close"},
+            )
+        log.info(
+            "upload ended: its body sent nothing for %g s after %d bytes (408)", self.idle_timeout, received
+        )
+        return RequestTimeout(
+            f"The upload's body sent nothing for {self.idle_timeout:g} seconds; send it again.",
+            headers={"Connection": "close"},
+        )
+
+
 async def receive_upload(
     *,
     headers: Mapping[str, str],
@@ -291,34 +425,45 @@ async def receive_upload(
     open_sink: Callable[[], UploadSink],
     limits: Limits,
     check_fields: FieldCheck,
+    field_names: Collection[str],
+    idle_timeout: float = IDLE_TIMEOUT,
+    shutdown: Shutdown | None = None,
 ) -> ReceivedFile:
     """Stream a multipart body into a new temp file. Raises a :class:`~service.errors.Problem`.
 
+    ``field_names`` are the form fields taken besides the file (an unknown one holding a file or
+    binary data gets a 422 at once; unknown text fields are left to ``check_fields``).
     ``check_fields`` sees the non-file fields when the file part starts (if any came first), so a
     bad processor name is refused before gigabytes stream in; the caller checks them again at the end.
+    A body that sends nothing for ``idle_timeout`` s gets 408; one still arriving at the cutoff of a
+    ``shutdown``, 503.
     """
     boundary = multipart_boundary(headers.get("content-type"))
     declared_length(headers.get("content-length"), limits)
     sink = open_sink()
-    receiver = _Receiver(sink, limits, check_fields)
+    receiver = _Receiver(sink, limits, check_fields, field_names)
     parser = MultipartParser(
         boundary,
         receiver.callbacks(),  # type: ignore[arg-type]
         max_header_count=MAX_PART_HEADERS,
         max_header_size=MAX_PART_HEADER_BYTES,
     )
-    received = 0
+    watch = _Watch(receiver, idle_timeout, shutdown)
     try:
-        async for chunk in body:
-            if chunk:
-                received += len(chunk)
-                if received > limits.max_body_bytes:  # e.g. an endless epilogue, without Content-Length
-                    raise PayloadTooLarge(
-                        f"The request body is larger than {limits.max_body_bytes} bytes.",
-                        max_file_bytes=limits.max_file_bytes,
-                    )
-                parser.write(chunk)
-                await receiver.flush()
+        watch.start()
+        try:
+            async for chunk in body:
+                if chunk:
+                    receiver.received += len(chunk)
+                    if receiver.received > limits.max_body_bytes:  # e.g. an endless epilogue
+                        raise PayloadTooLarge(
+                            f"The request body is larger than {limits.max_body_bytes} bytes.",
+                            max_file_bytes=limits.max_file_bytes,
+                        )
+                    parser.write(chunk)
+                    await receiver.flush()
+        finally:
+            watch.stop()
         if not receiver.ended:
             raise MalformedMultipart("The multipart body ended before its closing boundary.")
         if not receiver.file_seen:
@@ -329,6 +474,12 @@ async def receive_upload(
     except MultipartParseError as exc:
         await _abort(receiver, sink)
         raise MalformedMultipart(f"The multipart body is malformed: {_parse_reason(exc)}") from None
+    except asyncio.CancelledError:
+        await _abort(receiver, sink)
+        ended = watch.problem()
+        if ended is None:
+            raise  # not ours: uvicorn's, at the end of a shutdown
+        raise ended from None
     except OSError as exc:
         await _abort(receiver, sink)
         if exc.errno in DISK_FULL:

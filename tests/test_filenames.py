@@ -7,7 +7,13 @@ import unicodedata
 
 import pytest
 
-from service.filenames import FALLBACK, MAX_NAME_BYTES, display_name, parse_content_disposition
+from service.filenames import (
+    FALLBACK,
+    MAX_NAME_BYTES,
+    decode_filename,
+    display_name,
+    parse_content_disposition,
+)
 
 # ---- display_name -----------------------------------------------------------------------------
 
@@ -245,3 +251,62 @@ def test_the_simple_header_fast_path_agrees_with_the_email_package(value: str) -
     if _SIMPLE.fullmatch(value):
         assert parsed == (message.get_param("name", header="content-disposition"), message.get_filename())
     assert parsed[0] in ("file", "processor", "params")
+
+
+# ---- percent-encoded plain filenames (item 11 of issue 14) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("caf%C3%A9.txt", "café.txt"),  # aiohttp: every byte outside the unreserved set
+        ("100%25%20done.txt", "100% done.txt"),  # aiohttp's literal '%'
+        ("say %22hi%22.txt", 'say "hi".txt'),  # WHATWG: '"' as %22
+        ("a%0D%0Ab.txt", "a\r\nb.txt"),  # WHATWG: CR and LF (display_name drops them)
+        ("%e2%82%ac.txt", "€.txt"),  # lowercase hex
+        ("100%.txt", "100%.txt"),  # a '%' that starts no escape stays
+        ("50%off.txt", "50%off.txt"),
+        ("%", "%"),
+        ("a%2", "a%2"),
+        ("%FF.txt", "%FF.txt"),  # not UTF-8: the escape stays
+        ("%C3.txt", "%C3.txt"),  # a truncated sequence stays
+        ("%C3%A9%FF%41.txt", "é%FFA.txt"),  # valid parts of a run decode, the rest stays
+        ("résumé 100%.txt", "résumé 100%.txt"),  # curl: raw UTF-8 with a literal '%'
+        ("plain.txt", "plain.txt"),
+    ],
+)
+def test_decode_filename(raw: str, expected: str) -> None:
+    assert decode_filename(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('form-data; name="file"; filename="caf%C3%A9.txt"', "café.txt"),
+        ('form-data; name="file"; filename="say %22hi%22.txt"', 'say "hi".txt'),
+        ('form-data; name="file"; filename="résumé 100%.txt"', "résumé 100%.txt"),
+        ('form-data; name="file"; filename="a\\"%41.txt"', 'a"A.txt'),  # the email package's path
+        # filename* is decoded by RFC 5987 rules once, never a second time.
+        ("form-data; name=\"file\"; filename*=UTF-8''100%2525.txt", "100%25.txt"),
+        ('form-data; name="file"; filename="x%41.txt"; filename*=UTF-8\'\'y.txt', "y.txt"),
+    ],
+)
+def test_parse_decodes_percent_encoded_plain_filenames(value: str, expected: str) -> None:
+    assert parse_content_disposition(value) == ("file", expected)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("x" * 300 + ".pdf", "x" * 251 + ".pdf"),
+        ("x" * 300 + ".tar.gz", "x" * 248 + ".tar.gz"),
+        ("é" * 200 + ".txt", "é" * 125 + ".txt"),  # cut on a character boundary before the extension
+        ("x" * 300 + "." + "e" * 40, "x" * 255),  # no extension that long: a plain cut
+        ("x" * 250 + " " * 10 + ".md", "x" * 250 + ".md"),  # the cut stem loses trailing spaces
+    ],
+)
+def test_long_names_keep_their_extension(raw: str, expected: str) -> None:
+    name = display_name(raw)
+    assert name == expected
+    assert len(name.encode("utf-8")) <= MAX_NAME_BYTES
+    assert display_name(name) == name

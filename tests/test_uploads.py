@@ -10,28 +10,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import hashlib
 import json
 import os
 import random
+import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.errors import ClientGone, Unprocessable
+from service.errors import ClientGone, ServiceUnavailable, Unprocessable
 from service.jobs.dispatch import InMemoryDispatcher
 from service.jobs.submit import create_job
 from service.services import Services
+from service.shutdown import RETRY_AFTER, Shutdown
 from service.storage import Buffers, UploadSink
-from service.uploads import WRITE_CHUNK, WRITES_IN_FLIGHT
+from service.uploads import WRITE_CHUNK, WRITES_IN_FLIGHT, Limits, receive_upload
 from tests.conftest import files_under, make_settings, upload
 from tests.test_sniff import png_bytes
 
@@ -165,6 +169,11 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., App]]:
 
 
 DISCONNECT = b"<disconnect>"
+#: The client sends nothing more (and stays connected, for up to HANG s) from this point on.
+STALL = b"<stall>"
+#: A bound on waits for a condition that the code under test must bring about (never reached
+#: when it works; it turns a hang into a failure when it does not).
+HANG = 10.0
 
 
 def asgi_post(
@@ -172,8 +181,8 @@ def asgi_post(
 ) -> tuple[int, dict[str, str], bytes]:
     """POST to the running app with the body delivered chunk by chunk, as a server would.
 
-    A ``DISCONNECT`` item makes the client go away at that point. Chunks are pulled lazily, so
-    a generator body is never held in memory here.
+    A ``DISCONNECT`` item makes the client go away at that point; a ``STALL`` item makes it send
+    nothing more, connected. Chunks are pulled lazily, so a generator body is never held in memory.
     """
 
     async def call() -> list[dict[str, Any]]:
@@ -190,6 +199,10 @@ def asgi_post(
                 finished = True
                 return {"type": "http.request", "body": b"", "more_body": False}
             if chunk is DISCONNECT:
+                finished = True
+                return {"type": "http.disconnect"}
+            if chunk is STALL:  # until the app gives up on the body (or, bounded, the client)
+                await asyncio.sleep(HANG)
                 finished = True
                 return {"type": "http.disconnect"}
             return {"type": "http.request", "body": chunk, "more_body": True}
@@ -798,7 +811,24 @@ def test_endless_epilogue_is_cut_off_at_the_body_limit(
 UNPROCESSABLE: list[tuple[str, list[bytes], str]] = [
     ("missing-file-field", [part("processor", "inspect")], "no 'file' field"),
     ("no-parts-at-all", [], "no 'file' field"),
-    ("file-under-another-name", [part("upload", b"data", filename="a.txt")], "no 'file' field"),
+    (
+        "file-under-another-name",
+        [part("upload", b"data", filename="a.txt")],
+        "Unknown form field(s): upload. Send the file in the 'file' field",
+    ),
+    (
+        "binary-file-under-another-name",
+        [part("upload", b"\xff\xd8\xff\xe0 a JPEG", filename="photo.jpg"), file_part()],
+        "Unknown form field(s): upload. Send the file in the 'file' field",
+    ),
+    (
+        "binary-field-under-another-name",
+        [part("upload", b"\xff\xd8\xff\xe0 a JPEG"), file_part()],
+        "Unknown form field(s): upload. Send the file in the 'file' field",
+    ),
+    # curl -F file=photo.jpg (no '@'): the text "photo.jpg", not a file.
+    ("file-field-without-filename", [part("file", "photo.jpg")], "not a file: its part has no filename"),
+    ("file-field-without-filename-says-how", [part("file", "photo.jpg")], "-F file=@path"),
     ("empty-file", [file_part(b"")], "empty"),
     ("two-file-fields", [file_part(b"one"), file_part(b"two")], "exactly one file"),
     ("unknown-field-before-file", [part("colour", "red"), file_part()], "Unknown form field(s): colour"),
@@ -1160,7 +1190,7 @@ def test_client_disconnect_through_the_route_leaves_nothing(
         ("invoice\u202efdp.exe", "invoicefdp.exe"),
         ("x" * 300, "x" * 255),
         ("€" * 100, "€" * 85),
-        ("", "upload"),
+        ("x" * 300 + ".pdf", "x" * 251 + ".pdf"),
         ("..", "upload"),
         ("résumé \u2013 final.pdf", "résumé \u2013 final.pdf"),
     ],
@@ -1172,7 +1202,7 @@ def test_client_disconnect_through_the_route_leaves_nothing(
         "bidi",
         "300-bytes",
         "multibyte",
-        "empty",
+        "300-bytes-keeps-extension",
         "dots",
         "utf8",
     ],
@@ -1199,9 +1229,21 @@ def test_client_filenames_are_sanitised(
         (b"form-data; name=\"file\"; filename*=UTF-8''..%2F..%2Fa%00b%0A.txt", "ab.txt"),
         (b'form-data; name="file"; filename="EUR.txt"; filename*=UTF-8\'\'%E2%82%AC.txt', "€.txt"),
         (b'form-data; name="file"; filename=""', "upload"),
-        (b'form-data; name="file"', "upload"),
         (b'form-data; name="file"; filename="\xff\xfe.txt"', "\ufffd\ufffd.txt"),
         (b'form-data; name="file"; filename="C:\\x\\y.txt"', "y.txt"),
+        # aiohttp percent-encodes the name; browsers (WHATWG) encode '"', CR and LF.
+        (b'form-data; name="file"; filename="caf%C3%A9%20menu.txt"', "caf\u00e9 menu.txt"),
+        (b'form-data; name="file"; filename="say %22hi%22.txt"', 'say "hi".txt'),
+        (b'form-data; name="file"; filename="two%0D%0Alines.txt"', "twolines.txt"),
+        (
+            'form-data; name="file"; filename="r\u00e9sum\u00e9 100%.txt"'.encode(),
+            "r\u00e9sum\u00e9 100%.txt",
+        ),
+        (b'form-data; name="file"; filename="50%off %FF.txt"', "50%off %FF.txt"),
+        (
+            b'form-data; name="file"; filename="' + quote("\u00e9" * 200 + ".txt", safe="").encode() + b'"',
+            "\u00e9" * 125 + ".txt",
+        ),
     ],
     ids=[
         "control-chars",
@@ -1211,9 +1253,14 @@ def test_client_filenames_are_sanitised(
         "rfc2231-path-and-controls",
         "rfc2231-wins-over-fallback",
         "empty",
-        "no-filename",
         "invalid-utf8",
         "raw-backslashes",
+        "aiohttp-percent-encoded",
+        "whatwg-quotes",
+        "whatwg-crlf",
+        "raw-utf8-literal-percent",
+        "percent-not-an-escape",
+        "aiohttp-long-name-keeps-extension",
     ],
 )
 def test_raw_content_disposition_filenames_are_sanitised(
@@ -1285,3 +1332,148 @@ def test_streaming_64_mib_keeps_memory_bounded(client: TestClient, data_dir: Pat
     # A few write buffers, never the file: far below its 64 MiB.
     assert peak < 16 * MiB, f"peak traced memory {peak / MiB:.1f} MiB"
     assert stored_upload(data_dir, job["id"]).stat().st_size == blocks * MiB
+
+
+# ==== slow and stalled bodies (issue 14, item 6) ================================================
+
+
+class CountingSink:
+    """An upload sink that keeps nothing: counts the bytes written, and says when ``target`` are."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.written = 0
+        self.writes: list[int] = []
+        self.reached = asyncio.Event()
+        self.aborted = False
+
+    async def write(self, data: Buffers, *, final: bool = False) -> None:
+        size = len(data) if isinstance(data, bytes | memoryview) else sum(len(piece) for piece in data)
+        self.written += size
+        self.writes.append(size)
+        if self.written >= self.target:
+            self.reached.set()
+
+    async def commit(self, key: str, *, sync_dir: bool = True) -> None:
+        pass
+
+    def placer(self, key: str) -> Callable[[], None]:
+        return lambda: None
+
+    async def abort(self) -> None:
+        self.aborted = True
+
+
+def receive(body: AsyncIterator[bytes], sink: UploadSink, **options: Any) -> Any:
+    """:func:`service.uploads.receive_upload` of ``body`` into ``sink`` (accepting any form field)."""
+    limits = Limits(max_file_bytes=64 * MiB, max_fields=8, max_field_bytes=64 * 1024)
+    return receive_upload(
+        headers=MULTIPART,
+        body=body,
+        open_sink=lambda: sink,
+        limits=limits,
+        check_fields=lambda fields: None,
+        field_names={"processor", "params"},
+        **options,
+    )
+
+
+#: What a stalled upload may hold: the content-type sniffing sample (64 KiB) and small change.
+STALLED_HOLDS = 192 * 1024
+
+
+@pytest.mark.parametrize("sent_kib", [1000, 1024])
+def test_a_stalled_upload_hands_what_it_sent_to_the_disk_and_holds_no_copy(sent_kib: int) -> None:
+    """Headers and ~1 MiB of body, then nothing: what arrived is written while the body waits (not
+    kept in a buffer until WRITE_CHUNK fills), and no copy stays in memory (nor with the writer)."""
+    sent = sent_kib * 1024
+    sink = CountingSink(target=sent)
+    held: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        tracemalloc.start()
+        try:
+            baseline, _ = tracemalloc.get_traced_memory()
+            yield file_head("slow.bin")
+            for _ in range(sent // (64 * 1024)):
+                yield os.urandom(64 * 1024)  # a new object each time, as a server's reads are
+            yield os.urandom(sent % (64 * 1024))
+            await asyncio.wait_for(sink.reached.wait(), HANG)  # the stall: no byte until written
+            # ... and until the writer let go of them (it hashes in a thread after the write).
+            deadline = time.monotonic() + HANG
+            while time.monotonic() < deadline:
+                gc.collect()
+                held[:] = [tracemalloc.get_traced_memory()[0] - baseline]
+                if held[0] < STALLED_HOLDS:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            tracemalloc.stop()
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    async def run() -> Any:
+        return await receive(body(), sink, idle_timeout=HANG)
+
+    received = asyncio.run(run())
+    assert received.size == sent
+    assert sink.written == sent
+    assert held[0] < STALLED_HOLDS, f"{held[0]} bytes held while stalled"
+
+
+def test_a_body_that_sends_nothing_for_the_idle_timeout_gets_408_and_leaves_nothing(
+    make_app: Callable[..., App],
+) -> None:
+    app = make_app(upload_idle_timeout=0.2)
+    chunks = [file_head("stalled.bin"), b"s" * 300 * 1024, STALL]
+    status, headers, body = asgi_post(app.client, chunks, MULTIPART)
+    problem = assert_problem(as_response(status, headers, body), 408, app.data_dir, detail="sent nothing")
+    assert problem["title"] == "Request Timeout"
+    assert headers["connection"] == "close"
+    assert_nothing_left(app.client, app.data_dir, app.dispatcher)
+
+
+def test_a_slow_body_is_not_cut_off_while_bytes_keep_coming() -> None:
+    """Bytes that keep arriving (more slowly than the idle timeout lets a body pause) keep the
+    upload alive however long it takes in total: each byte waits for the previous to be seen."""
+    sink = CountingSink(target=0)
+    pieces = 12
+
+    async def body() -> AsyncIterator[bytes]:
+        yield file_head("slow.bin")
+        for index in range(pieces):
+            sink.target, sink.reached = (index + 1) * 1024, asyncio.Event()
+            yield b"x" * 1024
+            await asyncio.wait_for(sink.reached.wait(), HANG)  # until the tick handed it over
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    async def run() -> Any:
+        return await receive(body(), sink, idle_timeout=0.2)  # 12 ticks of 0.05 s at least: > 0.2 s
+
+    received = asyncio.run(run())
+    assert received.size == pieces * 1024
+    assert not sink.aborted
+
+
+def test_an_upload_still_receiving_at_the_shutdown_cutoff_gets_503_with_retry_after() -> None:
+    sink = CountingSink(target=64 * 1024)
+    shutdown = Shutdown()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield file_head("big.bin")
+        yield b"b" * 64 * 1024
+        await asyncio.wait_for(sink.reached.wait(), HANG)
+        shutdown.upload_deadline = asyncio.get_running_loop().time()  # SIGTERM, and its cutoff came
+        for _ in range(1000):  # still sending, but not done
+            yield b"b" * 1024
+            await asyncio.sleep(0.01)
+        pytest.fail("the upload was not ended at the shutdown's cutoff")
+
+    async def run() -> Any:
+        return await receive(body(), sink, idle_timeout=HANG, shutdown=shutdown)
+
+    with pytest.raises(ServiceUnavailable) as raised:
+        asyncio.run(run())
+    assert raised.value.status == 503
+    assert raised.value.headers == {"Retry-After": RETRY_AFTER, "Connection": "close"}
+    assert "shutting down" in raised.value.detail
+    assert sink.aborted

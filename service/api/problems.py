@@ -94,14 +94,17 @@ def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
         "an invalid Idempotency-Key).",
         401: "No API key, or one that is unknown or revoked (with WWW-Authenticate).",
         404: "No such job (or another key's job).",
+        408: "An upload's body sent nothing for UPLOAD_IDLE_TIMEOUT (the connection is closed).",
         409: "The job is not in a state that allows this; for an upload, a request with the same "
         "Idempotency-Key is still in progress (with Retry-After).",
         413: "The file, a form field, or the number of parts is over the limit.",
         415: "Not multipart/form-data, or the processor does not accept this file type.",
-        422: "Invalid parameters (for uploads: missing or empty file, unknown processor, bad params, an "
-        "Idempotency-Key used for a different request).",
+        422: "Invalid parameters (for uploads: missing or empty file, a 'file' part that is not a file, "
+        "an unknown form field, unknown processor, bad params, an Idempotency-Key used for a "
+        "different request).",
         429: "Over the key's rate limit, unfinished-job limit or share of event streams (with Retry-After).",
-        503: "Not ready, or the queue is too deep (with Retry-After).",
+        503: "Not ready, or the queue is too deep, or (for an upload) the server is shutting down "
+        "(with Retry-After).",
         507: "Not enough free disk space for the file (with Retry-After when refused up front).",
     }
     return {

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from service.settings import Settings, get_settings
+from service.shutdown import GRACEFUL_TIMEOUT
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -83,7 +84,7 @@ def serve(
         port=port,
         log_level=log_level.lower(),
         # Long-polls end within this; then running jobs get FILEJOBS_SHUTDOWN_GRACE to finish.
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=int(GRACEFUL_TIMEOUT),
         server_header=False,
         # httptools with bounded request heads and idle connections (service/http_protocol.py).
         http=PROTOCOL,

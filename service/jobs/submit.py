@@ -26,8 +26,9 @@ from service.jobs.idempotency import Claim, Existing, Replay, complete, fingerpr
 from service.models import Job, JobStatus, new_job, utcnow
 from service.processors.registry import Entry, Registry
 from service.settings import Settings
+from service.shutdown import Shutdown
 from service.storage import LocalStorage, Storage
-from service.uploads import DISK_FULL, Limits, commit_or_abort, receive_upload
+from service.uploads import DISK_FULL, Limits, commit_or_abort, receive_upload, unknown_fields
 
 DEFAULT_PROCESSOR = "inspect"
 KNOWN_FIELDS = frozenset({"processor", "params"})
@@ -49,11 +50,9 @@ class Submission:
 
 def validate_fields(registry: Registry, fields: Mapping[str, str]) -> Submission:
     """The processor and its params from the form fields, or 422 saying what is wrong."""
-    unknown = sorted(set(fields) - KNOWN_FIELDS)
+    unknown = set(fields) - KNOWN_FIELDS
     if unknown:
-        raise Unprocessable(
-            f"Unknown form field(s): {', '.join(unknown)}. Send 'file', 'processor' and 'params'."
-        )
+        raise unknown_fields(unknown, KNOWN_FIELDS)
     name = fields.get("processor") or DEFAULT_PROCESSOR
     entry = registry.get(name)
     if entry is None:
@@ -109,11 +108,13 @@ async def create_job(
     owner: str = "",
     idempotency: IdempotencyPlan | None = None,
     committer: GroupCommitter | None = None,
+    shutdown: Shutdown | None = None,
 ) -> Job:
     """Receive the upload and record a queued job of ``owner``. Leaves no file and no row on any
     failure. With an ``Idempotency-Key`` used before, raises :class:`Replay` (same request) or 422
     (different) instead, keeping nothing of this upload. A ``committer`` inserts the row together
-    with those of other uploads finishing at the same moment (one fsync for all)."""
+    with those of other uploads finishing at the same moment (one fsync for all). Uploads still
+    receiving at the cutoff of a ``shutdown`` are answered 503."""
     limits = Limits(
         max_file_bytes=settings.max_upload_bytes,
         max_fields=settings.max_fields,
@@ -125,6 +126,9 @@ async def create_job(
         open_sink=storage.open_upload,
         limits=limits,
         check_fields=lambda fields: validate_early_fields(registry, fields),
+        field_names=KNOWN_FIELDS,
+        idle_timeout=settings.upload_idle_timeout,
+        shutdown=shutdown,
     )
     try:
         submission = validate_fields(registry, received.fields)

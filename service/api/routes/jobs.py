@@ -111,7 +111,7 @@ async def _body(services: Services, request: Request, caller: Caller) -> AsyncIt
             "model": JobPublic,
         },
         202: {"description": "Accepted: the job is queued. `Location` names it."},
-        **problem_docs(400, 401, 409, 413, 415, 422, 429, 503, 507),
+        **problem_docs(400, 401, 408, 409, 413, 415, 422, 429, 503, 507),
     },
 )
 async def submit_job(
@@ -177,6 +177,7 @@ async def submit(
                 owner=caller.scope,
                 idempotency=plan,
                 committer=services.committer,
+                shutdown=services.shutdown,
             )
             upload.accepted(job.file_size)
     except idempotency.Replay as replay:
