@@ -14,7 +14,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv --without-pip /opt/venv
 
 WORKDIR /src
-# README.md is the package's readme; migrations/ goes into the wheel as service/_migrations
+# README.md is the package's readme; migrations/ goes into the wheel as filejobs/_migrations
 # (pyproject: [tool.hatch.build.targets.wheel.force-include]).
 COPY pyproject.toml README.md ./
 COPY migrations/ ./migrations/

@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from the caller (service.migrate) or from FILEJOBS_ settings."""
+"""Alembic environment: the URL comes from the caller (filejobs.migrate) or from FILEJOBS_ settings."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import text
 
-from service.db import make_engine
-from service.models import metadata
-from service.settings import get_settings
+from filejobs.db import make_engine
+from filejobs.models import metadata
+from filejobs.settings import get_settings
 
 config = context.config
 

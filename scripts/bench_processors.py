@@ -5,7 +5,7 @@
   ``csv.reader`` pass over it (the floor for any profiler built on Python's csv module).
 
 Both processors run as the service runs them: in a warm worker child process
-(``service.jobs.executor.ChildProcess``). The files are read once first so every contender reads
+(``filejobs.jobs.executor.ChildProcess``). The files are read once first so every contender reads
 from the page cache; rounds alternate contenders, and the table shows medians and ratios
 (> 1 means faster than the baseline).
 
@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from service.jobs.executor import ChildProcess, Control  # noqa: E402
+from filejobs.jobs.executor import ChildProcess, Control  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -142,7 +142,7 @@ def main() -> None:
         inspect_times: dict[str, list[float]] = {"sha256sum": [], "inspect": []}
         for round_ in range(args.rounds):
             inspect_times["sha256sum"].append(timed(lambda: sha256sum(blob)))
-            seconds, result = time_processor(child, "service.processors.inspect:Inspect", blob,
+            seconds, result = time_processor(child, "filejobs.processors.inspect:Inspect", blob,
                                              work / f"out-i{round_}", "application/octet-stream")  # fmt: skip
             inspect_times["inspect"].append(seconds)
             assert result.get("size") == blob.stat().st_size
@@ -157,7 +157,7 @@ def main() -> None:
             for round_ in range(args.rounds):
                 csv_times["sha256sum"].append(timed(lambda: sha256sum(table)))
                 csv_times["csv.reader pass"].append(timed(lambda: csv_reader_pass(table)))
-                seconds, profile = time_processor(child, "service.processors.csv_profile:CsvProfile", table,
+                seconds, profile = time_processor(child, "filejobs.processors.csv_profile:CsvProfile", table,
                                                   work / f"out-c{round_}", "text/csv")  # fmt: skip
                 csv_times["csv-profile"].append(seconds)
             print(f"\ncsv-profile saw {profile.get('row_count')} rows")

@@ -7,7 +7,7 @@
 
 Makes the images itself (in a temporary folder): a lossless WebP of 7999 x 7999 (a few dozen
 bytes: one colour) and a 16-bit RGBA PNG of the same size (about 500 KB of zeros), just under the
-default 64-megapixel limit. Each runs in a fresh worker child (``service.jobs.executor``), under
+default 64-megapixel limit. Each runs in a fresh worker child (``filejobs.jobs.executor``), under
 ``--limit`` (FILEJOBS_JOB_MEMORY_LIMIT: bytes or 512MiB, 1GiB; 0: none); the line printed is the
 outcome and the child's peak RSS (VmHWM) and peak address space (VmPeak, what the limit counts).
 
@@ -29,10 +29,10 @@ from typing import Any
 
 from PIL import Image
 
-from service.jobs.executor import ChildProcess, Control, Outcome
-from service.memory import parse_size
+from filejobs.jobs.executor import ChildProcess, Control, Outcome
+from filejobs.memory import parse_size
 
-SPEC = "service.processors.thumbnail:Thumbnail"
+SPEC = "filejobs.processors.thumbnail:Thumbnail"
 MiB = 2**20
 SWEEP = {
     "PNG": ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"),
@@ -132,7 +132,7 @@ def hostile(folder: Path, side: int, limit: int) -> None:
 
 
 def sweep(folder: Path, side: int, limit: int) -> None:
-    from service.processors.thumbnail import _peak_bytes_per_pixel  # not in older checkouts
+    from filejobs.processors.thumbnail import _peak_bytes_per_pixel  # not in older checkouts
 
     print(f"{'format':6} {'mode':5} {'measured B/px':>13} {'estimate B/px':>13}")
     half = side // 2

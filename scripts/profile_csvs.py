@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from service.client import AsyncClient, FilejobsError
+from filejobs.client import AsyncClient, FilejobsError
 
 SUFFIXES = {".csv", ".tsv"}
 

@@ -30,12 +30,12 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from service.db import Database  # noqa: E402
-from service.errors import NotFound  # noqa: E402
-from service.ids import new_job_id  # noqa: E402
-from service.jobs import repository  # noqa: E402
-from service.jobs.fast_read import JobReader  # noqa: E402
-from service.migrate import upgrade  # noqa: E402
+from filejobs.db import Database  # noqa: E402
+from filejobs.errors import NotFound  # noqa: E402
+from filejobs.ids import new_job_id  # noqa: E402
+from filejobs.jobs import repository  # noqa: E402
+from filejobs.jobs.fast_read import JobReader  # noqa: E402
+from filejobs.migrate import upgrade  # noqa: E402
 from tests.e2e.server import Server, keys_cli  # noqa: E402
 from tests.jobs.helpers import make_job  # noqa: E402
 

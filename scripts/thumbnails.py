@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from service.client import AsyncClient, FilejobsError
+from filejobs.client import AsyncClient, FilejobsError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 EXTENSIONS = {"webp": "webp", "png": "png", "jpeg": "jpg"}

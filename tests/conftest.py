@@ -16,11 +16,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.jobs.dispatch import InMemoryDispatcher
-from service.jobs.worker import LocalWorker
-from service.services import Services
-from service.settings import Settings
+from filejobs.app import create_app
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.jobs.worker import LocalWorker
+from filejobs.services import Services
+from filejobs.settings import Settings
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from service.processors import Context, Output, Processor, ProcessorError, RetryableError
+from filejobs.processors import Context, Output, Processor, ProcessorError, RetryableError
 
 ALL = [
     "tests.sample_processors:Secretive",

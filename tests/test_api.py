@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import keys
-from service.ids import new_job_id
-from service.jobs import repository
-from service.jobs.dispatch import InMemoryDispatcher
-from service.jobs.worker import LocalWorker
-from service.services import Services
+from filejobs import keys
+from filejobs.ids import new_job_id
+from filejobs.jobs import repository
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.jobs.worker import LocalWorker
+from filejobs.services import Services
 from tests.conftest import files_under, upload
 
 PROBLEM = "application/problem+json"

@@ -1,4 +1,4 @@
-"""Unit tests of service.filenames: display names and Content-Disposition parsing."""
+"""Unit tests of filejobs.filenames: display names and Content-Disposition parsing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from service.filenames import (
+from filejobs.filenames import (
     FALLBACK,
     MAX_NAME_BYTES,
     decode_filename,
@@ -243,7 +243,7 @@ def test_rfc2231_encoded_control_characters_and_paths_are_cleaned_by_display_nam
 def test_the_simple_header_fast_path_agrees_with_the_email_package(value: str) -> None:
     from email.message import Message
 
-    from service.filenames import _SIMPLE
+    from filejobs.filenames import _SIMPLE
 
     message = Message()
     message["content-disposition"] = value

@@ -1,4 +1,4 @@
-"""service/http_protocol.py byte by byte: the request-head limits at their exact edges.
+"""service/filejobs/http_protocol.py byte by byte: the request-head limits at their exact edges.
 
 The protocol is driven directly (``data_received``) over a fake transport, with small limits, so
 every edge is exact: a head of exactly MAX_HEADER_BYTES gets through and one byte more gets 431,
@@ -20,8 +20,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from service.api.security_headers import headers_for
-from service.http_protocol import PROTOCOL, ConnectionLimits, LimitedHttpToolsProtocol
+from filejobs.api.security_headers import headers_for
+from filejobs.http_protocol import PROTOCOL, ConnectionLimits, LimitedHttpToolsProtocol
 
 LIMITS = ConnectionLimits(max_header_bytes=2048, max_header_line_bytes=512, header_timeout=10, idle_timeout=5)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from service.migrate import check, downgrade, upgrade
-from service.settings import Settings
+from filejobs.migrate import check, downgrade, upgrade
+from filejobs.settings import Settings
 from tests.services import fresh_postgres_database
 
 
@@ -57,12 +57,12 @@ def test_check_detects_drift(tmp_path: Path) -> None:
 
 
 def test_schema_version_head_is_alembics_head(tmp_path: Path) -> None:
-    """service.schema_version.HEAD lets startup skip Alembic; it must name the newest migration."""
+    """filejobs.schema_version.HEAD lets startup skip Alembic; it must name the newest migration."""
     from alembic.script import ScriptDirectory
 
-    from service.db import Database
-    from service.migrate import alembic_config
-    from service.schema_version import HEAD, at_head
+    from filejobs.db import Database
+    from filejobs.migrate import alembic_config
+    from filejobs.schema_version import HEAD, at_head
 
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     assert ScriptDirectory.from_config(alembic_config(url)).get_heads() == [HEAD]

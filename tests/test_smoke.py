@@ -1,7 +1,7 @@
 from fastapi.testclient import TestClient
 
-from service.jobs.dispatch import InMemoryDispatcher
-from service.jobs.worker import LocalWorker
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.jobs.worker import LocalWorker
 from tests.conftest import upload
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of service.sniff on real bytes: the type comes from content, never from names."""
+"""Unit tests of filejobs.sniff on real bytes: the type comes from content, never from names."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import puremagic
 import pytest
 from puremagic import main as pm
 
-from service import magic
-from service.sniff import OCTET, SNIFF_BYTES, looks_binary, sniff, text_encoding
+from filejobs import magic
+from filejobs.sniff import OCTET, SNIFF_BYTES, looks_binary, sniff, text_encoding
 
 
 def png_bytes() -> bytes:
@@ -298,7 +298,7 @@ def test_sniff_results_are_stable_for_a_large_sample() -> None:
     assert all(sniff(sample) == first for _ in range(3))
 
 
-# ---- the indexed puremagic (service.magic) ------------------------------------------------------
+# ---- the indexed puremagic (filejobs.magic) ------------------------------------------------------
 
 
 def _described(sample: bytes, find: Callable[[bytes], list[Any]]) -> list[tuple[Any, ...]] | str:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from service import storage as storage_module
-from service.storage import OWN_TEMP, LocalStorage
+from filejobs import storage as storage_module
+from filejobs.storage import OWN_TEMP, LocalStorage
 
 HOUR = 3600.0
 

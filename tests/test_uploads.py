@@ -28,14 +28,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.errors import ClientGone, ServiceUnavailable, Unprocessable
-from service.jobs.dispatch import InMemoryDispatcher
-from service.jobs.submit import create_job
-from service.services import Services
-from service.shutdown import RETRY_AFTER, Shutdown
-from service.storage import Buffers, UploadSink
-from service.uploads import WRITE_CHUNK, WRITES_IN_FLIGHT, Limits, receive_upload
+from filejobs.app import create_app
+from filejobs.errors import ClientGone, ServiceUnavailable, Unprocessable
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.jobs.submit import create_job
+from filejobs.services import Services
+from filejobs.shutdown import RETRY_AFTER, Shutdown
+from filejobs.storage import Buffers, UploadSink
+from filejobs.uploads import WRITE_CHUNK, WRITES_IN_FLIGHT, Limits, receive_upload
 from tests.conftest import files_under, make_settings, upload
 from tests.test_sniff import png_bytes
 
@@ -1365,7 +1365,7 @@ class CountingSink:
 
 
 def receive(body: AsyncIterator[bytes], sink: UploadSink, **options: Any) -> Any:
-    """:func:`service.uploads.receive_upload` of ``body`` into ``sink`` (accepting any form field)."""
+    """:func:`filejobs.uploads.receive_upload` of ``body`` into ``sink`` (accepting any form field)."""
     limits = Limits(max_file_bytes=64 * MiB, max_fields=8, max_field_bytes=64 * 1024)
     return receive_upload(
         headers=MULTIPART,

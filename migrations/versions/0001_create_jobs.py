@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import service.models
+import filejobs.models
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -42,13 +42,13 @@ def upgrade() -> None:
         sa.Column("error_code", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
         sa.Column("error_message", sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=True),
         sa.Column("result", sa.JSON(), nullable=True),
-        sa.Column("created_at", service.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", service.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("started_at", service.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", service.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("run_after", service.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", filejobs.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", filejobs.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", filejobs.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", filejobs.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("run_after", filejobs.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("lease_owner", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
-        sa.Column("lease_expires_at", service.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_expires_at", filejobs.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
     )

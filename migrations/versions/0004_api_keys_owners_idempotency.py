@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import service.models
+import filejobs.models
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -27,8 +27,8 @@ def upgrade() -> None:
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
         sa.Column("key_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("prefix", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
-        sa.Column("created_at", service.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", service.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", filejobs.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", filejobs.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
         sa.UniqueConstraint("name", name=op.f("uq_api_keys_name")),
@@ -42,9 +42,9 @@ def upgrade() -> None:
         sa.Column("holder", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
         sa.Column("fingerprint", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("job_id", sqlmodel.sql.sqltypes.AutoString(length=36), nullable=True),
-        sa.Column("created_at", service.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", service.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("lease_expires_at", service.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", filejobs.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", filejobs.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("lease_expires_at", filejobs.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("scope", "key", name=op.f("pk_idempotency_keys")),
     )
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from service.cli import app
+from filejobs.cli import app
 from tests.e2e.server import Server, base_env
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
@@ -40,7 +40,7 @@ def run_cli(*args: str | Path, env: dict[str, str] | None = None) -> Result:
 
 
 def cli_command(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "service.cli", *(str(a) for a in args)]
+    return [sys.executable, "-m", "filejobs.cli", *(str(a) for a in args)]
 
 
 def cli_process(cwd: Path) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.cli.ledger import FileState, Ledger
-from service.client import file_sha256, idempotency_key
+from filejobs.cli.ledger import FileState, Ledger
+from filejobs.client import file_sha256, idempotency_key
 from tests.cli.helpers import (
     ServerFactory,
     all_jobs,

@@ -14,7 +14,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from service.cli.display import Display
+from filejobs.cli.display import Display
 from tests.cli.helpers import all_jobs, json_lines, make_tree, run_cli, spawn_cli
 from tests.e2e.server import Server, free_port
 
@@ -149,7 +149,7 @@ def test_the_bytes_bar_of_a_batch_never_goes_back_and_ends_full(
             super().sent(path, sent)
             self.seen.append((self.bytes.tasks[0].completed, self.bytes.tasks[0].total or 0))
 
-    monkeypatch.setattr("service.cli.submit.Display", Watched)
+    monkeypatch.setattr("filejobs.cli.submit.Display", Watched)
     png = io.BytesIO()
     Image.new("RGB", (4, 4)).save(png, "PNG")
     src = make_tree(tmp_path / "src", {"a.txt": "a" * 5000, "b.png": png.getvalue(), "c.txt": "c\n"})

@@ -14,11 +14,11 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from service.cli import app
-from service.cli.display import Display
-from service.cli.files import SourceError, collect
-from service.cli.ledger import FileState, Ledger, LedgerBusy, load
-from service.cli.report import resume_command
+from filejobs.cli import app
+from filejobs.cli.display import Display
+from filejobs.cli.files import SourceError, collect
+from filejobs.cli.ledger import FileState, Ledger, LedgerBusy, load
+from filejobs.cli.report import resume_command
 from tests.cli.helpers import make_tree
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.client import AsyncClient, Conflict, NotFound, Unprocessable, WaitTimeout, file_sha256
+from filejobs.client import AsyncClient, Conflict, NotFound, Unprocessable, WaitTimeout, file_sha256
 from tests.e2e.server import Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]

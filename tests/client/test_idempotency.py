@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from service.client import AsyncClient, Client, file_sha256, idempotency_key
+from filejobs.client import AsyncClient, Client, file_sha256, idempotency_key
 from tests.client.fakes import Script, accepted
 
 SHA = "ab" * 32

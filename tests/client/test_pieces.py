@@ -11,7 +11,7 @@ import httpx
 import pytest
 from python_multipart.multipart import MultipartParser
 
-from service.client import (
+from filejobs.client import (
     Client,
     ClientSettings,
     Conflict,
@@ -23,10 +23,10 @@ from service.client import (
     UnexpectedResponse,
     UploadError,
 )
-from service.client._common import problem
-from service.client._files import disposition_filename, safe_filename
-from service.client._multipart import frame
-from service.client._upload import ChunkReader
+from filejobs.client._common import problem
+from filejobs.client._files import disposition_filename, safe_filename
+from filejobs.client._multipart import frame
+from filejobs.client._upload import ChunkReader
 from tests.client.fakes import Script, accepted, job_body
 
 BASE = "http://filejobs.test"

@@ -13,7 +13,7 @@ import anyio
 import httpx
 import pytest
 
-from service.client import (
+from filejobs.client import (
     AsyncClient,
     BadRequest,
     Client,
@@ -26,7 +26,7 @@ from service.client import (
     Unprocessable,
     WaitTimeout,
 )
-from service.client._retry import Attempts, RetryPolicy, parse_retry_after
+from filejobs.client._retry import Attempts, RetryPolicy, parse_retry_after
 from tests.client.fakes import Script, accepted, job_body, problem
 from tests.e2e.server import free_port
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.client import (
+from filejobs.client import (
     Client,
     Conflict,
     FilejobsError,

@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 
-from service.client import AsyncClient, Client
+from filejobs.client import AsyncClient, Client
 
 
 def _status_kib(field: str) -> int:

@@ -38,9 +38,11 @@ def free_port() -> int:
 
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The caller's environment without FILEJOBS_*, plus the repo on PYTHONPATH and ``extra``."""
+    """The caller's environment without FILEJOBS_*, plus the source root (``filejobs``) and the
+    repo (``tests.sample_processors``) on PYTHONPATH, and ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FILEJOBS_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    paths = (str(REPO / "service"), str(REPO), env.get("PYTHONPATH", ""))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
@@ -157,7 +159,7 @@ class Server:
         self._log.flush()
         self.proc = subprocess.Popen(
             [
-                *(sys.executable, "-m", "service.cli", "serve"),
+                *(sys.executable, "-m", "filejobs.cli", "serve"),
                 *("--host", "127.0.0.1", "--port", str(self.port), *self.args),
             ],
             cwd=self.data_dir.parent,
@@ -331,7 +333,7 @@ def server_factory(log_dir: Path, data_dir: Path, defaults: Mapping[str, str]) -
 def keys_cli(data_dir: Path, *args: str) -> str:
     """``filejobs keys ARGS`` against ``data_dir``'s database; its output (it must succeed)."""
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "keys", *args],
+        [sys.executable, "-m", "filejobs.cli", "keys", *args],
         cwd=REPO,
         env=base_env({"FILEJOBS_DATA_DIR": str(data_dir)}),
         stdin=subprocess.DEVNULL,

@@ -1,4 +1,4 @@
-"""Connection limits of a real ``filejobs serve`` (service/http_protocol.py), with one and with two
+"""Connection limits of a real ``filejobs serve`` (service/filejobs/http_protocol.py), with one and with two
 HTTP processes (``--processes``): slow request heads, idle connections, oversized heads.
 
 The timers are shortened through settings (``FILEJOBS_HEADER_TIMEOUT``, ``FILEJOBS_IDLE_TIMEOUT``);

@@ -57,7 +57,7 @@ def test_two_processes_share_the_jobs_and_the_workers(server: Server) -> None:
         p
         for proc in processes
         for p in proc.children(recursive=True)
-        if "service.jobs.child" in " ".join(p.cmdline())
+        if "filejobs.jobs.child" in " ".join(p.cmdline())
     ]
     assert len(workers) == 2
 

@@ -74,7 +74,7 @@ def db_rows(data_dir: Path) -> dict[str, dict[str, Any]]:
 
 def worker_children(server: Server) -> list[psutil.Process]:
     children = server.children()
-    workers = [p for p in children if "service.jobs.child" in " ".join(p.cmdline())]
+    workers = [p for p in children if "filejobs.jobs.child" in " ".join(p.cmdline())]
     assert workers, f"no worker child under the server: {[p.cmdline() for p in children]}"
     return children
 

@@ -1,15 +1,15 @@
 """A real ``filejobs worker`` (a Celery worker) process for scale-out tests.
 
-:class:`Worker` starts ``python -m service.cli worker`` in its own process group with an explicit
+:class:`Worker` starts ``python -m filejobs.cli worker`` in its own process group with an explicit
 environment (nothing ``FILEJOBS_*`` leaks in from the caller's shell), waits within a deadline
 for Celery's ``… ready.`` line in its log, and always cleans up: the worker, its process group
 and every descendant it was ever seen with (pool processes and their processor children).
 
 The process tree of a prefork worker::
 
-    python -m service.cli worker            the main process (consumer, pool supervisor)
-    ├── python -m service.cli worker        a pool process (runs one job at a time)
-    │   └── python -m service.jobs.child    its processor child, started on the first job
+    python -m filejobs.cli worker            the main process (consumer, pool supervisor)
+    ├── python -m filejobs.cli worker        a pool process (runs one job at a time)
+    │   └── python -m filejobs.jobs.child    its processor child, started on the first job
     └── …
 
 With ``--pool threads`` (or ``solo``) there are no pool processes: the processor children hang
@@ -37,7 +37,7 @@ from tests.e2e.server import base_env, gone, kill_everything, wait_gone
 START_TIMEOUT = 30.0
 #: Celery's "<hostname> ready." line (``celery.apps.worker``), once the consumer is consuming.
 READY = re.compile(r"\bfilejobs-(\d+)@\S+ ready\.")
-CHILD_MODULE = "service.jobs.child"
+CHILD_MODULE = "filejobs.jobs.child"
 
 
 class WorkerError(RuntimeError):
@@ -92,7 +92,7 @@ class Worker:
         return base_env({"FILEJOBS_DATA_DIR": str(self.data_dir), **self.extra_env})
 
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "service.cli", "worker", "--concurrency", str(self.concurrency)]
+        argv = [sys.executable, "-m", "filejobs.cli", "worker", "--concurrency", str(self.concurrency)]
         if self.pool is not None:
             argv += ["--pool", self.pool]
         return argv
@@ -173,7 +173,7 @@ class Worker:
         return sorted(p.pid for p in children if not gone(p) and CHILD_MODULE not in _cmdline(p))
 
     def processor_children(self) -> list[psutil.Process]:
-        """Live ``python -m service.jobs.child`` processes under this worker."""
+        """Live ``python -m filejobs.jobs.child`` processes under this worker."""
         return [p for p in self.descendants() if CHILD_MODULE in _cmdline(p)]
 
     def job_pids(self) -> set[int]:

@@ -18,13 +18,13 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col
 
-from service.db import Database
-from service.events.feed import ChangeFeed
-from service.events.subscription import Change, Deleted, Subscription
-from service.jobs import repository
-from service.migrate import upgrade
-from service.models import Job, utcnow
-from service.settings import Settings
+from filejobs.db import Database
+from filejobs.events.feed import ChangeFeed
+from filejobs.events.subscription import Change, Deleted, Subscription
+from filejobs.jobs import repository
+from filejobs.migrate import upgrade
+from filejobs.models import Job, utcnow
+from filejobs.settings import Settings
 from tests.events import worker_writes
 from tests.jobs.helpers import make_job
 from tests.services import fresh_postgres_database
@@ -211,7 +211,7 @@ def test_a_deletion_reaches_the_jobs_tenant(url: str, writer: Database) -> None:
 def test_nothing_is_read_while_no_stream_is_open(
     url: str, writer: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service.events import rows
+    from filejobs.events import rows
 
     reads: list[str] = []
     for name in ("views_by_id", "versions_changed_since"):

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from service.api.routes.events import CATCH_UP_LIMIT
-from service.db import Database
-from service.keys import create_key, revoke_key
-from service.migrate import upgrade
-from service.settings import Settings
+from filejobs.api.routes.events import CATCH_UP_LIMIT
+from filejobs.db import Database
+from filejobs.keys import create_key, revoke_key
+from filejobs.migrate import upgrade
+from filejobs.settings import Settings
 from tests.e2e.server import Server
 from tests.events import worker_writes
 from tests.events.sse import Comment, Event, EventStream

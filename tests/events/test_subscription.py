@@ -6,7 +6,7 @@ import asyncio
 import time
 from types import SimpleNamespace
 
-from service.events.subscription import Deleted, Subscription
+from filejobs.events.subscription import Deleted, Subscription
 
 
 def row(version: int, status: str = "running", progress: float = 0.0, job_id: str = "a") -> SimpleNamespace:

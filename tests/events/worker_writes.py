@@ -3,8 +3,8 @@ event tests see changes that reach the server only through the database."""
 
 from __future__ import annotations
 
-from service.db import Database
-from service.jobs import repository
+from filejobs.db import Database
+from filejobs.jobs import repository
 
 WORKER = "test-worker"
 LEASE = 60.0

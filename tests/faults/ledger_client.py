@@ -668,8 +668,8 @@ def run_celery(
     """An API and two concurrency-1 workers of ``cluster``; ``plan.kills`` kills: the worker running
     a job (``kill9_tree``, a fresh worker started in its place) each time, except kill number
     ``api_kill_at`` (0-based), which kills the API server and restarts it."""
-    from service.jobs import repository
-    from service.models import JobStatus
+    from filejobs.jobs import repository
+    from filejobs.models import JobStatus
     from tests.scaleout.test_workers import warm_up
 
     env = dict(FAST)

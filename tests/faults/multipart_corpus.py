@@ -465,7 +465,7 @@ CORPUS: list[Case] = [
         detail="boundary",
     ),
     # CVE-2024-24762-shaped: a valid boundary and then 8 Ki ';' (one empty option each). A
-    # Content-Type over 1 KiB is refused unparsed (service/uploads.py MAX_CONTENT_TYPE).
+    # Content-Type over 1 KiB is refused unparsed (service/filejobs/uploads.py MAX_CONTENT_TYPE).
     Case(
         "content-type-redos-semicolons",
         "python-multipart CVE-2024-24762 GHSA-2jv5-9r88-3w3p",

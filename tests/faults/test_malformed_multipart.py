@@ -477,7 +477,7 @@ def test_a_huge_content_type_does_not_block_the_event_loop(target: Target) -> No
     assert slow_probes(probes) == []
 
 
-# ---- request heads: bounded by filejobs serve itself (service/http_protocol.py) -------------------
+# ---- request heads: bounded by filejobs serve itself (service/filejobs/http_protocol.py) -------------------
 
 #: How far the server's RSS may rise while refusing one runaway header, and twenty at once.
 HEAD_RSS_ONE = 5 * MiB

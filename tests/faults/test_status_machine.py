@@ -59,12 +59,12 @@ from hypothesis.stateful import (
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from service.db import Database
-from service.errors import Conflict, NotFound
-from service.jobs import repository
-from service.migrate import upgrade
-from service.models import Job, JobStatus, utcnow
-from service.settings import Settings
+from filejobs.db import Database
+from filejobs.errors import Conflict, NotFound
+from filejobs.jobs import repository
+from filejobs.migrate import upgrade
+from filejobs.models import Job, JobStatus, utcnow
+from filejobs.settings import Settings
 from tests.jobs.helpers import make_job, patch_job
 from tests.services import POSTGRES_ADMIN_URL, fresh_postgres_database
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.jobs.executor import ChildProcess
+from filejobs.jobs.executor import ChildProcess
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import psutil
 from sqlalchemy import update
 from sqlmodel import col
 
-from service.db import Database
-from service.ids import new_job_id
-from service.jobs import repository
-from service.models import Job, JobStatus, utcnow
+from filejobs.db import Database
+from filejobs.ids import new_job_id
+from filejobs.jobs import repository
+from filejobs.models import Job, JobStatus, utcnow
 
 T = TypeVar("T")
 
@@ -82,11 +82,11 @@ def make_job(**overrides: Any) -> Job:
 
 
 def child_pids() -> list[int]:
-    """Live worker child processes (``python -m service.jobs.child``) of this test process."""
+    """Live worker child processes (``python -m filejobs.jobs.child``) of this test process."""
     pids = []
     for proc in psutil.Process().children(recursive=False):
         try:
-            if "service.jobs.child" in proc.cmdline() and proc.status() != psutil.STATUS_ZOMBIE:
+            if "filejobs.jobs.child" in proc.cmdline() and proc.status() != psutil.STATUS_ZOMBIE:
                 pids.append(proc.pid)
         except psutil.Error:
             continue

@@ -8,10 +8,10 @@ import sys
 
 from fastapi.testclient import TestClient
 
-from service.jobs import repository
-from service.jobs.dispatch import InMemoryDispatcher
-from service.jobs.sweeper import sweep
-from service.services import Services
+from filejobs.jobs import repository
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.jobs.sweeper import sweep
+from filejobs.services import Services
 from tests.conftest import upload
 
 
@@ -79,7 +79,7 @@ def test_a_killed_process_not_yet_reaped_counts_as_dead() -> None:
     import os
     import signal
 
-    from service.jobs.worker import owner_is_dead_here
+    from filejobs.jobs.worker import owner_is_dead_here
     from tests.jobs.helpers import wait_until
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from kombu.exceptions import OperationalError
 
-from service.db import Database
-from service.jobs import repository
-from service.jobs.celery_dispatch import CeleryDispatcher
-from service.jobs.sweeper import dispatch_due
-from service.migrate import upgrade
-from service.models import JobStatus, utcnow
-from service.settings import Settings
+from filejobs.db import Database
+from filejobs.jobs import repository
+from filejobs.jobs.celery_dispatch import CeleryDispatcher
+from filejobs.jobs.sweeper import dispatch_due
+from filejobs.migrate import upgrade
+from filejobs.models import JobStatus, utcnow
+from filejobs.settings import Settings
 from tests.conftest import make_settings
 from tests.jobs.helpers import make_job, patch_job, row
 from tests.services import require_port

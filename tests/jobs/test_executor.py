@@ -11,10 +11,10 @@ from typing import Any
 import psutil
 import pytest
 
-from service.jobs.executor import ChildProcess, Control, Outcome
+from filejobs.jobs.executor import ChildProcess, Control, Outcome
 from tests.jobs.helpers import process_gone, wait_until
 
-INSPECT = "service.processors.inspect:Inspect"
+INSPECT = "filejobs.processors.inspect:Inspect"
 SLEEP = "tests.sample_processors:Sleep"
 
 
@@ -268,7 +268,7 @@ def test_stored_params_the_processor_no_longer_accepts_fail_as_invalid_params(
 ) -> None:
     """A job stored before csv-profile checked its encoding at submit (issue 14, item 3) fails
     with a clear code when it runs, not as a processor crash."""
-    req = request(work, "service.processors.csv_profile:CsvProfile", {"encoding": "idna"}, b"a,b\n1,2\n")
+    req = request(work, "filejobs.processors.csv_profile:CsvProfile", {"encoding": "idna"}, b"a,b\n1,2\n")
     outcome = run(child, req)
     assert outcome.kind == "error"
     assert outcome.data["code"] == "invalid_params"

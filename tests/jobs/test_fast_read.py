@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from service.db import Database
-from service.jobs import repository
-from service.jobs.fast_read import JobReader
-from service.migrate import upgrade
-from service.models import Job, utcnow
+from filejobs.db import Database
+from filejobs.jobs import repository
+from filejobs.jobs.fast_read import JobReader
+from filejobs.migrate import upgrade
+from filejobs.models import Job, utcnow
 from tests.jobs.helpers import make_job
 from tests.services import fresh_postgres_database
 

@@ -11,13 +11,13 @@ import psutil
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.jobs.celery_app import make_celery
-from service.jobs.celery_worker import TaskRunner
-from service.jobs.dispatch import InMemoryDispatcher
-from service.jobs.executor import ChildProcess
-from service.memory import parse_size
-from service.settings import GiB, MiB, Settings
+from filejobs.app import create_app
+from filejobs.jobs.celery_app import make_celery
+from filejobs.jobs.celery_worker import TaskRunner
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.jobs.executor import ChildProcess
+from filejobs.memory import parse_size
+from filejobs.settings import GiB, MiB, Settings
 from tests.conftest import burst_worker, make_settings, submit_id
 from tests.jobs.test_executor import INSPECT, request, run
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from service.db import Database
-from service.errors import BadRequest, Conflict, NotFound
-from service.jobs import repository
-from service.migrate import upgrade
-from service.models import Job, JobStatus, utcnow
+from filejobs.db import Database
+from filejobs.errors import BadRequest, Conflict, NotFound
+from filejobs.jobs import repository
+from filejobs.migrate import upgrade
+from filejobs.models import Job, JobStatus, utcnow
 from tests.jobs.helpers import make_job, patch_job, row
 
 OWNER = "host:1:abc:0"

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.jobs import repository
-from service.jobs.dispatch import InMemoryDispatcher
-from service.jobs.runner import run_job
-from service.jobs.worker import LocalWorker
-from service.models import JobStatus
-from service.services import Services
-from service.settings import Settings
+from filejobs.app import create_app
+from filejobs.jobs import repository
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.jobs.runner import run_job
+from filejobs.jobs.worker import LocalWorker
+from filejobs.models import JobStatus
+from filejobs.services import Services
+from filejobs.settings import Settings
 from tests.conftest import burst_worker, files_under, make_settings, submit_id
 from tests.jobs.helpers import child_pids, patch_job, process_gone, row, wait_for_status, wait_until
 

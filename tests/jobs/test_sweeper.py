@@ -11,15 +11,15 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.ids import new_job_id
-from service.jobs import repository
-from service.jobs.dispatch import InMemoryDispatcher
-from service.jobs.sweeper import SweepReport, sweep
-from service.jobs.worker import LocalWorker
-from service.models import utcnow
-from service.services import Services
-from service.settings import Settings
+from filejobs.app import create_app
+from filejobs.ids import new_job_id
+from filejobs.jobs import repository
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.jobs.sweeper import SweepReport, sweep
+from filejobs.jobs.worker import LocalWorker
+from filejobs.models import utcnow
+from filejobs.services import Services
+from filejobs.settings import Settings
 from tests.conftest import files_under, make_settings, submit_id
 from tests.jobs.helpers import patch_job, row, wait_for_status
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.jobs.dispatch import LocalDispatcher
-from service.jobs.worker import LocalWorker
-from service.models import utcnow
-from service.services import Services
+from filejobs.app import create_app
+from filejobs.jobs.dispatch import LocalDispatcher
+from filejobs.jobs.worker import LocalWorker
+from filejobs.models import utcnow
+from filejobs.services import Services
 from tests.conftest import make_settings, submit_id
 from tests.jobs.helpers import child_pids, patch_job, process_gone, row, wait_for_status, wait_until
 

@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from service import metrics
-from service.db import Database
-from service.jobs.worker import LocalWorker
-from service.models import JobStatus, utcnow
-from service.services import Services
+from filejobs import metrics
+from filejobs.db import Database
+from filejobs.jobs.worker import LocalWorker
+from filejobs.models import JobStatus, utcnow
+from filejobs.services import Services
 from tests.conftest import submit_id, upload
 from tests.jobs.helpers import patch_job
 from tests.metrics.helpers import Scrape

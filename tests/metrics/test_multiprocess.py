@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from service.db import Database
-from service.jobs import repository
-from service.metrics import MULTIPROC_ENV
-from service.migrate import upgrade
+from filejobs.db import Database
+from filejobs.jobs import repository
+from filejobs.metrics import MULTIPROC_ENV
+from filejobs.migrate import upgrade
 from tests.e2e.server import REPO, base_env, free_port
 from tests.jobs.helpers import make_job
 from tests.metrics.helpers import Scrape
@@ -23,8 +23,8 @@ from tests.metrics.helpers import Scrape
 #: Does what an API process and a worker process do: one accepted upload, one job attempt, one retry.
 WRITER = """
 import os, sys
-from service import metrics
-from service.models import JobStatus
+from filejobs import metrics
+from filejobs.models import JobStatus
 
 size, seconds = int(sys.argv[1]), float(sys.argv[2])
 with metrics.track_upload() as upload:
@@ -37,8 +37,8 @@ print(os.getpid())
 #: What GET /metrics does, after telling the files that the writers are gone.
 READER = """
 import sys
-from service import metrics
-from service.db import Database
+from filejobs import metrics
+from filejobs.db import Database
 
 for pid in sys.argv[2:]:
     metrics.mark_process_dead(int(pid))
@@ -51,7 +51,7 @@ sys.stdout.write(content_type + "\\n" + payload.decode())
 #: What a worker without an API does: serve its (or its host's) metrics on a port.
 SERVER = """
 import sys, urllib.request
-from service import metrics
+from filejobs import metrics
 
 metrics.UPLOADED_BYTES.inc(int(sys.argv[2]))
 metrics.start_metrics_server(int(sys.argv[1]), addr="127.0.0.1")

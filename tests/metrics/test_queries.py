@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from service.db import Database
-from service.jobs import repository
-from service.migrate import upgrade
-from service.models import JobStatus, utcnow
-from service.settings import Settings
+from filejobs.db import Database
+from filejobs.jobs import repository
+from filejobs.migrate import upgrade
+from filejobs.models import JobStatus, utcnow
+from filejobs.settings import Settings
 from tests.jobs.helpers import make_job
 from tests.services import fresh_postgres_database
 

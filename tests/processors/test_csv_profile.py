@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.jobs.worker import LocalWorker
-from service.processors import csv_profile
-from service.processors.base import Cancelled, Context, ProcessorError
-from service.processors.csv_profile import CsvProfile, CsvProfileParams, detect_header
-from service.processors.csv_types import infer_type
-from service.processors.hyperloglog import DistinctCounter, HyperLogLog
-from service.sniff import sniff
+from filejobs.jobs.worker import LocalWorker
+from filejobs.processors import csv_profile
+from filejobs.processors.base import Cancelled, Context, ProcessorError
+from filejobs.processors.csv_profile import CsvProfile, CsvProfileParams, detect_header
+from filejobs.processors.csv_types import infer_type
+from filejobs.processors.hyperloglog import DistinctCounter, HyperLogLog
+from filejobs.sniff import sniff
 from tests.conftest import submit_id, upload
 
 # ---- helpers --------------------------------------------------------------------------------

@@ -19,12 +19,12 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas
 
-from service.app import create_app
-from service.jobs.dispatch import InMemoryDispatcher
-from service.jobs.worker import LocalWorker
-from service.processors import pdf_text
-from service.processors.base import Cancelled, Context, Limits, Output, ProcessorError
-from service.processors.pdf_text import (
+from filejobs.app import create_app
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.jobs.worker import LocalWorker
+from filejobs.processors import pdf_text
+from filejobs.processors.base import Cancelled, Context, Limits, Output, ProcessorError
+from filejobs.processors.pdf_text import (
     CONTENT_TYPE,
     MAX_METADATA_CHARS,
     OUTPUT_NAME,
@@ -32,7 +32,7 @@ from service.processors.pdf_text import (
     PdfTextParams,
     parse_pdf_date,
 )
-from service.services import Services
+from filejobs.services import Services
 from tests.conftest import burst_worker, make_settings, submit_id, upload
 from tests.test_sniff import png_bytes
 

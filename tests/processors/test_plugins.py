@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.jobs.dispatch import InMemoryDispatcher
-from service.processors.registry import ENTRY_POINT_GROUP, PluginError, build_registry, load_spec
+from filejobs.app import create_app
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.processors.registry import ENTRY_POINT_GROUP, PluginError, build_registry, load_spec
 from tests.conftest import REPO, burst_worker, make_settings, submit_id
 
 EXAMPLE = REPO / "examples" / "filejobs-wordfreq"
@@ -95,8 +95,8 @@ def test_broken_plugins_are_reported_and_the_service_runs_on(
     _fake_distribution(site, "broken", {"a": "broken_plugin:Anything", "b": "not_a_processor:Thing",
                                         "c": "missing_module:X", "d": "no-colon-here"})  # fmt: skip
     monkeypatch.syspath_prepend(str(site))
-    settings = make_settings(tmp_path / "data", processors=["service.processors.inspect:Inspect"])
-    caplog.set_level(logging.ERROR, logger="service.processors.registry")
+    settings = make_settings(tmp_path / "data", processors=["filejobs.processors.inspect:Inspect"])
+    caplog.set_level(logging.ERROR, logger="filejobs.processors.registry")
     with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
         names = {item["name"] for item in client.get("/v1/processors").json()["items"]}
         assert {"inspect", "thumbnail", "csv-profile", "pdf-text"} <= names
@@ -114,7 +114,7 @@ def test_broken_plugins_are_reported_and_the_service_runs_on(
 
 
 CLASHING = """
-from service.processors.inspect import Inspect
+from filejobs.processors.inspect import Inspect
 
 
 class Impostor(Inspect):
@@ -130,7 +130,7 @@ def test_a_plugin_cannot_take_a_name_already_registered(
     registry = build_registry(["clashing_plugin:Impostor", "tests.sample_processors:Sleep"] * 2)
     entry = registry.get("inspect")
     assert entry is not None
-    assert entry.spec == "service.processors.inspect:Inspect"  # the built-in keeps its name
+    assert entry.spec == "filejobs.processors.inspect:Inspect"  # the built-in keeps its name
     assert registry.get("sleep") is not None  # the same spec twice is one plugin, no error
     assert [e for e in registry.errors if "clashing_plugin:Impostor" in e] == [
         "'clashing_plugin:Impostor': a processor named 'inspect' is already registered"

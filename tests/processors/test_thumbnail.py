@@ -17,9 +17,9 @@ import pytest
 from PIL import Image, ImageFile, ImageOps, _webp
 from pydantic import ValidationError
 
-from service.processors.base import Cancelled, Context, Limits, Output, ProcessorError
-from service.processors.thumbnail import Thumbnail, ThumbnailParams, _webp_size
-from service.sniff import sniff
+from filejobs.processors.base import Cancelled, Context, Limits, Output, ProcessorError
+from filejobs.processors.thumbnail import Thumbnail, ThumbnailParams, _webp_size
+from filejobs.sniff import sniff
 from tests.processors.images import (
     BLUE,
     CORNER,
@@ -180,7 +180,7 @@ def test_every_mode_tiff_can_hold(run: Run, mode: str) -> None:
 
 def test_premultiplied_alpha_modes_convert() -> None:
     """``La``/``RGBa`` come from TIFFs with associated alpha (Pillow cannot write those itself)."""
-    from service.processors.thumbnail import _before_resize, _for_output
+    from filejobs.processors.thumbnail import _before_resize, _for_output
 
     for mode in ("La", "RGBa"):
         im = _before_resize(Image.new(mode, (8, 8), (100, 128) if mode == "La" else (100, 50, 25, 128)))

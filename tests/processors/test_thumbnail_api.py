@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from filejobs.app import create_app
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.settings import MiB
 from scripts.image_memory import lossless_webp, measure, png16_rgba
-from service.app import create_app
-from service.jobs.dispatch import InMemoryDispatcher
-from service.settings import MiB
 from tests.conftest import burst_worker, make_settings, submit_id, upload
 from tests.processors.images import (
     corner_colours,

@@ -28,10 +28,10 @@ import httpx
 import psutil
 import pytest
 
-from service.db import Database
-from service.jobs import repository
-from service.models import Job
-from service.settings import Settings
+from filejobs.db import Database
+from filejobs.jobs import repository
+from filejobs.models import Job
+from filejobs.settings import Settings
 from tests.e2e.server import Server, base_env, kill_everything
 from tests.e2e.worker import Worker
 from tests.jobs.helpers import wait_until
@@ -40,7 +40,7 @@ from tests.sample_processors import ALL as TEST_PROCESSORS
 T = TypeVar("T")
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-#: service.jobs.runner's line when a job is claimed: ``job <id>: running <processor> (attempt N)``.
+#: filejobs.jobs.runner's line when a job is claimed: ``job <id>: running <processor> (attempt N)``.
 RUNNING_LINE = re.compile(r"job ([0-9a-f-]{36}): running (\S+) \(attempt (\d+)\)")
 MIGRATE_TIMEOUT = 60.0
 
@@ -164,7 +164,7 @@ class Cluster:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
-            [sys.executable, "-m", "service.cli", "migrate"],
+            [sys.executable, "-m", "filejobs.cli", "migrate"],
             cwd=self.root,
             env=base_env(self.env()),
             capture_output=True,

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from service.db import Database
-from service.jobs import repository
-from service.migrate import upgrade
-from service.settings import Settings
+from filejobs.db import Database
+from filejobs.jobs import repository
+from filejobs.migrate import upgrade
+from filejobs.settings import Settings
 from tests.jobs.helpers import make_job
 
 pytestmark = pytest.mark.scaleout

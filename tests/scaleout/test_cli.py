@@ -12,9 +12,9 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from service.db import Database
-from service.migrate import alembic_config
-from service.settings import Settings
+from filejobs.db import Database
+from filejobs.migrate import alembic_config
+from filejobs.settings import Settings
 from tests.e2e.server import base_env
 from tests.scaleout.cluster import wait_until
 
@@ -48,7 +48,7 @@ def test_concurrent_migrations_postgres(tmp_path: Path, pg_url: str) -> None:
             gate.execute("CREATE TABLE alembic_version (version_num varchar(32) NOT NULL)")
             processes = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "service.cli", "migrate"],
+                    [sys.executable, "-m", "filejobs.cli", "migrate"],
                     cwd=tmp_path,
                     env=env,
                     stdout=subprocess.PIPE,
@@ -102,7 +102,7 @@ def test_concurrent_migrations_postgres(tmp_path: Path, pg_url: str) -> None:
 )
 def test_worker_refuses_local_backend(tmp_path: Path, env: dict[str, str]) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "worker", "--concurrency", "1"],
+        [sys.executable, "-m", "filejobs.cli", "worker", "--concurrency", "1"],
         cwd=tmp_path,
         env=base_env({"FILEJOBS_DATA_DIR": str(tmp_path / "data"), **env}),
         capture_output=True,

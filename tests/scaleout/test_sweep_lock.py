@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from service.db import Database
-from service.jobs.sweep_lock import ADVISORY_KEY, AdvisoryLock, FileLock
-from service.migrate import upgrade
-from service.settings import Settings
+from filejobs.db import Database
+from filejobs.jobs.sweep_lock import ADVISORY_KEY, AdvisoryLock, FileLock
+from filejobs.migrate import upgrade
+from filejobs.settings import Settings
 from tests.e2e.server import Server
 from tests.scaleout.cluster import wait_until
 

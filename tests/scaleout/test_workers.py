@@ -19,7 +19,7 @@ import psutil
 import pytest
 import redis
 
-from service.jobs.celery_dispatch import CeleryDispatcher
+from filejobs.jobs.celery_dispatch import CeleryDispatcher
 from tests.e2e.server import wait_for, wait_gone
 from tests.e2e.worker import Worker
 from tests.scaleout.cluster import (

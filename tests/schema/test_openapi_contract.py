@@ -12,10 +12,10 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 
-from service.errors import PROBLEM_JSON
-from service.events import wire
-from service.jobs.worker import LocalWorker
-from service.services import Services
+from filejobs.errors import PROBLEM_JSON
+from filejobs.events import wire
+from filejobs.jobs.worker import LocalWorker
+from filejobs.services import Services
 from tests.conftest import submit_id, upload
 
 

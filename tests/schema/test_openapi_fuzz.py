@@ -66,14 +66,14 @@ from fastapi.testclient import TestClient
 from schemathesis.engine import Status, events, from_schema
 from schemathesis.python.asgi import shutdown_lifespans
 
-from service.app import create_app
-from service.db import Database
-from service.jobs.dispatch import InMemoryDispatcher
-from service.jobs.worker import LocalWorker
-from service.keys import create_key
-from service.migrate import upgrade
-from service.services import Services
-from service.settings import Settings
+from filejobs.app import create_app
+from filejobs.db import Database
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.jobs.worker import LocalWorker
+from filejobs.keys import create_key
+from filejobs.migrate import upgrade
+from filejobs.services import Services
+from filejobs.settings import Settings
 from tests.conftest import make_settings
 
 SEED = 20261123

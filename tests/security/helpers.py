@@ -21,10 +21,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func
 from sqlmodel import select
 
-from service.db import Database
-from service.errors import PROBLEM_JSON
-from service.models import IdempotencyKey, Job
-from service.services import Services
+from filejobs.db import Database
+from filejobs.errors import PROBLEM_JSON
+from filejobs.models import IdempotencyKey, Job
+from filejobs.services import Services
 
 REALM = 'Bearer realm="filejobs"'
 

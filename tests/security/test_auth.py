@@ -1,8 +1,8 @@
 """``Authorization: Bearer <key>`` on ``/v1``: open until a key exists (or FILEJOBS_REQUIRE_AUTH),
 then 401 with ``WWW-Authenticate`` for a missing, malformed, unknown or revoked key.
 
-Keys are made with :func:`service.keys.create_key` on the app's database before the app's first
-``/v1`` request, so the :class:`~service.keys.AuthGate` reads them on that request; the one test
+Keys are made with :func:`filejobs.keys.create_key` on the app's database before the app's first
+``/v1`` request, so the :class:`~filejobs.keys.AuthGate` reads them on that request; the one test
 about the gate's 1 s cache moves a fake clock instead of sleeping.
 """
 
@@ -18,11 +18,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service import keys
-from service.app import create_app
-from service.ids import new_job_id
-from service.jobs.dispatch import InMemoryDispatcher
-from service.services import Services
+from filejobs import keys
+from filejobs.app import create_app
+from filejobs.ids import new_job_id
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.services import Services
 from tests.conftest import burst_worker, make_settings
 from tests.e2e.server import Server, keys_cli
 from tests.jobs.helpers import wait_until

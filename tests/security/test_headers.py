@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.security_headers import API_CSP, DASHBOARD_CSP, DOCS_CSP
-from service.services import Services
+from filejobs.api.security_headers import API_CSP, DASHBOARD_CSP, DOCS_CSP
+from filejobs.services import Services
 from tests.conftest import burst_worker
 from tests.security.helpers import accepted_id, assert_problem, post_file
 

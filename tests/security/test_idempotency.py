@@ -27,15 +27,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlmodel import col
 
-from service import keys
-from service.api.routes import jobs as jobs_routes
-from service.app import create_app
-from service.jobs import idempotency, repository
-from service.jobs.dispatch import InMemoryDispatcher
-from service.jobs.sweeper import sweep
-from service.models import IdempotencyKey, utcnow
-from service.services import Services
-from service.settings import Settings
+from filejobs import keys
+from filejobs.api.routes import jobs as jobs_routes
+from filejobs.app import create_app
+from filejobs.jobs import idempotency, repository
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.jobs.sweeper import sweep
+from filejobs.models import IdempotencyKey, utcnow
+from filejobs.services import Services
+from filejobs.settings import Settings
 from tests.conftest import burst_worker, make_settings
 from tests.e2e.server import Server
 from tests.jobs.helpers import process_gone, wait_until

@@ -23,7 +23,7 @@ CLI_TIMEOUT = 60
 
 def keys_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", "keys", *args],
+        [sys.executable, "-m", "filejobs.cli", "keys", *args],
         cwd=REPO,
         env=base_env({"FILEJOBS_DATA_DIR": str(data_dir), "COLUMNS": "250", "NO_COLOR": "1"}),
         stdin=subprocess.DEVNULL,

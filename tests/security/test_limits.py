@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import keys
-from service.api import limits
-from service.api.limits import Admission
-from service.app import create_app
-from service.jobs import repository
-from service.jobs.dispatch import InMemoryDispatcher
-from service.services import Services
+from filejobs import keys
+from filejobs.api import limits
+from filejobs.api.limits import Admission
+from filejobs.app import create_app
+from filejobs.jobs import repository
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.services import Services
 from tests.conftest import burst_worker, make_settings
 from tests.e2e.server import Server
 from tests.jobs.helpers import row

@@ -21,10 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service import keys
-from service.db import Database
-from service.migrate import upgrade
-from service.settings import Settings
+from filejobs import keys
+from filejobs.db import Database
+from filejobs.migrate import upgrade
+from filejobs.settings import Settings
 from tests.e2e.server import REPO, base_env, free_port
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
@@ -59,7 +59,7 @@ def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def serve_command(host: str, port: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "service.cli", "serve", "--host", host, "--port", str(port), *args]
+    return [sys.executable, "-m", "filejobs.cli", "serve", "--host", host, "--port", str(port), *args]
 
 
 @pytest.fixture

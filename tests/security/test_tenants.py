@@ -19,14 +19,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service import keys
-from service.db import Database
-from service.errors import NotFound
-from service.ids import new_job_id
-from service.jobs import repository
-from service.jobs.fast_read import JobReader
-from service.migrate import upgrade
-from service.services import Services
+from filejobs import keys
+from filejobs.db import Database
+from filejobs.errors import NotFound
+from filejobs.ids import new_job_id
+from filejobs.jobs import repository
+from filejobs.jobs.fast_read import JobReader
+from filejobs.migrate import upgrade
+from filejobs.services import Services
 from tests.conftest import burst_worker
 from tests.jobs.helpers import make_job, row
 from tests.security.helpers import accepted_id, assert_problem, bearer, post_file

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Request, Route, expect
 
-from service.api.security_headers import DOCS_CSP
+from filejobs.api.security_headers import DOCS_CSP
 from tests.e2e.server import REPO, status_is, wait_for
 from tests.web.conftest import (
     PHONE,
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.e2e
 #: Long enough for a job on a loaded CI machine, short enough to fail fast.
 JOB_TIMEOUT_MS = 20_000
 PNG = {"name": "photo.png", "mimeType": "image/png"}
-STATIC = REPO / "service" / "web" / "static"
+STATIC = REPO / "service" / "filejobs" / "web" / "static"
 
 
 def row(page: Page, job_id: str) -> Locator:

@@ -7,8 +7,8 @@ import re
 
 from fastapi.testclient import TestClient
 
-from service.keys import create_key
-from service.services import Services
+from filejobs.keys import create_key
+from filejobs.services import Services
 
 
 def test_the_page_and_its_assets_are_served(client: TestClient) -> None:
@@ -24,7 +24,7 @@ def test_the_page_and_its_assets_are_served(client: TestClient) -> None:
     script = client.get("/static/app.js").headers["content-type"]
     assert script.startswith(("text/javascript", "application/javascript"))
     assert client.get("/static/nothing.js").status_code == 404
-    assert client.get("/static/../service/app.py").status_code == 404
+    assert client.get("/static/../service/filejobs/app.py").status_code == 404
 
 
 def test_the_page_needs_no_key_but_the_api_does(client: TestClient, services: Services) -> None:

@@ -8,7 +8,7 @@ from collections import Counter
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.processors import Context, Output, Processor, ProcessorError
+from filejobs.processors import Context, Output, Processor, ProcessorError
 
 WORD = re.compile("[^\\W\\d_]+(?:['\\u2019][^\\W\\d_]+)*")
 CHUNK_LINES = 10_000

@@ -67,7 +67,7 @@ RESULT = {
 
 
 def uuid7(millis: int, rng: random.Random) -> str:
-    """A UUIDv7 string for ``millis`` (Unix ms), random below: the layout of service.ids."""
+    """A UUIDv7 string for ``millis`` (Unix ms), random below: the layout of filejobs.ids."""
     value = (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rng.getrandbits(12) << 64 | 0b10 << 62
     return str(uuid.UUID(int=value | rng.getrandbits(62)))
 

@@ -1,1 +1,0 @@
-"""The HTTP API: thin routes over the functions in :mod:`service.jobs`."""

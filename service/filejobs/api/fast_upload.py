@@ -1,0 +1,62 @@
+"""``POST /v1/jobs`` without FastAPI's routing and dependency machinery: the plain upload.
+
+Batch clients upload thousands of small files; for each, FastAPI would match routes, solve five
+dependencies and wrap the response. This ASGI middleware takes the plain upload (no query string,
+no ``Idempotency-Key``, an open service: no key to check) and runs the very same
+:func:`filejobs.api.routes.jobs.submit` as the route, answering its problems the same way; the
+job is dispatched after the answer is sent, as the route's background task does. Everything
+else goes to the route, which also documents the endpoint in OpenAPI.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from filejobs.api.auth import open_without_lookup
+from filejobs.api.deps import scope_services
+from filejobs.api.problems import problem_response
+from filejobs.api.routes.jobs import dispatch, submit
+from filejobs.errors import Problem
+from filejobs.keys import ANONYMOUS
+from filejobs.services import Services
+
+PATH = "/v1/jobs"
+
+
+class FastUpload:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = self._services(scope)
+        if services is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response, new_job_id = await submit(services, request, ANONYMOUS, None)
+        except Problem as problem:
+            await problem_response(problem, request)(scope, receive, send)
+            return
+        await response(scope, receive, send)
+        if new_job_id is not None:
+            await dispatch(services, new_job_id)
+
+    @staticmethod
+    def _services(scope: Scope) -> Services | None:
+        """The services when this request is a plain upload this middleware answers, else None."""
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
+            return None
+        if scope.get("query_string"):
+            return None
+        services = scope_services(scope)
+        if services is None:
+            return None
+        headers = Headers(scope=scope)
+        if "idempotency-key" in headers or not open_without_lookup(
+            services.auth, headers.get("authorization")
+        ):
+            return None
+        return services

@@ -1,0 +1,5 @@
+"""``python -m filejobs.cli`` runs the ``filejobs`` command."""
+
+from filejobs.cli import app
+
+app()

@@ -1,0 +1,203 @@
+"""``filejobs serve``, ``filejobs worker`` and ``filejobs migrate``: running the service itself."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from filejobs.settings import Settings, get_settings
+from filejobs.shutdown import GRACEFUL_TIMEOUT
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    allow_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--allow-no-auth",
+            help="Listen on a non-loopback address although no API key is required (a proxy in "
+            "front authenticates).",
+        ),
+    ] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="HTTP processes (uvicorn workers). [default: FILEJOBS_API_PROCESSES, 1]",
+        ),
+    ] = None,
+) -> None:
+    """Run the API (and, on the local backend, the worker pool and the sweeper)."""
+    import uvicorn
+
+    from filejobs.http_protocol import PROTOCOL
+
+    _logging(log_level)
+    settings = get_settings()
+    processes = processes or settings.api_processes
+    if settings.auto_migrate:
+        _migrate_in_child(settings)
+        os.environ["FILEJOBS_AUTO_MIGRATE"] = "false"  # done: the app (and its processes) skip it
+    if (
+        not _loopback(host)
+        and not (allow_no_auth or settings.allow_open_bind)
+        and not _keys_required(settings)
+    ):
+        typer.echo(
+            f"filejobs serve: refusing to listen on {host} with no API key required: anyone who can "
+            "reach it could upload and read every job. Make a key (`filejobs keys create NAME`), or set "
+            "FILEJOBS_REQUIRE_AUTH=1, or, if something in front of it authenticates, pass "
+            "--allow-no-auth (FILEJOBS_ALLOW_OPEN_BIND=1).",
+            err=True,
+        )
+        raise typer.Exit(2)
+    # uvicorn handles SIGTERM itself (graceful shutdown), then restores the previous handler and
+    # raises the signal again; with the default handler the process would die by SIGTERM (exit 143)
+    # even though it shut down cleanly. This handler makes a completed graceful shutdown exit 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    if processes > 1:
+        _prepare_processes(settings, processes)
+    uvicorn.run(
+        "filejobs.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        # Long-polls end within this; then running jobs get FILEJOBS_SHUTDOWN_GRACE to finish.
+        timeout_graceful_shutdown=int(GRACEFUL_TIMEOUT),
+        server_header=False,
+        # httptools with bounded request heads and idle connections (service/filejobs/http_protocol.py).
+        http=PROTOCOL,
+        workers=processes if processes > 1 else None,
+    )
+    del settings
+
+
+def _prepare_processes(settings: Settings, processes: int) -> None:
+    """Before uvicorn starts ``processes`` HTTP processes (each runs the app's lifespan; the
+    database is migrated already): share the local job workers out among them, give them one
+    metrics directory, and have each stop with this supervisor (``FILEJOBS_SUPERVISED``)."""
+    if settings.backend == "local":
+        os.environ["FILEJOBS_WORKERS"] = str(-(-settings.workers // processes))  # ceiling
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="filejobs-metrics-")
+    os.environ["FILEJOBS_SUPERVISED"] = str(os.getpid())  # the processes' parent, to watch for
+
+
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Jobs this worker runs at once. [default: FILEJOBS_WORKERS, the CPU count]"),
+    ] = None,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork (default), threads or solo.")] = "prefork",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Also serve Prometheus /metrics of this worker on this port.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run a Celery worker for the celery backend (FILEJOBS_BACKEND=celery, FILEJOBS_BROKER_URL)."""
+    if metrics_port is not None and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Jobs run in the pool's processes: their metrics reach the --metrics-port server (in this
+        # process) through prometheus-client's multiprocess files. This must be set before
+        # prometheus_client is imported, i.e. before the import below.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="filejobs-metrics-")
+    from filejobs.jobs.celery_worker import run_worker
+
+    _logging(log_level)
+    settings = get_settings()
+    if settings.backend != "celery" or not settings.broker_url:
+        typer.echo(
+            "filejobs worker runs Celery workers: set FILEJOBS_BACKEND=celery and FILEJOBS_BROKER_URL "
+            "(redis://… or amqp://…). On the local backend, `filejobs serve` runs the workers itself.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if metrics_port is not None:
+        from filejobs.metrics import start_metrics_server
+
+        start_metrics_server(metrics_port)
+    run_worker(
+        settings,
+        concurrency=concurrency or max(1, settings.workers),
+        pool=pool,
+        loglevel=log_level.upper(),
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _keys_required(settings: Settings) -> bool:
+    """True when /v1 will demand keys: FILEJOBS_REQUIRE_AUTH, or a key (even revoked) was made."""
+    if settings.require_auth:
+        return True
+    from filejobs import keys
+    from filejobs.db import Database
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    try:
+        return keys.any_key(db)
+    finally:
+        db.dispose()
+
+
+def _migrate_in_child(settings: Settings) -> None:
+    """Bring the database to the newest migration in a child process (``filejobs migrate``), so
+    the server never imports Alembic (about 9 MB it would keep for good). Nothing to do: no child."""
+    from filejobs.db import Database
+    from filejobs.schema_version import at_head
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    try:
+        if at_head(db):
+            return
+    finally:
+        db.dispose()
+    done = subprocess.run([sys.executable, "-m", "filejobs.cli", "migrate"], check=False)
+    if done.returncode != 0:
+        typer.echo("filejobs serve: migrating the database failed (see above).", err=True)
+        raise typer.Exit(1)
+
+
+def migrate() -> None:
+    """Create or upgrade the database schema to the latest version."""
+    from filejobs.migrate import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    typer.echo("database is up to date")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(worker)
+    app.command()(migrate)

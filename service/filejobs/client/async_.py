@@ -1,0 +1,244 @@
+"""The asynchronous client, on :class:`httpx.AsyncClient` (asyncio or trio, through anyio).
+
+The same calls as :class:`~filejobs.client.sync.Client`, from the same shared pieces; every file
+operation (hashing, reading the upload, writing a result) runs in a worker thread, so the event
+loop is never blocked by the disk.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+import anyio
+import httpx
+from anyio import to_thread
+
+from filejobs.client import _common as api
+from filejobs.client._common import Call
+from filejobs.client._files import AtomicFile, resolve_target
+from filejobs.client._retry import Attempts, Retrying, RetryPolicy
+from filejobs.client._upload import ChunkReader, FileArg, Upload, prepare_upload
+from filejobs.client._wait import Waiter
+from filejobs.client.errors import TransportError
+from filejobs.client.models import Job, JobList, ProcessorInfo
+from filejobs.client.settings import ClientSettings, resolve
+
+ProgressCallback = Callable[[int], None]
+BodyFactory = Callable[[int], AsyncIterator[bytes]]
+
+
+class AsyncClient:
+    """The asynchronous filejobs client; see :class:`~filejobs.client.sync.Client` for the calls.
+
+    Use it as ``async with AsyncClient(...) as client:`` or ``await client.aclose()``.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        settings: ClientSettings | None = None,
+        on_retry: Callable[[Retrying], None] | None = None,
+    ) -> None:
+        url, key = resolve(base_url, api_key, settings)
+        self.base_url = url
+        self.policy = RetryPolicy(
+            retries=retries, backoff=backoff, backoff_max=backoff_max, on_retry=on_retry
+        )
+        self._http = httpx.AsyncClient(
+            base_url=url, headers=api.default_headers(key), timeout=timeout, transport=transport
+        )
+
+    # ---- plumbing ---------------------------------------------------------------------------
+
+    async def _send(
+        self, call: Call, body: BodyFactory | None = None, *, stream: bool = False, retries: int | None = None
+    ) -> httpx.Response:
+        """See :meth:`filejobs.client.sync.Client._send`."""
+        attempts = Attempts(self.policy, safe=call.safe, retries=retries)
+        while True:
+            request = api.build_request(self._http, call, body(attempts.retried) if body else None)
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                await anyio.sleep(attempts.after_error(exc, request))
+                continue
+            try:
+                if not stream or response.status_code >= 400:
+                    await response.aread()
+            except httpx.HTTPError as exc:
+                await response.aclose()
+                await anyio.sleep(attempts.after_error(exc, request))
+                continue
+            delay = attempts.after_response(response)
+            if delay is None:
+                return response
+            await response.aclose()
+            await anyio.sleep(delay)
+
+    @staticmethod
+    async def _chunks(
+        upload: Upload, source: BinaryIO, on_progress: ProgressCallback | None, *, restart: bool
+    ) -> AsyncIterator[bytes]:
+        await to_thread.run_sync(upload.rewind, source)
+        if restart and on_progress is not None:
+            on_progress(0)
+        reader = ChunkReader(source, upload.size)
+        yield upload.framing.head
+        while chunk := await to_thread.run_sync(reader.read):
+            yield chunk
+            if on_progress is not None:
+                on_progress(reader.sent)
+        yield upload.framing.tail
+
+    # ---- jobs -------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        file: FileArg,
+        *,
+        processor: str | None = None,
+        params: dict[str, Any] | None = None,
+        filename: str | None = None,
+        idempotency_key: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Job:
+        """See :meth:`filejobs.client.sync.Client.submit`; ``on_progress`` runs on the event loop."""
+        upload = await to_thread.run_sync(
+            partial(
+                prepare_upload,
+                file,
+                processor=processor,
+                params=params,
+                filename=filename,
+                key=idempotency_key,
+            )
+        )
+        source = await to_thread.run_sync(upload.open)
+        try:
+
+            def body(retry: int) -> AsyncIterator[bytes]:
+                return self._chunks(upload, source, on_progress, restart=retry > 0)
+
+            response = await self._send(
+                api.submit_call(upload), body, retries=None if upload.rewindable else 0
+            )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await to_thread.run_sync(upload.close, source)
+        return api.parse_job(response)
+
+    async def get(self, job_id: str) -> Job:
+        return api.parse_job(await self._send(api.get_call(job_id)))
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the sync client's signature; a deadline, not a scope
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """See :meth:`filejobs.client.sync.Client.wait`."""
+        waiter = Waiter(job_id, timeout)
+        while True:
+            job = waiter.update(await self._send(waiter.next_call()))
+            if job is not None and on_update is not None:
+                on_update(job)
+            if waiter.done:
+                return waiter.result()
+            await anyio.sleep(waiter.pause())
+
+    async def list_page(
+        self,
+        *,
+        status: str | None = None,
+        processor: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobList:
+        call = api.list_call(status=status, processor=processor, limit=limit, cursor=cursor)
+        return api.parse_page(await self._send(call))
+
+    async def list(
+        self, *, status: str | None = None, processor: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[Job]:
+        """Every job, newest first: ``async for job in client.list(): ...``."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_page(status=status, processor=processor, limit=page_size, cursor=cursor)
+            for job in page.items:
+                yield job
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    async def result(
+        self, job_id: str, *, to: str | os.PathLike[str] | BinaryIO | None = None
+    ) -> dict[str, Any] | Path | None:
+        """See :meth:`filejobs.client.sync.Client.result`."""
+        response = await self._send(api.result_call(job_id), stream=True)
+        try:
+            api.check(response)
+            if not api.is_file_result(response):
+                await response.aread()
+                return api.parse_json_result(response)
+            if to is not None and not isinstance(to, str | os.PathLike):
+                async for chunk in response.aiter_bytes():
+                    await to_thread.run_sync(to.write, chunk)
+                return None
+            target = partial(resolve_target, to, response.headers.get("Content-Disposition"), job_id)
+            out = await to_thread.run_sync(lambda: AtomicFile(target()))
+            try:
+                async for chunk in response.aiter_bytes():
+                    await to_thread.run_sync(out.write, chunk)
+                return await to_thread.run_sync(out.commit)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await to_thread.run_sync(out.abort)
+                raise
+        except httpx.HTTPError as exc:
+            raise TransportError(f"downloading the result of job {job_id} failed: {exc}") from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+    async def cancel(self, job_id: str) -> Job:
+        return api.parse_job(await self._send(api.cancel_call(job_id)))
+
+    async def retry(self, job_id: str) -> Job:
+        return api.parse_job(await self._send(api.retry_call(job_id)))
+
+    async def delete(self, job_id: str) -> None:
+        api.check(await self._send(api.delete_call(job_id)))
+
+    async def processors(self) -> builtins.list[ProcessorInfo]:
+        return api.parse_processors(await self._send(api.processors_call()))
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def close(self) -> None:
+        """The same as :meth:`aclose`."""
+        await self.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

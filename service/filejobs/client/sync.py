@@ -1,0 +1,239 @@
+"""The synchronous client, on :class:`httpx.Client`."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+import httpx
+
+from filejobs.client import _common as api
+from filejobs.client._common import Call
+from filejobs.client._files import AtomicFile, resolve_target
+from filejobs.client._retry import Attempts, Retrying, RetryPolicy
+from filejobs.client._upload import ChunkReader, FileArg, Upload, prepare_upload
+from filejobs.client._wait import Waiter
+from filejobs.client.errors import TransportError
+from filejobs.client.models import Job, JobList, ProcessorInfo
+from filejobs.client.settings import ClientSettings, resolve
+
+ProgressCallback = Callable[[int], None]
+BodyFactory = Callable[[int], Iterator[bytes]]
+
+
+class Client:
+    """A filejobs client. Thread-safe; use it as a context manager or call :meth:`close`.
+
+    ``base_url`` and ``api_key`` default to ``FILEJOBS_URL`` and ``FILEJOBS_API_KEY`` (see
+    :class:`ClientSettings`). Requests are retried up to ``retries`` times on connection failures,
+    ``429`` and ``503`` (see :mod:`filejobs.client._retry`); other errors raise a
+    :class:`~filejobs.client.errors.FilejobsError`. ``on_retry`` is called with a
+    :class:`~filejobs.client._retry.Retrying` before each retry's wait.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        settings: ClientSettings | None = None,
+        on_retry: Callable[[Retrying], None] | None = None,
+    ) -> None:
+        url, key = resolve(base_url, api_key, settings)
+        self.base_url = url
+        self.policy = RetryPolicy(
+            retries=retries, backoff=backoff, backoff_max=backoff_max, on_retry=on_retry
+        )
+        self._http = httpx.Client(
+            base_url=url, headers=api.default_headers(key), timeout=timeout, transport=transport
+        )
+
+    # ---- plumbing ---------------------------------------------------------------------------
+
+    def _send(
+        self, call: Call, body: BodyFactory | None = None, *, stream: bool = False, retries: int | None = None
+    ) -> httpx.Response:
+        """Send ``call``, retrying per :attr:`policy`. The body is read unless ``stream`` (an error
+        answer's body is always read); a streamed response must be closed by the caller."""
+        attempts = Attempts(self.policy, safe=call.safe, retries=retries)
+        while True:
+            request = api.build_request(self._http, call, body(attempts.retried) if body else None)
+            try:
+                response = self._http.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                time.sleep(attempts.after_error(exc, request))
+                continue
+            try:
+                if not stream or response.status_code >= 400:
+                    response.read()
+            except httpx.HTTPError as exc:
+                response.close()
+                time.sleep(attempts.after_error(exc, request))
+                continue
+            delay = attempts.after_response(response)
+            if delay is None:
+                return response
+            response.close()
+            time.sleep(delay)
+
+    @staticmethod
+    def _chunks(upload: Upload, source: BinaryIO, on_progress: ProgressCallback | None) -> Iterator[bytes]:
+        reader = ChunkReader(source, upload.size)
+        yield upload.framing.head
+        while chunk := reader.read():
+            yield chunk
+            if on_progress is not None:
+                on_progress(reader.sent)  # the chunk was handed to the socket
+        yield upload.framing.tail
+
+    # ---- jobs -------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        file: FileArg,
+        *,
+        processor: str | None = None,
+        params: dict[str, Any] | None = None,
+        filename: str | None = None,
+        idempotency_key: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Job:
+        """Upload ``file`` (a path, or a binary file object read from its position) as a new job.
+
+        The file streams from disk in 1 MiB chunks; ``on_progress(bytes_sent)`` follows it (and
+        is called with ``0`` when a retry starts the upload again). The ``Idempotency-Key`` is
+        ``idempotency_key`` or one derived from the content and options, so a repeated submit of
+        the same file is recognisable. A file object that cannot seek is sent once, without retries.
+        """
+        upload = prepare_upload(
+            file, processor=processor, params=params, filename=filename, key=idempotency_key
+        )
+        source = upload.open()
+        try:
+
+            def body(retry: int) -> Iterator[bytes]:
+                upload.rewind(source)
+                if retry and on_progress is not None:
+                    on_progress(0)
+                return self._chunks(upload, source, on_progress)
+
+            response = self._send(api.submit_call(upload), body, retries=None if upload.rewindable else 0)
+        finally:
+            upload.close(source)
+        return api.parse_job(response)
+
+    def get(self, job_id: str) -> Job:
+        return api.parse_job(self._send(api.get_call(job_id)))
+
+    def wait(
+        self, job_id: str, *, timeout: float | None = None, on_update: Callable[[Job], None] | None = None
+    ) -> Job:
+        """Block until the job is succeeded, failed or cancelled, and return it.
+
+        Long-polls (``?wait=30`` with ``If-None-Match``); ``on_update(job)`` sees every change.
+        Raises :class:`~filejobs.client.errors.WaitTimeout` after ``timeout`` seconds (``None``: never).
+        """
+        waiter = Waiter(job_id, timeout)
+        while True:
+            job = waiter.update(self._send(waiter.next_call()))
+            if job is not None and on_update is not None:
+                on_update(job)
+            if waiter.done:
+                return waiter.result()
+            time.sleep(waiter.pause())
+
+    def list_page(
+        self,
+        *,
+        status: str | None = None,
+        processor: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobList:
+        """One page of jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
+        call = api.list_call(status=status, processor=processor, limit=limit, cursor=cursor)
+        return api.parse_page(self._send(call))
+
+    def list(
+        self, *, status: str | None = None, processor: str | None = None, page_size: int = 100
+    ) -> Iterator[Job]:
+        """Every job (optionally of one status and/or processor), newest first, page by page."""
+        cursor: str | None = None
+        while True:
+            page = self.list_page(status=status, processor=processor, limit=page_size, cursor=cursor)
+            yield from page.items
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def result(
+        self, job_id: str, *, to: str | os.PathLike[str] | BinaryIO | None = None
+    ) -> dict[str, Any] | Path | None:
+        """The result of a succeeded job (``Conflict`` before that).
+
+        A JSON result is returned as a dict (``to`` is not used). A file result is streamed to
+        ``to``: a file object (returns ``None``), a file path (written atomically; returns it) or a
+        directory (the server's file name, made safe, inside it; returns the path). With ``to``
+        left ``None``, a file result goes into the current directory.
+        """
+        response = self._send(api.result_call(job_id), stream=True)
+        try:
+            api.check(response)
+            if not api.is_file_result(response):
+                response.read()
+                return api.parse_json_result(response)
+            if to is not None and not isinstance(to, str | os.PathLike):
+                for chunk in response.iter_bytes():
+                    to.write(chunk)
+                return None
+            out = AtomicFile(resolve_target(to, response.headers.get("Content-Disposition"), job_id))
+            try:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                return out.commit()
+            except BaseException:
+                out.abort()
+                raise
+        except httpx.HTTPError as exc:
+            raise TransportError(f"downloading the result of job {job_id} failed: {exc}") from exc
+        finally:
+            response.close()
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job (``Conflict`` when it already finished)."""
+        return api.parse_job(self._send(api.cancel_call(job_id)))
+
+    def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again with a fresh attempt budget (``Conflict`` otherwise)."""
+        return api.parse_job(self._send(api.retry_call(job_id)))
+
+    def delete(self, job_id: str) -> None:
+        """Delete a job and its files, cancelling it first if needed."""
+        api.check(self._send(api.delete_call(job_id)))
+
+    def processors(self) -> builtins.list[ProcessorInfo]:
+        """The processors the server offers."""
+        return api.parse_processors(self._send(api.processors_call()))
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,585 @@
+"""Every query on the ``jobs`` table (procrastinate's JobManager role).
+
+Each state change is one conditional UPDATE (``WHERE id = ? AND status = ?`` and, for a running
+job, ``AND lease_owner = ?``), so a duplicate delivery, a crashed worker or a cancel racing a
+finish can never run a job twice at once or move a terminal status. Every change bumps
+``version``, which the API turns into the ETag.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any, cast
+
+from sqlalchemy import and_, bindparam, delete, func, insert, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.sql.dml import Update
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session, col, select
+
+from filejobs.db import Database
+from filejobs.errors import BadRequest, Conflict, NotFound
+from filejobs.ids import is_job_id
+from filejobs.models import Job, JobStatus, utcnow
+
+RUNNING = JobStatus.running.value
+QUEUED = JobStatus.queued.value
+
+
+def _update() -> Update:
+    """``UPDATE jobs``, without the ORM's synchronisation of loaded objects (every session here is
+    short; nothing loaded in it is read after an update, and evaluating the WHERE clause in Python
+    cost more than the statement)."""
+    return update(Job).execution_options(synchronize_session=False)
+
+
+def _bump() -> dict[str, Any]:
+    return {"version": col(Job.version) + 1, "updated_at": utcnow()}
+
+
+def _owned(job_id: str, owner: str) -> ColumnElement[bool]:
+    return and_(col(Job.id) == job_id, col(Job.status) == RUNNING, col(Job.lease_owner) == owner)
+
+
+# ---- reads ----------------------------------------------------------------------------------
+
+
+def get_job(db: Database, job_id: str, *, owner: str | None = None) -> Job | None:
+    """The row, or None for an unknown (or malformed) id, or one of another ``owner``."""
+    if not is_job_id(job_id):
+        return None
+    with db.read() as session:
+        return _by_id(session, job_id, owner, locked=False)
+
+
+# One job by id; a caller's with the owner in the WHERE clause, so that another owner's job costs
+# what an unknown id does (no row: nothing loaded, then compared and dropped). Built once with
+# bind parameters: building a select per call cost more than session.get's ~0.4 ms.
+_BY_ID = select(Job).where(col(Job.id) == bindparam("b_job_id"))
+_BY_ID_OWNED = _BY_ID.where(col(Job.owner) == bindparam("b_owner"))
+_BY_ID_STATEMENTS = {
+    (False, False): _BY_ID,
+    (True, False): _BY_ID_OWNED,
+    (False, True): _BY_ID.with_for_update(),
+    (True, True): _BY_ID_OWNED.with_for_update(),
+}
+
+
+def _by_id(session: Session, job_id: str, owner: str | None, *, locked: bool) -> Job | None:
+    """The row (``FOR UPDATE`` if ``locked``), or None: one statement whether or not it exists."""
+    statement = _BY_ID_STATEMENTS[owner is not None, locked]
+    return session.exec(statement, params={"b_job_id": job_id, "b_owner": owner}).first()
+
+
+def require_job(db: Database, job_id: str, *, owner: str | None = None) -> Job:
+    job = get_job(db, job_id, owner=owner)
+    if job is None:
+        raise NotFound(f"No job with id {job_id!r}.")
+    return job
+
+
+def encode_cursor(job_id: str) -> str:
+    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        job_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        job_id = ""
+    if not is_job_id(job_id):
+        raise BadRequest("The cursor is not one this service issued.")
+    return job_id
+
+
+def _list_query(
+    table: Any, owner: str | None, status: JobStatus | None, processor: str | None, cursor: str | None
+) -> Any:
+    query = sa_select(table)
+    if owner is not None:
+        query = query.where(table.c.owner == owner)
+    if status is not None:
+        query = query.where(table.c.status == status.value)
+    if processor is not None:
+        query = query.where(table.c.processor == processor)
+    if cursor is not None:
+        query = query.where(table.c.id < decode_cursor(cursor))
+    return query.order_by(table.c.id.desc())
+
+
+def list_jobs(
+    db: Database,
+    *,
+    owner: str | None = None,
+    status: JobStatus | None = None,
+    processor: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """Newest first, keyset-paginated on the time-ordered id (a Core query; see :func:`list_views`)."""
+    views, next_cursor = list_views(
+        db, owner=owner, status=status, processor=processor, limit=limit, cursor=cursor
+    )
+    return [Job.model_construct(**vars(view)) for view in views], next_cursor
+
+
+def list_views(
+    db: Database,
+    *,
+    owner: str | None = None,
+    status: JobStatus | None = None,
+    processor: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """:func:`list_jobs` for rendering only: plain attribute views of the rows, not models (a
+    ``Job`` costs about 50 µs to build; a page of 50 of them more than the query). Read-only."""
+    table = Job.__table__  # type: ignore[attr-defined]
+    query = _list_query(table, owner, status, processor, cursor).limit(limit + 1)
+    with db.read_connection() as conn:
+        rows = [SimpleNamespace(**row) for row in conn.execute(query).mappings()]
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return cast(list[Job], rows[:limit]), next_cursor
+
+
+def due_job_ids(db: Database, *, now: datetime | None = None, limit: int = 1000) -> list[str]:
+    """Queued jobs whose backoff has passed, oldest first."""
+    now = now or utcnow()
+    query = (
+        select(Job.id)
+        .where(col(Job.status) == QUEUED, col(Job.run_after) <= now)
+        .order_by(col(Job.run_after), col(Job.id))
+        .limit(limit)
+    )
+    with db.read() as session:
+        return list(session.exec(query).all())
+
+
+def undispatched_job_ids(
+    db: Database, *, stale_before: datetime, now: datetime | None = None, limit: int = 1000
+) -> tuple[list[str], list[str]]:
+    """Due queued jobs the broker may not hold: ``(never, stale)``.
+
+    ``never``: no publish of this queued spell succeeded (the broker was down, or the API died
+    between commit and publish). ``stale``: published before ``stale_before`` and still queued,
+    oldest first (their message may have been lost with a broker restart).
+    """
+    now = now or utcnow()
+    due = and_(col(Job.status) == QUEUED, col(Job.run_after) <= now)
+    never = (
+        select(Job.id).where(due, col(Job.dispatched_at).is_(None)).order_by(col(Job.run_after)).limit(limit)
+    )
+    stale = (
+        select(Job.id)
+        .where(due, col(Job.dispatched_at) < stale_before)
+        .order_by(col(Job.dispatched_at), col(Job.id))
+        .limit(limit)
+    )
+    with db.read() as session:
+        return list(session.exec(never).all()), list(session.exec(stale).all())
+
+
+def mark_dispatched(db: Database, job_ids: Sequence[str], *, at: datetime | None = None) -> int:
+    """Record that the broker accepted a message for these queued jobs (not a client-visible change:
+    no version bump)."""
+    if not job_ids:
+        return 0
+    with db.write() as session:
+        return session.exec(
+            _update()
+            .where(col(Job.id).in_(list(job_ids)), col(Job.status) == QUEUED)
+            .values(dispatched_at=at or utcnow())
+        ).rowcount
+
+
+def count_jobs(db: Database) -> list[tuple[str, str, int]]:
+    """``(status, processor, rows)`` for every pair that has rows (one GROUP BY; for the metrics)."""
+    query = select(col(Job.status), col(Job.processor), func.count()).group_by(
+        col(Job.status), col(Job.processor)
+    )
+    with db.read() as session:
+        return [(status, processor, int(rows)) for status, processor, rows in session.exec(query).all()]
+
+
+def queue_stats(db: Database, *, now: datetime | None = None) -> tuple[int, datetime | None]:
+    """How many queued jobs are due, and the earliest ``run_after`` among them (None: none due)."""
+    now = now or utcnow()
+    query = select(func.count(), func.min(col(Job.run_after))).where(
+        col(Job.status) == QUEUED, col(Job.run_after) <= now
+    )
+    with db.read() as session:
+        due, oldest = session.exec(query).one()
+    return int(due), oldest
+
+
+# ---- creation and client actions ------------------------------------------------------------
+
+
+def insert_job(db: Database, job: Job, *, before_commit: Callable[[Session], None] | None = None) -> Job:
+    """Insert the row; ``before_commit`` runs in the same transaction (and may raise to undo it).
+    A Core INSERT of the job's values, so a :func:`~filejobs.models.new_job` is fine too."""
+    with db.write() as session:
+        session.execute(insert(Job.__table__), [job.model_dump()])  # type: ignore[attr-defined]
+        if before_commit is not None:
+            before_commit(session)
+    return job
+
+
+def count_queued(db: Database) -> int:
+    with db.read() as session:
+        return int(session.exec(select(func.count()).select_from(Job).where(col(Job.status) == QUEUED)).one())
+
+
+def count_unfinished(db: Database, owner: str) -> int:
+    """Queued or running jobs of ``owner``."""
+    query = (
+        select(func.count())
+        .select_from(Job)
+        .where(col(Job.owner) == owner, col(Job.status).in_([QUEUED, RUNNING]))
+    )
+    with db.read() as session:
+        return int(session.exec(query).one())
+
+
+def cancel_job(db: Database, job_id: str, *, owner: str | None = None) -> Job:
+    """queued or running → cancelled. A running job's worker sees it lost the row and stops."""
+    with db.write() as session:
+        job = _locked(session, job_id, owner)
+        if JobStatus(job.status).terminal:
+            raise Conflict(f"The job is already {job.status}.", status_of_job=job.status)
+        now = utcnow()
+        session.exec(
+            _update()
+            .where(col(Job.id) == job_id, col(Job.status) == job.status)
+            .values(
+                status=JobStatus.cancelled.value,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                message="cancelled",
+                **_bump(),
+            )
+        )
+        session.refresh(job)
+        return job
+
+
+def _locked(session: Session, job_id: str, owner: str | None = None) -> Job:
+    """The row, locked for this transaction (``FOR UPDATE`` on PostgreSQL; on SQLite the
+    ``BEGIN IMMEDIATE`` of a write session already serialises writers), or 404."""
+    job = _by_id(session, job_id, owner, locked=True) if is_job_id(job_id) else None
+    if job is None:
+        raise NotFound(f"No job with id {job_id!r}.")
+    return job
+
+
+def retry_job(db: Database, job_id: str, *, max_attempts: int, owner: str | None = None) -> Job:
+    """failed or cancelled → queued with a fresh attempt budget."""
+    with db.write() as session:
+        job = _locked(session, job_id, owner)
+        if job.status not in (JobStatus.failed.value, JobStatus.cancelled.value):
+            raise Conflict(
+                f"Only failed or cancelled jobs can be retried; this one is {job.status}.",
+                status_of_job=job.status,
+            )
+        now = utcnow()
+        session.exec(
+            _update()
+            .where(col(Job.id) == job_id, col(Job.status) == job.status)
+            .values(
+                status=QUEUED,
+                attempts=0,
+                max_attempts=max_attempts,
+                progress=0.0,
+                message=None,
+                error_code=None,
+                error_message=None,
+                result=None,
+                output_key=None,
+                output_name=None,
+                output_content_type=None,
+                started_at=None,
+                finished_at=None,
+                run_after=now,
+                dispatched_at=None,
+                **_bump(),
+            )
+        )
+        session.refresh(job)
+        return job
+
+
+def delete_job(db: Database, job_id: str, *, owner: str | None = None) -> Job:
+    """Remove the row (a running job's worker sees the row gone and stops). Returns what it was."""
+    with db.write() as session:
+        job = _locked(session, job_id, owner)
+        session.exec(delete(Job).where(col(Job.id) == job_id))
+        return job
+
+
+# ---- the worker's side ----------------------------------------------------------------------
+
+
+_T = Job.__table__  # type: ignore[attr-defined]
+
+# The worker's two statements per job, built once with bind parameters: SQLAlchemy then reuses
+# their compiled form and cache key (building an ORM UPDATE per call cost about a millisecond).
+_CLAIM = (
+    update(_T)
+    .where(_T.c.id == bindparam("b_job_id"), _T.c.status == QUEUED, _T.c.run_after <= bindparam("b_now"))
+    .values(
+        status=RUNNING,
+        attempts=_T.c.attempts + 1,
+        lease_owner=bindparam("b_owner"),
+        lease_expires_at=bindparam("b_lease_expires_at"),
+        started_at=bindparam("b_now"),
+        progress=0.0,
+        message=None,
+        version=_T.c.version + 1,
+        updated_at=bindparam("b_now"),
+    )
+    .returning(*_T.c)
+)
+_FINISH_SUCCEEDED = (
+    update(_T)
+    .where(_T.c.id == bindparam("b_job_id"), _T.c.status == RUNNING, _T.c.lease_owner == bindparam("b_owner"))
+    .values(
+        status=JobStatus.succeeded.value,
+        result=bindparam("b_result"),
+        output_key=bindparam("b_output_key"),
+        output_name=bindparam("b_output_name"),
+        output_content_type=bindparam("b_output_content_type"),
+        progress=1.0,
+        message=bindparam("b_message"),
+        # An earlier attempt's error does not describe a job that succeeded.
+        error_code=None,
+        error_message=None,
+        finished_at=bindparam("b_now"),
+        lease_owner=None,
+        lease_expires_at=None,
+        version=_T.c.version + 1,
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
+def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) -> Job | None:
+    """queued (and due) → running, owned by ``owner``. None when someone else has it or it is gone."""
+    now = utcnow()
+    params = {
+        "b_job_id": job_id,
+        "b_now": now,
+        "b_owner": owner,
+        "b_lease_expires_at": now + timedelta(seconds=lease_seconds),
+    }
+    with db.write(durable=False) as session:  # lost to a power cut: harmless
+        row = session.connection().execute(_CLAIM, params).mappings().first()
+    return Job.model_construct(**row) if row is not None else None
+
+
+def renew_lease(db: Database, job_id: str, *, owner: str, lease_seconds: float) -> bool:
+    """Extend the lease; False when the job is no longer ours (cancelled, deleted, expired)."""
+    now = utcnow()
+    with db.write(durable=False) as session:  # lost to a power cut: harmless
+        return (
+            session.exec(
+                _update()
+                .where(_owned(job_id, owner))
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            ).rowcount
+            == 1
+        )
+
+
+def set_progress(
+    db: Database, job_id: str, *, owner: str, progress: float, message: str | None, lease_seconds: float
+) -> bool:
+    """Record progress (and renew the lease); False when the job is no longer ours."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "progress": max(0.0, min(1.0, progress)),
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        **_bump(),
+    }
+    if message is not None:
+        values["message"] = message[:1000]
+    with db.write(durable=False) as session:  # lost to a power cut: harmless
+        return session.exec(_update().where(_owned(job_id, owner)).values(**values)).rowcount == 1
+
+
+def finish_succeeded(
+    db: Database,
+    job_id: str,
+    *,
+    owner: str,
+    result: dict[str, Any],
+    output_key: str | None,
+    output_name: str | None,
+    output_content_type: str | None,
+    message: str | None = None,
+) -> bool:
+    params = {
+        "b_job_id": job_id,
+        "b_owner": owner,
+        "b_result": result,
+        "b_output_key": output_key,
+        "b_output_name": output_name,
+        "b_output_content_type": output_content_type,
+        "b_message": message,
+        "b_now": utcnow(),
+    }
+    with db.write() as session:
+        return session.connection().execute(_FINISH_SUCCEEDED, params).rowcount == 1
+
+
+@dataclass(frozen=True)
+class FailOutcome:
+    """What :func:`finish_failed` did: ``status`` is ``queued`` (retry later) or ``failed``."""
+
+    owned: bool
+    status: JobStatus | None = None
+    run_after: datetime | None = None
+
+
+def finish_failed(
+    db: Database,
+    job_id: str,
+    *,
+    owner: str,
+    code: str,
+    message: str,
+    retryable: bool,
+    backoff: float,
+) -> FailOutcome:
+    """running → queued (retryable, attempts left: after ``backoff`` s) or → failed."""
+    now = utcnow()
+    with db.write() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.status != RUNNING or job.lease_owner != owner:
+            return FailOutcome(owned=False)
+        common: dict[str, Any] = {
+            "error_code": code[:100],
+            "error_message": message[:2000],
+            "lease_owner": None,
+            "lease_expires_at": None,
+            **_bump(),
+        }
+        if retryable and job.attempts < job.max_attempts:
+            run_after = now + timedelta(seconds=backoff)
+            values = {
+                "status": QUEUED,
+                "run_after": run_after,
+                "dispatched_at": None,
+                "message": f"retrying: {code}",
+                **common,
+            }
+            outcome = FailOutcome(owned=True, status=JobStatus.queued, run_after=run_after)
+        else:
+            values = {"status": JobStatus.failed.value, "finished_at": now, **common}
+            outcome = FailOutcome(owned=True, status=JobStatus.failed)
+        done = session.exec(_update().where(_owned(job_id, owner)).values(**values)).rowcount
+        return outcome if done == 1 else FailOutcome(owned=False)
+
+
+def release_job(db: Database, job_id: str, *, owner: str) -> bool:
+    """running → queued without spending the attempt (the worker is shutting down)."""
+    now = utcnow()
+    with db.write() as session:
+        return (
+            session.exec(
+                _update()
+                .where(_owned(job_id, owner))
+                .values(
+                    status=QUEUED,
+                    attempts=col(Job.attempts) - 1,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    run_after=now,
+                    dispatched_at=None,
+                    progress=0.0,
+                    message="returned to the queue at shutdown",
+                    **_bump(),
+                )
+            ).rowcount
+            == 1
+        )
+
+
+# ---- the sweeper's side ---------------------------------------------------------------------
+
+
+def expire_leases(
+    db: Database,
+    *,
+    now: datetime | None = None,
+    owner_is_dead: Callable[[str], bool] | None = None,
+) -> list[tuple[str, JobStatus]]:
+    """Running rows whose lease ran out, or whose owner ``owner_is_dead`` says is gone, → queued
+    (attempts left) or failed (``worker_lost``). Returns what moved."""
+    now = now or utcnow()
+    moved: list[tuple[str, JobStatus]] = []
+    with db.write() as session:
+        running = session.exec(select(Job).where(col(Job.status) == RUNNING)).all()
+        for job in running:
+            expired = job.lease_expires_at is None or job.lease_expires_at < now
+            if not expired and not (owner_is_dead and job.lease_owner and owner_is_dead(job.lease_owner)):
+                continue
+            lost = {
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "error_code": "worker_lost",
+                "error_message": "The worker running this job stopped renewing its lease.",
+                **_bump(),
+            }
+            if job.attempts < job.max_attempts:
+                values = {
+                    "status": QUEUED,
+                    "run_after": now,
+                    "dispatched_at": None,
+                    "message": "worker lost; requeued",
+                    **lost,
+                }
+                new_status = JobStatus.queued
+            else:
+                values = {"status": JobStatus.failed.value, "finished_at": now, **lost}
+                new_status = JobStatus.failed
+            where = and_(
+                col(Job.id) == job.id,
+                col(Job.status) == RUNNING,
+                col(Job.lease_owner) == job.lease_owner,
+                col(Job.version) == job.version,
+            )
+            if session.exec(_update().where(where).values(**values)).rowcount == 1:
+                moved.append((job.id, new_status))
+    return moved
+
+
+def expired_jobs(db: Database, *, cutoff: datetime, limit: int = 500) -> Sequence[Job]:
+    """Finished jobs older than ``cutoff`` (retention)."""
+    finished = [JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value]
+    query = select(Job).where(col(Job.status).in_(finished), col(Job.finished_at) < cutoff).limit(limit)
+    with db.read() as session:
+        return session.exec(query).all()
+
+
+def delete_if_finished(db: Database, job_id: str, *, cutoff: datetime) -> bool:
+    finished = [JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value]
+    with db.write() as session:
+        return (
+            session.exec(
+                delete(Job).where(
+                    col(Job.id) == job_id, col(Job.status).in_(finished), col(Job.finished_at) < cutoff
+                )
+            ).rowcount
+            == 1
+        )
+
+
+def job_exists(db: Database, job_id: str) -> bool:
+    with db.read() as session:
+        return session.exec(select(Job.id).where(col(Job.id) == job_id)).first() is not None

@@ -1,0 +1,216 @@
+"""``run_job(job_id)``: claim, run the processor in a child process, record the outcome.
+
+Shared by the local worker pool and the Celery task. Every write is conditional on the row
+still being ``running`` under our lease, so a cancel, a delete, or a sweeper that gave the job
+to someone else makes the next write fail, and we stop the child and clean up after ourselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from filejobs import metrics
+from filejobs.db import Database
+from filejobs.jobs import repository
+from filejobs.jobs.executor import ChildProcess, Control, Outcome
+from filejobs.models import Job, JobStatus
+from filejobs.processors.registry import Registry
+from filejobs.settings import Settings
+from filejobs.storage import Storage
+
+log = logging.getLogger(__name__)
+
+#: How often a running job proves it is still ours (and renews its lease) when it is quiet.
+CHECK_EVERY = 1.0
+
+
+@dataclass
+class RunContext:
+    """What ``run_job`` needs besides the id; one per worker thread (or Celery process)."""
+
+    db: Database
+    storage: Storage
+    registry: Registry
+    settings: Settings
+    owner: str
+    on_change: Callable[[str], None] = lambda job_id: None
+    #: True when this process was told the job was cancelled or deleted (a fast path).
+    cancel_hint: Callable[[str], bool] = lambda job_id: False
+    #: True once shutdown's grace period is over: stop the child, return the job to the queue.
+    must_stop: Callable[[], bool] = lambda: False
+    child: ChildProcess = field(default_factory=ChildProcess)
+
+
+def backoff_seconds(settings: Settings, attempts: int) -> float:
+    """Exponential backoff with ±20 % jitter, capped."""
+    base = min(settings.retry_backoff_max, settings.retry_backoff * 2.0 ** max(0, attempts - 1))
+    return base * random.uniform(0.8, 1.2)
+
+
+def run_job(job_id: str, ctx: RunContext) -> JobStatus | None:
+    """Run one job if it can be claimed. Returns the status it was left in, None if not claimed."""
+    job = repository.claim_job(ctx.db, job_id, owner=ctx.owner, lease_seconds=ctx.settings.lease_seconds)
+    if job is None:
+        return None
+    claimed_at = time.monotonic()
+    ctx.on_change(job_id)
+    log.info("job %s: running %s (attempt %d)", job_id, job.processor, job.attempts)
+    try:
+        status = _execute(job, ctx)
+    finally:
+        ctx.on_change(job_id)
+    metrics.job_attempt_ended(job.processor, status, time.monotonic() - claimed_at)
+    log.info("job %s: %s", job_id, status.value if status else "no longer ours")
+    return status
+
+
+def _fail(ctx: RunContext, job: Job, code: str, message: str, *, retryable: bool) -> JobStatus | None:
+    outcome = repository.finish_failed(
+        ctx.db,
+        job.id,
+        owner=ctx.owner,
+        code=code,
+        message=message,
+        retryable=retryable,
+        backoff=backoff_seconds(ctx.settings, job.attempts),
+    )
+    if outcome.owned and outcome.status is JobStatus.queued:
+        metrics.job_retried(job.processor)
+    return outcome.status if outcome.owned else _lost(ctx, job)
+
+
+def _lost(ctx: RunContext, job: Job) -> JobStatus | None:
+    """The row is no longer ours: remove what this attempt wrote (everything if the row is gone)."""
+    if not repository.job_exists(ctx.db, job.id):
+        ctx.storage.delete_job_files(job.id)
+    else:
+        ctx.storage.delete_outputs(job.id, job.attempts)
+    return None
+
+
+def _execute(job: Job, ctx: RunContext) -> JobStatus | None:
+    entry = ctx.registry.get(job.processor)
+    if entry is None:
+        return _fail(
+            ctx, job, "unknown_processor", f"No processor named {job.processor!r} here.", retryable=False
+        )
+    input_path = ctx.storage.path(job.storage_key)
+    if not input_path.is_file():
+        return _fail(ctx, job, "input_missing", "The uploaded file is no longer stored.", retryable=False)
+    output_dir = ctx.storage.output_dir(job.id, job.attempts)
+    request = {
+        "spec": entry.spec,
+        "input": str(input_path),
+        "output_dir": str(output_dir),
+        "params": {**job.params, **(job.secret_params or {})},
+        "file_name": job.file_name,
+        "content_type": job.file_content_type,
+        "limits": {
+            "max_image_pixels": ctx.settings.max_image_pixels,
+            "max_pdf_pages": ctx.settings.max_pdf_pages,
+            "memory_bytes": ctx.settings.job_memory_limit,  # the child's RLIMIT_AS for this job
+        },
+    }
+    outcome = ctx.child.run(
+        request,
+        tick=_Ticker(job.id, ctx),
+        timeout=ctx.settings.job_timeout,
+        cancel_grace=ctx.settings.cancel_grace,
+    )
+    return _record(job, ctx, outcome)
+
+
+def _record(job: Job, ctx: RunContext, outcome: Outcome) -> JobStatus | None:
+    data = outcome.data
+    if outcome.kind == "done":
+        output_key = output_name = content_type = None
+        if data.get("file"):
+            path = Path(data["file"])
+            output_key = ctx.storage.key_for(path)
+            output_name = data.get("file_name") or path.name
+            content_type = data.get("content_type") or (
+                mimetypes.guess_type(output_name)[0] or "application/octet-stream"
+            )
+        result: dict[str, Any] = data.get("result") or {}
+        if repository.finish_succeeded(
+            ctx.db,
+            job.id,
+            owner=ctx.owner,
+            result=result,
+            output_key=output_key,
+            output_name=output_name,
+            output_content_type=content_type,
+        ):
+            return JobStatus.succeeded
+        return _lost(ctx, job)
+    if outcome.kind == "error":
+        return _fail(
+            ctx,
+            job,
+            str(data.get("code") or "error"),
+            str(data.get("message") or ""),
+            retryable=bool(data.get("retryable")),
+        )
+    if outcome.kind == "timeout":
+        return _fail(ctx, job, "timeout", str(data.get("message")), retryable=False)
+    if outcome.kind == "crashed":
+        return _fail(ctx, job, "worker_crashed", str(data.get("message")), retryable=True)
+    if outcome.kind == "stopped":
+        if repository.release_job(ctx.db, job.id, owner=ctx.owner):
+            return JobStatus.queued
+        return _lost(ctx, job)
+    return _lost(ctx, job)  # cancelled: we stopped it because the row was no longer ours
+
+
+class _Ticker:
+    """Called by the executor several times a second while the child runs."""
+
+    def __init__(self, job_id: str, ctx: RunContext) -> None:
+        self.job_id = job_id
+        self.ctx = ctx
+        self.last_write = time.monotonic()
+        self.pending: tuple[float, str | None] | None = None
+
+    def __call__(self, progress: float | None, message: str | None) -> str:
+        ctx = self.ctx
+        if ctx.must_stop():
+            return Control.STOP
+        if progress is not None:
+            keep = message if message is not None else (self.pending[1] if self.pending else None)
+            self.pending = (progress, keep)
+        now = time.monotonic()
+        hinted = ctx.cancel_hint(self.job_id)
+        due_progress = self.pending is not None and now - self.last_write >= ctx.settings.progress_interval
+        if not (hinted or due_progress or now - self.last_write >= CHECK_EVERY):
+            return Control.CONTINUE
+        self.last_write = now
+        try:
+            if self.pending is not None:
+                fraction, text = self.pending
+                self.pending = None
+                owned = repository.set_progress(
+                    ctx.db,
+                    self.job_id,
+                    owner=ctx.owner,
+                    progress=fraction,
+                    message=text,
+                    lease_seconds=ctx.settings.lease_seconds,
+                )
+                ctx.on_change(self.job_id)
+            else:
+                owned = repository.renew_lease(
+                    ctx.db, self.job_id, owner=ctx.owner, lease_seconds=ctx.settings.lease_seconds
+                )
+        except SQLAlchemyError:
+            log.exception("job %s: could not write progress; will try again", self.job_id)
+            return Control.CONTINUE
+        return Control.CONTINUE if owned else Control.CANCEL

@@ -1,0 +1,107 @@
+"""The sweeper: what keeps the queue whole after crashes, and the disk from growing forever.
+
+One pass (:func:`sweep`) returns expired leases, and those of dead worker processes on this host,
+to the queue (or fails them when attempts are spent), re-dispatches due queued jobs, removes upload
+temp files and orphaned uploads that never got a row, deletes finished jobs past retention with
+their files, and forgets Idempotency-Keys past their time to live.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from filejobs import metrics
+from filejobs.db import Database
+from filejobs.jobs import idempotency, repository
+from filejobs.jobs.dispatch import Dispatcher
+from filejobs.jobs.worker import owner_is_dead_here
+from filejobs.models import JobStatus, utcnow
+from filejobs.settings import Settings
+from filejobs.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    requeued: int = 0
+    failed: int = 0
+    dispatched: int = 0
+    temp_removed: int = 0
+    orphans_removed: int = 0
+    expired: int = 0
+    idempotency_expired: int = 0
+
+
+def sweep(
+    *,
+    db: Database,
+    storage: Storage,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    scan_orphans: bool = True,
+) -> SweepReport:
+    report = SweepReport()
+    for _job_id, status in repository.expire_leases(db, owner_is_dead=owner_is_dead_here):
+        metrics.LEASES_EXPIRED.labels(status.value).inc()
+        if status is JobStatus.queued:
+            report.requeued += 1
+        else:
+            report.failed += 1
+    report.dispatched = dispatch_due(db=db, settings=settings, dispatcher=dispatcher)
+    report.temp_removed = storage.remove_stale_temp(settings.temp_max_age)
+    if scan_orphans:
+        report.orphans_removed = remove_orphan_uploads(db=db, storage=storage, min_age=settings.temp_max_age)
+    cutoff = utcnow() - settings.retention
+    for job in repository.expired_jobs(db, cutoff=cutoff):
+        if repository.delete_if_finished(db, job.id, cutoff=cutoff):
+            storage.delete_job_files(job.id)
+            report.expired += 1
+    report.idempotency_expired = idempotency.expire(db)
+    if report.requeued or report.failed or report.orphans_removed or report.expired:
+        log.info("sweep: %s", report)
+    return report
+
+
+def dispatch_due(*, db: Database, settings: Settings, dispatcher: Dispatcher) -> int:
+    """Hand due queued jobs to the dispatcher again; returns how many were handed over.
+
+    An in-process queue died with its process, so it gets every due job (it ignores ids it
+    already holds). A broker keeps its messages, so it gets only the jobs whose publish never
+    succeeded, and those published over ``redispatch_after`` ago for which the broker's queue
+    holds too few messages (lost with a broker restart): one message each, not one per pass.
+    """
+    if not dispatcher.durable:
+        ids = repository.due_job_ids(db)
+    else:
+        stale_before = utcnow() - timedelta(seconds=settings.redispatch_after)
+        never, stale = repository.undispatched_job_ids(db, stale_before=stale_before)
+        if stale:
+            pending = dispatcher.pending_messages()
+            if pending is not None:
+                stale = stale[: max(0, len(stale) - pending)]
+        ids = never + stale
+    for job_id in ids:
+        dispatcher.submit(job_id)
+    return len(ids)
+
+
+def remove_orphan_uploads(*, db: Database, storage: Storage, min_age: float) -> int:
+    """Uploads renamed into place whose row never committed (the process died in between)."""
+    cutoff = time.time() - min_age
+    removed = 0
+    for job_id in storage.upload_job_ids():
+        path = storage.path(f"uploads/{job_id}")
+        try:
+            if os.stat(path).st_mtime >= cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        if not repository.job_exists(db, job_id):
+            storage.delete_job_files(job_id)
+            removed += 1
+    return removed

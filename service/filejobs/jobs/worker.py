@@ -1,0 +1,230 @@
+"""The local backend's worker pool: N threads, each owning one child process.
+
+Threads only wait: on the queue of job ids, and on their child's pipe. The processor runs in the
+child. ``drain()`` is the burst mode for tests and scripts: run every due job, then return.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from filejobs.db import Database
+from filejobs.jobs import repository
+from filejobs.jobs.executor import ChildError
+from filejobs.jobs.runner import RunContext, run_job
+from filejobs.models import JobStatus, utcnow
+from filejobs.processors.registry import Registry
+from filejobs.settings import Settings
+from filejobs.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+def worker_identity() -> str:
+    """host:pid:random, unique per pool; lease owners are this plus the thread number."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def owner_is_dead_here(owner: str) -> bool:
+    """True when ``owner`` names a worker on this host whose process no longer exists.
+
+    Lets a restarted service take back the jobs of a killed one at once instead of waiting for
+    their leases. A reused pid only makes us wait for the lease, the safe direction.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process its parent has not reaped yet: dead, though ``kill(pid, 0)`` succeeds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may hold spaces and parentheses, so split after the last ")".
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+class LocalWorker:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        storage: Storage,
+        registry: Registry,
+        settings: Settings,
+        on_change: Callable[[str], None] = lambda job_id: None,
+        threads: int | None = None,
+    ) -> None:
+        self.db = db
+        self.storage = storage
+        self.registry = registry
+        self.settings = settings
+        self.on_change = on_change
+        self.size = settings.workers if threads is None else threads
+        self.identity = worker_identity()
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._pending: set[str] = set()
+        self._cancelled: set[str] = set()
+        self._timers: dict[str, threading.Timer] = {}
+        self._lock = threading.Lock()
+        self._accepting = threading.Event()
+        self._must_stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def context(self, index: int) -> RunContext:
+        return RunContext(
+            db=self.db,
+            storage=self.storage,
+            registry=self.registry,
+            settings=self.settings,
+            owner=f"{self.identity}:{index}",
+            on_change=self.on_change,
+            cancel_hint=self._was_cancelled,
+            must_stop=self._must_stop.is_set,
+        )
+
+    # ---- control --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._accepting.set()
+        for index in range(self.size):
+            thread = threading.Thread(target=self._loop, args=(index,), name=f"filejobs-worker-{index}")
+            thread.start()
+            self._threads.append(thread)
+
+    def submit(self, job_id: str) -> None:
+        """Queue ``job_id`` (once: ids already waiting are not queued again)."""
+        if not self._accepting.is_set():
+            return
+        with self._lock:
+            if job_id in self._pending:
+                return
+            self._pending.add(job_id)
+        self._queue.put(job_id)
+
+    def submit_at(self, job_id: str, when: datetime) -> None:
+        delay = max(0.0, (when - utcnow()).total_seconds())
+        timer = threading.Timer(delay, self._fire_timer, args=(job_id,))
+        timer.daemon = True
+        with self._lock:
+            old = self._timers.pop(job_id, None)
+            self._timers[job_id] = timer
+        if old is not None:
+            old.cancel()
+        timer.start()
+
+    def _fire_timer(self, job_id: str) -> None:
+        with self._lock:
+            self._timers.pop(job_id, None)
+        self.submit(job_id)
+
+    def hint_cancelled(self, job_id: str) -> None:
+        """The API cancelled or deleted ``job_id``: the thread running it checks at once."""
+        with self._lock:
+            self._cancelled.add(job_id)
+
+    def _was_cancelled(self, job_id: str) -> bool:
+        with self._lock:
+            if job_id in self._cancelled:
+                self._cancelled.discard(job_id)
+                return True
+        return False
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop taking jobs; let running ones finish for ``grace`` s, then return them to the queue."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        self._accepting.clear()
+        with self._lock:
+            timers, self._timers = list(self._timers.values()), {}
+        for timer in timers:
+            timer.cancel()
+        while True:  # drop ids not yet started: their rows stay queued
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = threading.Timer(grace, self._must_stop.set)
+        deadline.daemon = True
+        deadline.start()
+        for thread in self._threads:
+            thread.join()
+        deadline.cancel()
+        self._threads.clear()
+
+    # ---- running --------------------------------------------------------------------------
+
+    def _loop(self, index: int) -> None:
+        ctx = self.context(index)
+        try:
+            ctx.child.start()
+        except (ChildError, OSError):
+            log.exception("worker %d: child process failed to start; will retry per job", index)
+        try:
+            while True:
+                job_id = self._queue.get()
+                if job_id is None:
+                    return
+                with self._lock:
+                    self._pending.discard(job_id)
+                if self._accepting.is_set():
+                    self._run(job_id, ctx)
+        finally:
+            ctx.child.kill()
+
+    def _run(self, job_id: str, ctx: RunContext) -> JobStatus | None:
+        try:
+            status = run_job(job_id, ctx)
+        except Exception:
+            log.exception("job %s: the worker failed around it; the sweeper will pick it up", job_id)
+            return None
+        finally:
+            with self._lock:
+                self._cancelled.discard(job_id)
+        if status in (JobStatus.queued, None) and self._accepting.is_set():
+            # Retried with backoff, or dispatched before it was due: come back when it is.
+            job = repository.get_job(self.db, job_id)
+            if job is not None and job.status == JobStatus.queued.value and job.run_after > utcnow():
+                self.submit_at(job_id, job.run_after)
+        return status
+
+    def drain(self) -> int:
+        """Burst mode: run every due queued job in this thread until none is left; return how many."""
+        ctx = self.context(0)
+        ran = 0
+        try:
+            while True:
+                ids = repository.due_job_ids(self.db)
+                if not ids:
+                    return ran
+                progressed = False
+                for job_id in ids:
+                    if run_job(job_id, ctx) is not None:
+                        ran += 1
+                        progressed = True
+                if not progressed:
+                    return ran
+        finally:
+            ctx.child.kill()

@@ -1,0 +1,267 @@
+"""The ``jobs`` table and the API models built from it.
+
+The table keeps internal columns (storage keys, lease fields, version); the API only ever sees
+:class:`JobPublic`, built by :func:`job_public`.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic_core import PydanticUndefined
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, MetaData
+from sqlalchemy.orm import configure_mappers
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata: MetaData = SQLModel.metadata
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+def _ts(nullable: bool = True, **kw: Any) -> Any:
+    return Field(sa_column=Column(UTCDateTime(), nullable=nullable), **kw)
+
+
+class Job(SQLModel, table=True):
+    """One uploaded file and what is being done to it. The row is the queue's truth."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_processor_id", "processor", "id"),
+        Index("ix_jobs_status_run_after", "status", "run_after"),
+        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+        Index("ix_jobs_status_finished_at", "status", "finished_at"),
+        Index("ix_jobs_owner_id", "owner", "id"),
+        Index("ix_jobs_owner_status_id", "owner", "status", "id"),
+        Index("ix_jobs_owner_processor_id", "owner", "processor", "id"),
+        Index("ix_jobs_updated_at", "updated_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    #: The API key that made the job ("" when the service was open): its tenant.
+    owner: str = Field(default="", max_length=36, sa_column_kwargs={"server_default": ""})
+    status: str = Field(default=JobStatus.queued, max_length=16)
+    processor: str = Field(max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    #: Values of the params a processor declares as ``SecretStr``: handed to the worker, never shown.
+    secret_params: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+    file_name: str = Field(max_length=1024)
+    file_size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    file_sha256: str = Field(max_length=64)
+    file_content_type: str = Field(max_length=255)
+    declared_content_type: str | None = Field(default=None, max_length=255)
+    storage_key: str = Field(max_length=255)
+
+    output_key: str | None = Field(default=None, max_length=255)
+    output_name: str | None = Field(default=None, max_length=1024)
+    output_content_type: str | None = Field(default=None, max_length=255)
+
+    progress: float = 0.0
+    message: str | None = Field(default=None, max_length=1000)
+    attempts: int = 0
+    max_attempts: int
+    error_code: str | None = Field(default=None, max_length=100)
+    error_message: str | None = Field(default=None, max_length=2000)
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    run_after: datetime = _ts(nullable=False)
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_expires_at: datetime | None = _ts()
+    #: When a broker last accepted a message for this queued spell (None: never; the sweeper publishes).
+    dispatched_at: datetime | None = _ts()
+    version: int = 1
+
+
+def new_job(**values: Any) -> Job:
+    """A :class:`Job` from values the service made itself: every field set (defaults filled in),
+    without validation (about ten times cheaper than ``Job(...)``)."""
+    defaults: dict[str, Any] = {
+        name: None if default is PydanticUndefined else default
+        for name, info in Job.model_fields.items()
+        if name not in values
+        for default in [info.get_default(call_default_factory=True)]
+    }
+    return Job.model_construct(**defaults, **values)
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key: only its SHA-256 is stored. Revoked keys stay (their jobs keep their owner)."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=100, unique=True)
+    key_hash: str = Field(max_length=64, unique=True)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = _ts(nullable=False)
+    revoked_at: datetime | None = _ts()
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """One Idempotency-Key of one caller: in progress (an upload holds it) or done (names a job)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+    scope: str = Field(primary_key=True, max_length=36)
+    key: str = Field(primary_key=True, max_length=255)
+    state: str = Field(max_length=16)
+    token: str = Field(max_length=64)
+    holder: str | None = Field(default=None, max_length=200)
+    fingerprint: str | None = Field(default=None, max_length=64)
+    job_id: str | None = Field(default=None, max_length=36)
+    created_at: datetime = _ts(nullable=False)
+    expires_at: datetime = _ts(nullable=False)
+    lease_expires_at: datetime | None = _ts()
+
+
+# ---- API models -----------------------------------------------------------------------------
+
+
+class FileInfo(BaseModel):
+    name: str
+    size: int
+    sha256: str
+    content_type: str
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobLinks(BaseModel):
+    self: str
+    result: str
+
+
+class JobPublic(BaseModel):
+    """The job body of the HTTP contract."""
+
+    model_config = ConfigDict(json_schema_extra={"title": "Job"})
+
+    id: str
+    status: JobStatus
+    processor: str
+    params: dict[str, Any]
+    file: FileInfo
+    progress: float
+    message: str | None
+    attempts: int
+    error: JobError | None
+    result: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    #: When the job last changed; ``version`` counts its changes (each event carries both).
+    updated_at: datetime
+    version: int
+    links: JobLinks
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]
+    next_cursor: str | None
+
+
+class ProcessorInfo(BaseModel):
+    name: str
+    description: str
+    accepts: list[str]
+    params_schema: dict[str, Any]
+
+
+class ProcessorList(BaseModel):
+    items: list[ProcessorInfo]
+
+
+def job_public(job: Job) -> JobPublic:
+    """The public body of ``job``; never exposes storage keys or lease fields."""
+    error = JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None
+    return JobPublic(
+        id=job.id,
+        status=JobStatus(job.status),
+        processor=job.processor,
+        params=job.params,
+        file=FileInfo(
+            name=job.file_name,
+            size=job.file_size,
+            sha256=job.file_sha256,
+            content_type=job.file_content_type,
+        ),
+        progress=job.progress,
+        message=job.message,
+        attempts=job.attempts,
+        error=error,
+        result=job.result,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        updated_at=job.updated_at,
+        version=job.version,
+        links=JobLinks(self=f"/v1/jobs/{job.id}", result=f"/v1/jobs/{job.id}/result"),
+    )
+
+
+def etag_of(job: Job) -> str:
+    """A strong ETag that changes whenever the row does."""
+    return f'"{job.id}.{job.version}"'
+
+
+# Instances made with ``model_construct`` (see :func:`new_job` and filejobs.jobs.fast_read) read
+# their fields through SQLAlchemy's instrumentation, which exists only once the mappers are
+# configured; the first query would do it, but a fast read may come before any query.
+configure_mappers()

@@ -1,0 +1,223 @@
+"""The one Settings class (prefix ``FILEJOBS_``), read through :func:`get_settings`.
+
+Nothing else in the package reads the environment. Tests build their own ``Settings(...)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from filejobs.memory import parse_size
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])?")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Defaults run on one machine with nothing else installed."""
+
+    model_config = SettingsConfigDict(env_prefix="FILEJOBS_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./data"), description="Uploads, outputs and the SQLite database.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy or plain PostgreSQL URL; default SQLite under DATA_DIR."
+    )
+    max_upload_bytes: int = Field(default=10 * GiB, gt=0, description="Largest accepted file.")
+    max_fields: int = Field(default=8, gt=0, description="Most form fields besides the file.")
+    max_field_bytes: int = Field(default=64 * 1024, gt=0, description="Largest non-file form field.")
+    backend: Literal["local", "celery"] = Field(
+        default="local", description="local: in-process worker pool; celery: publish to BROKER_URL."
+    )
+    broker_url: str | None = Field(
+        default=None, description="Celery broker, redis://host:6379/0 or amqp://user:pass@host:5672//."
+    )
+    queue: str = Field(
+        default="filejobs", min_length=1, max_length=200, description="Celery queue the jobs go to."
+    )
+    redispatch_after: float = Field(
+        default=60.0,
+        gt=0,
+        description="Celery: seconds after which a queued job's message counts as possibly lost.",
+    )
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
+    api_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes `filejobs serve` answers HTTP in (uvicorn workers); the local backend's "
+        "WORKERS job processes are shared out among them.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers) `filejobs serve` reads; a longer "
+        "one gets 431 as soon as it crosses this, before the rest is read.",
+    )
+    max_header_line_bytes: int = Field(
+        default=16 * 1024,
+        ge=256,
+        description="Longest line of a request head (the request line or one header); longer: 431.",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a request's head may take from its first byte to its end; slower: 408 and "
+        "the connection is closed.",
+    )
+    idle_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a connection may stay open without a request in progress (before its first "
+        "request and between requests) before it is closed.",
+    )
+    processor_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Niceness of the processes that run processors: CPU-heavy jobs yield to the API, "
+        "so status answers stay fast while every core is busy (0: same priority).",
+    )
+    job_timeout: float = Field(default=3600.0, gt=0, description="Seconds before a job's process is killed.")
+    max_attempts: int = Field(default=3, ge=1)
+    retry_backoff: float = Field(default=2.0, ge=0, description="Seconds before the first retry; doubles.")
+    retry_backoff_max: float = Field(default=300.0, ge=0)
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="A running job not renewed for this long is lost."
+    )
+    cancel_grace: float = Field(default=5.0, ge=0, description="Seconds a cancelled job may take to stop.")
+    shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds SIGTERM waits for running jobs.")
+    sweep_interval: float = Field(default=10.0, gt=0)
+    retention: timedelta = Field(
+        default=timedelta(days=7), description="Finished jobs are deleted after this."
+    )
+    temp_max_age: float = Field(
+        default=3600.0, gt=0, description="Unfinished upload temp files older than this go."
+    )
+    upload_idle_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds an upload's body may send nothing before it is ended (408, its temp file "
+        "removed).",
+    )
+    progress_interval: float = Field(default=0.5, ge=0, description="Least seconds between progress writes.")
+    auto_migrate: bool = Field(default=True, description="Apply migrations when the service starts.")
+    max_image_pixels: int = Field(
+        default=64_000_000, gt=0, description="Images with more pixels fail (decompression bombs)."
+    )
+    max_pdf_pages: int = Field(default=2000, gt=0, description="PDFs with more pages fail.")
+    job_memory_limit: int = Field(
+        default=1 * GiB,
+        ge=0,
+        description="Address space (RLIMIT_AS) of the process a job runs in, in bytes or as 512MiB, "
+        "1GiB, 1500MB: a job that needs more fails with resource_exhausted; 0: no limit.",
+    )
+    require_auth: bool = Field(
+        default=False, description="Require an API key on /v1 even before any key has been made."
+    )
+    allow_open_bind: bool = Field(
+        default=False,
+        description="Let `filejobs serve` listen on a non-loopback address without API keys.",
+    )
+    idempotency_ttl: timedelta = Field(
+        default=timedelta(hours=24), description="How long an Idempotency-Key is remembered."
+    )
+    rate_limit: float = Field(default=100.0, ge=0, description="Requests per second per API key; 0: none.")
+    rate_burst: int = Field(default=200, ge=1, description="Requests a key may make at once above the rate.")
+    max_unfinished_jobs: int = Field(
+        default=10_000, ge=0, description="Queued or running jobs one key may have; 0: no limit."
+    )
+    max_queue_depth: int = Field(
+        default=100_000, ge=0, description="Queued jobs above which uploads get 503; 0: no limit."
+    )
+    min_free_disk: int = Field(
+        default=256 * MiB, ge=0, description="Bytes the data directory keeps free; uploads get 507 below."
+    )
+    events_throttle: float = Field(
+        default=0.25, ge=0, description="Least seconds between two progress events of one job on a stream."
+    )
+    events_heartbeat: float = Field(
+        default=15.0, gt=0, description="Seconds between keep-alive comments on an idle event stream."
+    )
+    events_poll_interval: float = Field(
+        default=0.25,
+        gt=0,
+        description="Seconds between looks for changed rows while streams are open (SQLite; PostgreSQL "
+        "is told by LISTEN/NOTIFY and looks only after its listener reconnects).",
+    )
+    events_lookback: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds of changes looked at again, for writes that commit after later ones.",
+    )
+    max_event_streams: int = Field(
+        default=1000, ge=1, description="Event streams one API process holds open at once; more get 503."
+    )
+    max_event_streams_per_key: int = Field(
+        default=50,
+        ge=0,
+        description="Event streams one API key may hold open in one API process; more get 429 (0: no "
+        "limit). Anonymous callers of an open service have only MAX_EVENT_STREAMS.",
+    )
+    events_key_check: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between checks that the keys of open event streams are still valid: a "
+        "revoked key's streams end within this.",
+    )
+    processors: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra processors as 'module:attribute', comma-separated."
+    )
+
+    @field_validator("processors", mode="before")
+    @classmethod
+    def _split_processors(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("retention", "idempotency_ttl", mode="before")
+    @classmethod
+    def _parse_duration(cls, value: object) -> object:
+        """Accept ``3600`` (seconds), ``90s``, ``30m``, ``12h``, ``7d`` besides ISO 8601 (``P7D``)."""
+        if isinstance(value, str):
+            match = _DURATION.fullmatch(value.strip())
+            if match:
+                number, unit = float(match.group(1)), match.group(2) or "s"
+                return timedelta(seconds=number * _UNIT_SECONDS[unit])
+        return value
+
+    @field_validator("job_memory_limit", mode="before")
+    @classmethod
+    def _parse_size(cls, value: object) -> object:
+        """Accept ``512MiB``, ``1GiB``, ``512M``, ``1500MB`` besides a number of bytes."""
+        if isinstance(value, str):
+            size = parse_size(value)
+            return value if size is None else size
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL, with the driver chosen for plain ``postgresql://`` URLs."""
+        url = self.database_url
+        if not url:
+            return f"sqlite:///{(self.data_dir / 'filejobs.db').resolve()}"
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url.removeprefix("postgres://")
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        return url
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment. Called at startup, never at import time."""
+    return Settings()
