@@ -1,7 +1,11 @@
 """Every error the service answers with, as RFC 9457 problem details.
 
-``Problem`` is the root; each subclass fixes a status and a title. Handlers in :mod:`filejobs.api.problems`
-turn them (and FastAPI's own validation and HTTP errors) into ``application/problem+json``.
+``Problem`` is the root; each subclass fixes a status and a title. They become
+``application/problem+json`` through the exception handlers of :mod:`filejobs.api.problems`
+(``install_handlers``, installed by :func:`filejobs.app.create_app`; they also render FastAPI's own
+validation and HTTP errors), through that module's ``problem_response`` where a middleware answers
+before routing (:mod:`filejobs.api.fast_upload`), and in :mod:`filejobs.http_protocol` itself for the
+``408``/``431`` of a request head, before any application.
 """
 
 from __future__ import annotations
