@@ -16,10 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from filejobs.jobs.worker import LocalWorker
-from filejobs.processors import csv_profile
 from filejobs.processors.base import Cancelled, Context, ProcessorError
-from filejobs.processors.csv_profile import CsvProfile, CsvProfileParams, detect_header
-from filejobs.processors.csv_types import infer_type
+from filejobs.processors.csv_profile import CsvProfile, CsvProfileParams
+from filejobs.processors.csv_profile import processor as csv_profile
+from filejobs.processors.csv_profile.columns import infer_type
+from filejobs.processors.csv_profile.processor import detect_header
 from filejobs.processors.hyperloglog import DistinctCounter, HyperLogLog
 from filejobs.sniff import sniff
 from tests.conftest import submit_id, upload

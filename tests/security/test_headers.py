@@ -68,7 +68,7 @@ def test_an_unexpected_error_is_guarded_too(
 def test_the_dashboard_has_a_policy_it_works_under(client: TestClient) -> None:
     page = client.get("/")
     assert_guarded(page, DASHBOARD_CSP)
-    for asset in ("/static/app.js", "/static/sse.js", "/static/app.css", "/static/favicon.svg"):
+    for asset in ("/static/app.js", "/static/js/sse.js", "/static/app.css", "/static/favicon.svg"):
         assert_guarded(client.get(asset), DASHBOARD_CSP)
     # The policy allows no inline script or style: the page has none (tests/web drive it under it).
     html = page.text.lower()

@@ -106,8 +106,8 @@ def test_the_event_stream_parser(page: Page) -> None:
     chunks, comments, retry, an id without data, a field without a colon, an unfinished event."""
 
     def serve(route: Route) -> None:
-        if route.request.url.endswith("/static/sse.js"):
-            route.fulfill(path=STATIC / "sse.js", content_type="text/javascript")
+        if route.request.url.endswith("/static/js/sse.js"):
+            route.fulfill(path=STATIC / "js" / "sse.js", content_type="text/javascript")
         else:
             route.fulfill(body="<!doctype html><title>parser</title>", content_type="text/html")
 
@@ -128,7 +128,7 @@ def test_the_event_stream_parser(page: Page) -> None:
     ]
     seen = page.evaluate(
         """async (chunks) => {
-            const { SseParser } = await import('/static/sse.js');
+            const { SseParser } = await import('/static/js/sse.js');
             const seen = [];
             const parser = new SseParser({
                 onEvent: (e) => seen.push(['event', e.type, e.data, e.id]),

@@ -1,5 +1,5 @@
 """The queries behind the event streams. Rows come back as plain attribute views (like
-``repository.list_views``): they are only rendered, never written."""
+``repository.list_jobs``): they are only rendered, never written."""
 
 from __future__ import annotations
 

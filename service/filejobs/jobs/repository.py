@@ -121,24 +121,11 @@ def list_jobs(
     limit: int = 50,
     cursor: str | None = None,
 ) -> tuple[list[Job], str | None]:
-    """Newest first, keyset-paginated on the time-ordered id (a Core query; see :func:`list_views`)."""
-    views, next_cursor = list_views(
-        db, owner=owner, status=status, processor=processor, limit=limit, cursor=cursor
-    )
-    return [Job.model_construct(**vars(view)) for view in views], next_cursor
+    """Newest first, keyset-paginated on the time-ordered id, and the next page's cursor.
 
-
-def list_views(
-    db: Database,
-    *,
-    owner: str | None = None,
-    status: JobStatus | None = None,
-    processor: str | None = None,
-    limit: int = 50,
-    cursor: str | None = None,
-) -> tuple[list[Job], str | None]:
-    """:func:`list_jobs` for rendering only: plain attribute views of the rows, not models (a
-    ``Job`` costs about 50 µs to build; a page of 50 of them more than the query). Read-only."""
+    The jobs are plain attribute views of the rows (a Core query), not models: a ``Job`` costs
+    about 50 µs to build, a page of 50 of them more than the query. Read them, never write them.
+    """
     table = Job.__table__  # type: ignore[attr-defined]
     query = _list_query(table, owner, status, processor, cursor).limit(limit + 1)
     with db.read_connection() as conn:

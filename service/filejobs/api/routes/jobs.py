@@ -282,7 +282,7 @@ async def list_jobs(
 ) -> Response:
     jobs, next_cursor = await to_thread.run_sync(
         partial(
-            repository.list_views,
+            repository.list_jobs,
             services.db,
             owner=caller.scope,
             status=status,

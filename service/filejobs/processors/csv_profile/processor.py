@@ -3,14 +3,14 @@
 The file is read once, in constant memory: 256 KiB chunks are decoded incrementally, cut into
 lines (never longer than :data:`MAX_LINE_CHARS`) and fed to the ``csv`` module, whose rows are
 gathered in batches of about :data:`BATCH_CELLS` cells and handed column by column to
-:class:`filejobs.processors.csv_types.Column`.
+:class:`filejobs.processors.csv_profile.columns.Column`.
 
 Detection, on the first 64 KiB (more, up to 1 MiB, until it holds a few whole lines):
 
 * encoding: a BOM, else UTF-8 if the sample decodes as UTF-8, else charset-normalizer's guess
   (``filejobs.sniff.text_encoding``); bytes that later turn out not to decode are replaced by
   U+FFFD and counted in ``decode_errors`` (the job still succeeds). A named ``encoding`` is one
-  :mod:`filejobs.processors.csv_encoding` accepts; anything decoding still raises is ``csv_encoding``;
+  :mod:`filejobs.processors.csv_profile.encoding` accepts; anything decoding still raises is ``csv_encoding``;
 * delimiter: each of ``,`` ``;`` tab ``|`` is tried with the csv module itself on the sample (so
   quoted fields count as they should); the one giving the most rows with the same number (≥ 2) of
   fields wins, ties going to that order, and ``,`` when none splits anything. (``csv.Sniffer`` is
@@ -42,7 +42,8 @@ from typing import Any, BinaryIO
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from filejobs.processors.base import Context, Output, Processor, ProcessorError
-from filejobs.processors.csv_encoding import (
+from filejobs.processors.csv_profile.columns import NULL_TOKENS, STRING, Column, fits, infer_type
+from filejobs.processors.csv_profile.encoding import (
     ERROR_HANDLER,
     decode_errors,
     decoding,
@@ -50,7 +51,6 @@ from filejobs.processors.csv_encoding import (
     reset_decode_errors,
     usable_encoding,
 )
-from filejobs.processors.csv_types import NULL_TOKENS, STRING, Column, fits, infer_type
 from filejobs.processors.hyperloglog import DistinctCounter
 from filejobs.sniff import SNIFF_BYTES, looks_binary, text_encoding
 
