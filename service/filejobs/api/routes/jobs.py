@@ -24,8 +24,8 @@ from filejobs.api.deps import ServicesDep
 from filejobs.api.problems import problem_docs
 from filejobs.errors import ClientGone, Conflict, NotFound
 from filejobs.jobs import idempotency, repository
+from filejobs.jobs.liveness import owner_is_dead_here
 from filejobs.jobs.submit import IdempotencyPlan, create_job
-from filejobs.jobs.worker import owner_is_dead_here
 from filejobs.keys import Caller
 from filejobs.models import Job, JobList, JobPublic, JobStatus, etag_of, job_public
 from filejobs.services import Services
