@@ -79,7 +79,7 @@ def test_a_killed_process_not_yet_reaped_counts_as_dead() -> None:
     import os
     import signal
 
-    from filejobs.jobs.worker import owner_is_dead_here
+    from filejobs.jobs.liveness import owner_is_dead_here
     from tests.jobs.helpers import wait_until
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

@@ -28,9 +28,8 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from filejobs import keys
-from filejobs.api.routes import jobs as jobs_routes
 from filejobs.app import create_app
-from filejobs.jobs import idempotency, repository
+from filejobs.jobs import idempotency, intake, repository
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.jobs.sweeper import sweep
 from filejobs.models import IdempotencyKey, utcnow
@@ -382,7 +381,7 @@ def test_a_job_deleted_while_its_replay_uploads_is_409_then_the_key_is_free(
     """The race the route cannot see coming: a DELETE lands between the key lookup (the job was
     there) and the replay's answer."""
     first = accepted_id(post(client))
-    real_create_job = jobs_routes.create_job
+    real_create_job = intake.create_job
 
     async def delete_meanwhile(**kwargs: Any) -> Any:
         plan = kwargs["idempotency"]
@@ -390,14 +389,14 @@ def test_a_job_deleted_while_its_replay_uploads_is_409_then_the_key_is_free(
             repository.delete_job(services.db, plan.existing.job_id)
         return await real_create_job(**kwargs)
 
-    monkeypatch.setattr(jobs_routes, "create_job", delete_meanwhile)
+    monkeypatch.setattr(intake, "create_job", delete_meanwhile)
 
     gone = post(client)
 
     body = assert_problem(gone, 409)
     assert "deleted" in body["detail"]
     assert record(services) is None
-    monkeypatch.setattr(jobs_routes, "create_job", real_create_job)
+    monkeypatch.setattr(intake, "create_job", real_create_job)
     second = accepted_id(post(client))
     assert second != first
 

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from filejobs.api.auth import open_without_lookup
 from filejobs.api.deps import scope_services
-from filejobs.api.routes.jobs import conditional_job_response
+from filejobs.api.responses import conditional_job_response
 from filejobs.ids import is_job_id
 from filejobs.keys import ANONYMOUS
 

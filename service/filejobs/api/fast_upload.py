@@ -3,8 +3,8 @@
 Batch clients upload thousands of small files; for each, FastAPI would match routes, solve five
 dependencies and wrap the response. This ASGI middleware takes the plain upload (no query string,
 no ``Idempotency-Key``, an open service: no key to check) and runs the very same
-:func:`filejobs.api.routes.jobs.submit` as the route, answering its problems the same way; the
-job is dispatched after the answer is sent, as the route's background task does. Everything
+:func:`filejobs.jobs.intake.submit_upload` as the route, answering its problems the same way;
+the job is dispatched after the answer is sent, as the route's background task does. Everything
 else goes to the route, which also documents the endpoint in OpenAPI.
 """
 
@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from filejobs.api.auth import open_without_lookup
 from filejobs.api.deps import scope_services
 from filejobs.api.problems import problem_response
-from filejobs.api.routes.jobs import dispatch, submit
-from filejobs.errors import Problem
+from filejobs.api.responses import submitted_response
+from filejobs.api.upload_body import upload_body
+from filejobs.errors import ClientGone, Problem
+from filejobs.jobs.commands import dispatch
+from filejobs.jobs.intake import submit_upload
 from filejobs.keys import ANONYMOUS
 from filejobs.services import Services
 
@@ -36,13 +40,20 @@ class FastUpload:
             return
         request = Request(scope, receive)
         try:
-            response, new_job_id = await submit(services, request, ANONYMOUS, None)
+            submitted = await submit_upload(
+                services=services,
+                owner=ANONYMOUS.scope,
+                headers=request.headers,
+                body=upload_body(services, request, ANONYMOUS),
+            )
+        except ClientGone:
+            await Response(status_code=400)(scope, receive, send)  # as the route: nobody listens
+            return
         except Problem as problem:
             await problem_response(problem, request)(scope, receive, send)
             return
-        await response(scope, receive, send)
-        if new_job_id is not None:
-            await dispatch(services, new_job_id)
+        await submitted_response(submitted)(scope, receive, send)
+        await dispatch(hub=services.hub, dispatcher=services.dispatcher, job_id=submitted.job.id)
 
     @staticmethod
     def _services(scope: Scope) -> Services | None:

@@ -57,14 +57,6 @@ class Existing:
     fingerprint: str
 
 
-class Replay(Exception):
-    """The same request again: answer with the original job."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(job_id)
-        self.job_id = job_id
-
-
 def parse_key(value: str) -> str:
     if not KEY_PATTERN.fullmatch(value):
         raise BadRequest(

@@ -1,8 +1,9 @@
 """Creating a job from an upload: validate the form, commit the file, insert the row.
 
 The order is what makes a 202 safe to give: the file is fsynced and renamed into place, then the
-row commits, then (in the route) the answer goes out, then the id is dispatched. If the process
-dies after the rename but before the commit, the sweeper finds a file with no row and removes it.
+row commits, then (in the caller of :func:`filejobs.jobs.intake.submit_upload`) the answer goes
+out, then the id is dispatched. If the process dies after the rename but before the commit, the
+sweeper finds a file with no row and removes it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from filejobs.errors import Conflict, InsufficientStorage, Unprocessable, Unsupp
 from filejobs.ids import new_job_id
 from filejobs.jobs import repository
 from filejobs.jobs.group_commit import GroupCommitter
-from filejobs.jobs.idempotency import Claim, Existing, Replay, complete, fingerprint
+from filejobs.jobs.idempotency import Claim, Existing, complete, fingerprint
 from filejobs.models import Job, JobStatus, new_job, utcnow
 from filejobs.processors.registry import Entry, Registry
 from filejobs.settings import Settings
@@ -109,12 +110,13 @@ async def create_job(
     idempotency: IdempotencyPlan | None = None,
     committer: GroupCommitter | None = None,
     shutdown: Shutdown | None = None,
-) -> Job:
+) -> Job | Existing:
     """Receive the upload and record a queued job of ``owner``. Leaves no file and no row on any
-    failure. With an ``Idempotency-Key`` used before, raises :class:`Replay` (same request) or 422
-    (different) instead, keeping nothing of this upload. A ``committer`` inserts the row together
-    with those of other uploads finishing at the same moment (one fsync for all). Uploads still
-    receiving at the cutoff of a ``shutdown`` are answered 503."""
+    failure. With an ``Idempotency-Key`` used before, returns its :class:`Existing` record (the
+    same request: a replay) or raises 422 (a different one) instead, keeping nothing of this
+    upload. A ``committer`` inserts the row together with those of other uploads finishing at the
+    same moment (one fsync for all). Uploads still receiving at the cutoff of a ``shutdown`` are
+    answered 503."""
     limits = Limits(
         max_file_bytes=settings.max_upload_bytes,
         max_fields=settings.max_fields,
@@ -150,16 +152,17 @@ async def create_job(
                 size=received.size,
                 name=received.name,
             )
-            if idempotency.existing is not None:
-                if request_print != idempotency.existing.fingerprint:
-                    raise Unprocessable(
-                        "This Idempotency-Key was used for a different request (another file or other "
-                        "options); use a new key for a new request."
-                    )
-                raise Replay(idempotency.existing.job_id)
+            if idempotency.existing is not None and request_print != idempotency.existing.fingerprint:
+                raise Unprocessable(
+                    "This Idempotency-Key was used for a different request (another file or other "
+                    "options); use a new key for a new request."
+                )
     except BaseException:
         await received.sink.abort()
         raise
+    if idempotency is not None and idempotency.existing is not None:
+        await received.sink.abort()  # the same request again: its first job is the answer
+        return idempotency.existing
 
     job_id = new_job_id()
     key = LocalStorage.upload_key(job_id)

@@ -18,7 +18,7 @@ from filejobs import metrics
 from filejobs.db import Database
 from filejobs.jobs import idempotency, repository
 from filejobs.jobs.dispatch import Dispatcher
-from filejobs.jobs.worker import owner_is_dead_here
+from filejobs.jobs.liveness import owner_is_dead_here
 from filejobs.models import JobStatus, utcnow
 from filejobs.settings import Settings
 from filejobs.storage import Storage

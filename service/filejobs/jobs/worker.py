@@ -14,7 +14,6 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 from filejobs.db import Database
 from filejobs.jobs import repository
@@ -31,38 +30,6 @@ log = logging.getLogger(__name__)
 def worker_identity() -> str:
     """host:pid:random, unique per pool; lease owners are this plus the thread number."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def owner_is_dead_here(owner: str) -> bool:
-    """True when ``owner`` names a worker on this host whose process no longer exists.
-
-    Lets a restarted service take back the jobs of a killed one at once instead of waiting for
-    their leases. A reused pid only makes us wait for the lease, the safe direction.
-    """
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    """A killed process its parent has not reaped yet: dead, though ``kill(pid, 0)`` succeeds."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # "pid (comm) state ...": comm may hold spaces and parentheses, so split after the last ")".
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 class LocalWorker:

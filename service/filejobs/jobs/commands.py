@@ -1,0 +1,81 @@
+"""What can be done to a job once it exists: dispatch, cancel, retry, delete.
+
+Each command changes the row, then tells the others: the dispatcher (a cancelled job stops), the
+in-process hub (long-polls and event streams wake), the change feed (a deleted job's streams hear
+of it) and the storage (a deleted job's files go).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from anyio import to_thread
+
+from filejobs.api.limits import Admission
+from filejobs.db import Database
+from filejobs.events.feed import ChangeFeed
+from filejobs.jobs import repository
+from filejobs.jobs.dispatch import Dispatcher
+from filejobs.jobs.fast_read import JobReader
+from filejobs.jobs.queries import load_job
+from filejobs.models import Job
+from filejobs.notify import ChangeHub
+from filejobs.storage import Storage
+
+
+async def dispatch(*, hub: ChangeHub, dispatcher: Dispatcher, job_id: str) -> None:
+    """After the answer to a submit or a retry: tell the event streams of the queued job, and hand
+    it to the dispatcher (a broker publish waits in a thread; the local pool's queue takes it at
+    once)."""
+    hub.notify(job_id)
+    if dispatcher.durable:
+        await to_thread.run_sync(dispatcher.submit, job_id)
+    else:
+        dispatcher.submit(job_id)
+
+
+async def cancel_job(*, db: Database, dispatcher: Dispatcher, hub: ChangeHub, job_id: str, owner: str) -> Job:
+    """Cancel a queued or running job of ``owner`` (404 if none, 409 if it has finished)."""
+    job = await to_thread.run_sync(partial(repository.cancel_job, db, job_id, owner=owner))
+    dispatcher.cancelled(job_id)
+    hub.notify(job_id)
+    return job
+
+
+async def retry_job(
+    *,
+    db: Database,
+    reader: JobReader,
+    admission: Admission,
+    hub: ChangeHub,
+    max_attempts: int,
+    job_id: str,
+    owner: str,
+) -> Job:
+    """Queue a failed or cancelled job of ``owner`` again; the caller dispatches it after answering.
+    404 before 429/503 for a job that is not the owner's."""
+    await load_job(reader=reader, job_id=job_id, owner=owner)
+    await to_thread.run_sync(admission.check_new_job, owner)
+    job = await to_thread.run_sync(
+        partial(repository.retry_job, db, job_id, max_attempts=max_attempts, owner=owner)
+    )
+    hub.notify(job_id)
+    return job
+
+
+async def delete_job(
+    *,
+    db: Database,
+    dispatcher: Dispatcher,
+    feed: ChangeFeed,
+    hub: ChangeHub,
+    storage: Storage,
+    job_id: str,
+    owner: str,
+) -> None:
+    """Delete a job of ``owner`` and its files, cancelling it first if it is still running."""
+    job = await to_thread.run_sync(partial(repository.delete_job, db, job_id, owner=owner))
+    dispatcher.cancelled(job_id)
+    feed.deleted(job_id, job.owner)
+    hub.notify(job_id)
+    await to_thread.run_sync(storage.delete_job_files, job.id)
