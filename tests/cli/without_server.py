@@ -15,32 +15,10 @@ from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
+from filejobs.server_modules import SERVER_MODULES  # a leaf module: imports nothing
+
 #: The server's packages (the ``server`` extra's and what they pull in), by top-level import name.
-BLOCKED = frozenset(
-    {
-        "fastapi",
-        "fastapi_offline",
-        "starlette",
-        "uvicorn",
-        "python_multipart",
-        "multipart",
-        "aiofiles",
-        "sqlmodel",
-        "sqlalchemy",
-        "alembic",
-        "puremagic",
-        "charset_normalizer",
-        "psycopg",
-        "PIL",
-        "pypdf",
-        "cryptography",
-        "prometheus_client",
-        "celery",
-        "kombu",
-        "billiard",
-        "redis",
-    }
-)
+BLOCKED = frozenset({*SERVER_MODULES, "multipart", "kombu", "billiard"})
 MARKER = "BLOCKED_IMPORTS"
 
 

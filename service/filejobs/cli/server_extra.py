@@ -1,4 +1,4 @@
-"""What the ``server`` extra installs, and the check the service's commands (``serve``,
+"""The check the service's commands (``serve``,
 ``worker``, ``migrate``, ``keys``) make first: on a client-only install (``pip install
 filejobs``) they end with one line naming the extra, never an ImportError traceback."""
 
@@ -9,28 +9,7 @@ import importlib.util
 import typer
 
 from filejobs.cli.common import EXIT_USAGE
-
-#: The import names of the ``server`` extra's distributions (pyproject.toml), in its order.
-SERVER_MODULES = (
-    "fastapi",
-    "starlette",
-    "uvicorn",
-    "python_multipart",
-    "aiofiles",
-    "sqlmodel",
-    "sqlalchemy",
-    "alembic",
-    "puremagic",
-    "charset_normalizer",
-    "psycopg",
-    "PIL",
-    "pypdf",
-    "cryptography",
-    "prometheus_client",
-    "celery",
-    "redis",
-    "fastapi_offline",
-)
+from filejobs.server_modules import SERVER_MODULES
 
 
 def missing_server_modules() -> list[str]:
