@@ -19,7 +19,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY migrations/ ./migrations/
 COPY service/ ./service/
-RUN pip --python /opt/venv/bin/python install --no-cache-dir .
+# The service: the base install is only the client (pyproject.toml); the `server` extra is the rest.
+# ("./", not ".": hadolint takes "./…" for a local path, ".[server]" for an unpinned package.)
+RUN pip --python /opt/venv/bin/python install --no-cache-dir "./[server]"
 
 # ---- runtime -------------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm

@@ -466,3 +466,17 @@ def test_compose_start_order_and_health(
     assert seconds(services["worker"]["stop_grace_period"]) >= grace + 5, (
         "Docker must not SIGKILL a worker before its jobs' shutdown grace is over"
     )
+
+
+def test_the_builder_installs_the_server_extra(dockerfile: list[Instruction]) -> None:
+    """The base install is only the client (pyproject.toml): the image needs ``.[server]``."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "server" in pyproject["project"]["optional-dependencies"]
+    installs = [
+        shlex.split(item.args)
+        for item in dockerfile
+        if item.keyword == "RUN" and item.stage == 0 and " install " in f" {item.args} "
+    ]
+    projects = [arg for words in installs for arg in words if arg == "." or arg.startswith((".[", "./"))]
+    assert len(projects) == 1, installs
+    assert projects[0] in (".[server]", "./[server]"), installs

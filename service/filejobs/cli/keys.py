@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from filejobs.cli.common import stdout
-from filejobs.db import Database
+from filejobs.cli.server_extra import require_server
 from filejobs.errors import Problem
 from filejobs.settings import get_settings
+
+if TYPE_CHECKING:
+    from filejobs.db import Database
 
 keys_app = typer.Typer(
     name="keys",
@@ -19,7 +22,13 @@ keys_app = typer.Typer(
 )
 
 
+@keys_app.callback()
+def _server_installed(ctx: typer.Context) -> None:
+    require_server(f"keys {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "keys")
+
+
 def _database() -> Database:
+    from filejobs.db import Database
     from filejobs.migrate import upgrade
 
     settings = get_settings()

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from filejobs.cli.server_extra import require_server
 from filejobs.settings import Settings, get_settings
 from filejobs.shutdown import GRACEFUL_TIMEOUT
 
@@ -48,6 +49,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the API (and, on the local backend, the worker pool and the sweeper)."""
+    require_server("serve")
     import uvicorn
 
     from filejobs.http_protocol import PROTOCOL
@@ -116,6 +118,7 @@ def worker(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run a Celery worker for the celery backend (FILEJOBS_BACKEND=celery, FILEJOBS_BROKER_URL)."""
+    require_server("worker")
     if metrics_port is not None and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Jobs run in the pool's processes: their metrics reach the --metrics-port server (in this
         # process) through prometheus-client's multiprocess files. This must be set before
@@ -189,6 +192,7 @@ def _migrate_in_child(settings: Settings) -> None:
 
 def migrate() -> None:
     """Create or upgrade the database schema to the latest version."""
+    require_server("migrate")
     from filejobs.migrate import upgrade
 
     settings = get_settings()
