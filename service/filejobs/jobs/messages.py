@@ -10,7 +10,7 @@ are spelled here only. On the wire a message is its fields as a JSON object plus
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeAlias
 
 from filejobs.memory import RESOURCE_EXHAUSTED
@@ -100,17 +100,13 @@ def out_of_memory(limit: int) -> Failed:
     return Failed(RESOURCE_EXHAUSTED, message)
 
 
-def _plain(value: object) -> object:
-    if isinstance(value, Limits):
-        return asdict(value)
-    return str(value)
-
-
 def encode(message: Message) -> bytes:
     """One line (with its newline) for the pipe."""
     body = {name: getattr(message, name) for name in _FIELDS[type(message)]}
     body["type"] = message.TYPE
-    return json.dumps(body, default=_plain).encode() + b"\n"
+    if isinstance(message, RunRequest):
+        body["limits"] = vars(message.limits)  # a plain dataclass: its fields are its __dict__
+    return json.dumps(body, default=str).encode() + b"\n"
 
 
 def decode(line: bytes | str) -> Message:
