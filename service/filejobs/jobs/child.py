@@ -28,23 +28,10 @@ from typing import BinaryIO
 
 from pydantic import ValidationError
 
-from filejobs.jobs.messages import (
-    Cancel,
-    Cancelled,
-    Done,
-    Failed,
-    Message,
-    Progress,
-    ProtocolError,
-    Ready,
-    RunRequest,
-    decode,
-    encode,
-    out_of_memory,
-)
+from filejobs.jobs import messages
+from filejobs.jobs.messages import RunRequest
 from filejobs.memory import OUT_OF_MEMORY_EXIT, limit_address_space
-from filejobs.processors.base import Cancelled as CancelledError
-from filejobs.processors.base import Context, ProcessorError
+from filejobs.processors.base import Cancelled, Context, ProcessorError
 from filejobs.processors.registry import PluginError, load_spec
 from filejobs.settings import get_settings
 
@@ -68,8 +55,8 @@ class Channel:
         self._out = out
         self._lock = threading.Lock()
 
-    def send(self, message: Message) -> None:
-        line = encode(message)
+    def send(self, message: messages.Message) -> None:
+        line = messages.encode(message)
         with self._lock:
             self._out.write(line)
             self._out.flush()
@@ -78,10 +65,10 @@ class Channel:
 def _reader(requests: queue.Queue[RunRequest], cancelled: threading.Event) -> None:
     for line in sys.stdin.buffer:
         try:
-            message = decode(line)
-        except ProtocolError:
+            message = messages.decode(line)
+        except messages.ProtocolError:
             continue
-        if isinstance(message, Cancel):
+        if isinstance(message, messages.Cancel):
             cancelled.set()
         elif isinstance(message, RunRequest):
             requests.put(message)
@@ -93,7 +80,7 @@ def run_one(request: RunRequest, channel: Channel, cancelled: threading.Event) -
     channel.send(_run(request, channel, cancelled))
 
 
-def _run(request: RunRequest, channel: Channel, cancelled: threading.Event) -> Done | Failed | Cancelled:
+def _run(request: RunRequest, channel: Channel, cancelled: threading.Event) -> messages.Final:
     """Run the processor the request names, under the job's memory limit; the reply to send."""
     last = 0.0
 
@@ -103,7 +90,7 @@ def _run(request: RunRequest, channel: Channel, cancelled: threading.Event) -> D
         if message is None and now - last < PROGRESS_EVERY and fraction < 1.0:
             return
         last = now
-        channel.send(Progress(float(fraction), message))
+        channel.send(messages.Progress(float(fraction), message))
 
     limits = request.limits
     try:
@@ -128,7 +115,7 @@ def _run(request: RunRequest, channel: Channel, cancelled: threading.Event) -> D
         )
         output = processor_cls().run(ctx, params)
         if cancelled.is_set():
-            raise CancelledError()
+            raise Cancelled()
         file_path = None
         if output.file is not None:
             resolved = Path(output.file).resolve()
@@ -138,21 +125,22 @@ def _run(request: RunRequest, channel: Channel, cancelled: threading.Event) -> D
                 )
             file_path = str(resolved)
         json.dumps(output.result)  # refuse results that are not JSON before reporting success
-        return Done(output.result, file_path, output.file_name, output.content_type)
-    except CancelledError:
-        return Cancelled()
+        return messages.Done(output.result, file_path, output.file_name, output.content_type)
+    except Cancelled:
+        return messages.Cancelled()
     except ProcessorError as exc:
-        return Failed(exc.code, exc.message, exc.retryable)
+        return messages.Failed(exc.code, exc.message, exc.retryable)
     except PluginError as exc:
-        return Failed("processor_unavailable", str(exc))
+        return messages.Failed("processor_unavailable", str(exc))
     except MemoryError:
-        return out_of_memory(limits.memory_bytes)
+        return messages.out_of_memory(limits.memory_bytes)
     except Exception as exc:
         if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
-            return out_of_memory(limits.memory_bytes)
+            return messages.out_of_memory(limits.memory_bytes)
         # A processor bug: the trace goes to the server log, the job gets a short message.
         traceback.print_exc(file=sys.stderr)
-        return Failed("processor_crashed", f"The processor failed unexpectedly ({type(exc).__name__}).")
+        text = f"The processor failed unexpectedly ({type(exc).__name__})."
+        return messages.Failed("processor_crashed", text)
 
 
 def _thread_died(args: threading.ExceptHookArgs) -> None:
@@ -177,7 +165,7 @@ def main() -> None:
     cancelled = threading.Event()
     threading.Thread(target=_reader, args=(requests, cancelled), daemon=True).start()
     threading.excepthook = _thread_died
-    channel.send(Ready(os.getpid()))
+    channel.send(messages.Ready(os.getpid()))
     while True:
         request = requests.get()
         cancelled.clear()

@@ -87,6 +87,8 @@ class Cancelled:
 
 
 Message: TypeAlias = RunRequest | Cancel | Ready | Progress | Done | Failed | Cancelled
+#: The child's last reply to a request.
+Final: TypeAlias = Done | Failed | Cancelled
 
 _CLASSES: tuple[type[Message], ...] = (RunRequest, Cancel, Ready, Progress, Done, Failed, Cancelled)
 _BY_TYPE: dict[str, type[Message]] = {cls.TYPE: cls for cls in _CLASSES}
