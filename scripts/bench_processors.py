@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from filejobs.jobs.executor import ChildProcess, Control  # noqa: E402
+from filejobs.jobs.messages import RunRequest  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -90,16 +91,14 @@ def run_processor(
 ) -> dict[str, object]:
     out.mkdir(parents=True, exist_ok=True)
     outcome = child.run(
-        {"spec": spec, "input": str(path), "output_dir": str(out), "params": {},
-         "file_name": path.name, "content_type": content_type},
+        RunRequest(spec, str(path), str(out), file_name=path.name, content_type=content_type),
         tick=lambda progress, message: Control.CONTINUE,
         timeout=3600,
         cancel_grace=1,
-    )  # fmt: skip
+    )
     if outcome.kind != "done":
-        raise SystemExit(f"{spec} did not succeed: {outcome.kind} {outcome.data}")
-    result = outcome.data.get("result")
-    return result if isinstance(result, dict) else {}
+        raise SystemExit(f"{spec} did not succeed: {outcome.kind} {outcome.reply}")
+    return outcome.done.result
 
 
 def time_processor(

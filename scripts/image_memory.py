@@ -25,12 +25,13 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
 from filejobs.jobs.executor import ChildProcess, Control, Outcome
+from filejobs.jobs.messages import RunRequest
 from filejobs.memory import parse_size
+from filejobs.processors.base import Limits
 
 SPEC = "filejobs.processors.thumbnail:Thumbnail"
 MiB = 2**20
@@ -84,17 +85,14 @@ def measure(path: Path, limit: int) -> tuple[Outcome, float, dict[str, int]]:
         assert child.pid is not None
         pid = child.pid
         figures = {"base_rss": status(pid, "VmRSS"), "base_vsz": status(pid, "VmSize")}
-        request: dict[str, Any] = {
-            "spec": SPEC,
-            "input": str(path),
-            "output_dir": str(path.parent / "out"),
-            "params": {"size": 256},
-            "file_name": path.name,
-            "content_type": "application/octet-stream",
-            "limits": {"max_image_pixels": 64_000_000},
-        }
-        if limit:  # left out when 0, so the script also runs against a checkout without the setting
-            request["limits"]["memory_bytes"] = limit
+        request = RunRequest(
+            spec=SPEC,
+            input=str(path),
+            output_dir=str(path.parent / "out"),
+            params={"size": 256},
+            file_name=path.name,
+            limits=Limits(max_image_pixels=64_000_000, memory_bytes=limit),
+        )
         started = time.monotonic()
         outcome = child.run(request, tick=lambda *_: Control.CONTINUE, timeout=600, cancel_grace=1)
         seconds = time.monotonic() - started
@@ -107,7 +105,7 @@ def measure(path: Path, limit: int) -> tuple[Outcome, float, dict[str, int]]:
 
 def describe(outcome: Outcome) -> str:
     if outcome.kind == "error":
-        return f"error {outcome.data.get('code')}"
+        return f"error {outcome.failed.code}"
     return outcome.kind
 
 
@@ -128,7 +126,7 @@ def hostile(folder: Path, side: int, limit: int) -> None:
             f"in {seconds:.1f} s; {peaks} ({idle})"
         )
         if outcome.kind == "error":
-            print(f"    {outcome.data.get('message')}")
+            print(f"    {outcome.failed.message}")
 
 
 def sweep(folder: Path, side: int, limit: int) -> None:

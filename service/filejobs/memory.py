@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
 
 try:
     import resource
@@ -19,27 +18,11 @@ except ImportError:  # not a POSIX system: no limit can be set
     resource = None  # type: ignore[assignment]
 
 #: A processor that ran out of memory fails the job with this error code (not retried: the same
-#: file under the same limit runs out again).
+#: file under the same limit runs out again); :func:`filejobs.jobs.messages.out_of_memory` says so.
 RESOURCE_EXHAUSTED = "resource_exhausted"
 
 #: The exit status of a child that ran out of memory outside a processor's error handling.
 OUT_OF_MEMORY_EXIT = 12  # ENOMEM
-
-
-def out_of_memory(limit: int) -> dict[str, Any]:
-    """The child's reply (and the executor's outcome) for a job that ran out of memory."""
-    bound = f"its limit of {limit / 2**20:,.0f} MiB" if limit > 0 else "what the machine has"
-    return {
-        "type": "error",
-        "code": RESOURCE_EXHAUSTED,
-        "message": f"The job ran out of memory (needed more than {bound}); it was stopped.",
-        "retryable": False,
-    }
-
-
-def request_limit(request: dict[str, Any]) -> int:
-    """The memory limit a worker child's ``run`` request carries (0: none)."""
-    return int((request.get("limits") or {}).get("memory_bytes") or 0)
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?)b?|b)?", re.IGNORECASE)

@@ -12,6 +12,8 @@ import psutil
 import pytest
 
 from filejobs.jobs.executor import ChildProcess, Control, Outcome
+from filejobs.jobs.messages import Progress, RunRequest
+from filejobs.processors.base import Limits
 from tests.jobs.helpers import process_gone, wait_until
 
 INSPECT = "filejobs.processors.inspect:Inspect"
@@ -36,25 +38,30 @@ class Ticks:
 
 
 def request(
-    work: Path, spec: str, params: dict[str, Any] | None = None, content: bytes = b"a b c\n"
-) -> dict[str, Any]:
+    work: Path,
+    spec: str,
+    params: dict[str, Any] | None = None,
+    content: bytes = b"a b c\n",
+    limits: Limits | None = None,
+) -> RunRequest:
     source = work / "input.bin"
     source.write_bytes(content)
     out = work / "out"
     out.mkdir(exist_ok=True)
-    return {
-        "spec": spec,
-        "input": str(source),
-        "output_dir": str(out),
-        "params": params or {},
-        "file_name": "input.bin",
-        "content_type": "text/plain",
-    }
+    return RunRequest(
+        spec=spec,
+        input=str(source),
+        output_dir=str(out),
+        params=params or {},
+        file_name="input.bin",
+        content_type="text/plain",
+        limits=limits or Limits(),
+    )
 
 
 def run(
     child: ChildProcess,
-    req: dict[str, Any],
+    req: RunRequest,
     tick: Ticks | None = None,
     *,
     timeout: float = 20.0,
@@ -68,12 +75,12 @@ def test_runs_inspect(child: ChildProcess, work: Path) -> None:
     ticks = Ticks()
     outcome = run(child, request(work, INSPECT, content=content), ticks)
     assert outcome.kind == "done"
-    result = outcome.data["result"]
+    result = outcome.done.result
     assert result["size"] == len(content)
     assert result["sha256"] == hashlib.sha256(content).hexdigest()
     assert result["md5"] == hashlib.md5(content).hexdigest()
     assert (result["lines"], result["words"]) == (2000, 3000)
-    assert outcome.data["file"] is None
+    assert outcome.done.file is None
     assert ticks.progress[-1][0] == 1.0
     assert child.alive()
 
@@ -82,7 +89,7 @@ def test_child_is_reused_between_runs(child: ChildProcess, work: Path) -> None:
     first = run(child, request(work, SLEEP, {"seconds": 0, "steps": 1}))
     second = run(child, request(work, SLEEP, {"seconds": 0, "steps": 1}))
     assert first.kind == second.kind == "done"
-    assert first.data["result"]["pid"] == second.data["result"]["pid"] == child.pid
+    assert first.done.result["pid"] == second.done.result["pid"] == child.pid
 
 
 def test_processor_prints_do_not_corrupt_the_protocol(
@@ -91,13 +98,13 @@ def test_processor_prints_do_not_corrupt_the_protocol(
     ticks = Ticks()
     outcome = run(child, request(work, "tests.sample_processors:Chatty"), ticks)
     assert outcome.kind == "done"
-    assert outcome.data["result"] == {"chatty": True}  # not the forged one it printed
+    assert outcome.done.result == {"chatty": True}  # not the forged one it printed
     assert (0.5, "half") in ticks.progress
     # The protocol is still in step: the same child answers the next request correctly.
     pid = child.pid
     again = run(child, request(work, INSPECT, content=b"x y\n"))
     assert again.kind == "done"
-    assert again.data["result"]["words"] == 2
+    assert again.done.result["words"] == 2
     assert child.pid == pid
     # What it printed went to stderr (the server log), not nowhere.
     err = capfd.readouterr().err
@@ -130,8 +137,8 @@ def test_closing_stdin_stops_a_running_job(child: ChildProcess, work: Path) -> N
     proc = child._proc
     assert proc is not None
     assert proc.stdin is not None
-    child._send({"type": "run", **request(work, SLEEP, {"seconds": 60, "steps": 600})})
-    assert wait_until(lambda: child._next_message(0.1).get("type") == "progress", timeout=10)
+    child._send(request(work, SLEEP, {"seconds": 60, "steps": 600}))
+    assert wait_until(lambda: isinstance(child._next_message(0.1), Progress), timeout=10)
     started = time.monotonic()
     proc.stdin.close()
     assert proc.wait(timeout=5) == 0
@@ -140,7 +147,7 @@ def test_closing_stdin_stops_a_running_job(child: ChildProcess, work: Path) -> N
 
 def test_kill_then_run_starts_a_fresh_child(child: ChildProcess, work: Path) -> None:
     first = run(child, request(work, SLEEP, {"seconds": 0, "steps": 1}))
-    old_pid = first.data["result"]["pid"]
+    old_pid = first.done.result["pid"]
     assert old_pid == child.pid
     child.kill()
     assert not child.alive()
@@ -149,7 +156,7 @@ def test_kill_then_run_starts_a_fresh_child(child: ChildProcess, work: Path) -> 
     child.kill()  # idempotent
     second = run(child, request(work, SLEEP, {"seconds": 0, "steps": 1}))
     assert second.kind == "done"
-    new_pid = second.data["result"]["pid"]
+    new_pid = second.done.result["pid"]
     assert new_pid == child.pid
     assert new_pid != old_pid
 
@@ -157,36 +164,36 @@ def test_kill_then_run_starts_a_fresh_child(child: ChildProcess, work: Path) -> 
 def test_errors_are_reported_with_their_code(child: ChildProcess, work: Path) -> None:
     outcome = run(child, request(work, "tests.sample_processors:Fail", {"code": "bad", "message": "no good"}))
     assert outcome.kind == "error"
-    assert (outcome.data["code"], outcome.data["message"], outcome.data["retryable"]) == (
+    assert (outcome.failed.code, outcome.failed.message, outcome.failed.retryable) == (
         "bad",
         "no good",
         False,
     )
     outcome = run(child, request(work, "tests.sample_processors:Fail", {"retryable": True}))
     assert outcome.kind == "error"
-    assert outcome.data["retryable"] is True
+    assert outcome.failed.retryable is True
 
 
 def test_processor_bug_is_a_short_error(child: ChildProcess, work: Path) -> None:
     outcome = run(child, request(work, "tests.sample_processors:Boom"))
     assert outcome.kind == "error"
-    assert outcome.data["code"] == "processor_crashed"
-    assert "kaboom" not in outcome.data["message"]
+    assert outcome.failed.code == "processor_crashed"
+    assert "kaboom" not in outcome.failed.message
     assert child.alive()  # an exception does not cost the child
 
 
 def test_unloadable_processor(child: ChildProcess, work: Path) -> None:
     outcome = run(child, request(work, "tests.nowhere:Nothing"))
     assert outcome.kind == "error"
-    assert outcome.data["code"] == "processor_unavailable"
-    assert outcome.data["retryable"] is False
+    assert outcome.failed.code == "processor_unavailable"
+    assert outcome.failed.retryable is False
 
 
 def test_crash_is_reported_with_its_signal(child: ChildProcess, work: Path) -> None:
     for _ in range(3):  # the exit status must be read reliably, not raced
         outcome = run(child, request(work, "tests.sample_processors:Crash"))
         assert outcome.kind == "crashed"
-        assert "signal 9" in outcome.data["message"]
+        assert "signal 9" in outcome.failed.message
         assert not child.alive()
     assert run(child, request(work, INSPECT)).kind == "done"  # and the next run gets a new child
 
@@ -198,7 +205,7 @@ def test_timeout_kills_the_child(child: ChildProcess, work: Path) -> None:
     started = time.monotonic()
     outcome = run(child, request(work, SLEEP, {"seconds": 30, "steps": 300}), timeout=0.5)
     assert outcome.kind == "timeout"
-    assert "0.5 s" in outcome.data["message"]
+    assert "0.5 s" in outcome.failed.message
     assert time.monotonic() - started < 3
     assert process_gone(pid)
 
@@ -245,10 +252,10 @@ def test_stop_kills_at_once(child: ChildProcess, work: Path) -> None:
 def test_output_file_must_be_in_the_output_dir(child: ChildProcess, work: Path) -> None:
     outcome = run(child, request(work, "tests.sample_processors:Upper", content=b"abc"))
     assert outcome.kind == "done"
-    path = Path(outcome.data["file"])
+    path = Path(outcome.done.file)
     assert path.read_bytes() == b"ABC"
     assert path.parent == (work / "out").resolve()
-    assert outcome.data["file_name"] == "input.bin.upper.txt"
+    assert outcome.done.file_name == "input.bin.upper.txt"
 
 
 def test_processors_run_niced_so_the_api_keeps_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -271,7 +278,7 @@ def test_stored_params_the_processor_no_longer_accepts_fail_as_invalid_params(
     req = request(work, "filejobs.processors.csv_profile:CsvProfile", {"encoding": "idna"}, b"a,b\n1,2\n")
     outcome = run(child, req)
     assert outcome.kind == "error"
-    assert outcome.data["code"] == "invalid_params"
-    assert "no longer accepted" in outcome.data["message"]
-    assert outcome.data["retryable"] is False
+    assert outcome.failed.code == "invalid_params"
+    assert "no longer accepted" in outcome.failed.message
+    assert outcome.failed.retryable is False
     assert child.alive()

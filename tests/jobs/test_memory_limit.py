@@ -16,7 +16,9 @@ from filejobs.jobs.celery_app import make_celery
 from filejobs.jobs.celery_worker import TaskRunner
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.jobs.executor import ChildProcess
+from filejobs.jobs.messages import RunRequest
 from filejobs.memory import parse_size
+from filejobs.processors.base import Limits
 from filejobs.settings import GiB, MiB, Settings
 from tests.conftest import burst_worker, make_settings, submit_id
 from tests.jobs.test_executor import INSPECT, request, run
@@ -25,10 +27,8 @@ HOG = "tests.sample_processors:Hog"
 LIMIT = 512 * MiB
 
 
-def hog(work: Path, mib: int, *, limit: int = LIMIT, in_thread: bool = False) -> dict[str, object]:
-    req = request(work, HOG, {"mib": mib, "in_thread": in_thread})
-    req["limits"] = {"memory_bytes": limit}
-    return req
+def hog(work: Path, mib: int, *, limit: int = LIMIT, in_thread: bool = False) -> RunRequest:
+    return request(work, HOG, {"mib": mib, "in_thread": in_thread}, limits=Limits(memory_bytes=limit))
 
 
 def test_a_job_past_the_limit_fails_resource_exhausted_and_gets_a_fresh_child(
@@ -38,18 +38,18 @@ def test_a_job_past_the_limit_fails_resource_exhausted_and_gets_a_fresh_child(
     first = child.pid
     outcome = run(child, hog(work, 1024))
     assert outcome.kind == "error"
-    assert outcome.data["code"] == "resource_exhausted"
-    assert outcome.data["retryable"] is False
-    assert "512 MiB" in outcome.data["message"]
+    assert outcome.failed.code == "resource_exhausted"
+    assert outcome.failed.retryable is False
+    assert "512 MiB" in outcome.failed.message
     assert not child.alive()  # replaced: no fragmented heap or half-failed library for the next job
     again = run(child, hog(work, 16))
     assert again.kind == "done"
-    assert again.data["result"]["pid"] != first
+    assert again.done.result["pid"] != first
 
 
 def test_the_same_job_passes_without_a_limit(child: ChildProcess, work: Path) -> None:
     """0 means no limit, and a later job in the same child may have a larger one than the last."""
-    assert run(child, hog(work, 1024)).data["code"] == "resource_exhausted"
+    assert run(child, hog(work, 1024)).failed.code == "resource_exhausted"
     assert run(child, hog(work, 1024, limit=0)).kind == "done"
     assert run(child, hog(work, 1024, limit=2 * GiB)).kind == "done"
 
@@ -57,15 +57,14 @@ def test_the_same_job_passes_without_a_limit(child: ChildProcess, work: Path) ->
 def test_a_thread_that_runs_out_ends_the_child_as_resource_exhausted(child: ChildProcess, work: Path) -> None:
     outcome = run(child, hog(work, 1024, in_thread=True))
     assert outcome.kind == "error"
-    assert outcome.data["code"] == "resource_exhausted"
+    assert outcome.failed.code == "resource_exhausted"
     assert not child.alive()
 
 
 def test_ordinary_jobs_fit_the_default_limit_with_room_to_spare(child: ChildProcess, work: Path) -> None:
     default = Settings().job_memory_limit
     assert default == 1 * GiB
-    req = request(work, INSPECT, content=b"word " * 100_000)
-    req["limits"] = {"memory_bytes": default}
+    req = request(work, INSPECT, content=b"word " * 100_000, limits=Limits(memory_bytes=default))
     assert run(child, req).kind == "done"
     assert child.pid is not None
     # What RLIMIT_AS counts (virtual size) once a job ran: about 260 MiB, most of it mapped, not used.

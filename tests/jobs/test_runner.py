@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from filejobs.app import create_app
 from filejobs.jobs import repository
 from filejobs.jobs.dispatch import InMemoryDispatcher
-from filejobs.jobs.runner import run_job
+from filejobs.jobs.runner import Ran, run_job
 from filejobs.jobs.worker import LocalWorker
 from filejobs.models import JobStatus
 from filejobs.services import Services
@@ -174,6 +174,31 @@ def test_retryable_failure_is_retried_until_attempts_are_spent(
     assert body["attempts"] == settings.max_attempts
     assert body["error"] == {"code": "busy", "message": "later"}
     assert worker.drain() == 0  # nothing left to run
+
+
+def test_run_job_says_when_a_retried_or_early_job_is_due(data_dir: Path) -> None:
+    """The caller schedules a retry from what run_job returns (no re-read), and a job delivered
+    before it is due is not claimed and comes back with when it will be."""
+    settings = make_settings(data_dir, retry_backoff=60.0, retry_backoff_max=60.0)
+    with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
+        services = client.app_state["services"]
+        job_id = submit_id(client, processor="fail", params={"code": "busy", "retryable": True})
+        ctx = burst_worker(services).context(0)
+        try:
+            ran = run_job(job_id, ctx)
+            assert ran.status is JobStatus.queued
+            assert ran.due_at is not None
+            assert ran.due_at.replace(tzinfo=None) == row(services.db, job_id).run_after.replace(tzinfo=None)
+            early = run_job(job_id, ctx)
+            assert early.status is None
+            assert early.due_at is not None
+            assert early.due_at.replace(tzinfo=None) == ran.due_at.replace(tzinfo=None)
+            assert row(services.db, job_id).attempts == 1
+            done = submit_id(client, processor="inspect")
+            assert run_job(done, ctx) == Ran(JobStatus.succeeded)
+            assert run_job(done, ctx) == Ran(None)  # finished: nothing to schedule
+        finally:
+            ctx.child.kill()
 
 
 def test_flaky_succeeds_on_second_attempt(client: TestClient, worker: LocalWorker) -> None:
@@ -355,10 +380,10 @@ def test_run_job_after_cancel_leaves_the_child_ready_or_dead(
 
     def body() -> None:
         try:
-            seen["first"] = run_job(job_id, ctx)
+            seen["first"] = run_job(job_id, ctx).status
             seen["alive_after_cancel"] = ctx.child.alive()
             seen["pid_after_cancel"] = ctx.child.pid
-            seen["second"] = run_job(second, ctx)
+            seen["second"] = run_job(second, ctx).status
             seen["pid_after_second"] = ctx.child.pid
         finally:
             ctx.child.kill()
@@ -409,7 +434,7 @@ def test_delete_while_running_through_run_job_removes_outputs(
     job_id = submit_id(client, processor="sleep", params={"seconds": 30, "steps": 300})
     ctx = worker.context(0)
     results: list[JobStatus | None] = []
-    thread = threading.Thread(target=lambda: results.append(run_job(job_id, ctx)), daemon=True)
+    thread = threading.Thread(target=lambda: results.append(run_job(job_id, ctx).status), daemon=True)
     thread.start()
     try:
         _wait_running(services, job_id)

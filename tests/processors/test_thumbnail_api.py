@@ -39,8 +39,8 @@ def test_a_zip_bomb_leaves_the_child_small_and_fast(tmp_path: Path) -> None:
     outcome, seconds, figures = measure(source, limit=0)
     assert seconds < 5
     assert outcome.kind == "error"
-    assert outcome.data["code"] == "image_too_large"
-    assert str(tmp_path) not in outcome.data["message"]
+    assert outcome.failed.code == "image_too_large"
+    assert str(tmp_path) not in outcome.failed.message
     assert figures["peak_rss"] < 200 * MiB  # read while the child still runs: it was not replaced
 
 
@@ -92,7 +92,7 @@ def test_a_refused_webp_leaves_the_child_small(tmp_path: Path) -> None:
     source = tmp_path / "big.webp"
     lossless_webp(source, 4000)
     outcome, _, figures = measure(source, limit=LIMITED)
-    assert outcome.data["code"] == "image_too_large"
+    assert outcome.failed.code == "image_too_large"
     assert figures["peak_rss"] < 100 * MiB
 
 

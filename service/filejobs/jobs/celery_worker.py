@@ -19,12 +19,10 @@ from celery import Celery
 
 from filejobs import metrics
 from filejobs.db import Database
-from filejobs.jobs import repository
 from filejobs.jobs.celery_app import RUN_JOB, make_celery
 from filejobs.jobs.celery_dispatch import CeleryDispatcher
 from filejobs.jobs.runner import RunContext, run_job
 from filejobs.jobs.worker import worker_identity
-from filejobs.models import JobStatus, utcnow
 from filejobs.processors.registry import Registry, build_registry
 from filejobs.settings import Settings
 from filejobs.storage import LocalStorage
@@ -94,13 +92,11 @@ class TaskRunner:
 
     def __call__(self, job_id: str) -> str | None:
         rt = self.runtime()
-        status = run_job(job_id, rt.context())
-        if status in (JobStatus.queued, None):
+        ran = run_job(job_id, rt.context())
+        if ran.due_at is not None:
             # Retried with backoff, or delivered before it was due: publish it for when it is.
-            job = repository.get_job(rt.db, job_id)
-            if job is not None and job.status == JobStatus.queued.value and job.run_after > utcnow():
-                rt.dispatcher.submit_at(job_id, job.run_after)
-        return status.value if status is not None else None
+            rt.dispatcher.submit_at(job_id, ran.due_at)
+        return ran.status.value if ran.status is not None else None
 
     def close(self) -> None:
         with self._lock:

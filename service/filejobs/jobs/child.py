@@ -1,11 +1,11 @@
 """The worker child process: runs one processor call at a time, told what to do over stdin.
 
-Started as ``python -m filejobs.jobs.child`` by :class:`filejobs.jobs.executor.ChildProcess`. Requests
-arrive as JSON lines on stdin (``run`` or ``cancel``); replies (``progress``, then ``done``,
-``error`` or ``cancelled``) go out as JSON lines on the original stdout, which is kept for the
-protocol while fd 1 is pointed at stderr so a processor's prints cannot corrupt it. When stdin
-closes (the parent died, even by ``kill -9``), or the parent process is otherwise seen gone, the
-child exits at once.
+Started as ``python -m filejobs.jobs.child`` by :class:`filejobs.jobs.executor.ChildProcess`.
+Requests arrive as lines on stdin (:class:`~filejobs.jobs.messages.RunRequest` or ``Cancel``);
+replies (``Progress``, then ``Done``, ``Failed`` or ``Cancelled``, see :mod:`filejobs.jobs.messages`)
+go out as lines on the original stdout, which is kept for the protocol while fd 1 is pointed at
+stderr so a processor's prints cannot corrupt it. When stdin closes (the parent died, even by
+``kill -9``), or the parent process is otherwise seen gone, the child exits at once.
 
 Each job runs under its memory limit (``limits.memory_bytes``, set as this process's ``RLIMIT_AS``,
 see :mod:`filejobs.memory`): running out fails the job ``resource_exhausted``; a thread that runs
@@ -24,12 +24,14 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, TextIO
+from typing import BinaryIO
 
 from pydantic import ValidationError
 
-from filejobs.memory import OUT_OF_MEMORY_EXIT, limit_address_space, out_of_memory, request_limit
-from filejobs.processors.base import Cancelled, Context, Limits, ProcessorError
+from filejobs.jobs import messages
+from filejobs.jobs.messages import RunRequest
+from filejobs.memory import OUT_OF_MEMORY_EXIT, limit_address_space
+from filejobs.processors.base import Cancelled, Context, ProcessorError
 from filejobs.processors.registry import PluginError, load_spec
 from filejobs.settings import get_settings
 
@@ -49,36 +51,36 @@ def _watch_parent(parent: int) -> None:
 
 
 class Channel:
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         self._out = out
         self._lock = threading.Lock()
 
-    def send(self, message: dict[str, Any]) -> None:
-        line = json.dumps(message, default=str)
+    def send(self, message: messages.Message) -> None:
+        line = messages.encode(message)
         with self._lock:
-            self._out.write(line + "\n")
+            self._out.write(line)
             self._out.flush()
 
 
-def _reader(requests: queue.Queue[dict[str, Any]], cancelled: threading.Event) -> None:
-    for line in sys.stdin:
+def _reader(requests: queue.Queue[RunRequest], cancelled: threading.Event) -> None:
+    for line in sys.stdin.buffer:
         try:
-            message = json.loads(line)
-        except ValueError:
+            message = messages.decode(line)
+        except messages.ProtocolError:
             continue
-        if message.get("type") == "cancel":
+        if isinstance(message, messages.Cancel):
             cancelled.set()
-        else:
+        elif isinstance(message, RunRequest):
             requests.put(message)
     os._exit(0)  # the parent is gone: stop whatever is running
 
 
-def run_one(request: dict[str, Any], channel: Channel, cancelled: threading.Event) -> None:
+def run_one(request: RunRequest, channel: Channel, cancelled: threading.Event) -> None:
     # Sent once the call has returned: by then a processor that ran out of memory has let go of it.
     channel.send(_run(request, channel, cancelled))
 
 
-def _run(request: dict[str, Any], channel: Channel, cancelled: threading.Event) -> dict[str, Any]:
+def _run(request: RunRequest, channel: Channel, cancelled: threading.Event) -> messages.Final:
     """Run the processor the request names, under the job's memory limit; the reply to send."""
     last = 0.0
 
@@ -88,14 +90,14 @@ def _run(request: dict[str, Any], channel: Channel, cancelled: threading.Event) 
         if message is None and now - last < PROGRESS_EVERY and fraction < 1.0:
             return
         last = now
-        channel.send({"type": "progress", "progress": float(fraction), "message": message})
+        channel.send(messages.Progress(float(fraction), message))
 
+    limits = request.limits
     try:
-        limits = Limits(**request.get("limits", {}))
         limit_address_space(limits.memory_bytes)
-        processor_cls = load_spec(request["spec"])
+        processor_cls = load_spec(request.spec)
         try:
-            params = processor_cls.Params.model_validate(request.get("params") or {})
+            params = processor_cls.Params.model_validate(request.params)
         except ValidationError as exc:  # stored before the processor's checks tightened (or a new version)
             raise ProcessorError(
                 "invalid_params",
@@ -103,10 +105,10 @@ def _run(request: dict[str, Any], channel: Channel, cancelled: threading.Event) 
                 f"{exc.errors(include_url=False, include_input=False)[0]['msg']}.",
             ) from None
         ctx = Context(
-            input_path=Path(request["input"]),
-            output_dir=Path(request["output_dir"]),
-            file_name=request.get("file_name", "upload"),
-            content_type=request.get("content_type", "application/octet-stream"),
+            input_path=Path(request.input),
+            output_dir=Path(request.output_dir),
+            file_name=request.file_name,
+            content_type=request.content_type,
             progress=progress,
             cancelled=cancelled.is_set,
             limits=limits,
@@ -123,32 +125,22 @@ def _run(request: dict[str, Any], channel: Channel, cancelled: threading.Event) 
                 )
             file_path = str(resolved)
         json.dumps(output.result)  # refuse results that are not JSON before reporting success
-        return {
-            "type": "done",
-            "result": output.result,
-            "file": file_path,
-            "file_name": output.file_name,
-            "content_type": output.content_type,
-        }
+        return messages.Done(output.result, file_path, output.file_name, output.content_type)
     except Cancelled:
-        return {"type": "cancelled"}
+        return messages.Cancelled()
     except ProcessorError as exc:
-        return {"type": "error", "code": exc.code, "message": exc.message, "retryable": exc.retryable}
+        return messages.Failed(exc.code, exc.message, exc.retryable)
     except PluginError as exc:
-        return {"type": "error", "code": "processor_unavailable", "message": str(exc), "retryable": False}
+        return messages.Failed("processor_unavailable", str(exc))
     except MemoryError:
-        return out_of_memory(request_limit(request))
+        return messages.out_of_memory(limits.memory_bytes)
     except Exception as exc:
         if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
-            return out_of_memory(request_limit(request))
+            return messages.out_of_memory(limits.memory_bytes)
         # A processor bug: the trace goes to the server log, the job gets a short message.
         traceback.print_exc(file=sys.stderr)
-        return {
-            "type": "error",
-            "code": "processor_crashed",
-            "message": f"The processor failed unexpectedly ({type(exc).__name__}).",
-            "retryable": False,
-        }
+        text = f"The processor failed unexpectedly ({type(exc).__name__})."
+        return messages.Failed("processor_crashed", text)
 
 
 def _thread_died(args: threading.ExceptHookArgs) -> None:
@@ -165,15 +157,15 @@ def main() -> None:
     if niceness:
         os.nice(niceness)  # processors yield the CPU to the API (status polls) and the workers
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops us itself
-    proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    proto = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     channel = Channel(proto)
-    requests: queue.Queue[dict[str, Any]] = queue.Queue()
+    requests: queue.Queue[RunRequest] = queue.Queue()
     cancelled = threading.Event()
     threading.Thread(target=_reader, args=(requests, cancelled), daemon=True).start()
     threading.excepthook = _thread_died
-    channel.send({"type": "ready", "pid": os.getpid()})
+    channel.send(messages.Ready(os.getpid()))
     while True:
         request = requests.get()
         cancelled.clear()

@@ -11,29 +11,60 @@ memory (its job fails ``resource_exhausted``, whether the child answered so or e
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
-from filejobs.memory import OUT_OF_MEMORY_EXIT, RESOURCE_EXHAUSTED, out_of_memory, request_limit
+from filejobs.jobs.messages import (
+    Cancel,
+    Cancelled,
+    Done,
+    Failed,
+    Message,
+    Progress,
+    ProtocolError,
+    Ready,
+    RunRequest,
+    decode,
+    encode,
+    out_of_memory,
+)
+from filejobs.memory import OUT_OF_MEMORY_EXIT, RESOURCE_EXHAUSTED
 
 TICK_SECONDS = 0.1
 START_TIMEOUT = 60.0
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How a run ended: ``done`` / ``error`` / ``cancelled`` (by request) / ``timeout`` / ``crashed``
-    / ``stopped`` (the caller asked to stop, e.g. shutdown)."""
+    / ``stopped`` (the caller asked to stop, e.g. shutdown).
+
+    ``reply`` is the child's :class:`Done` for ``done``, and the job's failure for ``error`` (the
+    child's), ``timeout`` (``timeout``, not retryable) and ``crashed`` (``worker_crashed``, retryable).
+    """
 
     kind: Literal["done", "error", "cancelled", "timeout", "crashed", "stopped"]
-    data: dict[str, Any] = field(default_factory=dict)
+    reply: Done | Failed | None = None
+
+    @property
+    def done(self) -> Done:
+        assert isinstance(self.reply, Done), self
+        return self.reply
+
+    @property
+    def failed(self) -> Failed:
+        assert isinstance(self.reply, Failed), self
+        return self.reply
+
+
+def _crashed(message: str) -> Outcome:
+    return Outcome("crashed", Failed("worker_crashed", message, retryable=True))
 
 
 class Control:
@@ -57,6 +88,10 @@ def _child_env() -> dict[str, str]:
 
 class ChildError(Exception):
     """The child could not be started or broke the protocol."""
+
+
+class _Closed(Exception):
+    """The child's stdout closed: it exited."""
 
 
 class ChildProcess:
@@ -86,14 +121,14 @@ class ChildProcess:
         )
         self._buffer = b""
         deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            message = self._next_message(max(0.0, deadline - time.monotonic()))
-            if message is None:
-                code = self._exit_code()
-                self.kill()
-                raise ChildError(f"worker child did not start (exit code {code})")
-            if message.get("type") == "ready":
-                return
+        message: Message | None = None
+        with contextlib.suppress(_Closed):
+            while not isinstance(message, Ready) and time.monotonic() < deadline:
+                message = self._next_message(max(0.0, deadline - time.monotonic()))
+        if not isinstance(message, Ready):
+            code = self._exit_code()
+            self.kill()
+            raise ChildError(f"worker child did not start (exit code {code})")
 
     def kill(self) -> None:
         proc, self._proc = self._proc, None
@@ -117,14 +152,14 @@ class ChildProcess:
         except subprocess.TimeoutExpired:
             return None
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: Message) -> None:
         assert self._proc is not None
         assert self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self._proc.stdin.write(encode(message))
         self._proc.stdin.flush()
 
-    def _next_message(self, timeout: float) -> dict[str, Any] | None:
-        """The next message, ``{}`` on timeout, None when the child's stdout closed."""
+    def _next_message(self, timeout: float) -> Message | None:
+        """The next message, None on timeout; :class:`_Closed` when the child's stdout closed."""
         assert self._proc is not None
         assert self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
@@ -132,24 +167,23 @@ class ChildProcess:
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return {}
+                return None
             ready, _, _ = select.select([fd], [], [], remaining)
             if not ready:
-                return {}
+                return None
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                return None
+                raise _Closed
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         try:
-            message: dict[str, Any] = json.loads(line)
-        except ValueError as exc:
+            return decode(line)
+        except ProtocolError as exc:
             raise ChildError("worker child broke the protocol") from exc
-        return message
 
     def run(
         self,
-        request: dict[str, Any],
+        request: RunRequest,
         *,
         tick: Tick,
         timeout: float,
@@ -159,10 +193,10 @@ class ChildProcess:
         message (or ``(None, None)`` when idle) and returns a :class:`Control` value."""
         self.start()
         try:
-            self._send({"type": "run", **request})
+            self._send(request)
         except (BrokenPipeError, OSError):
             self.kill()
-            return Outcome("crashed", {"message": "The worker process died before the job started."})
+            return _crashed("The worker process died before the job started.")
         deadline = time.monotonic() + timeout
         kill_at: float | None = None
         stopping: Literal["cancelled", "stopped"] | None = None
@@ -170,36 +204,36 @@ class ChildProcess:
             now = time.monotonic()
             if now >= deadline and stopping is None:
                 self.kill()
-                return Outcome("timeout", {"message": f"The job ran longer than its {timeout:g} s limit."})
+                message = f"The job ran longer than its {timeout:g} s limit."
+                return Outcome("timeout", Failed("timeout", message))
             if kill_at is not None and now >= kill_at:
                 self.kill()
                 return Outcome(stopping or "cancelled")
             wait = min(TICK_SECONDS, max(0.0, deadline - now))
-            message = self._next_message(wait)
-            if message is None:
+            try:
+                reply = self._next_message(wait)
+            except _Closed:
                 code = self._exit_code()
                 self.kill()
                 if stopping is not None:
                     return Outcome(stopping)
                 if code == OUT_OF_MEMORY_EXIT:
-                    return Outcome("error", out_of_memory(request_limit(request)))
-                return Outcome("crashed", {"message": _death_message(code)})
-            kind = message.get("type")
-            if kind in ("done", "error", "cancelled"):
-                if stopping is not None and kind == "cancelled":
-                    return Outcome(stopping)
-                if message.get("code") == RESOURCE_EXHAUSTED:
+                    return Outcome("error", out_of_memory(request.limits.memory_bytes))
+                return _crashed(_death_message(code))
+            if isinstance(reply, Done):
+                return Outcome("done", reply)
+            if isinstance(reply, Failed):
+                if reply.code == RESOURCE_EXHAUSTED:
                     self.kill()  # the next job gets a fresh child, not one with a fragmented heap
-                return Outcome(kind, message)
-            if kind == "progress":
-                control = tick(float(message.get("progress") or 0.0), message.get("message"))
-            else:
-                control = tick(None, None)
+                return Outcome("error", reply)
+            if isinstance(reply, Cancelled):
+                return Outcome(stopping or "cancelled")
+            control = tick(reply.progress, reply.message) if isinstance(reply, Progress) else tick(None, None)
             if stopping is None and control == Control.CANCEL:
                 stopping = "cancelled"
                 kill_at = time.monotonic() + cancel_grace
                 try:
-                    self._send({"type": "cancel"})
+                    self._send(Cancel())
                 except OSError:
                     kill_at = time.monotonic()
             elif control == Control.STOP:

@@ -13,8 +13,8 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -22,7 +22,9 @@ from filejobs import metrics
 from filejobs.db import Database
 from filejobs.jobs import repository
 from filejobs.jobs.executor import ChildProcess, Control, Outcome
-from filejobs.models import Job, JobStatus
+from filejobs.jobs.messages import Done, Failed, RunRequest
+from filejobs.models import Job, JobStatus, utcnow
+from filejobs.processors.base import Limits
 from filejobs.processors.registry import Registry
 from filejobs.settings import Settings
 from filejobs.storage import Storage
@@ -50,125 +52,132 @@ class RunContext:
     child: ChildProcess = field(default_factory=ChildProcess)
 
 
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """What :func:`run_job` left: the job's status (None: not claimed, or no longer ours) and, for
+    a job left queued to be retried or not yet due, when to offer it again (None: no need)."""
+
+    status: JobStatus | None
+    due_at: datetime | None = None
+
+
 def backoff_seconds(settings: Settings, attempts: int) -> float:
     """Exponential backoff with ±20 % jitter, capped."""
     base = min(settings.retry_backoff_max, settings.retry_backoff * 2.0 ** max(0, attempts - 1))
     return base * random.uniform(0.8, 1.2)
 
 
-def run_job(job_id: str, ctx: RunContext) -> JobStatus | None:
-    """Run one job if it can be claimed. Returns the status it was left in, None if not claimed."""
+def run_job(job_id: str, ctx: RunContext) -> Ran:
+    """Run one job if it can be claimed; the status it was left in and when it is due again."""
     job = repository.claim_job(ctx.db, job_id, owner=ctx.owner, lease_seconds=ctx.settings.lease_seconds)
     if job is None:
-        return None
+        return Ran(None, _not_yet_due(ctx, job_id))
     claimed_at = time.monotonic()
     ctx.on_change(job_id)
     log.info("job %s: running %s (attempt %d)", job_id, job.processor, job.attempts)
     try:
-        status = _execute(job, ctx)
+        ran = _execute(job, ctx)
     finally:
         ctx.on_change(job_id)
+    status = ran.status
     metrics.job_attempt_ended(job.processor, status, time.monotonic() - claimed_at)
     log.info("job %s: %s", job_id, status.value if status else "no longer ours")
-    return status
+    if status is None:  # given to someone else, or delivered before it was due
+        return Ran(None, _not_yet_due(ctx, job_id))
+    return ran
 
 
-def _fail(ctx: RunContext, job: Job, code: str, message: str, *, retryable: bool) -> JobStatus | None:
+def _not_yet_due(ctx: RunContext, job_id: str) -> datetime | None:
+    """When the queued job ``job_id`` comes due, if later than now (None: not queued, or due)."""
+    job = repository.get_job(ctx.db, job_id)
+    if job is not None and job.status == JobStatus.queued.value and job.run_after > utcnow():
+        return job.run_after
+    return None
+
+
+def _fail(ctx: RunContext, job: Job, failure: Failed) -> Ran:
     outcome = repository.finish_failed(
         ctx.db,
         job.id,
         owner=ctx.owner,
-        code=code,
-        message=message,
-        retryable=retryable,
+        code=failure.code,
+        message=failure.message,
+        retryable=failure.retryable,
         backoff=backoff_seconds(ctx.settings, job.attempts),
     )
-    if outcome.owned and outcome.status is JobStatus.queued:
+    if not outcome.owned:
+        return _lost(ctx, job)
+    if outcome.status is JobStatus.queued:
         metrics.job_retried(job.processor)
-    return outcome.status if outcome.owned else _lost(ctx, job)
+    later = outcome.run_after is not None and outcome.run_after > utcnow()
+    return Ran(outcome.status, outcome.run_after if later else None)
 
 
-def _lost(ctx: RunContext, job: Job) -> JobStatus | None:
+def _lost(ctx: RunContext, job: Job) -> Ran:
     """The row is no longer ours: remove what this attempt wrote (everything if the row is gone)."""
     if not repository.job_exists(ctx.db, job.id):
         ctx.storage.delete_job_files(job.id)
     else:
         ctx.storage.delete_outputs(job.id, job.attempts)
-    return None
+    return Ran(None)
 
 
-def _execute(job: Job, ctx: RunContext) -> JobStatus | None:
+def _execute(job: Job, ctx: RunContext) -> Ran:
     entry = ctx.registry.get(job.processor)
     if entry is None:
-        return _fail(
-            ctx, job, "unknown_processor", f"No processor named {job.processor!r} here.", retryable=False
-        )
+        return _fail(ctx, job, Failed("unknown_processor", f"No processor named {job.processor!r} here."))
     input_path = ctx.storage.path(job.storage_key)
     if not input_path.is_file():
-        return _fail(ctx, job, "input_missing", "The uploaded file is no longer stored.", retryable=False)
-    output_dir = ctx.storage.output_dir(job.id, job.attempts)
-    request = {
-        "spec": entry.spec,
-        "input": str(input_path),
-        "output_dir": str(output_dir),
-        "params": {**job.params, **(job.secret_params or {})},
-        "file_name": job.file_name,
-        "content_type": job.file_content_type,
-        "limits": {
-            "max_image_pixels": ctx.settings.max_image_pixels,
-            "max_pdf_pages": ctx.settings.max_pdf_pages,
-            "memory_bytes": ctx.settings.job_memory_limit,  # the child's RLIMIT_AS for this job
-        },
-    }
+        return _fail(ctx, job, Failed("input_missing", "The uploaded file is no longer stored."))
+    settings = ctx.settings
+    request = RunRequest(
+        spec=entry.spec,
+        input=str(input_path),
+        output_dir=str(ctx.storage.output_dir(job.id, job.attempts)),
+        params={**job.params, **(job.secret_params or {})},
+        file_name=job.file_name,
+        content_type=job.file_content_type,
+        limits=Limits(
+            max_image_pixels=settings.max_image_pixels,
+            max_pdf_pages=settings.max_pdf_pages,
+            memory_bytes=settings.job_memory_limit,  # the child's RLIMIT_AS for this job
+        ),
+    )
     outcome = ctx.child.run(
-        request,
-        tick=_Ticker(job.id, ctx),
-        timeout=ctx.settings.job_timeout,
-        cancel_grace=ctx.settings.cancel_grace,
+        request, tick=_Ticker(job.id, ctx), timeout=settings.job_timeout, cancel_grace=settings.cancel_grace
     )
     return _record(job, ctx, outcome)
 
 
-def _record(job: Job, ctx: RunContext, outcome: Outcome) -> JobStatus | None:
-    data = outcome.data
-    if outcome.kind == "done":
-        output_key = output_name = content_type = None
-        if data.get("file"):
-            path = Path(data["file"])
-            output_key = ctx.storage.key_for(path)
-            output_name = data.get("file_name") or path.name
-            content_type = data.get("content_type") or (
-                mimetypes.guess_type(output_name)[0] or "application/octet-stream"
-            )
-        result: dict[str, Any] = data.get("result") or {}
-        if repository.finish_succeeded(
-            ctx.db,
-            job.id,
-            owner=ctx.owner,
-            result=result,
-            output_key=output_key,
-            output_name=output_name,
-            output_content_type=content_type,
-        ):
-            return JobStatus.succeeded
-        return _lost(ctx, job)
-    if outcome.kind == "error":
-        return _fail(
-            ctx,
-            job,
-            str(data.get("code") or "error"),
-            str(data.get("message") or ""),
-            retryable=bool(data.get("retryable")),
-        )
-    if outcome.kind == "timeout":
-        return _fail(ctx, job, "timeout", str(data.get("message")), retryable=False)
-    if outcome.kind == "crashed":
-        return _fail(ctx, job, "worker_crashed", str(data.get("message")), retryable=True)
-    if outcome.kind == "stopped":
-        if repository.release_job(ctx.db, job.id, owner=ctx.owner):
-            return JobStatus.queued
-        return _lost(ctx, job)
+def _record(job: Job, ctx: RunContext, outcome: Outcome) -> Ran:
+    if isinstance(outcome.reply, Done):
+        return _succeeded(job, ctx, outcome.reply)
+    if isinstance(outcome.reply, Failed):  # error, timeout, crashed
+        return _fail(ctx, job, outcome.reply)
+    if outcome.kind == "stopped" and repository.release_job(ctx.db, job.id, owner=ctx.owner):
+        return Ran(JobStatus.queued)  # due now: whoever takes the queue next runs it
     return _lost(ctx, job)  # cancelled: we stopped it because the row was no longer ours
+
+
+def _succeeded(job: Job, ctx: RunContext, done: Done) -> Ran:
+    output_key = output_name = content_type = None
+    if done.file:
+        path = Path(done.file)
+        output_key = ctx.storage.key_for(path)
+        output_name = done.file_name or path.name
+        guessed = mimetypes.guess_type(output_name)[0]
+        content_type = done.content_type or guessed or "application/octet-stream"
+    if repository.finish_succeeded(
+        ctx.db,
+        job.id,
+        owner=ctx.owner,
+        result=done.result or {},
+        output_key=output_key,
+        output_name=output_name,
+        output_content_type=content_type,
+    ):
+        return Ran(JobStatus.succeeded)
+    return _lost(ctx, job)
 
 
 class _Ticker:

@@ -163,19 +163,17 @@ class LocalWorker:
 
     def _run(self, job_id: str, ctx: RunContext) -> JobStatus | None:
         try:
-            status = run_job(job_id, ctx)
+            ran = run_job(job_id, ctx)
         except Exception:
             log.exception("job %s: the worker failed around it; the sweeper will pick it up", job_id)
             return None
         finally:
             with self._lock:
                 self._cancelled.discard(job_id)
-        if status in (JobStatus.queued, None) and self._accepting.is_set():
+        if ran.due_at is not None and self._accepting.is_set():
             # Retried with backoff, or dispatched before it was due: come back when it is.
-            job = repository.get_job(self.db, job_id)
-            if job is not None and job.status == JobStatus.queued.value and job.run_after > utcnow():
-                self.submit_at(job_id, job.run_after)
-        return status
+            self.submit_at(job_id, ran.due_at)
+        return ran.status
 
     def drain(self) -> int:
         """Burst mode: run every due queued job in this thread until none is left; return how many."""
@@ -188,7 +186,7 @@ class LocalWorker:
                     return ran
                 progressed = False
                 for job_id in ids:
-                    if run_job(job_id, ctx) is not None:
+                    if run_job(job_id, ctx).status is not None:
                         ran += 1
                         progressed = True
                 if not progressed:
