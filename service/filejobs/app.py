@@ -118,11 +118,12 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
             log.info("removed %d upload temp file(s) left by stopped processes", removed)
         await _sweep(services)
         sweeper = asyncio.create_task(_sweep_forever(services))
-        supervisor = os.environ.get("FILEJOBS_SUPERVISED", "")
-        # The supervisor's pid comes from it: getppid() here would already be 1 had it died while
-        # this process was starting.
+        # The supervisor's pid comes from it (FILEJOBS_SUPERVISED, set by serve --processes):
+        # getppid() here would already be 1 had it died while this process was starting.
         orphan_watch = (
-            asyncio.create_task(_stop_when_orphaned(int(supervisor))) if supervisor.isdigit() else None
+            asyncio.create_task(_stop_when_orphaned(resolved.supervised))
+            if resolved.supervised is not None
+            else None
         )
         if resolved.backend == "celery":
             log.info(

@@ -1,4 +1,4 @@
-"""Prometheus metrics: what processes did (counters, histograms) and what the jobs table holds (gauges).
+"""Prometheus metrics: what processes did (counters, histograms), and their exposition registry.
 
 Counters and histograms are kept by the process that observed them: uploads by the API process
 that received them, job outcomes by whichever process ran ``run_job`` (the API process on the
@@ -7,45 +7,35 @@ local backend, Celery worker processes on the celery backend).
 Multiprocess safety is prometheus-client's multiprocess mode: with ``PROMETHEUS_MULTIPROC_DIR``
 set in the environment *before* the process imports prometheus_client, every process writes its
 values to files in that directory, and an exposition merges all of them. The directory must be
-shared by the processes of one host and emptied before they start (stale files of old processes
-would otherwise be summed in forever).
+shared by the processes of one host, exist before this module is imported (its metrics open their
+files as they are made: ``filejobs serve`` and ``filejobs worker`` create it at startup) and be
+emptied before they start (stale files of old processes would otherwise be summed in forever).
+prometheus_client reads the variable itself; filejobs's code takes the directory from
+``Settings.prometheus_multiproc_dir`` and passes it to the functions below.
 
 The job gauges (``filejobs_jobs``, ``filejobs_queue_depth``, ``filejobs_queue_oldest_seconds``)
-are not kept by any process: they are read from the database at scrape time, so any number of API
-processes, on any number of hosts, report the same numbers.
+are not kept by any process: they are read from the database at scrape time
+(:mod:`filejobs.api.exposition`), so any number of API processes, on any number of hosts, report
+the same numbers.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
-from prometheus_client.exposition import choose_encoder, start_http_server
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
-from sqlalchemy.exc import SQLAlchemyError
 
-from filejobs.db import Database
-from filejobs.jobs import repository
-from filejobs.models import JobStatus, utcnow
-
-log = logging.getLogger(__name__)
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from filejobs.models import JobStatus
 
 #: From a trivial ``inspect`` (tens of ms) to the default JOB_TIMEOUT (an hour).
 JOB_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 #: From a small file on a fast link (10 ms) to a multi-GiB one over a slow link (30 min).
 UPLOAD_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800)
-
-# prometheus-client opens its files as the metrics below are created: make a missing directory
-# rather than fail every import of this module (and so the service) on it.
-if os.environ.get(MULTIPROC_ENV):
-    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
 
 #: The status label of an attempt whose row stopped being ours (cancelled, deleted, lease lost).
 LOST = "lost"
@@ -138,103 +128,31 @@ def track_upload() -> Iterator[UploadTracker]:
             UPLOADS.labels("accepted").inc()
 
 
-# ---- the database's gauges ------------------------------------------------------------------
-
-
-class DatabaseCollector:
-    """Gauges read from the jobs table at each collection (two queries)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
-        return (
-            GaugeMetricFamily(
-                "filejobs_jobs",
-                "Jobs in the database by status and processor (every status of each processor with rows).",
-                labels=["status", "processor"],
-            ),
-            GaugeMetricFamily("filejobs_queue_depth", "Queued jobs that are due to run (backoff passed)."),
-            GaugeMetricFamily(
-                "filejobs_queue_oldest_seconds",
-                "Seconds the longest-waiting due queued job has been due (0 when none is).",
-            ),
-            GaugeMetricFamily(
-                "filejobs_database_up", "1 when the database answered the metrics queries, else 0."
-            ),
-        )
-
-    def describe(self) -> Iterable[Metric]:
-        """The families without samples (so a registry learns the names without a query)."""
-        return self._families()
-
-    def collect(self) -> Iterable[Metric]:
-        jobs, depth, oldest, up = self._families()
-        now = utcnow()
-        try:
-            counts = repository.count_jobs(self.db)
-            due, earliest = repository.queue_stats(self.db, now=now)
-        except SQLAlchemyError as exc:
-            log.warning("metrics: the database did not answer: %r", exc)
-            up.add_metric([], 0)
-            return [up]
-        by_processor: dict[str, dict[str, int]] = {}
-        for status, processor, rows in counts:
-            by_processor.setdefault(processor, {})[status] = rows
-        for processor in sorted(by_processor):
-            rows_by_status = by_processor[processor]
-            statuses = [s.value for s in JobStatus] + sorted(set(rows_by_status) - set(JobStatus))
-            for status in statuses:
-                jobs.add_metric([status, processor], rows_by_status.get(status, 0))
-        depth.add_metric([], due)
-        oldest.add_metric([], max(0.0, (now - earliest).total_seconds()) if earliest is not None else 0.0)
-        up.add_metric([], 1)
-        return [jobs, depth, oldest, up]
-
-
 # ---- exposition -----------------------------------------------------------------------------
 
 
-def multiprocess_dir() -> str | None:
-    """The multiprocess directory, or None when this process keeps its metrics in memory."""
-    return os.environ.get(MULTIPROC_ENV) or None
-
-
-def process_registry() -> Collector:
-    """Counters and histograms: every process's (merged from the multiprocess directory), or this
-    process's own with the default collectors (process, platform, gc) in single-process mode."""
-    if multiprocess_dir():
+def process_registry(directory: Path | None) -> Collector:
+    """Counters and histograms: every process's, merged from the multiprocess ``directory``
+    (``Settings.prometheus_multiproc_dir``), or, when that is None, this process's own with the
+    default collectors (process, platform, gc)."""
+    if directory is not None:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
         return registry
     return REGISTRY
 
 
-def render_metrics(db: Database, accept: str = "") -> tuple[bytes, str]:
-    """The exposition for ``GET /metrics``: ``(payload, content type)``.
-
-    ``accept`` is the request's Accept header (OpenMetrics when asked for; else the text format).
-    Queries the database: call it in a worker thread."""
-    registry = CollectorRegistry()
-    registry.register(process_registry())
-    registry.register(DatabaseCollector(db))
-    encoder, content_type = choose_encoder(accept)
-    return encoder(registry), content_type
-
-
-def mark_process_dead(pid: int) -> None:
+def mark_process_dead(pid: int, directory: Path | None) -> None:
     """Tell the multiprocess files that ``pid`` is gone (for a supervisor whose child exited).
 
     Harmless in single-process mode. Counters and histograms of the dead process are kept (they
     stay part of the totals); only its live gauges are dropped."""
-    path = multiprocess_dir()
-    if path:
-        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+    if directory is not None:
+        multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from elsewhere
+def start_metrics_server(port: int, directory: Path | None, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from elsewhere
     """Serve this process's (or, in multiprocess mode, this host's processes') counters and
     histograms on ``addr:port`` from a daemon thread, for a worker that has no API. The database
     gauges are left to the API's ``/metrics``, which every scrape of them would query."""
-    start_http_server(port, addr=addr, registry=process_registry())
+    start_http_server(port, addr=addr, registry=process_registry(directory))

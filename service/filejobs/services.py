@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from filejobs.api.limits import Admission, RateLimiter
 from filejobs.db import Database
 from filejobs.events.feed import ChangeFeed
+from filejobs.events.hub import ChangeHub
 from filejobs.events.key_watch import KeyWatch
-from filejobs.jobs.dispatch import Dispatcher, LocalDispatcher
+from filejobs.jobs.backpressure import Admission, RateLimiter
+from filejobs.jobs.dispatch import Dispatcher
 from filejobs.jobs.fast_read import JobReader
 from filejobs.jobs.group_commit import GroupCommitter
+from filejobs.jobs.local_dispatch import LocalDispatcher
 from filejobs.jobs.sweep_lock import SweepLock, sweep_lock
 from filejobs.jobs.worker import LocalWorker
 from filejobs.keys import AuthGate
-from filejobs.notify import ChangeHub
 from filejobs.processors.registry import Registry, build_registry
 from filejobs.schema_version import at_head
 from filejobs.settings import Settings

@@ -1,6 +1,8 @@
 """The one Settings class (prefix ``FILEJOBS_``), read through :func:`get_settings`.
 
-Nothing else in the package reads the environment. Tests build their own ``Settings(...)``.
+Nothing else in the package reads the environment (tests/test_layers.py checks it; the client's
+``FILEJOBS_URL``/``FILEJOBS_API_KEY`` are :class:`filejobs.client.settings.ClientSettings`). Tests
+build their own ``Settings(...)``.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from filejobs.memory import parse_size
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])?")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+#: prometheus-client's multiprocess directory variable (no FILEJOBS_ prefix: prometheus-client reads
+#: it too, when it is imported).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -56,6 +62,18 @@ class Settings(BaseSettings):
         le=64,
         description="Processes `filejobs serve` answers HTTP in (uvicorn workers); the local backend's "
         "WORKERS job processes are shared out among them.",
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices(MULTIPROC_ENV, "prometheus_multiproc_dir"),
+        description="PROMETHEUS_MULTIPROC_DIR (no FILEJOBS_ prefix): prometheus-client's multiprocess "
+        "directory; the processes of one host that share it report their counters summed. `filejobs "
+        "serve` and `filejobs worker` create it at startup.",
+    )
+    supervised: int | None = Field(
+        default=None,
+        description="Set by `filejobs serve --processes N` for its HTTP processes, not by users: the "
+        "pid of the supervisor, whose death makes them shut down.",
     )
     max_header_bytes: int = Field(
         default=64 * 1024,
@@ -177,6 +195,12 @@ class Settings(BaseSettings):
     processors: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra processors as 'module:attribute', comma-separated."
     )
+
+    @field_validator("prometheus_multiproc_dir", "supervised", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable is no variable (as prometheus-client takes it)."""
+        return None if value == "" else value
 
     @field_validator("processors", mode="before")
     @classmethod

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from filejobs.app import create_app
-from filejobs.jobs.dispatch import LocalDispatcher
+from filejobs.jobs.local_dispatch import LocalDispatcher
 from filejobs.jobs.worker import LocalWorker
 from filejobs.models import utcnow
 from filejobs.services import Services

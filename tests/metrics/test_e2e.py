@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from filejobs.metrics import MULTIPROC_ENV
+from filejobs.settings import MULTIPROC_ENV
 from tests.e2e.server import Server, wait_for
 from tests.e2e.test_server import finished, submit
 from tests.jobs.helpers import wait_until

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from filejobs import metrics
+from filejobs.api.exposition import render_metrics
 from filejobs.db import Database
 from filejobs.jobs.worker import LocalWorker
 from filejobs.models import JobStatus, utcnow
@@ -177,7 +178,7 @@ def test_a_database_that_does_not_answer_leaves_the_other_metrics(tmp_path: Path
     """No jobs table: the gauges are left out, filejobs_database_up says why, the rest is served."""
     db = Database(f"sqlite:///{tmp_path / 'empty.db'}")
     try:
-        payload, content_type = metrics.render_metrics(db)
+        payload, content_type = render_metrics(db, None)
     finally:
         db.dispose()
     assert content_type == CONTENT_TYPE_PLAIN_0_0_4

@@ -6,16 +6,18 @@ process here is a fresh interpreter started with (or without) the variable.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from filejobs.cli.serve import prepare_metrics_directory
 from filejobs.db import Database
 from filejobs.jobs import repository
-from filejobs.metrics import MULTIPROC_ENV
 from filejobs.migrate import upgrade
+from filejobs.settings import MULTIPROC_ENV, Settings
 from tests.e2e.server import REPO, base_env, free_port
 from tests.jobs.helpers import make_job
 from tests.metrics.helpers import Scrape
@@ -38,12 +40,15 @@ print(os.getpid())
 READER = """
 import sys
 from filejobs import metrics
+from filejobs.api.exposition import render_metrics
 from filejobs.db import Database
+from filejobs.settings import Settings
 
+directory = Settings().prometheus_multiproc_dir
 for pid in sys.argv[2:]:
-    metrics.mark_process_dead(int(pid))
+    metrics.mark_process_dead(int(pid), directory)
 db = Database(sys.argv[1])
-payload, content_type = metrics.render_metrics(db)
+payload, content_type = render_metrics(db, directory)
 db.dispose()
 sys.stdout.write(content_type + "\\n" + payload.decode())
 """
@@ -52,9 +57,10 @@ sys.stdout.write(content_type + "\\n" + payload.decode())
 SERVER = """
 import sys, urllib.request
 from filejobs import metrics
+from filejobs.settings import Settings
 
 metrics.UPLOADED_BYTES.inc(int(sys.argv[2]))
-metrics.start_metrics_server(int(sys.argv[1]), addr="127.0.0.1")
+metrics.start_metrics_server(int(sys.argv[1]), Settings().prometheus_multiproc_dir, addr="127.0.0.1")
 with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10) as response:
     sys.stdout.write(response.headers["Content-Type"] + "\\n" + response.read().decode())
 """
@@ -123,7 +129,8 @@ def test_render_sums_every_process(tmp_path: Path, database_url: str) -> None:
 
 
 def test_a_worker_metrics_server_in_multiprocess_mode_serves_the_host(tmp_path: Path) -> None:
-    directory = tmp_path / "prometheus"  # created on import when missing
+    directory = tmp_path / "prometheus"
+    directory.mkdir()  # by filejobs serve/worker at startup (see below)
     python(WRITER, 1000, 0.5, multiproc_dir=directory)
     content_type, _, text = python(SERVER, free_port(), 5, multiproc_dir=directory).partition("\n")
     assert content_type.startswith("text/plain")
@@ -140,3 +147,24 @@ def test_a_worker_metrics_server_in_single_process_mode(tmp_path: Path) -> None:
     assert got.value("filejobs_uploaded_bytes_total") == 7
     assert "process_cpu_seconds" in got.families  # the default collectors of this process
     assert "filejobs_jobs" not in got.families
+
+
+def test_startup_makes_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve and worker make the directory before filejobs.metrics is imported (its metrics open
+    their files there): a missing one given, or a private one when processes must share counters."""
+    monkeypatch.setenv(MULTIPROC_ENV, "")  # so that the value handed over below is undone
+    monkeypatch.delenv(MULTIPROC_ENV)
+    given = tmp_path / "missing" / "prometheus"
+    settings = Settings(prometheus_multiproc_dir=given)
+    assert prepare_metrics_directory(settings, private=False) == given
+    assert given.is_dir()
+
+    assert prepare_metrics_directory(Settings(), private=False) is None
+    assert MULTIPROC_ENV not in os.environ
+
+    private = prepare_metrics_directory(Settings(), private=True)
+    assert private is not None
+    assert private.is_dir()
+    assert os.environ[MULTIPROC_ENV] == str(private)  # handed over to the processes to come
+    assert Settings().prometheus_multiproc_dir == private
+    private.rmdir()

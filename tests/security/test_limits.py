@@ -21,10 +21,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from filejobs import keys
-from filejobs.api import limits
-from filejobs.api.limits import Admission
 from filejobs.app import create_app
-from filejobs.jobs import repository
+from filejobs.jobs import backpressure, repository
+from filejobs.jobs.backpressure import Admission
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.services import Services
 from tests.conftest import burst_worker, make_settings
@@ -51,7 +50,7 @@ BIG = 8 * 1024 * 1024
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """The clock of the rate limiter and the queue-depth cache, moved only by the test."""
     fake = Clock()
-    monkeypatch.setattr(limits, "time", SimpleNamespace(monotonic=fake.monotonic))
+    monkeypatch.setattr(backpressure, "time", SimpleNamespace(monotonic=fake.monotonic))
     return fake
 
 

@@ -9,13 +9,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
 
 from filejobs.cli.server_extra import require_server
-from filejobs.settings import Settings, get_settings
+from filejobs.settings import MULTIPROC_ENV, Settings, get_settings
 from filejobs.shutdown import GRACEFUL_TIMEOUT
 
 
@@ -59,7 +61,7 @@ def serve(
     processes = processes or settings.api_processes
     if settings.auto_migrate:
         _migrate_in_child(settings)
-        os.environ["FILEJOBS_AUTO_MIGRATE"] = "false"  # done: the app (and its processes) skip it
+        hand_over({"FILEJOBS_AUTO_MIGRATE": "false"})  # done: the app (and its processes) skip it
     if (
         not _loopback(host)
         and not (allow_no_auth or settings.allow_open_bind)
@@ -77,6 +79,7 @@ def serve(
     # raises the signal again; with the default handler the process would die by SIGTERM (exit 143)
     # even though it shut down cleanly. This handler makes a completed graceful shutdown exit 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    prepare_metrics_directory(settings, private=processes > 1)
     if processes > 1:
         _prepare_processes(settings, processes)
     uvicorn.run(
@@ -97,13 +100,42 @@ def serve(
 
 def _prepare_processes(settings: Settings, processes: int) -> None:
     """Before uvicorn starts ``processes`` HTTP processes (each runs the app's lifespan; the
-    database is migrated already): share the local job workers out among them, give them one
-    metrics directory, and have each stop with this supervisor (``FILEJOBS_SUPERVISED``)."""
+    database is migrated already, their metrics directory made): share the local job workers out
+    among them, and have each stop with this supervisor (``FILEJOBS_SUPERVISED``)."""
+    values = {"FILEJOBS_SUPERVISED": str(os.getpid())}  # the processes' parent, to watch for
     if settings.backend == "local":
-        os.environ["FILEJOBS_WORKERS"] = str(-(-settings.workers // processes))  # ceiling
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="filejobs-metrics-")
-    os.environ["FILEJOBS_SUPERVISED"] = str(os.getpid())  # the processes' parent, to watch for
+        values["FILEJOBS_WORKERS"] = str(-(-settings.workers // processes))  # ceiling
+    hand_over(values)
+
+
+def hand_over(values: Mapping[str, str]) -> None:
+    """The one place ``filejobs serve``/``worker`` pass settings on, and the only way there is.
+
+    uvicorn builds the app from a name (``filejobs.app:create_app``, whose lifespan reads
+    ``Settings()``) in this process or, with ``--processes``, in processes it spawns, which take no
+    arguments and inherit this process's environment; prometheus-client (in this process and the
+    Celery pool's) takes ``PROMETHEUS_MULTIPROC_DIR`` from it too. So what serve decided is written
+    into this process's environment, here only, as the variables Settings reads (``FILEJOBS_*``);
+    nothing in filejobs reads it back but Settings."""
+    os.environ.update(values)
+
+
+def prepare_metrics_directory(settings: Settings, *, private: bool) -> Path | None:
+    """Make prometheus-client's multiprocess directory at startup, before anything imports
+    :mod:`filejobs.metrics` (whose metrics open their files in it as they are made).
+
+    ``PROMETHEUS_MULTIPROC_DIR`` set: made if missing. Unset and ``private`` (several processes
+    must add up their counters: ``serve --processes``, ``worker --metrics-port``): a fresh
+    temporary directory, handed over. Else None: every process keeps its own metrics in memory."""
+    directory = settings.prometheus_multiproc_dir
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+    if not private:
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="filejobs-metrics-"))
+    hand_over({MULTIPROC_ENV: str(directory)})
+    return directory
 
 
 def worker(
@@ -119,13 +151,6 @@ def worker(
 ) -> None:
     """Run a Celery worker for the celery backend (FILEJOBS_BACKEND=celery, FILEJOBS_BROKER_URL)."""
     require_server("worker")
-    if metrics_port is not None and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Jobs run in the pool's processes: their metrics reach the --metrics-port server (in this
-        # process) through prometheus-client's multiprocess files. This must be set before
-        # prometheus_client is imported, i.e. before the import below.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="filejobs-metrics-")
-    from filejobs.jobs.celery_worker import run_worker
-
     _logging(log_level)
     settings = get_settings()
     if settings.backend != "celery" or not settings.broker_url:
@@ -135,10 +160,17 @@ def worker(
             err=True,
         )
         raise typer.Exit(2)
+    # Jobs run in the pool's processes: their metrics reach the --metrics-port server (in this
+    # process) through prometheus-client's multiprocess files. The directory must be there before
+    # prometheus_client is imported, i.e. before the import below.
+    directory = prepare_metrics_directory(settings, private=metrics_port is not None)
+    settings = settings.model_copy(update={"prometheus_multiproc_dir": directory})
+    from filejobs.jobs.celery_worker import run_worker
+
     if metrics_port is not None:
         from filejobs.metrics import start_metrics_server
 
-        start_metrics_server(metrics_port)
+        start_metrics_server(metrics_port, directory)
     run_worker(
         settings,
         concurrency=concurrency or max(1, settings.workers),

@@ -4,7 +4,7 @@ The database is the source of truth, whichever process changed a row (an API pro
 worker, a Celery worker on another machine). The feed learns that rows changed in three ways and
 then reads them, once for all streams:
 
-- in this process, :class:`filejobs.notify.ChangeHub` names each job it changes at once;
+- in this process, :class:`filejobs.events.hub.ChangeHub` names each job it changes at once;
 - on PostgreSQL, a trigger (migration 0005) sends ``NOTIFY filejobs_jobs`` with the job's id for
   every insert, change and delete, after the commit and in commit order; the feed LISTENs on a
   connection of its own, and after every (re)connect looks at the rows changed meanwhile;

@@ -142,7 +142,7 @@ def run_worker(settings: Settings, **options: Any) -> None:
 
     def _close(**_: Any) -> None:
         runner.close()
-        metrics.mark_process_dead(os.getpid())
+        metrics.mark_process_dead(os.getpid(), settings.prometheus_multiproc_dir)
 
     def _shutting_down(**_: Any) -> None:
         # Celery's warm shutdown waits for running jobs; after the grace they are handed back

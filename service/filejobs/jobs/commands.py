@@ -11,15 +11,15 @@ from functools import partial
 
 from anyio import to_thread
 
-from filejobs.api.limits import Admission
 from filejobs.db import Database
 from filejobs.events.feed import ChangeFeed
+from filejobs.events.hub import ChangeHub
 from filejobs.jobs import repository
+from filejobs.jobs.backpressure import Admission
 from filejobs.jobs.dispatch import Dispatcher
 from filejobs.jobs.fast_read import JobReader
 from filejobs.jobs.queries import load_job
 from filejobs.models import Job
-from filejobs.notify import ChangeHub
 from filejobs.storage import Storage
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from filejobs.jobs.worker import LocalWorker
-
 
 class Dispatcher(Protocol):
     name: str
@@ -28,31 +26,6 @@ class Dispatcher(Protocol):
 
     def pending_messages(self) -> int | None:
         """How many messages wait in the broker's queue; None when unknown or not a broker."""
-
-
-class LocalDispatcher:
-    """Hands ids to the in-process worker pool (none when ``FILEJOBS_WORKERS=0``)."""
-
-    name = "local"
-    check_name = "dispatcher"
-    durable = False
-
-    def __init__(self, worker: LocalWorker | None) -> None:
-        self.worker = worker
-
-    def submit(self, job_id: str) -> None:
-        if self.worker is not None:
-            self.worker.submit(job_id)
-
-    def cancelled(self, job_id: str) -> None:
-        if self.worker is not None:
-            self.worker.hint_cancelled(job_id)
-
-    def check(self) -> None:
-        return None
-
-    def pending_messages(self) -> int | None:
-        return None
 
 
 class InMemoryDispatcher:

@@ -24,10 +24,10 @@ import anyio
 from anyio import to_thread
 
 from filejobs import metrics
-from filejobs.api.limits import Admission
 from filejobs.db import Database
 from filejobs.errors import Conflict
 from filejobs.jobs import idempotency, repository
+from filejobs.jobs.backpressure import Admission
 from filejobs.jobs.fast_read import JobReader
 from filejobs.jobs.group_commit import GroupCommitter
 from filejobs.jobs.liveness import owner_is_dead_here

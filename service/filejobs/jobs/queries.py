@@ -7,9 +7,9 @@ import contextlib
 import time
 
 from filejobs.errors import NotFound
+from filejobs.events.hub import ChangeHub
 from filejobs.jobs.fast_read import JobReader
 from filejobs.models import Job, etag_of
-from filejobs.notify import ChangeHub
 
 #: How often a long-poll re-reads the row, to see changes made by other processes.
 WAIT_POLL = 0.5

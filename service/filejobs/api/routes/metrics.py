@@ -8,7 +8,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 
 from filejobs.api.deps import ServicesDep
-from filejobs.metrics import render_metrics
+from filejobs.api.exposition import render_metrics
 
 router = APIRouter(tags=["health"])
 
@@ -28,6 +28,11 @@ async def metrics(request: Request, services: ServicesDep) -> Response:
     """Counters and histograms of this process (of every process sharing ``PROMETHEUS_MULTIPROC_DIR``
     in multiprocess mode), and gauges read from the database at each scrape."""
     payload, content_type = await to_thread.run_sync(
-        partial(render_metrics, services.db, request.headers.get("accept", ""))
+        partial(
+            render_metrics,
+            services.db,
+            services.settings.prometheus_multiproc_dir,
+            request.headers.get("accept", ""),
+        )
     )
     return Response(payload, media_type=content_type)
