@@ -25,7 +25,7 @@ from filejobs.api.problems import ProblemDetails, install_handlers
 from filejobs.api.routes import dashboard, docs, events, health, jobs, metrics, processors
 from filejobs.api.security_headers import SecurityHeaders
 from filejobs.jobs.dispatch import Dispatcher
-from filejobs.jobs.sweeper import sweep
+from filejobs.jobs.sweeper import SweepReport, sweep
 from filejobs.services import Services, build_services
 from filejobs.settings import Settings, get_settings
 
@@ -37,11 +37,11 @@ ORPHAN_SCAN_EVERY = 60
 ORPHAN_CHECK_EVERY = 0.5
 
 
-async def _sweep(services: Services, *, scan_orphans: bool = True) -> bool:
-    """One sweeper pass, in a worker thread, if this process holds the sweeper lock."""
+async def _sweep(services: Services, *, scan_orphans: bool = True) -> SweepReport | None:
+    """One sweeper pass, in a worker thread, if this process holds the sweeper lock (else None)."""
     if not await to_thread.run_sync(services.sweep_lock.acquire):
-        return False
-    await to_thread.run_sync(
+        return None
+    return await to_thread.run_sync(
         partial(
             sweep,
             db=services.db,
@@ -51,7 +51,6 @@ async def _sweep(services: Services, *, scan_orphans: bool = True) -> bool:
             scan_orphans=scan_orphans,
         )
     )
-    return True
 
 
 async def _sweep_forever(services: Services) -> None:
@@ -112,11 +111,16 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         if services.worker is not None:
             services.worker.start()
         # Every process, not only the sweeper's: the temp files this node's dead processes left
-        # (killed mid-upload) go now; other nodes' wait for TEMP_MAX_AGE (see filejobs.storage).
-        removed = await to_thread.run_sync(services.storage.remove_stale_temp, resolved.temp_max_age)
+        # (killed mid-upload) go now (the sweep removes them; a process that is not the sweeper
+        # does only that part); other nodes' wait for TEMP_MAX_AGE (see filejobs.storage).
+        report = await _sweep(services)
+        removed = (
+            report.temp_removed
+            if report is not None
+            else await to_thread.run_sync(services.storage.remove_stale_temp, resolved.temp_max_age)
+        )
         if removed:
             log.info("removed %d upload temp file(s) left by stopped processes", removed)
-        await _sweep(services)
         sweeper = asyncio.create_task(_sweep_forever(services))
         # The supervisor's pid comes from it (FILEJOBS_SUPERVISED, set by serve --processes):
         # getppid() here would already be 1 had it died while this process was starting.
