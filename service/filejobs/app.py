@@ -162,10 +162,12 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         redoc_url=None,
     )
     install_handlers(app)
-    app.add_middleware(FastStatus)
+    # The last added is the outermost. The fast paths come first and add the security headers to
+    # their own answers (api/security_headers.secured); a HEAD is answered by the GET route.
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(FastUpload)
-    app.add_middleware(HeadAsGet)  # a HEAD reaches the fast paths as the GET it stands for
-    app.add_middleware(SecurityHeaders)  # outermost: the fast paths' and HEAD's answers get them too
+    app.add_middleware(FastStatus)
     app.include_router(jobs.router)
     app.include_router(processors.router)
     app.include_router(health.router)

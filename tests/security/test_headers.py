@@ -76,3 +76,24 @@ def test_the_dashboard_has_a_policy_it_works_under(client: TestClient) -> None:
     assert " style=" not in html
     assert not re.search(r"<[^>]*\son[a-z]+\s*=", html)  # no onclick= and the like
     assert html.count("<script") == html.count('<script type="module" src="/static/')
+
+
+def test_the_fast_paths_answers_are_guarded_once(client: TestClient, services: Services) -> None:
+    """The status poll's and the upload's fast paths sit outside the middleware and add the headers
+    themselves: every answer of theirs has each header exactly once."""
+    accepted = post_file(client, SCRIPT, name="page.txt")  # the upload's fast path: 202
+    job_id = accepted_id(accepted)
+    poll = client.get(f"/v1/jobs/{job_id}")  # the status poll's fast path: 200
+    not_modified = client.get(f"/v1/jobs/{job_id}", headers={"If-None-Match": poll.headers["etag"]})
+    refused = client.post("/v1/jobs", files={"file": ("a.txt", b"x")}, data={"processor": "nope"})
+    head = client.head(f"/v1/jobs/{job_id}")  # HEAD: the GET route, inside the middleware
+    assert (poll.status_code, not_modified.status_code, refused.status_code, head.status_code) == (
+        200,
+        304,
+        422,
+        200,
+    )
+    for response in (accepted, poll, not_modified, refused, head):
+        assert_guarded(response)
+        for name in ("x-content-type-options", "x-frame-options", "content-security-policy"):
+            assert len(response.headers.get_list(name)) == 1, (response.request.url, name)

@@ -5,9 +5,13 @@ For each configuration: a fresh PostgreSQL database, a fresh queue, one real ``f
 (celery backend) and N real ``filejobs worker --concurrency 1`` processes. Once the workers are
 ready, ``JOBS`` tiny ``inspect`` jobs are submitted by ``UPLOADERS`` threads as fast as the API
 takes them; the clock runs from the first submit to the last job reaching ``succeeded`` (read from
-the database). The baseline is the local backend (``FILEJOBS_WORKERS=N`` in the API process, on a
-PostgreSQL database too), run alternately with the brokers in every round so each ratio shares the
-machine's conditions.
+the database). Two baselines, run alternately with the brokers in every round so each ratio shares
+the machine's conditions: the local backend (``FILEJOBS_WORKERS=N`` in the API process, on a
+PostgreSQL database too), and bare Celery (:mod:`scripts.bench.apps.bare_celery`: the same broker,
+N workers with the same settings — prefork, concurrency 1, prefetch 1, acks late, publish
+confirms — draining ``JOBS`` no-op tasks published by one thread; the clock runs from the first
+publish to the last task done). The ratio to bare Celery is filejobs' per-job overhead in Celery
+mode (upload and row, claim, the job's child process, finish) over what the broker costs.
 
 Figures, per broker and worker count: end-to-end jobs/s and accept/s (202s per second while
 submitting), medians of ``ctx.rounds`` rounds, with the local backend's as the baseline.
@@ -21,8 +25,11 @@ scale-out tests do; when one is unreachable the group fails with a message that 
 
 from __future__ import annotations
 
+import os
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -32,7 +39,10 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import redis
+from celery import Celery
 
+from scripts.bench.apps import bare_celery
 from scripts.bench.common import Context, filejobs_server
 from scripts.bench.report import Figure
 from tests.e2e.worker import Worker
@@ -52,9 +62,10 @@ UPLOADERS = 4
 FINISH_TIMEOUT = 600.0
 POLL_EVERY = 0.02
 
-#: Why no target: see the note of every figure.
+#: Why the ratio to the local backend has no target (the target is the ratio to bare Celery).
 NOTE = (
-    "no target: on one machine the broker, the workers and the API share the same cores, so the "
+    "no target for the ratio to local: on one machine the broker, the workers and the API share "
+    "the same cores, so the "
     "ratio to local shows the cost of the broker hop, not what scaling out across machines buys; "
     "and it swings from 0.4x to 1.2x between runs on 2 shared cores, so a >= 0.8x target would "
     "pass or fail on noise"
@@ -63,7 +74,7 @@ NOTE = (
 
 @dataclass
 class Result:
-    backend: str  # "local", "redis" or "amqp"
+    backend: str  # "local", "redis", "amqp", "bare-redis" or "bare-amqp"
     workers: int
     accept_per_s: float
     jobs_per_s: float
@@ -172,6 +183,62 @@ def run_config(backend: str, workers: int, jobs: int, root: Path) -> Result:
         return Result(backend, workers, accept, jobs_per_s)
 
 
+BARE_READY_TIMEOUT = 60.0
+
+
+def bare_workers_ready(app: Celery, hostnames: list[str]) -> None:
+    """Wait until every bare worker answers a broadcast ping (they run without mingle/gossip)."""
+    deadline = time.monotonic() + BARE_READY_TIMEOUT
+    while time.monotonic() < deadline:
+        replies = app.control.ping(destination=hostnames, timeout=0.5) or []
+        if {name for reply in replies for name in reply} >= set(hostnames):
+            return
+    raise RuntimeError(f"bare Celery workers {hostnames} not ready within {BARE_READY_TIMEOUT:g} s")
+
+
+def run_bare(broker: str, workers: int, jobs: int) -> Result:
+    """Bare Celery on ``broker``: ``workers`` prefork workers drain ``jobs`` no-op tasks."""
+    queue = f"fj-bare-{uuid.uuid4().hex[:10]}"
+    counter = f"{queue}-done"
+    env = {**os.environ, "BARE_CELERY_BROKER": BROKERS[broker], "BARE_CELERY_QUEUE": queue}
+    hostnames = [f"bare{index}-{queue}@bench" for index in range(workers)]
+    app = bare_celery.make_app(BROKERS[broker], queue)
+    counts = redis.Redis.from_url(bare_celery.COUNTER_REDIS)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "scripts.bench.apps.bare_celery", name],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        for name in hostnames
+    ]
+    try:
+        bare_workers_ready(app, hostnames)
+        start = time.perf_counter()
+        bare_celery.publish(app, counter, jobs)
+        published = time.perf_counter()
+        deadline = time.monotonic() + FINISH_TIMEOUT
+        while int(counts.get(counter) or 0) < jobs:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bare Celery tasks did not finish within {FINISH_TIMEOUT:g} s")
+            time.sleep(POLL_EVERY)
+        done = time.perf_counter()
+        return Result(f"bare-{broker}", workers, jobs / (published - start), jobs / (done - start))
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        app.close()
+        counts.delete(counter)
+        counts.close()
+        delete_queue(broker, queue)
+
+
 def measure(
     ctx: Context, root: Path, jobs: int, worker_counts: tuple[int, ...], brokers: list[str]
 ) -> Results:
@@ -179,8 +246,11 @@ def measure(
     results: Results = {}
     for round_no in range(1, ctx.rounds + 1):
         for workers in worker_counts:
-            for backend in ["local", *brokers]:
-                result = run_config(backend, workers, jobs, root)
+            for backend in ["local", *brokers, *(f"bare-{b}" for b in brokers)]:
+                if backend.startswith("bare-"):
+                    result = run_bare(backend.removeprefix("bare-"), workers, jobs)
+                else:
+                    result = run_config(backend, workers, jobs, root)
                 results.setdefault((backend, workers), []).append(result)
                 ctx.say(
                     f"   round {round_no}: {backend:5} with {workers} worker(s): "
@@ -189,11 +259,14 @@ def measure(
     return results
 
 
-def figures(results: Results, jobs: int, worker_counts: tuple[int, ...], brokers: list[str]) -> list[Figure]:
+def figures(
+    results: Results, jobs: int, worker_counts: tuple[int, ...], brokers: list[str], smoke: bool
+) -> list[Figure]:
     out: list[Figure] = []
     for broker in brokers:
         for workers in worker_counts:
             local = results[("local", workers)]
+            bare = results[(f"bare-{broker}", workers)]
             mine = results[(broker, workers)]
             plural = "s" if workers > 1 else ""
             where = f"Celery on {BROKER_LABEL[broker]}, {workers} worker{plural}"
@@ -204,8 +277,17 @@ def figures(results: Results, jobs: int, worker_counts: tuple[int, ...], brokers
                     label=f"{where}: jobs/s",
                     unit="jobs/s",
                     value=statistics.median(r.jobs_per_s for r in mine),
-                    baselines={"local": statistics.median(r.jobs_per_s for r in local)},
-                    note=f"first submit to last succeeded; {detail}; {NOTE}",
+                    baselines={
+                        "local": statistics.median(r.jobs_per_s for r in local),
+                        "bare Celery": statistics.median(r.jobs_per_s for r in bare),
+                    },
+                    target=">= 0.5x bare Celery",
+                    met=None
+                    if smoke
+                    else statistics.median(r.jobs_per_s for r in mine)
+                    >= 0.5 * statistics.median(r.jobs_per_s for r in bare),
+                    note=f"first submit to last succeeded; bare Celery: first publish to last "
+                    f"no-op task done, same broker and worker settings; {detail}; {NOTE}",
                 )
             )
             out.append(
@@ -227,4 +309,4 @@ def run(ctx: Context) -> list[Figure]:
     worker_counts = SMOKE_WORKER_COUNTS if ctx.smoke else WORKER_COUNTS
     brokers = list(BROKERS)
     results = measure(ctx, ctx.subdir("celery"), jobs, worker_counts, brokers)
-    return figures(results, jobs, worker_counts, brokers)
+    return figures(results, jobs, worker_counts, brokers, ctx.smoke)

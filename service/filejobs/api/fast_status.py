@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from filejobs.api.auth import open_without_lookup
 from filejobs.api.deps import scope_services
 from filejobs.api.responses import conditional_job_response
+from filejobs.api.security_headers import secured
 from filejobs.ids import is_job_id
 from filejobs.keys import ANONYMOUS
 
@@ -50,5 +51,5 @@ class FastStatus:
         if job is None:
             return False  # the route answers the 404
         response = conditional_job_response(job, headers.get("if-none-match"))
-        await response(scope, receive, send)
+        await secured(response, scope["path"])(scope, receive, send)
         return True

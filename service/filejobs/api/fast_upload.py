@@ -19,6 +19,7 @@ from filejobs.api.auth import open_without_lookup
 from filejobs.api.deps import scope_services
 from filejobs.api.problems import problem_response
 from filejobs.api.responses import submitted_response
+from filejobs.api.security_headers import secured
 from filejobs.api.upload_body import upload_body
 from filejobs.errors import ClientGone, Problem
 from filejobs.jobs.commands import dispatch
@@ -47,12 +48,12 @@ class FastUpload:
                 body=upload_body(services, request, ANONYMOUS),
             )
         except ClientGone:
-            await Response(status_code=400)(scope, receive, send)  # as the route: nobody listens
+            await secured(Response(status_code=400), PATH)(scope, receive, send)  # nobody listens
             return
         except Problem as problem:
-            await problem_response(problem, request)(scope, receive, send)
+            await secured(problem_response(problem, request), PATH)(scope, receive, send)
             return
-        await submitted_response(submitted)(scope, receive, send)
+        await secured(submitted_response(submitted), PATH)(scope, receive, send)
         await dispatch(hub=services.hub, dispatcher=services.dispatcher, job_id=submitted.job.id)
 
     @staticmethod

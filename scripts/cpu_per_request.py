@@ -1,0 +1,206 @@
+"""Server CPU per request: this checkout against another revision, alternating, on one machine.
+
+Throughput figures (``python -m scripts.bench``) need a quiet machine: another process on one of
+two cores moves them by 30 %. The CPU time the server process itself spends per request moves far
+less with the machine's load, so a before/after comparison of a change to a request path can be
+made while other work runs. For each round, wrk drives each server for ``--seconds`` with 16
+connections; the server process's own CPU time (user + system, all its threads; from
+``/proc/<pid>/stat``) is divided by the requests wrk completed.
+
+    python -m scripts.cpu_per_request --baseline 2f95d0e --what status --rounds 5
+    python -m scripts.cpu_per_request --baseline main --what upload
+
+``status`` polls one finished job (the fast path: ``GET /v1/jobs/{id}``); ``upload`` posts 1 KiB
+multipart uploads (``FILEJOBS_WORKERS=0``: the jobs are not run, so the figure is the accept path
+alone). The baseline revision is checked out into a temporary git worktree (either import name:
+``service`` before the rename, ``filejobs`` after). Needs ``wrk`` (Debian's package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+WRK_CONNECTIONS = 16
+QUIET = ("--log-level", "warning")
+TICKS = os.sysconf("SC_CLK_TCK")
+UPLOAD_LUA = r"""
+wrk.method = "POST"
+local boundary = "cpuPerRequestBoundary"
+wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
+wrk.body = "--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"processor\"\r\n\r\n"
+  .. "inspect\r\n--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"file\"; "
+  .. "filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\n" .. string.rep("x", 1024)
+  .. "\r\n--" .. boundary .. "--\r\n"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Checkout:
+    """A server of one checkout: its source root, its import name, its process."""
+
+    def __init__(self, label: str, root: Path, work: Path) -> None:
+        self.label = label
+        self.root = root
+        self.work = work
+        source = root / "service"
+        self.package = "filejobs" if (source / "filejobs").is_dir() else "service"
+        self.pythonpath = f"{source}{os.pathsep}{root}" if self.package == "filejobs" else str(root)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FILEJOBS_")}
+        env.update(
+            PYTHONPATH=self.pythonpath,
+            FILEJOBS_DATA_DIR=str(self.work / "data"),
+            FILEJOBS_WORKERS="0",  # nothing runs beside the requests
+        )
+        log = open(self.work / "server.log", "ab")  # noqa: SIM115 - handed to the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"{self.package}.cli", "serve", "--port", str(self.port), *QUIET],
+            cwd=self.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.label}: the server exited; see {self.work / 'server.log'}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.label}: the server did not answer within 60 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+    def target(self, what: str) -> str:
+        if what == "upload":
+            return f"{self.base_url}/v1/jobs"
+        answer = httpx.post(
+            f"{self.base_url}/v1/jobs",
+            files={"file": ("a.txt", b"hello\n", "text/plain")},
+            data={"processor": "inspect"},
+            timeout=30,
+        )
+        answer.raise_for_status()
+        return f"{self.base_url}/v1/jobs/{answer.json()['id']}"
+
+
+def wrk(url: str, seconds: float, script: Path | None) -> int:
+    """Requests completed by wrk in ``seconds`` on ``WRK_CONNECTIONS`` connections."""
+    args = ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds:g}s", url]
+    if script is not None:
+        args[1:1] = ["-s", str(script)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"(\d+) requests in", out)
+    if not match:
+        raise RuntimeError(f"wrk printed no request count: {out}")
+    return int(match.group(1))
+
+
+def cpu_per_request(server: Checkout, url: str, seconds: float, script: Path | None) -> float:
+    """Microseconds of the server's CPU per request over one wrk run."""
+    before = server.cpu_seconds()
+    requests = wrk(url, seconds, script)
+    return (server.cpu_seconds() - before) / requests * 1e6
+
+
+@contextlib.contextmanager
+def worktree(revision: str, where: Path) -> Iterator[Path]:
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(where), revision],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield where
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(where)], check=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", required=True, help="a git revision to compare with")
+    parser.add_argument("--what", choices=["status", "upload"], default="status")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("cpu_per_request needs wrk (apt-get install wrk)")
+    with (
+        tempfile.TemporaryDirectory(prefix="fj-cpu-") as tmp,
+        worktree(args.baseline, Path(tmp) / "checkout") as base_root,
+    ):
+        servers = []
+        for label, root in (("baseline", base_root), ("this checkout", REPO)):
+            work = Path(tmp) / f"run-{label.replace(' ', '-')}"
+            work.mkdir()
+            servers.append(Checkout(label, root, work))
+        script = None
+        if args.what == "upload":
+            script = Path(tmp) / "upload.lua"
+            script.write_text(UPLOAD_LUA)
+        try:
+            for server in servers:
+                server.start()
+            urls = [server.target(args.what) for server in servers]
+            results: list[list[float]] = [[], []]
+            for round_no in range(1, args.rounds + 1):
+                for index, server in enumerate(servers):
+                    results[index].append(cpu_per_request(server, urls[index], args.seconds, script))
+                print(
+                    f"round {round_no}: baseline {results[0][-1]:7.1f} us, "
+                    f"this checkout {results[1][-1]:7.1f} us per {args.what}"
+                )
+        finally:
+            for server in servers:
+                server.stop()
+    base, mine = statistics.median(results[0]), statistics.median(results[1])
+    print(
+        f"server CPU per {args.what} (median of {args.rounds}): baseline {args.baseline} {base:.1f} us, "
+        f"this checkout {mine:.1f} us, ratio {mine / base:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
