@@ -35,8 +35,9 @@ from filejobs.jobs.submit import create_job
 from filejobs.services import Services
 from filejobs.shutdown import RETRY_AFTER, Shutdown
 from filejobs.storage import Buffers, UploadSink
+from filejobs.testing import post_file
 from filejobs.uploads import WRITE_CHUNK, WRITES_IN_FLIGHT, Limits, receive_upload
-from tests.conftest import files_under, make_settings, upload
+from tests.conftest import files_under, make_settings
 from tests.test_sniff import png_bytes
 
 MiB = 1024 * 1024
@@ -349,7 +350,7 @@ def test_accepted_upload_answers_202_with_location_retry_after_and_etag(
     client: TestClient, data_dir: Path, dispatcher: InMemoryDispatcher
 ) -> None:
     content = b"one two\nthree\n"
-    response = upload(client, content, name="notes.txt")
+    response = post_file(client, content, name="notes.txt")
 
     assert response.status_code == 202, response.text
     assert response.headers["content-type"] == "application/json"
@@ -409,7 +410,7 @@ def test_accepted_upload_answers_202_with_location_retry_after_and_etag(
 def test_content_type_is_sniffed_not_taken_from_the_client(
     client: TestClient, data_dir: Path, content: bytes, declared: str, name: str, sniffed: str
 ) -> None:
-    response = upload(client, content, name=name, content_type=declared)
+    response = post_file(client, content, name=name, content_type=declared)
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["file"]["content_type"] == sniffed
@@ -487,7 +488,7 @@ def test_params_defaults_are_filled_in_and_stored(client: TestClient, params: st
 
 
 def test_partial_params_are_completed_with_defaults(client: TestClient) -> None:
-    response = upload(client, processor="sleep", params={"steps": 4})
+    response = post_file(client, processor="sleep", params={"steps": 4})
     assert response.status_code == 202, response.text
     assert response.json()["params"] == {**SLEEP_DEFAULTS, "steps": 4}
 
@@ -891,7 +892,7 @@ def test_unknown_processor_is_422_and_lists_the_available_ones(
 def test_params_failing_the_processor_schema_are_422_with_errors(
     client: TestClient, data_dir: Path, dispatcher: InMemoryDispatcher
 ) -> None:
-    response = upload(client, processor="sleep", params={"seconds": -1})
+    response = post_file(client, processor="sleep", params={"seconds": -1})
     problem = assert_problem(response, 422, data_dir, detail="Invalid params for processor 'sleep'")
     [error] = problem["errors"]
     assert error["loc"] == ["seconds"]
@@ -905,7 +906,7 @@ def test_params_failing_the_processor_schema_are_422_with_errors(
 def test_params_with_an_unknown_key_are_422(
     client: TestClient, data_dir: Path, dispatcher: InMemoryDispatcher
 ) -> None:
-    response = upload(client, processor="sleep", params={"seconds": 0, "bogus": True})
+    response = post_file(client, processor="sleep", params={"seconds": 0, "bogus": True})
     problem = assert_problem(response, 422, data_dir)
     assert [e["loc"] for e in problem["errors"]] == [["bogus"]]
     assert_nothing_left(client, data_dir, dispatcher)
@@ -918,7 +919,9 @@ def test_processor_refusing_the_sniffed_type_is_415(
     client: TestClient, data_dir: Path, dispatcher: InMemoryDispatcher
 ) -> None:
     # Declared as text/plain with a .txt name: the sniffed type decides, and text-only refuses it.
-    response = upload(client, PNG, name="not-an-image.txt", content_type="text/plain", processor="text-only")
+    response = post_file(
+        client, PNG, name="not-an-image.txt", content_type="text/plain", processor="text-only"
+    )
     problem = assert_problem(response, 415, data_dir, detail="does not accept image/png")
     assert problem["content_type"] == "image/png"
     assert problem["accepts"] == ["text/plain"]
@@ -926,7 +929,9 @@ def test_processor_refusing_the_sniffed_type_is_415(
 
 
 def test_processor_accepting_the_sniffed_type_despite_a_wrong_declared_type(client: TestClient) -> None:
-    response = upload(client, b"plain words\n", name="x.png", content_type="image/png", processor="text-only")
+    response = post_file(
+        client, b"plain words\n", name="x.png", content_type="image/png", processor="text-only"
+    )
     assert response.status_code == 202, response.text
     assert response.json()["file"]["content_type"] == "text/plain"
 
@@ -1054,7 +1059,7 @@ def test_disk_full_while_writing_is_507(
 ) -> None:
     sinks = spy_on_uploads(monkeypatch, services, fail_after=fail_after, write_errno=code)
     content = random.Random(3).randbytes(3 * WRITE_CHUNK)
-    response = upload(client, content, name="big.bin", content_type="application/octet-stream")
+    response = post_file(client, content, name="big.bin", content_type="application/octet-stream")
     assert_problem(response, 507, data_dir, detail="no room")
     [sink] = sinks
     assert sink.written == fail_after
@@ -1093,7 +1098,7 @@ def test_disk_full_at_commit_is_507(
 ) -> None:
     sinks = spy_on_uploads(monkeypatch, services, commit_errno=code)
     content = b"c" * (WRITE_CHUNK + 5)
-    response = upload(client, content)
+    response = post_file(client, content)
     assert_problem(response, 507, data_dir, detail="no room")
     [sink] = sinks
     assert sink.largest_temp_file == len(content)  # fully written, then the commit failed
@@ -1110,7 +1115,7 @@ def test_other_write_errors_are_a_500_problem_without_paths(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sinks = spy_on_uploads(monkeypatch, services, fail_after=10, write_errno=errno.EIO)
-    response = upload(client, b"x" * 1000)
+    response = post_file(client, b"x" * 1000)
     problem = assert_problem(response, 500, data_dir)
     assert "Input/output error" not in problem["detail"]
     assert sinks[0].aborted
@@ -1130,7 +1135,7 @@ def test_a_failed_row_insert_removes_the_committed_file(
 
     # The group committer's transaction fails: every upload of the batch gets the error.
     monkeypatch.setattr(services.committer, "db", BrokenDatabase())
-    response = upload(client, b"content\n")
+    response = post_file(client, b"content\n")
     assert_problem(response, 500, data_dir)
     assert_nothing_left(client, data_dir, dispatcher)
 
@@ -1210,7 +1215,7 @@ def test_client_disconnect_through_the_route_leaves_nothing(
 def test_client_filenames_are_sanitised(
     client: TestClient, data_dir: Path, filename: str, expected: str
 ) -> None:
-    response = upload(client, name=filename)
+    response = post_file(client, name=filename)
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["file"]["name"] == expected

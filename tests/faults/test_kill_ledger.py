@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import Server
-from tests.faults.ledger_client import Plan, Report, local_env, run_celery, run_local
+from filejobs.testing import Cluster, Server
+from filejobs.testing.ledger import Plan, Report, local_env, run_celery, run_local
 from tests.scaleout import conftest as scaleout
-from tests.scaleout.cluster import Cluster
 
 # The scale-out fixtures (a fresh PostgreSQL database, the machine's broker with a queue of the
 # test's own, a cluster that is always killed and whose logs are printed), from their conftest.

@@ -33,11 +33,10 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from filejobs.testing import Worker, fresh_postgres_database
+from filejobs.testing.brokers import cleanup_amqp_queue, cleanup_redis_queue
 from scripts.bench.common import Context, filejobs_server
 from scripts.bench.report import Figure
-from tests.e2e.worker import Worker
-from tests.scaleout.cluster import cleanup_amqp_queue, cleanup_redis_queue
-from tests.services import fresh_postgres_database
 
 #: The services this group needs: name -> (what, port).
 SERVICES = {"postgres": ("PostgreSQL", 5432), "redis": ("Redis", 6379), "amqp": ("RabbitMQ", 5672)}
