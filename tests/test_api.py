@@ -1,4 +1,4 @@
-"""Every endpoint of the v1 contract and every error answer it documents (uploads: test_uploads)."""
+"""Every endpoint of the v1 contract and every error answer it documents (uploads: tests/uploads/)."""
 
 from __future__ import annotations
 

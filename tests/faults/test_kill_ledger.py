@@ -5,7 +5,7 @@ sends an Idempotency-Key and retries). The same with the Celery backend, killing
 run jobs (and the API once).
 
 The uploader, its ledger, the kill scenarios and the verdict are in
-:mod:`tests.faults.ledger_client` (``scripts/kill_ledger.py`` runs them for longer). Kills happen
+:mod:`filejobs.testing.ledger` (``scripts/kill_ledger.py`` runs them for longer). Kills happen
 after a number of further ``202`` answers each time, at a moment when a job is running; every wait
 is bounded and polls real state (the ledger, the API, the job rows, the worker logs).
 """
