@@ -223,6 +223,9 @@ class ManagedProcess:
         kill_everything(self.proc, self._seen.values())
 
     def __enter__(self) -> Self:
+        """Start, unless already started (``with Server(...).start() as server:`` works too)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         return self.start()
 
     def __exit__(
