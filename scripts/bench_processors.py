@@ -9,7 +9,7 @@ Both processors run as the service runs them: in a warm worker child process
 from the page cache; rounds alternate contenders, and the table shows medians and ratios
 (> 1 means faster than the baseline).
 
-    python scripts/bench_processors.py --size-mib 1024 --rounds 3
+    python -m scripts.bench_processors --size-mib 1024 --rounds 3
 """
 
 from __future__ import annotations
@@ -19,17 +19,13 @@ import csv
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from filejobs.jobs.executor import ChildProcess, Control  # noqa: E402
-from filejobs.jobs.messages import RunRequest  # noqa: E402
+from filejobs.jobs.executor import ChildProcess, Control
+from filejobs.jobs.messages import RunRequest
 
 MiB = 1024 * 1024
 

@@ -23,7 +23,6 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+
+from filejobs.testing.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 WRK_CONNECTIONS = 16
@@ -47,12 +48,6 @@ wrk.body = "--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"proce
   .. "filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\n" .. string.rep("x", 1024)
   .. "\r\n--" .. boundary .. "--\r\n"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Checkout:

@@ -2,7 +2,7 @@
 """Kill the service under a client that keeps a ledger, and count what became of every upload.
 
 The same scenario and checks as ``tests/faults/test_kill_ledger.py`` (the shared code is
-``tests/faults/ledger_client.py``), for longer runs and more kills. One client thread uploads files
+``filejobs/testing/ledger.py``), for longer runs and more kills. One client thread uploads files
 one after another and records each attempt (``202`` with the job id, another answer, or no answer).
 The kills are spread evenly over ``--seconds``, each at a moment when a job is running:
 
@@ -24,9 +24,9 @@ totals: uploads, ``202``s, cut-off answers per kill, recovery times, rows, lost 
 0 when nothing was lost (every ``202`` ended ``succeeded``, at most one job per kill was made by an
 upload whose answer was cut off, and it ended too); 1 otherwise; 2 when a service is unreachable.
 
-    python scripts/kill_ledger.py --backend local --kills 5 --seconds 60
-    python scripts/kill_ledger.py --backend local --kills 8 --seconds 90 --idempotent
-    python scripts/kill_ledger.py --backend celery --kills 7 --seconds 120
+    python -m scripts.kill_ledger --backend local --kills 5 --seconds 60
+    python -m scripts.kill_ledger --backend local --kills 8 --seconds 90 --idempotent
+    python -m scripts.kill_ledger --backend celery --kills 7 --seconds 120
 """
 
 from __future__ import annotations
@@ -38,19 +38,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from tests.e2e.server import Server  # noqa: E402
-from tests.faults.ledger_client import Plan, Report, local_env, run_celery, run_local  # noqa: E402
-from tests.scaleout.cluster import Cluster, cleanup_redis_queue, new_queue_name  # noqa: E402
-from tests.services import fresh_postgres_database  # noqa: E402
-
-#: What the test helpers raise for an unreachable service or a wait that ran out.
-OUTCOMES = (pytest.fail.Exception, pytest.skip.Exception)
+from filejobs.testing import Cluster, ProcessError, Server, Unavailable, fresh_postgres_database
+from filejobs.testing.brokers import cleanup_redis_queue, new_queue_name
+from filejobs.testing.ledger import Plan, Report, local_env, run_celery, run_local
 
 
 @contextlib.contextmanager
@@ -119,10 +109,10 @@ def main() -> int:
     with workspace(args.dir) as root:
         try:
             report = (local if args.backend == "local" else celery)(args, root, plan)
-        except pytest.skip.Exception as exc:
+        except Unavailable as exc:
             print(f"cannot run: {exc}", file=sys.stderr)
             return 2
-        except (AssertionError, *OUTCOMES) as exc:
+        except (AssertionError, ProcessError) as exc:  # a process did not start, a wait ran out
             print(f"the scenario broke off: {exc}", file=sys.stderr)
             if args.dir:
                 print(f"logs in {root}", file=sys.stderr)

@@ -2,7 +2,7 @@
 """Soak ``POST /v1/jobs``: N concurrent uploaders for S seconds, then check every job got through.
 
 The same load and checks as ``tests/faults/test_concurrent_uploaders.py`` (the shared code is
-``tests/faults/soak.py``), for longer or heavier runs. Each uploader thread uploads random 1-64 KiB
+``filejobs/testing/soak.py``), for longer or heavier runs. Each uploader thread uploads random 1-64 KiB
 files in a loop (and now and then reads a job or the list); afterwards the script waits until no
 job is queued or running and reads every accepted job back.
 
@@ -14,9 +14,9 @@ Without ``--url`` it starts its own ``filejobs serve`` (SQLite, ``--workers`` wo
 Exit status 0 when there was no "database is locked", no 5xx, no transport error, no unexpected
 answer and every accepted job succeeded; 1 otherwise.
 
-    python scripts/soak_uploads.py --uploaders 50 --seconds 60
-    python scripts/soak_uploads.py --uploaders 200 --seconds 600 --workers 4 --env FILEJOBS_RATE_LIMIT=0
-    python scripts/soak_uploads.py --url http://127.0.0.1:8000 --api-key "$FILEJOBS_API_KEY"
+    python -m scripts.soak_uploads --uploaders 50 --seconds 60
+    python -m scripts.soak_uploads --uploaders 200 --seconds 600 --workers 4 --env FILEJOBS_RATE_LIMIT=0
+    python -m scripts.soak_uploads --url http://127.0.0.1:8000 --api-key "$FILEJOBS_API_KEY"
 """
 
 from __future__ import annotations
@@ -28,19 +28,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from tests.e2e.server import Server  # noqa: E402
-from tests.faults.soak import (  # noqa: E402
-    KiB,
-    SoakConfig,
-    drain,
-    locked_lines,
-    run_uploaders,
-    server_upload_quantiles,
-)
+from filejobs.testing import Server
+from filejobs.testing.soak import KiB, SoakConfig, drain, locked_lines, run_uploaders, server_upload_quantiles
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -7,8 +7,8 @@ file and ``--body-kib`` of its body, then stops sending (the sockets stay open).
 seconds it prints the server's RSS before the uploads and with them all stalled, and how much of
 their bodies reached temp files on disk; then it closes the sockets.
 
-    python scripts/stalled_uploads.py                     # 300 uploads of 1 MiB each
-    python scripts/stalled_uploads.py --uploads 50 --env FILEJOBS_UPLOAD_IDLE_TIMEOUT=5 --settle 8
+    python -m scripts.stalled_uploads                     # 300 uploads of 1 MiB each
+    python -m scripts.stalled_uploads --uploads 50 --env FILEJOBS_UPLOAD_IDLE_TIMEOUT=5 --settle 8
 """
 
 from __future__ import annotations
@@ -24,12 +24,8 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from tests.e2e.server import Server  # noqa: E402
-from tests.e2e.stalled import start_stalled_upload  # noqa: E402
+from filejobs.testing import Server
+from filejobs.testing.stalled import start_stalled_upload
 
 MiB = 1024 * 1024
 

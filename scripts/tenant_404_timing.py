@@ -10,7 +10,7 @@ Answer times over HTTP on a shared machine vary by more than the difference look
 script first times the reads themselves, in this process on a SQLite database (``--reads``
 samples each, interleaved): what the routes do for an id, without the HTTP around it.
 
-    python scripts/tenant_404_timing.py --samples 200 --runs 2 --reads 5000
+    python -m scripts.tenant_404_timing --samples 200 --runs 2 --reads 5000
 """
 
 from __future__ import annotations
@@ -20,24 +20,19 @@ import asyncio
 import contextlib
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from filejobs.db import Database  # noqa: E402
-from filejobs.errors import NotFound  # noqa: E402
-from filejobs.ids import new_job_id  # noqa: E402
-from filejobs.jobs import repository  # noqa: E402
-from filejobs.jobs.fast_read import JobReader  # noqa: E402
-from filejobs.migrate import upgrade  # noqa: E402
-from tests.e2e.server import Server, keys_cli  # noqa: E402
-from tests.jobs.helpers import make_job  # noqa: E402
+from filejobs.db import Database
+from filejobs.errors import NotFound
+from filejobs.ids import new_job_id
+from filejobs.jobs import repository
+from filejobs.jobs.fast_read import JobReader
+from filejobs.migrate import upgrade
+from filejobs.testing import Server, keys_cli, make_job
 
 ENDPOINTS = [
     ("GET", "/v1/jobs/{id}"),

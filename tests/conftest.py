@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -96,34 +95,6 @@ def burst_worker(services: Services) -> LocalWorker:
 @pytest.fixture
 def worker(services: Services) -> LocalWorker:
     return burst_worker(services)
-
-
-def upload(
-    client: TestClient,
-    content: bytes = b"hello world\n",
-    *,
-    name: str = "hello.txt",
-    processor: str | None = None,
-    params: dict[str, Any] | str | None = None,
-    content_type: str = "text/plain",
-) -> httpx.Response:
-    """POST /v1/jobs as a browser or curl would."""
-    import json
-
-    data: dict[str, str] = {}
-    if processor is not None:
-        data["processor"] = processor
-    if params is not None:
-        data["params"] = params if isinstance(params, str) else json.dumps(params)
-    return client.post("/v1/jobs", files={"file": (name, content, content_type)}, data=data)
-
-
-def submit_id(client: TestClient, content: bytes = b"hello world\n", **kwargs: Any) -> str:
-    """Upload (see :func:`upload`), insist on 202, and return the new job's id."""
-    response = upload(client, content, **kwargs)
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["id"]
-    return job_id
 
 
 def files_under(root: Path) -> list[Path]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from filejobs.processors import Context, Output, Processor, ProcessorError, RetryableError
+from filejobs.testing.processors import Sleep as Sleep  # "tests.sample_processors:Sleep" (re-exported)
 
 ALL = [
     "tests.sample_processors:Secretive",
@@ -24,28 +24,6 @@ ALL = [
     "tests.sample_processors:Chatty",
     "tests.sample_processors:Hog",
 ]
-
-
-class SleepParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seconds: float = Field(default=1.0, ge=0, le=120)
-    steps: int = Field(default=10, ge=1, le=1000)
-    ignore_cancel: bool = False
-
-
-class Sleep(Processor):
-    name = "sleep"
-    description = "Sleeps in steps, reporting progress; for tests."
-    Params = SleepParams
-
-    def run(self, ctx: Context, params: BaseModel) -> Output:
-        assert isinstance(params, SleepParams)
-        for step in range(params.steps):
-            if not params.ignore_cancel:
-                ctx.check_cancelled()
-            time.sleep(params.seconds / params.steps)
-            ctx.progress((step + 1) / params.steps, f"step {step + 1} of {params.steps}")
-        return Output(result={"slept": params.seconds, "pid": os.getpid()})
 
 
 class FailParams(BaseModel):

@@ -1,41 +1,51 @@
-"""Reaching the machine's real services: skip with a reason where they are unreachable, fail instead
-under ``FILEJOBS_REQUIRE_SERVICES=1`` (which CI sets)."""
+"""Reaching the machine's real services from a test: :mod:`filejobs.testing` raises
+:class:`~filejobs.testing.Unavailable` where one is missing; here that becomes a skip with the
+reason, or a failure under ``FILEJOBS_REQUIRE_SERVICES=1`` (which CI sets)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+from filejobs import testing
+from filejobs.testing import POSTGRES_ADMIN_URL as POSTGRES_ADMIN_URL
+from filejobs.testing import Unavailable
 
 
-def require_port(name: str, host: str, port: int) -> None:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return
-    except OSError as exc:
-        reason = f"{name} is not reachable at {host}:{port} ({exc})"
+def skip_unavailable(reason: str) -> None:
+    """Skip the test for ``reason``; fail it instead under ``FILEJOBS_REQUIRE_SERVICES=1``."""
     if os.environ.get("FILEJOBS_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{reason}; FILEJOBS_REQUIRE_SERVICES=1 makes that a failure")
     pytest.skip(reason)
 
 
-@contextmanager
+@contextlib.contextmanager
+def unavailable_skips() -> Iterator[None]:
+    """Turn :class:`~filejobs.testing.Unavailable` raised inside into :func:`skip_unavailable`."""
+    try:
+        yield
+    except Unavailable as exc:
+        skip_unavailable(str(exc))
+
+
+def require_port(name: str, host: str, port: int) -> None:
+    with unavailable_skips():
+        testing.require_port(name, host, port)
+
+
+def require_binary(name: str) -> str:
+    """The path of an installed program; skip (or fail) without it."""
+    with unavailable_skips():
+        return testing.require_binary(name)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """A new, empty PostgreSQL database for one test; dropped afterwards. Yields its URL."""
     require_port("PostgreSQL", "127.0.0.1", 5432)
-    import psycopg
-
-    name = f"filejobs_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with testing.fresh_postgres_database() as url:
+        yield url

@@ -1,4 +1,4 @@
-"""Every endpoint of the v1 contract and every error answer it documents (uploads: test_uploads)."""
+"""Every endpoint of the v1 contract and every error answer it documents (uploads: tests/uploads/)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from filejobs.jobs import repository
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.jobs.worker import LocalWorker
 from filejobs.services import Services
-from tests.conftest import files_under, upload
+from filejobs.testing import post_file, submit
+from tests.conftest import files_under
 
 PROBLEM = "application/problem+json"
 
@@ -29,13 +30,6 @@ def assert_problem(response: Any, status: int) -> dict[str, Any]:
     assert {"type", "title", "detail"} <= set(body)
     assert "Traceback" not in response.text
     return body
-
-
-def submit(client: TestClient, **kwargs: Any) -> dict[str, Any]:
-    response = upload(client, **kwargs)
-    assert response.status_code == 202, response.text
-    job: dict[str, Any] = response.json()
-    return job
 
 
 # ---- GET /v1/jobs/{id} ----------------------------------------------------------------------
@@ -396,7 +390,7 @@ def test_openapi_documents_every_client_error_as_a_problem(client: TestClient) -
 def test_secret_params_are_never_shown_but_reach_the_processor(
     client: TestClient, services: Services, worker: LocalWorker
 ) -> None:
-    response = upload(client, processor="secretive", params={"token": "s3cret", "label": "x"})
+    response = post_file(client, processor="secretive", params={"token": "s3cret", "label": "x"})
     assert response.status_code == 202
     assert "s3cret" not in response.text
     job_id = response.json()["id"]

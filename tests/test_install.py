@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_client_only import INSTALL_LINE
-from tests.e2e.server import REPO
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.install, pytest.mark.timeout(180)]
 

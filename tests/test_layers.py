@@ -193,6 +193,37 @@ def test_the_client_imports_nothing_of_the_server() -> None:
     assert not found, "\n".join(found)
 
 
+def in_harness(module: str) -> bool:
+    return module == "testing" or module.startswith("testing.")
+
+
+def test_nothing_in_the_service_imports_the_harness() -> None:
+    """``filejobs.testing`` is for tests and scripts: the service (``app`` and ``cli`` included,
+    though they share its layer) never imports it."""
+    found = [
+        f"{path.relative_to(PACKAGE)}:{line}: {module} imports {target}"
+        for module, path, tree in modules()
+        if not in_harness(module)
+        for target, line in imported(module, path, tree)
+        if in_harness(target)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_the_harness_imports_no_pytest() -> None:
+    """Scripts use ``filejobs.testing`` too: it raises, and the tests' fixtures turn that into a skip
+    or a failure."""
+    found = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno}"
+        for module, path, tree in modules()
+        if in_harness(module)
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "pytest" for a in node.names))
+        or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("pytest", "tests"))
+    ]
+    assert not found, f"filejobs.testing imports pytest or the tests: {found}"
+
+
 def test_the_dispatcher_interface_imports_no_dispatcher() -> None:
     path = PACKAGE / "jobs" / "dispatch.py"
     found = list(imported("jobs.dispatch", path, ast.parse(path.read_text(encoding="utf-8"))))

@@ -2,13 +2,13 @@ from fastapi.testclient import TestClient
 
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.jobs.worker import LocalWorker
-from tests.conftest import upload
+from filejobs.testing import post_file
 
 
 def test_upload_then_drain_succeeds(
     client: TestClient, dispatcher: InMemoryDispatcher, worker: LocalWorker
 ) -> None:
-    response = upload(client, b"one two\nthree\n")
+    response = post_file(client, b"one two\nthree\n")
     assert response.status_code == 202
     job = response.json()
     assert dispatcher.submitted == [job["id"]]

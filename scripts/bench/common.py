@@ -2,7 +2,7 @@
 
 Three servers run under the same uvicorn (uvloop, httptools, log level warning, no access log):
 
-* ``filejobs``: a real ``filejobs serve`` (:class:`tests.e2e.server.Server`) with its own data dir;
+* ``filejobs``: a real ``filejobs serve`` (:class:`filejobs.testing.Server`) with its own data dir;
 * ``tutorial``: :mod:`scripts.bench.apps.tutorial`, FastAPI + UploadFile + aiofiles + a dict;
 * ``raw``: :mod:`scripts.bench.apps.raw_asgi`, a bare ASGI app that only counts body bytes.
 """
@@ -19,17 +19,14 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Literal
 
-import httpx
 import psutil
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from filejobs.testing import HttpProcess, Server
 
-from tests.e2e.server import Server, base_env, free_port, kill_everything  # noqa: E402
+#: The checkout (the baseline apps run from it: ``python -m scripts.bench`` runs from its root).
+REPO = Path(__file__).resolve().parents[2]
 
 MiB = 1024 * 1024
 MB = 1_000_000
@@ -78,74 +75,33 @@ def filejobs_server(
     )
 
 
-class UvicornApp:
+class UvicornApp(HttpProcess):
     """A baseline app (``tutorial`` or ``raw``) under uvicorn on a free port; a context manager."""
 
     MODULES = {"tutorial": "scripts.bench.apps.tutorial:app", "raw": "scripts.bench.apps.raw_asgi:app"}
 
     def __init__(self, name: Literal["tutorial", "raw"], data_dir: Path) -> None:
-        self.name = name
-        self.data_dir = data_dir
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._seen: list[psutil.Process] = []
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> UvicornApp:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                self.MODULES[self.name],
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                LOG_LEVEL,
-                "--no-access-log",
-            ],
-            cwd=REPO,
-            env=base_env({"TUTORIAL_DATA_DIR": str(self.data_dir)}),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        super().__init__(
+            cwd=REPO,  # the baseline apps are modules of this checkout's scripts package
+            log_path=data_dir.parent / f"{data_dir.name}.log",
+            env={"TUTORIAL_DATA_DIR": str(data_dir)},
+            name=name,
         )
-        log.close()
-        self._seen = [psutil.Process(self.proc.pid)]
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} while starting")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code < 500:
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not answer within 30 s")
+        self.data_dir = data_dir
 
-    def stop(self) -> None:
-        kill_everything(self.proc, self._seen)
+    def argv(self) -> list[str]:
+        return [
+            *(sys.executable, "-m", "uvicorn", self.MODULES[self.name]),
+            *("--host", "127.0.0.1", "--port", str(self.port)),
+            *("--log-level", LOG_LEVEL, "--no-access-log"),
+        ]
 
-    def __enter__(self) -> UvicornApp:
-        return self.start()
+    def spawn(self) -> UvicornApp:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return super().spawn()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def healthy(self, status: int) -> bool:
+        return status < 500  # the raw app answers 404 there: it is up
 
 
 #: Where each app takes uploads and answers status.

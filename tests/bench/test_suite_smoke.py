@@ -24,10 +24,9 @@ from typing import Any
 import psutil
 import pytest
 
+from filejobs.testing import kill_everything
 from scripts.bench.__main__ import GROUPS
-from tests.e2e.server import kill_everything
-from tests.scaleout.cluster import require_binary
-from tests.services import require_port
+from tests.services import require_binary, require_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scaleout]
 

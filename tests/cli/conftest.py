@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from filejobs.testing import Server
 from tests.cli.helpers import ServerFactory, server_env
-from tests.e2e.server import Server
 
 
 @pytest.fixture(scope="module")

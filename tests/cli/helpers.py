@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from filejobs.cli import app
-from tests.e2e.server import Server, base_env
+from filejobs.testing import Server, base_env
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
 ServerFactory = Callable[..., Server]

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from filejobs.server_modules import SERVER_MODULES
+from filejobs.testing import Server, base_env
 from tests.cli.helpers import make_tree
 from tests.cli.without_server import MARKER
-from tests.e2e.server import REPO, Server, base_env
+from tests.conftest import REPO
 
 INSTALL_LINE = "install filejobs[server] (pip install 'filejobs[server]')"
 

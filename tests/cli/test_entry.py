@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from filejobs.testing import Server
 from tests.cli.helpers import cli_command, cli_process, make_tree, run_cli
-from tests.e2e.server import Server
 
 pytestmark = pytest.mark.e2e
 

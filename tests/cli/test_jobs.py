@@ -10,18 +10,16 @@ from typing import Any
 import httpx
 import pytest
 
+from filejobs import testing
+from filejobs.testing import Server, free_port
 from tests.cli.helpers import run_cli
-from tests.e2e.server import Server, free_port
 
 pytestmark = pytest.mark.e2e
 
 
 def submit(server: Server, content: bytes = b"hello there\n", **fields: Any) -> str:
-    data = {k: json.dumps(v) if k == "params" else v for k, v in fields.items()}
     with server.client() as client:
-        response = client.post("/v1/jobs", files={"file": ("hello.txt", content, "text/plain")}, data=data)
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["id"]
+        job_id: str = testing.submit(client, content, **fields)["id"]
     return job_id
 
 

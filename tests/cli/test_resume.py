@@ -23,6 +23,7 @@ import pytest
 
 from filejobs.cli.ledger import FileState, Ledger
 from filejobs.client import file_sha256, idempotency_key
+from filejobs.testing import Server, base_env
 from tests.cli.helpers import (
     ServerFactory,
     all_jobs,
@@ -35,7 +36,6 @@ from tests.cli.helpers import (
     spawn_cli,
     uploads_settled,
 )
-from tests.e2e.server import Server, base_env
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from filejobs.testing import Server, base_env
 from tests.cli.helpers import make_tree
-from tests.e2e.server import REPO, Server, base_env
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from filejobs.cli.display import Display
+from filejobs.testing import Server, free_port
 from tests.cli.helpers import all_jobs, json_lines, make_tree, run_cli, spawn_cli
-from tests.e2e.server import Server, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import Server
+from filejobs.testing import Server
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from filejobs.client import AsyncClient, Conflict, NotFound, Unprocessable, WaitTimeout, file_sha256
-from tests.e2e.server import Server
+from filejobs.testing import Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from filejobs.testing import Server, base_env
 from tests.client.conftest import running_server
-from tests.e2e.server import REPO, Server, base_env
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
 

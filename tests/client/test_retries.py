@@ -27,8 +27,8 @@ from filejobs.client import (
     WaitTimeout,
 )
 from filejobs.client._retry import Attempts, RetryPolicy, parse_retry_after
+from filejobs.testing import free_port
 from tests.client.fakes import Script, accepted, job_body, problem
-from tests.e2e.server import free_port
 
 JOB_ID = job_body()["id"]
 

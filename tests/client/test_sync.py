@@ -20,7 +20,7 @@ from filejobs.client import (
     WaitTimeout,
     file_sha256,
 )
-from tests.e2e.server import Server
+from filejobs.testing import Server
 
 pytestmark = pytest.mark.e2e
 

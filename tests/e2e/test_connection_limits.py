@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server
+from filejobs.testing import Server
 from tests.faults.rawhttp import exchange
 
 pytestmark = pytest.mark.e2e

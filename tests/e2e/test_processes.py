@@ -10,7 +10,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.server import Server, status_is, wait_for, wait_gone
+from filejobs.testing import Server, status_is, wait_for, wait_gone
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,6 @@ there (pytest shows it when the test failed).
 from __future__ import annotations
 
 import hashlib
-import json
 import signal
 import sqlite3
 import threading
@@ -17,11 +16,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 
-from tests.e2e.server import Server, ServerFactory, server_factory, status_is, wait_for, wait_gone
+from filejobs.testing import (
+    Server,
+    ServerFactory,
+    finished,
+    server_factory,
+    status_is,
+    submit,
+    wait_for,
+    wait_gone,
+)
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
 pytestmark = pytest.mark.e2e
@@ -39,30 +46,6 @@ def start_server(tmp_path: Path, data_dir: Path) -> Iterator[ServerFactory]:
     defaults = {"FILEJOBS_PROCESSORS": ",".join(TEST_PROCESSORS), "FILEJOBS_WORKERS": "1"}
     with server_factory(tmp_path, data_dir, defaults) as start:
         yield start
-
-
-def submit(
-    client: httpx.Client,
-    content: bytes = b"hello world\n",
-    *,
-    name: str = "hello.txt",
-    processor: str | None = None,
-    params: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    data: dict[str, str] = {}
-    if processor is not None:
-        data["processor"] = processor
-    if params is not None:
-        data["params"] = json.dumps(params)
-    response = client.post("/v1/jobs", files={"file": (name, content, "text/plain")}, data=data)
-    assert response.status_code == 202, response.text
-    assert response.headers["Location"] == f"/v1/jobs/{response.json()['id']}"
-    job: dict[str, Any] = response.json()
-    return job
-
-
-def finished(job: dict[str, Any]) -> bool:
-    return job["status"] in ("succeeded", "failed", "cancelled")
 
 
 def db_rows(data_dir: Path) -> dict[str, dict[str, Any]]:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import Server, ServerFactory, server_factory
-from tests.e2e.stalled import read_answer_head, start_stalled_upload
+from filejobs.testing import Server, ServerFactory, server_factory
+from filejobs.testing.stalled import read_answer_head, start_stalled_upload
 
 pytestmark = pytest.mark.e2e
 

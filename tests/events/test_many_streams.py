@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.e2e.server import Server
+from filejobs.testing import Server
 from tests.events.sse import Event, LineParser
 
 STREAMS = 300

@@ -14,12 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
+from filejobs import testing
 from filejobs.api.routes.events import CATCH_UP_LIMIT
 from filejobs.db import Database
 from filejobs.keys import create_key, revoke_key
 from filejobs.migrate import upgrade
 from filejobs.settings import Settings
-from tests.e2e.server import Server
+from filejobs.testing import Server
 from tests.events import worker_writes
 from tests.events.sse import Comment, Event, EventStream
 from tests.jobs.helpers import make_job
@@ -40,12 +41,7 @@ class Site:
         self.client = server.client()
 
     def submit(self, key: str | None = None, name: str = "a.txt") -> dict[str, Any]:
-        response = self.client.post(
-            "/v1/jobs", files={"file": (name, b"hello\n", "text/plain")}, headers=auth(key)
-        )
-        assert response.status_code == 202, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return testing.submit(self.client, b"hello\n", name=name, key=key)
 
     @contextlib.contextmanager
     def stream(self, path: str, key: str | None = None, **headers: str) -> Iterator[EventStream]:

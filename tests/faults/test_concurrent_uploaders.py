@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import Server
-from tests.faults.soak import SoakConfig, drain, locked_lines, run_uploaders, server_upload_quantiles
+from filejobs.testing import Server
+from filejobs.testing.soak import SoakConfig, drain, locked_lines, run_uploaders, server_upload_quantiles
 
 pytestmark = [pytest.mark.soak, pytest.mark.e2e]
 

@@ -5,7 +5,7 @@ sends an Idempotency-Key and retries). The same with the Celery backend, killing
 run jobs (and the API once).
 
 The uploader, its ledger, the kill scenarios and the verdict are in
-:mod:`tests.faults.ledger_client` (``scripts/kill_ledger.py`` runs them for longer). Kills happen
+:mod:`filejobs.testing.ledger` (``scripts/kill_ledger.py`` runs them for longer). Kills happen
 after a number of further ``202`` answers each time, at a moment when a job is running; every wait
 is bounded and polls real state (the ledger, the API, the job rows, the worker logs).
 """
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import Server
-from tests.faults.ledger_client import Plan, Report, local_env, run_celery, run_local
+from filejobs.testing import Cluster, Server
+from filejobs.testing.ledger import Plan, Report, local_env, run_celery, run_local
 from tests.scaleout import conftest as scaleout
-from tests.scaleout.cluster import Cluster
 
 # The scale-out fixtures (a fresh PostgreSQL database, the machine's broker with a queue of the
 # test's own, a cluster that is always killed and whose logs are printed), from their conftest.

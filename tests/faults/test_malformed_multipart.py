@@ -35,7 +35,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.server import Server
+from filejobs.testing import Server
 from tests.faults.multipart_corpus import (
     BY_NAME,
     CLOSE,

@@ -1,41 +1,19 @@
-"""Shared helpers for the job tests: bounded waits, direct row edits, finding worker children."""
+"""Shared helpers for the job tests: direct row edits, finding worker children (bounded waits and
+job rows come from :mod:`filejobs.testing`, re-exported here)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 from sqlalchemy import update
 from sqlmodel import col
 
 from filejobs.db import Database
-from filejobs.ids import new_job_id
 from filejobs.jobs import repository
-from filejobs.models import Job, JobStatus, utcnow
-
-T = TypeVar("T")
-
-
-def wait_until(
-    predicate: Callable[[], T],
-    *,
-    timeout: float = 10.0,
-    interval: float = 0.02,
-    what: str = "condition",
-    error: type[Exception] = AssertionError,
-) -> T:
-    """Poll ``predicate`` until it returns something truthy; raise ``error`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise error(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+from filejobs.models import Job
+from filejobs.testing import make_job as make_job
+from filejobs.testing import wait_until as wait_until
 
 
 def row(db: Database, job_id: str) -> Job:
@@ -56,29 +34,6 @@ def patch_job(db: Database, job_id: str, **values: Any) -> None:
     """Change columns directly, as a crash or the passing of time would leave them."""
     with db.write() as session:
         assert session.exec(update(Job).where(col(Job.id) == job_id).values(**values)).rowcount == 1
-
-
-def make_job(**overrides: Any) -> Job:
-    """A queued job row (without a stored file)."""
-    now = utcnow()
-    job_id = overrides.pop("id", None) or new_job_id()
-    values: dict[str, Any] = {
-        "id": job_id,
-        "status": JobStatus.queued.value,
-        "processor": "inspect",
-        "params": {},
-        "file_name": "f.txt",
-        "file_size": 3,
-        "file_sha256": "0" * 64,
-        "file_content_type": "text/plain",
-        "storage_key": f"uploads/{job_id}",
-        "max_attempts": 3,
-        "created_at": now,
-        "updated_at": now,
-        "run_after": now - timedelta(seconds=1),
-    }
-    values.update(overrides)
-    return Job(**values)
 
 
 def child_pids() -> list[int]:

@@ -12,7 +12,7 @@ from filejobs.jobs import repository
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.jobs.sweeper import sweep
 from filejobs.services import Services
-from tests.conftest import upload
+from filejobs.testing import post_file
 
 
 def _claim_as(services: Services, job_id: str, pid: int) -> None:
@@ -24,7 +24,7 @@ def _claim_as(services: Services, job_id: str, pid: int) -> None:
 def test_job_of_a_dead_local_process_is_requeued_without_waiting_for_its_lease(
     client: TestClient, services: Services, dispatcher: InMemoryDispatcher
 ) -> None:
-    job_id = upload(client).json()["id"]
+    job_id = post_file(client).json()["id"]
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
@@ -46,7 +46,7 @@ def test_job_of_a_dead_local_process_is_requeued_without_waiting_for_its_lease(
 def test_job_of_a_live_process_keeps_its_lease(
     client: TestClient, services: Services, dispatcher: InMemoryDispatcher
 ) -> None:
-    job_id = upload(client).json()["id"]
+    job_id = post_file(client).json()["id"]
     alive = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         _claim_as(services, job_id, alive.pid)
@@ -65,7 +65,7 @@ def test_job_of_a_live_process_keeps_its_lease(
 def test_job_owned_by_another_host_waits_for_its_lease(
     client: TestClient, services: Services, dispatcher: InMemoryDispatcher
 ) -> None:
-    job_id = upload(client).json()["id"]
+    job_id = post_file(client).json()["id"]
     owner = "some-other-host:1:abcdef:0"
     assert repository.claim_job(services.db, job_id, owner=owner, lease_seconds=3600) is not None
     report = sweep(

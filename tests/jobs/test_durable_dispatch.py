@@ -170,7 +170,7 @@ def celery_settings(tmp_path: Path, broker_url: str) -> Settings:
 
 
 def test_a_broker_that_is_down_leaves_the_job_for_the_sweeper(tmp_path: Path) -> None:
-    from tests.e2e.server import free_port
+    from filejobs.testing import free_port
 
     settings = celery_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
     upgrade(settings.resolved_database_url)

@@ -20,7 +20,8 @@ from filejobs.jobs.messages import RunRequest
 from filejobs.memory import parse_size
 from filejobs.processors.base import Limits
 from filejobs.settings import GiB, MiB, Settings
-from tests.conftest import burst_worker, make_settings, submit_id
+from filejobs.testing import submit
+from tests.conftest import burst_worker, make_settings
 from tests.jobs.test_executor import INSPECT, request, run
 
 HOG = "tests.sample_processors:Hog"
@@ -102,8 +103,8 @@ def test_through_the_api_the_job_fails_once_not_retried(data_dir: Path) -> None:
     settings = make_settings(data_dir, job_memory_limit="512MiB", max_attempts=3)
     with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
         services = client.app_state["services"]
-        big = submit_id(client, processor="hog", params={"mib": 1024})
-        small = submit_id(client, processor="hog", params={"mib": 16})
+        big = submit(client, processor="hog", params={"mib": 1024})["id"]
+        small = submit(client, processor="hog", params={"mib": 16})["id"]
         burst_worker(services).drain()
         job = client.get(f"/v1/jobs/{big}").json()
         assert job["status"] == "failed"
@@ -116,7 +117,7 @@ def test_celery_workers_run_jobs_under_the_same_limit(data_dir: Path) -> None:
     """The Celery task body (TaskRunner) runs the job through the same child, limit included."""
     settings = make_settings(data_dir, job_memory_limit=LIMIT)
     with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
-        job_id = submit_id(client, processor="hog", params={"mib": 1024})
+        job_id = submit(client, processor="hog", params={"mib": 1024})["id"]
         celery_settings = make_settings(data_dir, job_memory_limit=LIMIT, broker_url="memory://")
         runner = TaskRunner(celery_settings, make_celery(celery_settings))
         try:

@@ -21,7 +21,8 @@ from filejobs.jobs.worker import LocalWorker
 from filejobs.models import JobStatus
 from filejobs.services import Services
 from filejobs.settings import Settings
-from tests.conftest import burst_worker, files_under, make_settings, submit_id
+from filejobs.testing import submit
+from tests.conftest import burst_worker, files_under, make_settings
 from tests.jobs.helpers import child_pids, patch_job, process_gone, row, wait_for_status, wait_until
 
 
@@ -91,7 +92,7 @@ def own_app(data_dir: Path) -> Iterator[Any]:
 
 def test_inspect_text(client: TestClient, worker: LocalWorker) -> None:
     content = b"The quick brown fox\njumps over\n\nthe lazy dog"
-    job_id = submit_id(client, content)
+    job_id = submit(client, content)["id"]
     assert worker.drain() == 1
     body = get(client, job_id)
     assert body["status"] == "succeeded"
@@ -116,7 +117,7 @@ def test_inspect_text(client: TestClient, worker: LocalWorker) -> None:
 
 def test_inspect_binary(client: TestClient, worker: LocalWorker) -> None:
     content = bytes(range(256)) * 4096  # 1 MiB, more than one read chunk
-    job_id = submit_id(client, content, name="blob.bin", content_type="application/octet-stream")
+    job_id = submit(client, content, name="blob.bin", content_type="application/octet-stream")["id"]
     assert worker.drain() == 1
     body = get(client, job_id)
     assert body["status"] == "succeeded"
@@ -130,7 +131,7 @@ def test_inspect_binary(client: TestClient, worker: LocalWorker) -> None:
 
 
 def test_upper_output_is_downloadable(client: TestClient, worker: LocalWorker, data_dir: Path) -> None:
-    job_id = submit_id(client, b"shout this\n", name="notes.txt", processor="upper")
+    job_id = submit(client, b"shout this\n", name="notes.txt", processor="upper")["id"]
     assert client.get(f"/v1/jobs/{job_id}/result").status_code == 409  # not yet
     assert worker.drain() == 1
     body = get(client, job_id)
@@ -148,9 +149,9 @@ def test_upper_output_is_downloadable(client: TestClient, worker: LocalWorker, d
 
 
 def test_fail_records_the_error(client: TestClient, worker: LocalWorker) -> None:
-    job_id = submit_id(
-        client, processor="fail", params={"code": "bad_page", "message": "page 3 is unreadable"}
-    )
+    job_id = submit(client, processor="fail", params={"code": "bad_page", "message": "page 3 is unreadable"})[
+        "id"
+    ]
     assert worker.drain() == 1
     body = get(client, job_id)
     assert body["status"] == "failed"
@@ -165,9 +166,9 @@ def test_retryable_failure_is_retried_until_attempts_are_spent(
     client: TestClient, worker: LocalWorker, settings: Settings
 ) -> None:
     assert settings.max_attempts == 3
-    job_id = submit_id(
-        client, processor="fail", params={"code": "busy", "message": "later", "retryable": True}
-    )
+    job_id = submit(client, processor="fail", params={"code": "busy", "message": "later", "retryable": True})[
+        "id"
+    ]
     assert worker.drain() == settings.max_attempts
     body = get(client, job_id)
     assert body["status"] == "failed"
@@ -182,7 +183,7 @@ def test_run_job_says_when_a_retried_or_early_job_is_due(data_dir: Path) -> None
     settings = make_settings(data_dir, retry_backoff=60.0, retry_backoff_max=60.0)
     with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
         services = client.app_state["services"]
-        job_id = submit_id(client, processor="fail", params={"code": "busy", "retryable": True})
+        job_id = submit(client, processor="fail", params={"code": "busy", "retryable": True})["id"]
         ctx = burst_worker(services).context(0)
         try:
             ran = run_job(job_id, ctx)
@@ -194,7 +195,7 @@ def test_run_job_says_when_a_retried_or_early_job_is_due(data_dir: Path) -> None
             assert early.due_at is not None
             assert early.due_at.replace(tzinfo=None) == ran.due_at.replace(tzinfo=None)
             assert row(services.db, job_id).attempts == 1
-            done = submit_id(client, processor="inspect")
+            done = submit(client, processor="inspect")["id"]
             assert run_job(done, ctx) == Ran(JobStatus.succeeded)
             assert run_job(done, ctx) == Ran(None)  # finished: nothing to schedule
         finally:
@@ -202,7 +203,7 @@ def test_run_job_says_when_a_retried_or_early_job_is_due(data_dir: Path) -> None
 
 
 def test_flaky_succeeds_on_second_attempt(client: TestClient, worker: LocalWorker) -> None:
-    job_id = submit_id(client, processor="flaky", params={"succeed_on": 2})
+    job_id = submit(client, processor="flaky", params={"succeed_on": 2})["id"]
     assert worker.drain() == 2
     body = get(client, job_id)
     assert body["status"] == "succeeded"
@@ -212,7 +213,7 @@ def test_flaky_succeeds_on_second_attempt(client: TestClient, worker: LocalWorke
 
 
 def test_flaky_crash_is_retried_then_succeeds(client: TestClient, worker: LocalWorker) -> None:
-    job_id = submit_id(client, processor="flaky", params={"succeed_on": 2, "crash": True})
+    job_id = submit(client, processor="flaky", params={"succeed_on": 2, "crash": True})["id"]
     assert worker.drain() == 2
     body = get(client, job_id)
     assert body["status"] == "succeeded"
@@ -221,7 +222,7 @@ def test_flaky_crash_is_retried_then_succeeds(client: TestClient, worker: LocalW
 
 
 def test_crash_fails_after_max_attempts(client: TestClient, worker: LocalWorker, settings: Settings) -> None:
-    job_id = submit_id(client, processor="crash")
+    job_id = submit(client, processor="crash")["id"]
     assert worker.drain() == settings.max_attempts
     body = get(client, job_id)
     assert body["status"] == "failed"
@@ -231,7 +232,7 @@ def test_crash_fails_after_max_attempts(client: TestClient, worker: LocalWorker,
 
 
 def test_processor_bug_reports_no_internals(client: TestClient, worker: LocalWorker) -> None:
-    job_id = submit_id(client, processor="boom")
+    job_id = submit(client, processor="boom")["id"]
     assert worker.drain() == 1
     body = get(client, job_id)
     assert body["status"] == "failed"
@@ -245,7 +246,7 @@ def test_processor_bug_reports_no_internals(client: TestClient, worker: LocalWor
 
 
 def test_unknown_processor_fails_cleanly(client: TestClient, services: Services, worker: LocalWorker) -> None:
-    job_id = submit_id(client)
+    job_id = submit(client)["id"]
     patch_job(services.db, job_id, processor="gone-since")
     assert worker.drain() == 1
     job = row(services.db, job_id)
@@ -255,7 +256,7 @@ def test_unknown_processor_fails_cleanly(client: TestClient, services: Services,
 def test_missing_input_fails_cleanly(
     client: TestClient, services: Services, worker: LocalWorker, data_dir: Path
 ) -> None:
-    job_id = submit_id(client)
+    job_id = submit(client)["id"]
     (data_dir / "uploads" / job_id).unlink()
     assert worker.drain() == 1
     job = row(services.db, job_id)
@@ -264,7 +265,7 @@ def test_missing_input_fails_cleanly(
 
 def test_timeout_kills_the_job(own_app: Any) -> None:
     client, _services, worker = own_app(job_timeout=1.0)
-    job_id = submit_id(client, processor="sleep", params={"seconds": 5, "steps": 50})
+    job_id = submit(client, processor="sleep", params={"seconds": 5, "steps": 50})["id"]
     started = time.monotonic()
     assert worker.drain() == 1
     elapsed = time.monotonic() - started
@@ -283,7 +284,7 @@ def test_progress_is_written_while_running(
     client: TestClient, services: Services, worker: LocalWorker
 ) -> None:
     steps = 5
-    job_id = submit_id(client, processor="sleep", params={"seconds": 1.5, "steps": steps})
+    job_id = submit(client, processor="sleep", params={"seconds": 1.5, "steps": steps})["id"]
     observed: list[tuple[float, str | None]] = []
     drain = Background(worker)
     deadline = time.monotonic() + 15
@@ -325,7 +326,7 @@ def _wait_running(services: Services, job_id: str) -> None:
 def test_cancel_while_running(
     client: TestClient, services: Services, worker: LocalWorker, data_dir: Path
 ) -> None:
-    job_id = submit_id(client, processor="sleep", params={"seconds": 30, "steps": 300})
+    job_id = submit(client, processor="sleep", params={"seconds": 30, "steps": 300})["id"]
     drain = Background(worker)
     _wait_running(services, job_id)
     (pid,) = child_pids()
@@ -349,7 +350,9 @@ def test_cancel_while_running(
 def test_cancel_while_running_ignoring_cancel_kills_the_child(
     client: TestClient, services: Services, worker: LocalWorker, data_dir: Path
 ) -> None:
-    job_id = submit_id(client, processor="sleep", params={"seconds": 30, "steps": 300, "ignore_cancel": True})
+    job_id = submit(client, processor="sleep", params={"seconds": 30, "steps": 300, "ignore_cancel": True})[
+        "id"
+    ]
     drain = Background(worker)
     _wait_running(services, job_id)
     cancelled_at = time.monotonic()
@@ -373,8 +376,8 @@ def test_run_job_after_cancel_leaves_the_child_ready_or_dead(
     Both jobs run in one thread: the child gets SIGKILL when the thread that started it ends
     (PR_SET_PDEATHSIG follows the creating thread)."""
     params = {"seconds": 30, "steps": 300, "ignore_cancel": ignore_cancel}
-    job_id = submit_id(client, processor="sleep", params=params)
-    second = submit_id(client)
+    job_id = submit(client, processor="sleep", params=params)["id"]
+    second = submit(client)["id"]
     ctx = worker.context(0)
     seen: dict[str, Any] = {}
 
@@ -413,7 +416,7 @@ def test_run_job_after_cancel_leaves_the_child_ready_or_dead(
 def test_delete_while_running(
     client: TestClient, services: Services, worker: LocalWorker, data_dir: Path
 ) -> None:
-    job_id = submit_id(client, processor="sleep", params={"seconds": 30, "steps": 300})
+    job_id = submit(client, processor="sleep", params={"seconds": 30, "steps": 300})["id"]
     drain = Background(worker)
     _wait_running(services, job_id)
     (pid,) = child_pids()
@@ -431,7 +434,7 @@ def test_delete_while_running_through_run_job_removes_outputs(
     client: TestClient, services: Services, worker: LocalWorker, data_dir: Path
 ) -> None:
     """The worker cleans up after itself even when the API deleted the files first."""
-    job_id = submit_id(client, processor="sleep", params={"seconds": 30, "steps": 300})
+    job_id = submit(client, processor="sleep", params={"seconds": 30, "steps": 300})["id"]
     ctx = worker.context(0)
     results: list[JobStatus | None] = []
     thread = threading.Thread(target=lambda: results.append(run_job(job_id, ctx).status), daemon=True)
@@ -453,7 +456,7 @@ def test_delete_while_running_through_run_job_removes_outputs(
 
 
 def test_retry_failed_job_runs_again(client: TestClient, worker: LocalWorker) -> None:
-    job_id = submit_id(client, processor="fail", params={"code": "nope", "message": "no"})
+    job_id = submit(client, processor="fail", params={"code": "nope", "message": "no"})["id"]
     assert worker.drain() == 1
     first = get(client, job_id)
     assert first["status"] == "failed"
@@ -478,7 +481,7 @@ def test_retry_failed_job_runs_again(client: TestClient, worker: LocalWorker) ->
 def test_retry_spent_retryable_job_gets_a_fresh_budget(
     client: TestClient, worker: LocalWorker, settings: Settings
 ) -> None:
-    job_id = submit_id(client, processor="flaky", params={"succeed_on": 99})
+    job_id = submit(client, processor="flaky", params={"succeed_on": 99})["id"]
     assert worker.drain() == settings.max_attempts
     assert get(client, job_id)["status"] == "failed"
     assert client.post(f"/v1/jobs/{job_id}/retry").status_code == 202
@@ -489,7 +492,7 @@ def test_retry_spent_retryable_job_gets_a_fresh_budget(
 
 
 def test_retry_cancelled_job_then_succeeds(client: TestClient, worker: LocalWorker) -> None:
-    job_id = submit_id(client, b"a b c\n")
+    job_id = submit(client, b"a b c\n")["id"]
     assert client.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
     assert worker.drain() == 0
     assert client.post(f"/v1/jobs/{job_id}/retry").status_code == 202
@@ -500,7 +503,7 @@ def test_retry_cancelled_job_then_succeeds(client: TestClient, worker: LocalWork
 
 
 def test_retry_succeeded_job_is_a_conflict(client: TestClient, worker: LocalWorker) -> None:
-    job_id = submit_id(client)
+    job_id = submit(client)["id"]
     worker.drain()
     answer = client.post(f"/v1/jobs/{job_id}/retry")
     assert answer.status_code == 409
@@ -511,7 +514,7 @@ def test_retry_succeeded_job_is_a_conflict(client: TestClient, worker: LocalWork
 def test_retry_removes_previous_outputs(
     client: TestClient, services: Services, worker: LocalWorker, data_dir: Path
 ) -> None:
-    job_id = submit_id(client, b"abc\n", processor="upper")
+    job_id = submit(client, b"abc\n", processor="upper")["id"]
     assert worker.drain() == 1
     outputs = data_dir / "outputs" / job_id
     assert (outputs / "1" / "upper.txt").is_file()
@@ -528,7 +531,7 @@ def test_retry_removes_previous_outputs(
 
 
 def test_many_jobs_in_one_drain(client: TestClient, services: Services, worker: LocalWorker) -> None:
-    ids = [submit_id(client, f"file {i}\n".encode()) for i in range(5)]
+    ids = [submit(client, f"file {i}\n".encode())["id"] for i in range(5)]
     assert worker.drain() == 5
     for job_id in ids:
         assert wait_for_status(services.db, job_id, "succeeded").attempts == 1

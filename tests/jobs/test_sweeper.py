@@ -20,7 +20,8 @@ from filejobs.jobs.worker import LocalWorker
 from filejobs.models import utcnow
 from filejobs.services import Services
 from filejobs.settings import Settings
-from tests.conftest import files_under, make_settings, submit_id
+from filejobs.testing import submit
+from tests.conftest import files_under, make_settings
 from tests.jobs.helpers import patch_job, row, wait_for_status
 
 #: A lease owner on no host of ours: only the lease's expiry can free its jobs.
@@ -56,7 +57,7 @@ def age(path: Path, seconds: float) -> None:
 def test_expired_lease_is_requeued_and_dispatched(
     client: TestClient, services: Services, worker: LocalWorker
 ) -> None:
-    job_id = submit_id(client)
+    job_id = submit(client)["id"]
     claim_as_ghost(services, job_id)
     patch_job(services.db, job_id, lease_expires_at=utcnow() - timedelta(seconds=1))
 
@@ -80,7 +81,7 @@ def test_expired_lease_is_requeued_and_dispatched(
 def test_expired_lease_with_attempts_spent_fails(
     client: TestClient, services: Services, settings: Settings
 ) -> None:
-    job_id = submit_id(client)
+    job_id = submit(client)["id"]
     claim_as_ghost(services, job_id)
     patch_job(
         services.db,
@@ -100,7 +101,7 @@ def test_expired_lease_with_attempts_spent_fails(
 
 
 def test_live_lease_is_left_alone(client: TestClient, services: Services) -> None:
-    job_id = submit_id(client)
+    job_id = submit(client)["id"]
     claim_as_ghost(services, job_id)
     before = row(services.db, job_id)
     report, dispatcher = run_sweep(services)
@@ -112,11 +113,11 @@ def test_live_lease_is_left_alone(client: TestClient, services: Services) -> Non
 def test_due_queued_rows_are_dispatched_oldest_first(
     client: TestClient, services: Services, worker: LocalWorker
 ) -> None:
-    due = [submit_id(client, f"{i}\n".encode()) for i in range(3)]
-    later = submit_id(client)
+    due = [submit(client, f"{i}\n".encode())["id"] for i in range(3)]
+    later = submit(client)["id"]
     patch_job(services.db, later, run_after=utcnow() + timedelta(minutes=5))
-    done = submit_id(client)
-    cancelled = submit_id(client)
+    done = submit(client)["id"]
+    cancelled = submit(client)["id"]
     client.post(f"/v1/jobs/{cancelled}/cancel")
     # Finish ``done`` without touching the others: drain would run them all, so claim and finish.
     assert repository.claim_job(services.db, done, owner="w", lease_seconds=5)
@@ -133,7 +134,7 @@ def test_due_queued_rows_are_dispatched_oldest_first(
 
 
 def test_sweep_of_an_idle_service_does_nothing(client: TestClient, services: Services) -> None:
-    job_id = submit_id(client)
+    job_id = submit(client)["id"]
     repository.cancel_job(services.db, job_id)
     report, dispatcher = run_sweep(services)
     assert report == SweepReport()
@@ -161,7 +162,7 @@ def test_stale_temp_files_are_removed_fresh_ones_kept(
 def test_orphan_uploads_are_removed_but_not_those_with_rows(
     client: TestClient, services: Services, data_dir: Path, settings: Settings
 ) -> None:
-    owned = submit_id(client)
+    owned = submit(client)["id"]
     owned_path = data_dir / "uploads" / owned
     orphan = new_job_id()
     orphan_path = data_dir / "uploads" / orphan
@@ -190,14 +191,14 @@ def test_orphan_uploads_are_removed_but_not_those_with_rows(
 def test_retention_deletes_old_finished_jobs_and_their_files(
     client: TestClient, services: Services, worker: LocalWorker, data_dir: Path, settings: Settings
 ) -> None:
-    old_success = submit_id(client, b"old\n", processor="upper")
-    old_failure = submit_id(client, processor="fail")
-    old_cancel = submit_id(client)
-    recent = submit_id(client, b"new\n", processor="upper")
+    old_success = submit(client, b"old\n", processor="upper")["id"]
+    old_failure = submit(client, processor="fail")["id"]
+    old_cancel = submit(client)["id"]
+    recent = submit(client, b"new\n", processor="upper")["id"]
     client.post(f"/v1/jobs/{old_cancel}/cancel")
     assert worker.drain() == 3
     assert row(services.db, old_success).output_key is not None
-    stale_unfinished = submit_id(client)  # queued, created long ago: retention is for finished jobs
+    stale_unfinished = submit(client)["id"]  # queued, created long ago: retention is for finished jobs
     now = utcnow()
     old = now - settings.retention - timedelta(hours=1)
     for job_id in (old_success, old_failure, old_cancel):
@@ -228,7 +229,7 @@ def _leave_running(data_dir: Path, lease_left: timedelta, content: bytes = b"one
     held by a worker that no longer exists."""
     with TestClient(create_app(make_settings(data_dir), dispatcher=InMemoryDispatcher())) as client:
         services: Services = client.app_state["services"]
-        job_id = submit_id(client, content)
+        job_id = submit(client, content)["id"]
         claim_as_ghost(services, job_id)
         patch_job(services.db, job_id, lease_expires_at=utcnow() + lease_left)
         assert row(services.db, job_id).status == "running"
@@ -261,7 +262,7 @@ def test_periodic_sweep_recovers_a_lease_that_expires_after_startup(data_dir: Pa
 def test_startup_dispatches_jobs_queued_before_a_crash(data_dir: Path) -> None:
     """Rows committed but never dispatched (the process died after the 202) run after restart."""
     with TestClient(create_app(make_settings(data_dir), dispatcher=InMemoryDispatcher())) as client:
-        ids = [submit_id(client, f"{i}\n".encode()) for i in range(3)]
+        ids = [submit(client, f"{i}\n".encode())["id"] for i in range(3)]
     with TestClient(create_app(make_settings(data_dir, workers=2))) as client:
         services: Services = client.app_state["services"]
         for job_id in ids:

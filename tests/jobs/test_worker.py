@@ -17,7 +17,8 @@ from filejobs.jobs.local_dispatch import LocalDispatcher
 from filejobs.jobs.worker import LocalWorker
 from filejobs.models import utcnow
 from filejobs.services import Services
-from tests.conftest import make_settings, submit_id
+from filejobs.testing import submit
+from tests.conftest import make_settings
 from tests.jobs.helpers import child_pids, patch_job, process_gone, row, wait_for_status, wait_until
 
 
@@ -69,7 +70,7 @@ def test_threaded_worker_runs_submitted_jobs(
 ) -> None:
     worker = pool(threads=2)
     dispatcher = LocalDispatcher(worker)
-    ids = [submit_id(client, f"file number {i}\n".encode()) for i in range(6)]
+    ids = [submit(client, f"file number {i}\n".encode())["id"] for i in range(6)]
     for job_id in ids:
         dispatcher.submit(job_id)
     for job_id in ids:
@@ -88,7 +89,7 @@ def test_duplicate_submissions_run_the_job_once(
 ) -> None:
     recorder = Recorder()
     worker = pool(threads=2, on_change=recorder)
-    job_id = submit_id(client, processor="sleep", params={"seconds": 0.3, "steps": 3})
+    job_id = submit(client, processor="sleep", params={"seconds": 0.3, "steps": 3})["id"]
     for _ in range(5):
         worker.submit(job_id)
     wait_for_status(services.db, job_id, "succeeded")
@@ -103,7 +104,7 @@ def test_on_change_is_called_for_claim_progress_and_finish(
 ) -> None:
     recorder = Recorder()
     worker = pool(on_change=recorder)
-    job_id = submit_id(client, processor="sleep", params={"seconds": 0.3, "steps": 3})
+    job_id = submit(client, processor="sleep", params={"seconds": 0.3, "steps": 3})["id"]
     worker.submit(job_id)
     wait_for_status(services.db, job_id, "succeeded")
     worker.stop(grace=5)  # joins the thread: every call it was going to make has been made
@@ -116,7 +117,7 @@ def test_on_change_is_called_for_claim_progress_and_finish(
 def test_hub_wakes_a_long_poll_when_a_worker_changes_the_job(data_dir: Path) -> None:
     settings = make_settings(data_dir, workers=1)
     with TestClient(create_app(settings)) as client:
-        job_id = submit_id(client, processor="sleep", params={"seconds": 1.0, "steps": 2})
+        job_id = submit(client, processor="sleep", params={"seconds": 1.0, "steps": 2})["id"]
         first = client.get(f"/v1/jobs/{job_id}")
         etag = first.headers["etag"]
         started = time.monotonic()
@@ -133,8 +134,8 @@ def test_app_with_a_real_worker_runs_uploads(data_dir: Path) -> None:
     with TestClient(create_app(settings)) as client:
         services: Services = client.app_state["services"]
         assert services.worker is not None
-        ids = [submit_id(client, f"{i} {i}\n".encode()) for i in range(4)]
-        upper = submit_id(client, b"abc\n", processor="upper")
+        ids = [submit(client, f"{i} {i}\n".encode())["id"] for i in range(4)]
+        upper = submit(client, b"abc\n", processor="upper")["id"]
         for job_id in [*ids, upper]:
             assert wait_for_status(services.db, job_id, "succeeded", "failed").status == "succeeded"
         assert client.get(f"/v1/jobs/{upper}/result").content == b"ABC\n"
@@ -149,7 +150,7 @@ def test_backoff_retry_is_scheduled_and_runs(
 ) -> None:
     backoff = 0.4
     worker = pool(retry_backoff=backoff, retry_backoff_max=backoff)
-    job_id = submit_id(client, processor="flaky", params={"succeed_on": 2})
+    job_id = submit(client, processor="flaky", params={"succeed_on": 2})["id"]
     worker.submit(job_id)
     waiting = wait_until(
         lambda: (job := row(services.db, job_id)).status == "queued" and job.attempts == 1 and job,
@@ -174,7 +175,7 @@ def test_burst_mode_does_not_run_a_job_before_its_backoff(
     worker = LocalWorker(
         db=services.db, storage=services.storage, registry=services.registry, settings=settings, threads=0
     )
-    job_id = submit_id(client, processor="flaky", params={"succeed_on": 2})
+    job_id = submit(client, processor="flaky", params={"succeed_on": 2})["id"]
     before = utcnow()
     assert worker.drain() == 1
     job = row(services.db, job_id)
@@ -187,7 +188,7 @@ def test_submit_at_runs_the_job_when_it_becomes_due(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     worker = pool()
-    job_id = submit_id(client)
+    job_id = submit(client)["id"]
     due = utcnow() + timedelta(seconds=0.5)
     patch_job(services.db, job_id, run_after=due)
     worker.submit(job_id)  # too early: the claim refuses it
@@ -203,7 +204,7 @@ def test_a_job_submitted_before_it_is_due_runs_when_due(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     worker = pool()
-    job_id = submit_id(client)
+    job_id = submit(client)["id"]
     due = utcnow() + timedelta(seconds=0.5)
     patch_job(services.db, job_id, run_after=due)
     worker.submit(job_id)  # too early: the claim refuses it, and the worker comes back when due
@@ -217,7 +218,7 @@ def test_stop_cancels_pending_timers(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     worker = pool()
-    job_id = submit_id(client)
+    job_id = submit(client)["id"]
     due = utcnow() + timedelta(seconds=120)
     patch_job(services.db, job_id, run_after=due)
     worker.submit_at(job_id, due)
@@ -248,7 +249,7 @@ def test_stop_after_grace_returns_a_running_job_to_the_queue(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     worker = pool()
-    job_id = submit_id(client, processor="sleep", params={"seconds": 30, "steps": 300})
+    job_id = submit(client, processor="sleep", params={"seconds": 30, "steps": 300})["id"]
     worker.submit(job_id)
     _wait_running(services, job_id)
     (pid,) = child_pids()
@@ -272,7 +273,7 @@ def test_stop_lets_a_short_job_finish_within_grace(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     worker = pool()
-    job_id = submit_id(client, processor="sleep", params={"seconds": 1.0, "steps": 10})
+    job_id = submit(client, processor="sleep", params={"seconds": 1.0, "steps": 10})["id"]
     worker.submit(job_id)
     _wait_running(services, job_id)
     worker.stop(grace=15)
@@ -285,10 +286,10 @@ def test_stop_leaves_queued_jobs_queued(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     worker = pool(threads=1)
-    running = submit_id(client, processor="sleep", params={"seconds": 30, "steps": 300})
+    running = submit(client, processor="sleep", params={"seconds": 30, "steps": 300})["id"]
     worker.submit(running)
     _wait_running(services, running)
-    waiting = [submit_id(client) for _ in range(3)]
+    waiting = [submit(client)["id"] for _ in range(3)]
     for job_id in waiting:
         worker.submit(job_id)
     worker.stop(grace=0.2)
@@ -309,10 +310,10 @@ def test_jobs_left_queued_at_stop_run_on_the_next_worker(
     client: TestClient, services: Services, pool: Callable[..., LocalWorker]
 ) -> None:
     first = pool()
-    long_job = submit_id(client, processor="sleep", params={"seconds": 30, "steps": 300})
+    long_job = submit(client, processor="sleep", params={"seconds": 30, "steps": 300})["id"]
     first.submit(long_job)
     _wait_running(services, long_job)
-    short = submit_id(client)
+    short = submit(client)["id"]
     first.submit(short)
     first.stop(grace=0)
     assert row(services.db, short).status == "queued"
@@ -333,13 +334,13 @@ def test_cancel_through_the_app_frees_the_worker(data_dir: Path) -> None:
     settings = make_settings(data_dir, workers=1)
     with TestClient(create_app(settings)) as client:
         services: Services = client.app_state["services"]
-        stubborn = submit_id(client, processor="sleep", params={"seconds": 30, "steps": 1})
+        stubborn = submit(client, processor="sleep", params={"seconds": 30, "steps": 1})["id"]
         wait_for_status(services.db, stubborn, "running")
         cancelled = client.post(f"/v1/jobs/{stubborn}/cancel")
         assert cancelled.status_code == 200
         assert cancelled.json()["status"] == "cancelled"
         started = time.monotonic()
-        after = submit_id(client)
+        after = submit(client)["id"]
         assert wait_for_status(services.db, after, "succeeded", "failed").status == "succeeded"
         assert time.monotonic() - started < 10
         assert row(services.db, stubborn).status == "cancelled"

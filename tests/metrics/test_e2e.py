@@ -11,8 +11,7 @@ import pytest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from filejobs.settings import MULTIPROC_ENV
-from tests.e2e.server import Server, wait_for
-from tests.e2e.test_server import finished, submit
+from filejobs.testing import Server, finished, submit, wait_for
 from tests.jobs.helpers import wait_until
 from tests.metrics.helpers import Scrape
 from tests.sample_processors import ALL as TEST_PROCESSORS

@@ -20,7 +20,7 @@ from filejobs.db import Database
 from filejobs.jobs.worker import LocalWorker
 from filejobs.models import JobStatus, utcnow
 from filejobs.services import Services
-from tests.conftest import submit_id, upload
+from filejobs.testing import post_file, submit
 from tests.jobs.helpers import patch_job
 from tests.metrics.helpers import Scrape
 
@@ -37,7 +37,7 @@ def scrape(client: TestClient) -> Scrape:
 def test_uploads_and_jobs_are_counted(client: TestClient, services: Services, worker: LocalWorker) -> None:
     before = scrape(client)
     contents = [b"hello world\n", b"a few more bytes than that\n" * 40]
-    job_ids = [submit_id(client, content) for content in contents]
+    job_ids = [submit(client, content)["id"] for content in contents]
 
     queued = scrape(client)
     delta = queued - before
@@ -71,8 +71,8 @@ def test_uploads_and_jobs_are_counted(client: TestClient, services: Services, wo
 
 
 def test_queue_gauges_count_only_due_jobs(client: TestClient, services: Services) -> None:
-    waiting = submit_id(client)
-    later = submit_id(client)
+    waiting = submit(client)["id"]
+    later = submit(client)["id"]
     patch_job(services.db, waiting, run_after=utcnow() - timedelta(seconds=120))
     patch_job(services.db, later, run_after=utcnow() + timedelta(hours=1))  # in backoff: not due
     now = scrape(client)
@@ -83,7 +83,7 @@ def test_queue_gauges_count_only_due_jobs(client: TestClient, services: Services
 
 def test_a_retryable_failure_counts_a_retry(client: TestClient, worker: LocalWorker) -> None:
     before = scrape(client)
-    submit_id(client, processor="flaky", params={"succeed_on": 2})
+    submit(client, processor="flaky", params={"succeed_on": 2})["id"]
     assert worker.drain() == 2
     delta = scrape(client) - before
     assert delta.value("filejobs_job_retries_total", processor="flaky") == 1
@@ -96,7 +96,7 @@ def test_the_last_attempt_is_a_failure_not_a_retry(
     client: TestClient, worker: LocalWorker, services: Services
 ) -> None:
     before = scrape(client)
-    job_id = submit_id(client, processor="fail", params={"code": "busy", "retryable": True})
+    job_id = submit(client, processor="fail", params={"code": "busy", "retryable": True})["id"]
     assert worker.drain() == services.settings.max_attempts
     after = scrape(client)
     delta = after - before
@@ -108,7 +108,7 @@ def test_the_last_attempt_is_a_failure_not_a_retry(
 
 def test_a_crashed_worker_is_retried_and_counted(client: TestClient, worker: LocalWorker) -> None:
     before = scrape(client)
-    submit_id(client, processor="flaky", params={"succeed_on": 2, "crash": True})
+    submit(client, processor="flaky", params={"succeed_on": 2, "crash": True})["id"]
     assert worker.drain() == 2
     delta = scrape(client) - before
     assert delta.value("filejobs_job_retries_total", processor="flaky") == 1
@@ -116,7 +116,7 @@ def test_a_crashed_worker_is_retried_and_counted(client: TestClient, worker: Loc
 
 def test_a_non_retryable_failure_is_no_retry(client: TestClient, worker: LocalWorker) -> None:
     before = scrape(client)
-    submit_id(client, processor="fail")
+    submit(client, processor="fail")["id"]
     assert worker.drain() == 1
     delta = scrape(client) - before
     assert delta.value("filejobs_job_retries_total", processor="fail") == 0
@@ -136,7 +136,7 @@ def test_a_rejected_upload_is_counted_without_its_bytes(
     client: TestClient, processor: str | None, content: bytes, status: int
 ) -> None:
     before = scrape(client)
-    response = upload(client, content, processor=processor)
+    response = post_file(client, content, processor=processor)
     assert response.status_code == status, response.text
     after = scrape(client)
     delta = after - before

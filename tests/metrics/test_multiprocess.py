@@ -18,7 +18,8 @@ from filejobs.db import Database
 from filejobs.jobs import repository
 from filejobs.migrate import upgrade
 from filejobs.settings import MULTIPROC_ENV, Settings
-from tests.e2e.server import REPO, base_env, free_port
+from filejobs.testing import base_env, free_port
+from tests.conftest import REPO
 from tests.jobs.helpers import make_job
 from tests.metrics.helpers import Scrape
 

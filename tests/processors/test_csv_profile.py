@@ -23,7 +23,7 @@ from filejobs.processors.csv_profile.columns import infer_type
 from filejobs.processors.csv_profile.processor import detect_header
 from filejobs.processors.hyperloglog import DistinctCounter, HyperLogLog
 from filejobs.sniff import sniff
-from tests.conftest import submit_id, upload
+from filejobs.testing import post_file, submit
 
 # ---- helpers --------------------------------------------------------------------------------
 
@@ -720,7 +720,7 @@ def test_distinct_of_a_high_cardinality_column_is_an_estimate(tmp_path: Path) ->
 
 def test_end_to_end_through_the_api(client: TestClient, worker: LocalWorker) -> None:
     data = b'\xef\xbb\xbfid;name;joined\n1;"Smith; John";2024-01-02\n2;"Doe\nJane";\n3;Ann;2024-03-04\n'
-    job_id = submit_id(client, data, name="people.csv", processor="csv-profile", content_type="text/csv")
+    job_id = submit(client, data, name="people.csv", processor="csv-profile", content_type="text/csv")["id"]
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["file"]["content_type"] in ("text/csv", "text/plain")
     worker.drain()
@@ -739,13 +739,13 @@ def test_end_to_end_through_the_api(client: TestClient, worker: LocalWorker) -> 
 
 
 def test_params_reach_the_processor(client: TestClient, worker: LocalWorker) -> None:
-    job_id = submit_id(
+    job_id = submit(
         client,
         b"1,2\n3,4\n",
         name="n.csv",
         processor="csv-profile",
         params={"header": True, "sample_values": 1},
-    )
+    )["id"]
     worker.drain()
     result = client.get(f"/v1/jobs/{job_id}").json()["result"]
     assert result["header"] == ["1", "2"]
@@ -753,9 +753,9 @@ def test_params_reach_the_processor(client: TestClient, worker: LocalWorker) -> 
 
 
 def test_a_failing_csv_fails_the_job_with_its_code(client: TestClient, worker: LocalWorker) -> None:
-    job_id = submit_id(
+    job_id = submit(
         client, b"a,b,c\n1,2,3\n", name="w.csv", processor="csv-profile", params={"max_columns": 2}
-    )
+    )["id"]
     worker.drain()
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "failed"
@@ -769,7 +769,7 @@ def test_a_failing_csv_fails_the_job_with_its_code(client: TestClient, worker: L
     ids=["png", "random-bytes", "nul-bytes"],
 )
 def test_binary_uploaded_as_csv_is_415_at_submit(client: TestClient, content: bytes) -> None:
-    response = upload(client, content, name="data.csv", content_type="text/csv", processor="csv-profile")
+    response = post_file(client, content, name="data.csv", content_type="text/csv", processor="csv-profile")
     assert response.status_code == 415, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
@@ -778,7 +778,7 @@ def test_binary_uploaded_as_csv_is_415_at_submit(client: TestClient, content: by
 
 
 def test_empty_upload_is_refused_at_submit(client: TestClient) -> None:
-    response = upload(client, b"", name="empty.csv", content_type="text/csv", processor="csv-profile")
+    response = post_file(client, b"", name="empty.csv", content_type="text/csv", processor="csv-profile")
     assert response.status_code == 422, response.text
     assert response.json()["detail"] == "The uploaded file is empty."
 
@@ -797,7 +797,7 @@ def test_empty_upload_is_refused_at_submit(client: TestClient) -> None:
 def test_ordinary_csvs_are_accepted_at_submit(
     client: TestClient, worker: LocalWorker, content: bytes
 ) -> None:
-    job_id = submit_id(client, content, name="t.csv", processor="csv-profile", content_type="text/csv")
+    job_id = submit(client, content, name="t.csv", processor="csv-profile", content_type="text/csv")["id"]
     worker.drain()
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "succeeded", job
@@ -820,7 +820,7 @@ def test_ordinary_csvs_are_accepted_at_submit(
     ],
 )
 def test_bad_params_are_422_at_submit(client: TestClient, params: dict[str, Any]) -> None:
-    response = upload(client, b"a,b\n1,2\n", name="x.csv", processor="csv-profile", params=params)
+    response = post_file(client, b"a,b\n1,2\n", name="x.csv", processor="csv-profile", params=params)
     assert response.status_code == 422, response.text
     assert response.json()["detail"] == "Invalid params for processor 'csv-profile'."
     assert client.get("/v1/jobs").json()["items"] == []

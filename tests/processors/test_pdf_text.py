@@ -33,7 +33,8 @@ from filejobs.processors.pdf_text import (
     parse_pdf_date,
 )
 from filejobs.services import Services
-from tests.conftest import burst_worker, make_settings, submit_id, upload
+from filejobs.testing import post_file, submit
+from tests.conftest import burst_worker, make_settings
 from tests.test_sniff import png_bytes
 
 PAGES = [
@@ -576,7 +577,7 @@ def test_bad_params_are_refused_by_the_model(params: dict[str, Any]) -> None:
 
 def pdf_job(client: TestClient, data: bytes, **kwargs: Any) -> str:
     kwargs.setdefault("name", "report.pdf")
-    return submit_id(client, data, processor="pdf-text", content_type="application/pdf", **kwargs)
+    return submit(client, data, processor="pdf-text", content_type="application/pdf", **kwargs)["id"]
 
 
 def test_end_to_end_upload_extract_download(client: TestClient, worker: LocalWorker) -> None:
@@ -669,7 +670,7 @@ def test_page_cap_setting_through_the_api(capped: tuple[TestClient, LocalWorker]
     ids=["text", "png"],
 )
 def test_non_pdfs_are_415_at_submit(client: TestClient, content: bytes, name: str, sniffed: str) -> None:
-    response = upload(client, content, name=name, content_type="application/pdf", processor="pdf-text")
+    response = post_file(client, content, name=name, content_type="application/pdf", processor="pdf-text")
     assert response.status_code == 415, response.text
     problem = response.json()
     assert problem["content_type"] == sniffed
@@ -679,7 +680,7 @@ def test_non_pdfs_are_415_at_submit(client: TestClient, content: bytes, name: st
 
 @pytest.mark.parametrize("params", BAD_PARAMS)
 def test_bad_params_are_422_at_submit(client: TestClient, params: dict[str, Any]) -> None:
-    response = upload(
+    response = post_file(
         client, make_pdf(), name="r.pdf", content_type="application/pdf", processor="pdf-text", params=params
     )
     assert response.status_code == 422, response.text

@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from filejobs.app import create_app
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.processors.registry import ENTRY_POINT_GROUP, PluginError, build_registry, load_spec
-from tests.conftest import REPO, burst_worker, make_settings, submit_id
+from filejobs.testing import submit
+from tests.conftest import REPO, burst_worker, make_settings
 
 EXAMPLE = REPO / "examples" / "filejobs-wordfreq"
 
@@ -53,7 +54,7 @@ def test_a_job_runs_through_the_installed_plugin(
         assert listed["word-frequency"]["accepts"] == ["text/*"]
         assert listed["word-frequency"]["params_schema"]["properties"]["top"]["maximum"] == 1000
         text = b"the cat and the hat and the bat\n" * 3
-        job_id = submit_id(client, text, name="rhyme.txt", processor="word-frequency", params={"top": 2})
+        job_id = submit(client, text, name="rhyme.txt", processor="word-frequency", params={"top": 2})["id"]
         assert burst_worker(client.app_state["services"]).drain() == 1
         job = client.get(f"/v1/jobs/{job_id}").json()
         assert job["status"] == "succeeded", job["error"]

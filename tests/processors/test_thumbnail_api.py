@@ -15,8 +15,9 @@ from PIL import Image
 from filejobs.app import create_app
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.settings import MiB
+from filejobs.testing import post_file, submit
 from scripts.image_memory import lossless_webp, measure, png16_rgba
-from tests.conftest import burst_worker, make_settings, submit_id, upload
+from tests.conftest import burst_worker, make_settings
 from tests.processors.images import (
     corner_colours,
     cornered,
@@ -55,7 +56,9 @@ def thumbnail_under(data_dir: Path, limit: int, content: bytes, name: str) -> di
     settings = make_settings(data_dir, job_memory_limit=limit)
     with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
         return finished(
-            client, client.app_state["services"], submit_id(client, content, name=name, processor="thumbnail")
+            client,
+            client.app_state["services"],
+            submit(client, content, name=name, processor="thumbnail")["id"],
         )
 
 
@@ -108,14 +111,14 @@ def finished(client: TestClient, services: Any, job_id: str) -> dict[str, Any]:
 
 def test_api_end_to_end(client: TestClient, services: Any) -> None:
     content = with_orientation(cornered((400, 200)), "JPEG", 6)
-    job_id = submit_id(
+    job_id = submit(
         client,
         content,
         name="IMG 0001.jpeg",
         processor="thumbnail",
         params={"size": 100},
         content_type="image/jpeg",
-    )
+    )["id"]
     job = finished(client, services, job_id)
     assert job["status"] == "succeeded"
     assert job["file"]["content_type"] == "image/jpeg"
@@ -144,9 +147,9 @@ def test_api_end_to_end(client: TestClient, services: Any) -> None:
 
 @pytest.mark.parametrize(("out", "media"), [("png", "image/png"), ("jpeg", "image/jpeg")])
 def test_api_output_formats(client: TestClient, services: Any, out: str, media: str) -> None:
-    job_id = submit_id(
+    job_id = submit(
         client, encode(noise((64, 32)), "GIF"), name="a.gif", processor="thumbnail", params={"format": out}
-    )
+    )["id"]
     assert finished(client, services, job_id)["status"] == "succeeded"
     download = client.get(f"/v1/jobs/{job_id}/result")
     assert download.headers["content-type"] == media
@@ -164,7 +167,7 @@ def test_api_output_formats(client: TestClient, services: Any, out: str, media: 
     ids=["text", "pdf", "ico", "jpeg2000"],
 )
 def test_api_refuses_other_types_at_submit(client: TestClient, content: bytes, sniffed: str) -> None:
-    response = upload(client, content, name="x.jpg", processor="thumbnail", content_type="image/jpeg")
+    response = post_file(client, content, name="x.jpg", processor="thumbnail", content_type="image/jpeg")
     assert response.status_code == 415, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert sniffed in response.json()["detail"]
@@ -176,7 +179,7 @@ def test_api_refuses_other_types_at_submit(client: TestClient, content: bytes, s
     [{"size": 0}, {"size": 100000}, {"size": "big"}, {"format": "gif"}, {"size": 64, "quality": 90}],
 )
 def test_api_refuses_bad_params_at_submit(client: TestClient, params: dict[str, Any]) -> None:
-    response = upload(
+    response = post_file(
         client, encode(noise((32, 32)), "PNG"), name="a.png", processor="thumbnail", params=params
     )
     assert response.status_code == 422, response.text
@@ -206,7 +209,7 @@ def test_api_lists_the_processor(client: TestClient) -> None:
     ids=["bomb", "truncated", "corrupt"],
 )
 def test_api_failures_are_clean(client: TestClient, services: Any, content: bytes, code: str) -> None:
-    job_id = submit_id(client, content, name="evil.png", processor="thumbnail")
+    job_id = submit(client, content, name="evil.png", processor="thumbnail")["id"]
     started = time.monotonic()
     job = finished(client, services, job_id)
     assert time.monotonic() - started < 5
@@ -222,8 +225,10 @@ def test_api_pixel_limit_is_a_setting(data_dir: Path) -> None:
     settings = make_settings(data_dir, max_image_pixels=1_000_000)
     with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
         services = client.app_state["services"]
-        big = submit_id(client, encode(noise((2000, 1500)), "JPEG"), name="big.jpg", processor="thumbnail")
-        small = submit_id(client, encode(noise((1000, 1000)), "JPEG"), name="ok.jpg", processor="thumbnail")
+        big = submit(client, encode(noise((2000, 1500)), "JPEG"), name="big.jpg", processor="thumbnail")["id"]
+        small = submit(client, encode(noise((1000, 1000)), "JPEG"), name="ok.jpg", processor="thumbnail")[
+            "id"
+        ]
         started = time.monotonic()
         burst_worker(services).drain()
         assert time.monotonic() - started < 5

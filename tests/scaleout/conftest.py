@@ -1,6 +1,6 @@
 """Fixtures for the scale-out tests: a fresh PostgreSQL database, a broker (the machine's Redis or
 RabbitMQ, or a private one the test can stop) with a queue of the test's own, and a
-:class:`~tests.scaleout.cluster.Cluster` of API servers and Celery workers that is always killed
+:class:`~filejobs.testing.Cluster` of API servers and Celery workers that is always killed
 and whose logs are printed at teardown (pytest shows them for a failed test)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.scaleout.cluster import (
-    Cluster,
+from filejobs.testing import Cluster
+from filejobs.testing.brokers import (
     PrivateBroker,
     PrivateRabbitMQ,
     PrivateRedis,
@@ -19,7 +19,8 @@ from tests.scaleout.cluster import (
     cleanup_redis_queue,
     new_queue_name,
 )
-from tests.services import fresh_postgres_database, require_port
+from tests.sample_processors import ALL as TEST_PROCESSORS
+from tests.services import fresh_postgres_database, require_port, unavailable_skips
 
 BROKERS = {
     "redis": ("Redis", 6379, "redis://127.0.0.1:6379/0"),
@@ -60,11 +61,13 @@ def private_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[P
     """A broker process of this test's own (parametrize indirectly with "redis" or "amqp"),
     started; the test may stop and start it. Killed afterwards."""
     kind = getattr(request, "param", "redis")
-    broker: PrivateBroker = (
-        PrivateRedis(tmp_path / "redis") if kind == "redis" else PrivateRabbitMQ(tmp_path / "rabbitmq")
-    )
+    with unavailable_skips():  # no redis-server / rabbitmq-server here
+        broker: PrivateBroker = (
+            PrivateRedis(tmp_path / "redis") if kind == "redis" else PrivateRabbitMQ(tmp_path / "rabbitmq")
+        )
     try:
-        took = broker.start()
+        with unavailable_skips():
+            took = broker.start()
         request.node.user_properties.append(("broker_start_seconds", round(took, 2)))
         print(f"private {kind} broker started in {took:.2f} s")
         yield broker
@@ -79,7 +82,9 @@ def make_cluster(tmp_path: Path, pg_url: str, queue_name: str) -> Iterator[Clust
     clusters: list[Cluster] = []
 
     def make(broker_url: str) -> Cluster:
-        cluster = Cluster(tmp_path, database_url=pg_url, broker_url=broker_url, queue=queue_name)
+        cluster = Cluster(
+            tmp_path, database_url=pg_url, broker_url=broker_url, queue=queue_name, processors=TEST_PROCESSORS
+        )
         clusters.append(cluster)
         return cluster
 
@@ -101,3 +106,18 @@ def cluster(broker_url: str, make_cluster: ClusterFactory) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+Record = Callable[[str, float], None]
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest) -> Record:
+    """``record(name, seconds)`` keeps a measured duration with the test's report
+    (``user_properties``: the JUnit XML's properties; shown by ``-rP``), asserting nothing."""
+
+    def keep(name: str, seconds: float) -> None:
+        request.node.user_properties.append((name, round(seconds, 2)))
+        print(f"{request.node.name}: {name} = {seconds:.2f}")
+
+    return keep

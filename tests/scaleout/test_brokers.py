@@ -16,15 +16,9 @@ import httpx
 import pytest
 import redis
 
-from tests.e2e.server import Server
-from tests.scaleout.cluster import (
-    Cluster,
-    PrivateBroker,
-    PrivateRabbitMQ,
-    record,
-    submit,
-    wait_until,
-)
+from filejobs.testing import Cluster, Server, submit, wait_until
+from filejobs.testing.brokers import PrivateBroker, PrivateRabbitMQ
+from tests.scaleout.conftest import Record
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.e2e]
 
@@ -95,7 +89,7 @@ def assert_ran_once(cluster: Cluster, job_ids: list[str], timeout: float) -> Non
 
 @pytest.mark.parametrize("private_broker", ["redis"], indirect=True, ids=["redis"])
 def test_broker_down_during_upload_then_back(
-    private_broker: PrivateBroker, make_cluster: ClusterFactory, request: pytest.FixtureRequest
+    private_broker: PrivateBroker, make_cluster: ClusterFactory, record: Record
 ) -> None:
     cluster = make_cluster(private_broker.url)
     worker = cluster.worker(1, **FAST)
@@ -113,15 +107,15 @@ def test_broker_down_during_upload_then_back(
     back = time.monotonic()
     assert_ran_once(cluster, [job_id], timeout=60)
     recovered = time.monotonic() - back
-    record(request, "upload_seconds", upload_took)
-    record(request, "recovery_seconds", recovered)
+    record("upload_seconds", upload_took)
+    record("recovery_seconds", recovered)
     assert_ready(api)
     assert worker.returncode is None
 
 
 @pytest.mark.parametrize("private_broker", ["redis"], indirect=True, ids=["redis"])
 def test_broker_restart_loses_published_message(
-    private_broker: PrivateBroker, make_cluster: ClusterFactory, request: pytest.FixtureRequest
+    private_broker: PrivateBroker, make_cluster: ClusterFactory, record: Record
 ) -> None:
     cluster = make_cluster(private_broker.url)
     api = cluster.api(**FAST)  # no worker yet: the message waits in Redis
@@ -150,7 +144,7 @@ def test_broker_restart_loses_published_message(
     assert final.dispatched_at is not None
     assert published_at is not None
     assert final.dispatched_at > published_at, "the sweeper did not publish the job again"
-    record(request, "recovery_seconds", recovered)
+    record("recovery_seconds", recovered)
     assert worker.returncode is None
 
 
@@ -175,7 +169,7 @@ def amqp_ready_messages(url: str, queue: str) -> int:
 
 @pytest.mark.parametrize("private_broker", ["amqp"], indirect=True, ids=["amqp"])
 def test_broker_restart_around_upload(
-    private_broker: PrivateBroker, make_cluster: ClusterFactory, request: pytest.FixtureRequest
+    private_broker: PrivateBroker, make_cluster: ClusterFactory, record: Record
 ) -> None:
     assert isinstance(private_broker, PrivateRabbitMQ)
     cluster = make_cluster(private_broker.url)
@@ -221,4 +215,4 @@ def test_broker_restart_around_upload(
         "upload_seconds": upload_took,
         "recovery_seconds": recovered,
     }.items():
-        record(request, name, value)
+        record(name, value)

@@ -15,8 +15,7 @@ from sqlalchemy import text
 from filejobs.db import Database
 from filejobs.migrate import alembic_config
 from filejobs.settings import Settings
-from tests.e2e.server import base_env
-from tests.scaleout.cluster import wait_until
+from filejobs.testing import base_env, wait_until
 
 MIGRATORS = 3
 TIMEOUT = 120.0

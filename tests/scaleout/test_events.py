@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from filejobs.testing import Cluster, submit
 from tests.events.sse import EventStream
-from tests.scaleout.cluster import Cluster, submit
 
 
 @pytest.mark.parametrize("broker_url", ["redis"], indirect=True)

@@ -14,8 +14,7 @@ from filejobs.db import Database
 from filejobs.jobs.sweep_lock import ADVISORY_KEY, AdvisoryLock, FileLock
 from filejobs.migrate import upgrade
 from filejobs.settings import Settings
-from tests.e2e.server import Server
-from tests.scaleout.cluster import wait_until
+from filejobs.testing import Server, wait_until
 
 #: pg_locks shows a bigint advisory key as classid (high 32 bits), objid (low 32), objsubid 1.
 HOLDERS = text(

@@ -14,22 +14,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 import redis
 
 from filejobs.jobs.celery_dispatch import CeleryDispatcher
-from tests.e2e.server import wait_for, wait_gone
-from tests.e2e.worker import Worker
-from tests.scaleout.cluster import (
-    TERMINAL,
-    Cluster,
-    lease_pid,
-    record,
-    submit,
-    wait_until,
-)
+from filejobs.testing import TERMINAL, Cluster, Worker, lease_pid, submit, wait_for, wait_gone, wait_until
+from tests.scaleout.conftest import Record
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.e2e]
 
@@ -77,22 +68,6 @@ def test_two_workers_finish_a_batch(cluster: Cluster) -> None:
     print(f"jobs per worker: {dict(per_worker)}")
 
 
-def warm_up(cluster: Cluster, client: httpx.Client, workers: list[Worker]) -> None:
-    """Run one short job on each concurrency-1 worker first, so that each pool process has its
-    processor process before the job a test measures starts.
-
-    The lease is not renewed while a processor process starts (``ChildProcess.start`` waits for it
-    without ticking), so with the 2 s lease of these tests a first start slowed down by a loaded
-    machine could expire the lease and requeue the job before anything was killed. Prefetch 1 and
-    acks-late give each idle worker one of the jobs (see the batch test).
-    """
-    ids = [submit(client, processor="sleep", params={"seconds": 1, "steps": 10})["id"] for _ in workers]
-    rows = cluster.wait_jobs(ids, timeout=30)
-    assert {job.status for job in rows.values()} == {"succeeded"}, rows
-    for worker in workers:
-        assert worker.processor_children(), f"{worker.name} ran no warm-up job"
-
-
 def processing(job: dict[str, Any]) -> bool:
     """Running, and its processor has reported progress (so its processor process exists)."""
     return job["status"] == "running" and job["progress"] > 0
@@ -111,7 +86,7 @@ def _wait_reclaimed(cluster: Cluster, job_id: str, attempt: int, *, since: float
 
 
 def kill_the_worker_running_a_job(
-    cluster: Cluster, request: pytest.FixtureRequest, kill: Callable[[Worker], list[psutil.Process]]
+    cluster: Cluster, record: Record, kill: Callable[[Worker], list[psutil.Process]]
 ) -> None:
     """Two workers; a job runs on one of them; ``kill(that worker)`` returns the processes it
     killed (all gone). The other worker runs the job again and it succeeds at attempt 2, within
@@ -121,7 +96,7 @@ def kill_the_worker_running_a_job(
     cluster.workers_ready(first, second)
 
     with api.client() as client:
-        warm_up(cluster, client, [first, second])
+        cluster.warm_up(client, [first, second])
         job_id = submit(client, processor="sleep", params={"seconds": 3, "steps": 30})["id"]
         wait_for(client, job_id, processing, timeout=20)
         pid = lease_pid(cluster.job(job_id).lease_owner)
@@ -136,7 +111,7 @@ def kill_the_worker_running_a_job(
         recovered = _wait_reclaimed(cluster, job_id, 2, since=killed_at, timeout=RECOVERY_BOUND)
         done = wait_for(client, job_id, lambda job: job["status"] in TERMINAL, timeout=30)
 
-    record(request, "recovery_seconds", recovered)
+    record("recovery_seconds", recovered)
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2
     assert done["result"]["pid"] not in {p.pid for p in killed}
@@ -146,13 +121,13 @@ def kill_the_worker_running_a_job(
     assert survivor.returncode is None, "the surviving worker died"
 
 
-def test_kill9_worker_tree_running_a_job(cluster: Cluster, request: pytest.FixtureRequest) -> None:
+def test_kill9_worker_tree_running_a_job(cluster: Cluster, record: Record) -> None:
     """The machine running the job dies: worker, pool processes and processor children at once."""
-    kill_the_worker_running_a_job(cluster, request, lambda victim: victim.kill9_tree())
+    kill_the_worker_running_a_job(cluster, record, lambda victim: victim.kill9_tree())
 
 
 @pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
-def test_kill9_worker_main_process_running_a_job(cluster: Cluster, request: pytest.FixtureRequest) -> None:
+def test_kill9_worker_main_process_running_a_job(cluster: Cluster, record: Record) -> None:
     """Only the worker's main process dies: its pool processes (Celery gives them a parent-death
     signal) and their processor processes must follow it, not run on as orphans."""
 
@@ -164,17 +139,17 @@ def test_kill9_worker_main_process_running_a_job(cluster: Cluster, request: pyte
         assert not survivors, f"orphans outlived the worker: {[p.pid for p in survivors]}"
         return tree
 
-    kill_the_worker_running_a_job(cluster, request, kill_main)
+    kill_the_worker_running_a_job(cluster, record, kill_main)
 
 
 @pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
-def test_kill9_pool_process_running_a_job(cluster: Cluster, request: pytest.FixtureRequest) -> None:
+def test_kill9_pool_process_running_a_job(cluster: Cluster, record: Record) -> None:
     worker = cluster.worker(1, **FAST)
     api = cluster.api(**FAST)
     worker.wait_ready()
 
     with api.client() as client:
-        warm_up(cluster, client, [worker])
+        cluster.warm_up(client, [worker])
         job_id = submit(client, processor="sleep", params={"seconds": 3, "steps": 30})["id"]
         wait_for(client, job_id, processing, timeout=20)
         pid = lease_pid(cluster.job(job_id).lease_owner)
@@ -188,7 +163,7 @@ def test_kill9_pool_process_running_a_job(cluster: Cluster, request: pytest.Fixt
         recovered = _wait_reclaimed(cluster, job_id, 2, since=killed_at, timeout=RECOVERY_BOUND)
         done = wait_for(client, job_id, lambda job: job["status"] in TERMINAL, timeout=30)
 
-    record(request, "recovery_seconds", recovered)
+    record("recovery_seconds", recovered)
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2
     assert worker.returncode is None, "the worker died with its pool process"

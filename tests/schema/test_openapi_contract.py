@@ -16,7 +16,7 @@ from filejobs.errors import PROBLEM_JSON
 from filejobs.events import wire
 from filejobs.jobs.worker import LocalWorker
 from filejobs.services import Services
-from tests.conftest import submit_id, upload
+from filejobs.testing import post_file, submit
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_every_kind_of_event_validates_against_the_documented_schema(
     """schemathesis' response_schema_conformance reads each event as {event, data, id, retry} and
     validates it against the operation's text/event-stream schema: it must describe an event, and
     its data (a job body, a deletion, a reset)."""
-    job_id = submit_id(client)
+    job_id = submit(client)["id"]
     worker.drain()
     path = f"/v1/jobs/{job_id}/events"
     response = client.get(path)  # a finished job: its state, then the end
@@ -67,7 +67,7 @@ def test_every_kind_of_event_validates_against_the_documented_schema(
 
 
 def test_an_empty_cursor_is_the_first_page(client: TestClient) -> None:
-    job_id = submit_id(client)
+    job_id = submit(client)["id"]
     first = client.get("/v1/jobs", params={"cursor": ""})
     assert first.status_code == 200, first.text
     assert [item["id"] for item in first.json()["items"]] == [job_id]
@@ -79,9 +79,9 @@ def test_the_upload_lists_the_registered_processors(client: TestClient, services
     fields = upload_schema["content"]["multipart/form-data"]["schema"]["properties"]
     assert fields["processor"]["enum"] == [*services.registry.names(), ""]
     assert "422" in fields["params"]["description"]
-    refused = upload(client, processor="no-such-processor")
+    refused = post_file(client, processor="no-such-processor")
     assert refused.status_code == 422
-    default = upload(client, processor="")  # empty: the default, as the enum's "" says
+    default = post_file(client, processor="")  # empty: the default, as the enum's "" says
     assert (default.status_code, default.json()["processor"]) == (202, fields["processor"]["default"])
 
 
@@ -92,7 +92,7 @@ def get_and_head(client: TestClient, path: str, **headers: str) -> tuple[httpx.R
 def test_head_answers_with_the_gets_headers_and_no_body(
     client: TestClient, services: Services, worker: LocalWorker
 ) -> None:
-    job_id = submit_id(client, b"a,b\n1,2\n", name="t.csv", content_type="text/csv")
+    job_id = submit(client, b"a,b\n1,2\n", name="t.csv", content_type="text/csv")["id"]
     worker.drain()
     for path in (
         f"/v1/jobs/{job_id}",  # the fast path
@@ -135,8 +135,8 @@ def test_one_problem_type_per_status(client: TestClient) -> None:
     multipart receiver and from header checks: each status has one type whatever raised it."""
     answers = {
         "validation": client.get("/v1/jobs", params={"limit": 0}),
-        "processor": upload(client, processor="no-such-processor"),
-        "params": upload(client, params={"nope": 1}),
+        "processor": post_file(client, processor="no-such-processor"),
+        "params": post_file(client, params={"nope": 1}),
         "multipart": client.post(
             "/v1/jobs", content=b"--x\r\n", headers={"content-type": "multipart/form-data; boundary=x"}
         ),

@@ -29,33 +29,6 @@ from filejobs.services import Services
 REALM = 'Bearer realm="filejobs"'
 
 
-def bearer(secret: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"} if secret is not None else {}
-
-
-def post_file(
-    client: TestClient,
-    content: bytes = b"hello world\n",
-    *,
-    key: str | None = None,
-    idem: str | bytes | None = None,
-    name: str = "hello.txt",
-    processor: str | None = None,
-    params: dict[str, Any] | None = None,
-    content_type: str = "text/plain",
-) -> httpx.Response:
-    """POST /v1/jobs with an optional API key (``key``) and Idempotency-Key (``idem``)."""
-    headers: dict[str, Any] = bearer(key)
-    if idem is not None:
-        headers["Idempotency-Key"] = idem
-    data: dict[str, str] = {}
-    if processor is not None:
-        data["processor"] = processor
-    if params is not None:
-        data["params"] = json.dumps(params)
-    return client.post("/v1/jobs", files={"file": (name, content, content_type)}, data=data, headers=headers)
-
-
 def accepted_id(response: httpx.Response) -> str:
     assert response.status_code == 202, response.text
     job_id: str = response.json()["id"]

@@ -23,21 +23,18 @@ from filejobs.app import create_app
 from filejobs.ids import new_job_id
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.services import Services
+from filejobs.testing import Server, bearer, keys_cli, submit
 from tests.conftest import burst_worker, make_settings
-from tests.e2e.server import Server, keys_cli
 from tests.jobs.helpers import wait_until
 from tests.sample_processors import ALL as TEST_PROCESSORS
 from tests.security.helpers import (
     REALM,
     Clock,
     StreamedBody,
-    accepted_id,
     asgi_call,
     assert_nothing_stored,
     assert_problem,
-    bearer,
     job_count,
-    post_file,
 )
 
 INVALID_TOKEN = f'{REALM}, error="invalid_token"'
@@ -82,7 +79,7 @@ def assert_unauthorized(response: httpx.Response, challenge: str) -> dict[str, A
 
 
 def test_an_open_service_serves_requests_without_a_key(client: TestClient) -> None:
-    job_id = accepted_id(post_file(client))
+    job_id = submit(client)["id"]
     assert client.get("/v1/jobs").json()["items"][0]["id"] == job_id
     assert client.get(f"/v1/jobs/{job_id}").status_code == 200
     assert client.get("/v1/processors").status_code == 200
@@ -100,7 +97,7 @@ def test_an_open_service_still_refuses_a_wrong_key(client: TestClient) -> None:
 def test_every_v1_endpoint_needs_a_key_once_one_exists(
     client: TestClient, services: Services, secret: str
 ) -> None:
-    job_id = accepted_id(post_file(client, key=secret))
+    job_id = submit(client, key=secret)["id"]
     wrong = "fj_" + "x" * 43
 
     for method, path in endpoints(job_id):
@@ -124,9 +121,9 @@ def test_a_valid_key_is_served_on_every_v1_endpoint(
     client: TestClient, services: Services, secret: str
 ) -> None:
     auth = bearer(secret)
-    done = accepted_id(post_file(client, key=secret))
+    done = submit(client, key=secret)["id"]
     assert burst_worker(services).drain() == 1
-    other = accepted_id(post_file(client, key=secret))
+    other = submit(client, key=secret)["id"]
 
     assert client.get("/v1/jobs", headers=auth).status_code == 200
     assert client.get(f"/v1/jobs/{done}", headers=auth).json()["status"] == "succeeded"

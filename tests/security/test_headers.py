@@ -12,8 +12,9 @@ from fastapi.testclient import TestClient
 
 from filejobs.api.security_headers import API_CSP, DASHBOARD_CSP, DOCS_CSP
 from filejobs.services import Services
+from filejobs.testing import post_file, submit
 from tests.conftest import burst_worker
-from tests.security.helpers import accepted_id, assert_problem, post_file
+from tests.security.helpers import assert_problem
 
 SCRIPT = b"<!doctype html><script>document.title = 'pwned'</script><p>hello</p>\n"
 
@@ -25,7 +26,7 @@ def assert_guarded(response: httpx.Response, csp: str | None = API_CSP) -> None:
 
 
 def test_an_html_result_is_an_attachment_in_a_sandbox(client: TestClient, services: Services) -> None:
-    job_id = accepted_id(post_file(client, SCRIPT, name="page.txt", processor="echo-html"))
+    job_id = submit(client, SCRIPT, name="page.txt", processor="echo-html")["id"]
     assert burst_worker(services).drain() == 1
 
     response = client.get(f"/v1/jobs/{job_id}/result")
@@ -37,7 +38,7 @@ def test_an_html_result_is_an_attachment_in_a_sandbox(client: TestClient, servic
 
 
 def test_json_answers_and_problems_are_not_sniffed(client: TestClient, services: Services) -> None:
-    job_id = accepted_id(post_file(client, SCRIPT, name="page.txt"))
+    job_id = submit(client, SCRIPT, name="page.txt")["id"]
     assert burst_worker(services).drain() == 1
     assert_guarded(client.get(f"/v1/jobs/{job_id}"))  # the status poll's fast path
     assert_guarded(client.get(f"/v1/jobs/{job_id}?wait=1"))  # the route
@@ -54,7 +55,7 @@ def test_json_answers_and_problems_are_not_sniffed(client: TestClient, services:
 def test_an_unexpected_error_is_guarded_too(
     client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job_id = accepted_id(post_file(client))
+    job_id = submit(client)["id"]
 
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
@@ -82,7 +83,7 @@ def test_the_fast_paths_answers_are_guarded_once(client: TestClient, services: S
     """The status poll's and the upload's fast paths sit outside the middleware and add the headers
     themselves: every answer of theirs has each header exactly once."""
     accepted = post_file(client, SCRIPT, name="page.txt")  # the upload's fast path: 202
-    job_id = accepted_id(accepted)
+    job_id = accepted.json()["id"]
     poll = client.get(f"/v1/jobs/{job_id}")  # the status poll's fast path: 200
     not_modified = client.get(f"/v1/jobs/{job_id}", headers={"If-None-Match": poll.headers["etag"]})
     refused = client.post("/v1/jobs", files={"file": ("a.txt", b"x")}, data={"processor": "nope"})

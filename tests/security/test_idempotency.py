@@ -35,8 +35,8 @@ from filejobs.jobs.sweeper import sweep
 from filejobs.models import IdempotencyKey, utcnow
 from filejobs.services import Services
 from filejobs.settings import Settings
+from filejobs.testing import Server, post_file
 from tests.conftest import burst_worker, make_settings
-from tests.e2e.server import Server
 from tests.jobs.helpers import process_gone, wait_until
 from tests.sample_processors import ALL as TEST_PROCESSORS
 from tests.security.helpers import (
@@ -46,7 +46,6 @@ from tests.security.helpers import (
     assert_nothing_stored,
     assert_problem,
     idempotency_records,
-    post_file,
     retry_after,
     stored_files,
 )
@@ -65,7 +64,7 @@ LIVE_HOLDER = f"{socket.gethostname()}:{os.getpid()}:test"
 def post(client: TestClient, idem: str | bytes | None = "key-1", **changes: Any) -> httpx.Response:
     request = {**BASE, **changes}
     content = request.pop("content")
-    return post_file(client, content, idem=idem, **request)
+    return post_file(client, content, idempotency_key=idem, **request)
 
 
 def record(services: Services, key: str = "key-1", scope: str = "") -> IdempotencyKey | None:
@@ -184,14 +183,14 @@ def test_keys_are_scoped_per_api_key(client: TestClient, services: Services) -> 
     alice = keys.create_key(services.db, "alice")[1]
     bob = keys.create_key(services.db, "bob")[1]
 
-    mine = post_file(client, b"same\n", key=alice, idem="shared")
-    theirs = post_file(client, b"same\n", key=bob, idem="shared")
-    other_file = post_file(client, b"other\n", key=bob, idem="alices-key")
+    mine = post_file(client, b"same\n", key=alice, idempotency_key="shared")
+    theirs = post_file(client, b"same\n", key=bob, idempotency_key="shared")
+    other_file = post_file(client, b"other\n", key=bob, idempotency_key="alices-key")
 
     assert accepted_id(mine) != accepted_id(theirs)
     accepted_id(other_file)  # a key Alice never used is Bob's to use
-    assert post_file(client, b"same\n", key=alice, idem="shared").json()["id"] == mine.json()["id"]
-    assert post_file(client, b"same\n", key=bob, idem="shared").json()["id"] == theirs.json()["id"]
+    assert post_file(client, b"same\n", key=alice, idempotency_key="shared").json()["id"] == mine.json()["id"]
+    assert post_file(client, b"same\n", key=bob, idempotency_key="shared").json()["id"] == theirs.json()["id"]
     assert_nothing_stored(services, uploads=3, jobs=3)
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.server import REPO, base_env
+from filejobs.testing import base_env
+from tests.conftest import REPO
 
 KEY = re.compile(r"fj_[A-Za-z0-9_-]{43}")
 CLI_TIMEOUT = 60

@@ -26,19 +26,16 @@ from filejobs.jobs import backpressure, repository
 from filejobs.jobs.backpressure import Admission
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.services import Services
+from filejobs.testing import Server, bearer, post_file, submit
 from tests.conftest import burst_worker, make_settings
-from tests.e2e.server import Server
 from tests.jobs.helpers import row
 from tests.sample_processors import ALL as TEST_PROCESSORS
 from tests.security.helpers import (
     Clock,
     StreamedBody,
-    accepted_id,
     asgi_call,
     assert_nothing_stored,
     assert_problem,
-    bearer,
-    post_file,
     retry_after,
     stored_files,
 )
@@ -136,8 +133,8 @@ def test_a_key_with_too_many_unfinished_jobs_gets_429_until_one_finishes(open_ap
     services = services_of(open_app)
     alice = keys.create_key(services.db, "alice")[1]
     bob = keys.create_key(services.db, "bob")[1]
-    accepted_id(post_file(open_app, key=alice))
-    accepted_id(post_file(open_app, key=alice))
+    submit(open_app, key=alice)["id"]
+    submit(open_app, key=alice)["id"]
 
     refused = post_file(open_app, b"one too many\n", key=alice)
 
@@ -147,22 +144,22 @@ def test_a_key_with_too_many_unfinished_jobs_gets_429_until_one_finishes(open_ap
     assert_nothing_stored(services, uploads=2, jobs=2)
     refused_before_the_body(open_app, 429, bearer(alice))
     assert_nothing_stored(services, uploads=2, jobs=2)
-    accepted_id(post_file(open_app, key=bob))  # Bob's count is his own
+    submit(open_app, key=bob)["id"]  # Bob's count is his own
 
     assert burst_worker(services).drain() == 3
 
-    accepted_id(post_file(open_app, key=alice))
+    submit(open_app, key=alice)["id"]
 
 
 @limited(max_unfinished_jobs=2)
 def test_a_cancelled_job_no_longer_counts(open_app: TestClient) -> None:
-    first = accepted_id(post_file(open_app))
-    accepted_id(post_file(open_app))
+    first = submit(open_app)["id"]
+    submit(open_app)["id"]
     assert_problem(post_file(open_app), 429)
 
     assert open_app.post(f"/v1/jobs/{first}/cancel").status_code == 200
 
-    accepted_id(post_file(open_app))
+    submit(open_app)["id"]
 
 
 @limited(max_unfinished_jobs=2)
@@ -170,10 +167,10 @@ def test_retry_is_refused_at_the_unfinished_limit(open_app: TestClient) -> None:
     services = services_of(open_app)
     alice = keys.create_key(services.db, "alice")[1]
     bob = keys.create_key(services.db, "bob")[1]
-    failed = [accepted_id(post_file(open_app, key=alice, processor="fail")) for _ in range(2)]
+    failed = [submit(open_app, key=alice, processor="fail")["id"] for _ in range(2)]
     assert burst_worker(services).drain() == 2
-    accepted_id(post_file(open_app, key=alice))
-    accepted_id(post_file(open_app, key=alice))
+    submit(open_app, key=alice)["id"]
+    submit(open_app, key=alice)["id"]
 
     refused = open_app.post(f"/v1/jobs/{failed[0]}/retry", headers=bearer(alice))
 
@@ -187,10 +184,10 @@ def test_retry_is_refused_at_the_unfinished_limit(open_app: TestClient) -> None:
 @limited(max_unfinished_jobs=1)
 def test_a_replay_is_answered_at_the_unfinished_limit(open_app: TestClient) -> None:
     """Replaying a request makes no job, so the limit does not stand in its way."""
-    job_id = accepted_id(post_file(open_app, idem="same"))
+    job_id = submit(open_app, idempotency_key="same")["id"]
     assert_problem(post_file(open_app, b"new\n"), 429)
 
-    again = post_file(open_app, idem="same")
+    again = post_file(open_app, idempotency_key="same")
 
     assert again.status_code == 200, again.text
     assert again.json()["id"] == job_id
@@ -205,8 +202,8 @@ def test_a_deep_queue_gets_503_until_it_drains(open_app: TestClient, monkeypatch
     services = services_of(open_app)
     alice = keys.create_key(services.db, "alice")[1]
     bob = keys.create_key(services.db, "bob")[1]
-    accepted_id(post_file(open_app, key=bob))
-    accepted_id(post_file(open_app, key=alice))
+    submit(open_app, key=bob)["id"]
+    submit(open_app, key=alice)["id"]
 
     refused = post_file(open_app, b"one too many\n", key=alice)
 
@@ -220,7 +217,7 @@ def test_a_deep_queue_gets_503_until_it_drains(open_app: TestClient, monkeypatch
 
     assert burst_worker(services).drain() == 2
 
-    accepted_id(post_file(open_app, key=alice))
+    submit(open_app, key=alice)["id"]
 
 
 def counting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
@@ -247,10 +244,10 @@ def test_far_from_the_limits_the_counts_are_read_at_most_once_a_second(
 ) -> None:
     calls = counting(monkeypatch)
     for _ in range(4):
-        accepted_id(post_file(open_app))
+        submit(open_app)["id"]
     assert calls == {"queued": 1, "unfinished": 1}
     clock.advance(1.0)
-    accepted_id(post_file(open_app))
+    submit(open_app)["id"]
     assert calls == {"queued": 2, "unfinished": 2}
 
 
@@ -259,8 +256,8 @@ def test_near_the_queue_limit_the_depth_is_counted_on_every_upload(
     open_app: TestClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = counting(monkeypatch)
-    accepted_id(post_file(open_app))  # depth read: 0
-    accepted_id(post_file(open_app))  # 1 is within 5 % of 2: read again, exactly
+    submit(open_app)["id"]  # depth read: 0
+    submit(open_app)["id"]  # 1 is within 5 % of 2: read again, exactly
     assert_problem(post_file(open_app), 503)  # no overshoot, although < 1 s passed
     assert calls["queued"] == 3
 
@@ -271,10 +268,10 @@ def test_retry_is_refused_when_the_queue_is_deep(
 ) -> None:
     monkeypatch.setattr(Admission, "TTL", 0)
     services = services_of(open_app)
-    failed = accepted_id(post_file(open_app, processor="fail"))
+    failed = submit(open_app, processor="fail")["id"]
     assert burst_worker(services).drain() == 1
-    accepted_id(post_file(open_app))
-    accepted_id(post_file(open_app))
+    submit(open_app)["id"]
+    submit(open_app)["id"]
 
     refused = open_app.post(f"/v1/jobs/{failed}/retry")
 
@@ -312,7 +309,7 @@ def test_an_upload_announced_larger_than_the_free_disk_gets_507(open_app: TestCl
     assert answer.status == 507, answer.body
     assert body.chunks_read == 0
     assert_nothing_stored(services, uploads=0, jobs=0)
-    accepted_id(post_file(open_app))  # an upload that fits is fine
+    submit(open_app)["id"]  # an upload that fits is fine
 
 
 @limited(min_free_disk=0, max_upload_bytes=BIG)

@@ -25,7 +25,8 @@ from filejobs import keys
 from filejobs.db import Database
 from filejobs.migrate import upgrade
 from filejobs.settings import Settings
-from tests.e2e.server import REPO, base_env, free_port
+from filejobs.testing import base_env, free_port
+from tests.conftest import REPO
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
 pytestmark = pytest.mark.e2e

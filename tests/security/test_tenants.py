@@ -27,9 +27,10 @@ from filejobs.jobs import repository
 from filejobs.jobs.fast_read import JobReader
 from filejobs.migrate import upgrade
 from filejobs.services import Services
+from filejobs.testing import bearer, submit
 from tests.conftest import burst_worker
 from tests.jobs.helpers import make_job, row
-from tests.security.helpers import accepted_id, assert_problem, bearer, post_file
+from tests.security.helpers import assert_problem
 
 
 @pytest.fixture
@@ -69,11 +70,11 @@ def listed_ids(client: TestClient, secret: str | None, **params: Any) -> list[st
 def test_another_keys_job_is_404_everywhere_like_an_unknown_id(
     client: TestClient, services: Services, alice: str, bob: str
 ) -> None:
-    succeeded = accepted_id(post_file(client, key=alice))
+    succeeded = submit(client, key=alice)["id"]
     assert burst_worker(services).drain() == 1
-    failed = accepted_id(post_file(client, key=alice, processor="fail"))
+    failed = submit(client, key=alice, processor="fail")["id"]
     assert burst_worker(services).drain() == 1
-    queued = accepted_id(post_file(client, key=alice))
+    queued = submit(client, key=alice)["id"]
     unknown = new_job_id()
 
     for job_id in (succeeded, failed, queued):
@@ -95,10 +96,10 @@ def test_another_keys_job_is_404_everywhere_like_an_unknown_id(
 
 def test_the_owner_can_do_everything(client: TestClient, services: Services, alice: str, bob: str) -> None:
     auth = bearer(alice)
-    bobs = accepted_id(post_file(client, key=bob))
-    done = accepted_id(post_file(client, key=alice))
+    bobs = submit(client, key=bob)["id"]
+    done = submit(client, key=alice)["id"]
     assert burst_worker(services).drain() == 2
-    job_id = accepted_id(post_file(client, key=alice))
+    job_id = submit(client, key=alice)["id"]
 
     assert client.get(f"/v1/jobs/{done}", headers=auth).json()["status"] == "succeeded"
     assert client.get(f"/v1/jobs/{done}?wait=0.05", headers=auth).status_code == 200
@@ -123,8 +124,8 @@ def test_the_owner_can_do_everything(client: TestClient, services: Services, ali
 
 
 def test_lists_are_per_key_across_pages(client: TestClient, alice: str, bob: str) -> None:
-    mine = [accepted_id(post_file(client, key=alice)) for _ in range(5)]
-    theirs = [accepted_id(post_file(client, key=bob)) for _ in range(3)]
+    mine = [submit(client, key=alice)["id"] for _ in range(5)]
+    theirs = [submit(client, key=bob)["id"] for _ in range(3)]
 
     seen: list[str] = []
     cursor: str | None = None
@@ -140,7 +141,7 @@ def test_lists_are_per_key_across_pages(client: TestClient, alice: str, bob: str
 
 
 def test_a_waiting_request_of_another_key_learns_nothing(client: TestClient, alice: str, bob: str) -> None:
-    job_id = accepted_id(post_file(client, key=alice))
+    job_id = submit(client, key=alice)["id"]
     etag = client.get(f"/v1/jobs/{job_id}", headers=bearer(alice)).headers["etag"]
 
     response = client.get(f"/v1/jobs/{job_id}?wait=0.05", headers={**bearer(bob), "If-None-Match": etag})
@@ -149,7 +150,7 @@ def test_a_waiting_request_of_another_key_learns_nothing(client: TestClient, ali
 
 
 def test_anonymous_jobs_are_invisible_to_keys(client: TestClient, services: Services) -> None:
-    anonymous = accepted_id(post_file(client))  # made while the service was open
+    anonymous = submit(client)["id"]  # made while the service was open
     _key, alice = keys.create_key(services.db, "alice")
 
     assert listed_ids(client, alice) == []
@@ -157,7 +158,7 @@ def test_anonymous_jobs_are_invisible_to_keys(client: TestClient, services: Serv
         assert_problem(client.request(method, path, headers=bearer(alice)), 404)
     assert repository.get_job(services.db, anonymous) is not None
     # and a key's jobs are not the anonymous caller's: the row records the key
-    mine = accepted_id(post_file(client, key=alice))
+    mine = submit(client, key=alice)["id"]
     key = keys.find_key(services.db, alice)
     assert key is not None
     assert row(services.db, mine).owner == key.id
@@ -167,7 +168,7 @@ def test_anonymous_jobs_are_invisible_to_keys(client: TestClient, services: Serv
 def test_jobs_of_a_revoked_key_are_reachable_by_nobody(
     client: TestClient, services: Services, alice: str, bob: str
 ) -> None:
-    job_id = accepted_id(post_file(client, key=alice))
+    job_id = submit(client, key=alice)["id"]
     keys.revoke_key(services.db, "alice")
 
     assert client.get(f"/v1/jobs/{job_id}", headers=bearer(alice)).status_code == 401
@@ -197,7 +198,7 @@ def test_job_ids_are_unique_version_7_and_mostly_random() -> None:
 
 
 def test_ids_given_by_the_api_are_version_7(client: TestClient) -> None:
-    first, second = (accepted_id(post_file(client)) for _ in range(2))
+    first, second = (submit(client)["id"] for _ in range(2))
     assert uuid.UUID(first).version == uuid.UUID(second).version == 7
     assert (uuid.UUID(first).int ^ uuid.UUID(second).int) & ((1 << 62) - 1)  # random parts differ
 

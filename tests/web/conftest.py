@@ -9,7 +9,6 @@ tests skip, except under ``FILEJOBS_REQUIRE_SERVICES=1``, where that is a failur
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import httpx
 import pytest
 
-from tests.e2e.server import Server, ServerFactory, keys_cli, server_factory
+from filejobs import testing
+from filejobs.testing import Server, ServerFactory, keys_cli, server_factory
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
 if TYPE_CHECKING:
@@ -143,14 +143,9 @@ def submit(
     content_type: str = "application/octet-stream",
 ) -> dict[str, Any]:
     """Make a job through the API (not the page)."""
-    response = client.post(
-        "/v1/jobs",
-        files={"file": (name, content, content_type)},
-        data={"processor": processor, "params": json.dumps(params or {})},
+    return testing.submit(
+        client, content, name=name, processor=processor, params=params or {}, content_type=content_type
     )
-    assert response.status_code == 202, response.text
-    job: dict[str, Any] = response.json()
-    return job
 
 
 def png_bytes(width: int = 96, height: int = 64) -> bytes:

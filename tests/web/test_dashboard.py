@@ -18,7 +18,8 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, Request, Route, expect
 
 from filejobs.api.security_headers import DOCS_CSP
-from tests.e2e.server import REPO, status_is, wait_for
+from filejobs.testing import status_is, wait_for
+from tests.conftest import REPO
 from tests.web.conftest import (
     PHONE,
     SCREENSHOT_TARGET,

@@ -29,6 +29,7 @@ import httpx
 import psutil
 from PIL import Image
 
+from filejobs.testing import Server
 from scripts.bench.common import Context, filejobs_server
 from scripts.bench.figures.filejobs_load import (
     cpu_seconds,
@@ -43,7 +44,6 @@ from scripts.bench.figures.filejobs_load import (
     wait_finished,
 )
 from scripts.bench.report import Figure
-from tests.e2e.server import Server
 
 RATE = 50.0  # status polls per second, in all
 POLLERS = 4

@@ -42,12 +42,11 @@ import psycopg
 import redis
 from celery import Celery
 
+from filejobs.testing import Worker, fresh_postgres_database
+from filejobs.testing.brokers import cleanup_amqp_queue, cleanup_redis_queue
 from scripts.bench.apps import bare_celery
 from scripts.bench.common import Context, filejobs_server
 from scripts.bench.report import Figure
-from tests.e2e.worker import Worker
-from tests.scaleout.cluster import cleanup_amqp_queue, cleanup_redis_queue
-from tests.services import fresh_postgres_database
 
 #: The services this group needs: name -> (what, port).
 SERVICES = {"postgres": ("PostgreSQL", 5432), "redis": ("Redis", 6379), "amqp": ("RabbitMQ", 5672)}

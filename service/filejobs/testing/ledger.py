@@ -37,12 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from tests.jobs import helpers
+from filejobs.testing.processors import SLEEP
+from filejobs.testing.waiting import wait_until as _wait_until
 
 if TYPE_CHECKING:
-    from tests.e2e.server import Server
-    from tests.e2e.worker import Worker
-    from tests.scaleout.cluster import Cluster
+    from filejobs.testing.cluster import Cluster
+    from filejobs.testing.server import Server
+    from filejobs.testing.worker import Worker
 
 KiB = 1024
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -71,11 +72,10 @@ LOCAL = {**FAST, "lease_seconds": 10}
 
 
 def local_env(workers: int = 2) -> dict[str, str]:
-    """The environment of a local-backend server for the kill scenario (test processors loaded)."""
-    from tests.sample_processors import ALL as TEST_PROCESSORS
-
+    """The environment of a local-backend server for the kill scenario (the ``sleep`` processor
+    loaded)."""
     env = {f"FILEJOBS_{key.upper()}": str(value) for key, value in LOCAL.items()}
-    env.update({"FILEJOBS_WORKERS": str(workers), "FILEJOBS_PROCESSORS": ",".join(TEST_PROCESSORS)})
+    env.update({"FILEJOBS_WORKERS": str(workers), "FILEJOBS_PROCESSORS": SLEEP})
     return env
 
 
@@ -84,7 +84,7 @@ class ScenarioError(AssertionError):
 
 
 def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.02) -> Any:
-    return helpers.wait_until(predicate, timeout=timeout, what=what, interval=interval, error=ScenarioError)
+    return _wait_until(predicate, timeout=timeout, what=what, interval=interval, error=ScenarioError)
 
 
 # ---- the ledger ---------------------------------------------------------------------------------
@@ -479,12 +479,12 @@ def check(
         if job["id"] in accepted_ids:
             continue
         name = job["file"]["name"]
-        attempt = by_name.get(name)
-        if attempt is None:
+        made_by = by_name.get(name)
+        if made_by is None:
             problems.append(f"stray: row {job['id']} ({name}) matches no upload of the ledger")
             continue
-        if attempt.outcome != NO_ANSWER:
-            problems.append(f"stray: row {job['id']} for {name}, which was answered {attempt.status_code}")
+        if made_by.outcome != NO_ANSWER:
+            problems.append(f"stray: row {job['id']} for {name}, which was answered {made_by.status_code}")
             continue
         report.orphans[name] = job
         if job["status"] != "succeeded":
@@ -670,14 +670,13 @@ def run_celery(
     ``api_kill_at`` (0-based), which kills the API server and restarts it."""
     from filejobs.jobs import repository
     from filejobs.models import JobStatus
-    from tests.scaleout.test_workers import warm_up
 
     env = dict(FAST)
-    workers = [cluster.worker(1, **env), cluster.worker(1, **env)]
+    workers = [cluster.worker(1, None, **env), cluster.worker(1, None, **env)]
     api = cluster.api(**env)
     cluster.workers_ready(*workers)
     with api.client() as client:
-        warm_up(cluster, client, workers)
+        cluster.warm_up(client, workers)
         warm = [job["id"] for job in list_jobs(client, api.base_url)]
 
     ledger = Ledger()
@@ -718,7 +717,7 @@ def run_celery(
             kill = ledger.killed(worker.name, [(job_id, attempt)])
             worker.kill9_tree()
             workers.remove(worker)
-            fresh = cluster.worker(1, **env)
+            fresh = cluster.worker(1, None, **env)
             fresh.wait_ready()
             workers.append(fresh)
             ledger.restarted()

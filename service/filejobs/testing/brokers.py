@@ -1,290 +1,29 @@
-"""What the scale-out tests run: API servers and Celery workers on one PostgreSQL database and one
-broker queue, private brokers a test may stop and start, and bounded waits on real state.
-
-Every process is started with an explicit environment (:func:`Cluster.env`), shares one data
-directory (workers read the uploads the API stored) and is killed when the test ends.
-"""
+"""Brokers for the scale-out harness: deleting a run's queue on the machine's Redis or RabbitMQ,
+and private broker processes (a Redis, a RabbitMQ node) that a test may stop and start on the same
+port."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import random
-import re
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
-from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO
 
-import httpx
 import psutil
-import pytest
 
-from filejobs.db import Database
-from filejobs.jobs import repository
-from filejobs.models import Job
-from filejobs.settings import Settings
-from tests.e2e.server import Server, base_env, kill_everything
-from tests.e2e.worker import Worker
-from tests.jobs.helpers import wait_until
-from tests.sample_processors import ALL as TEST_PROCESSORS
-
-T = TypeVar("T")
-
-TERMINAL = ("succeeded", "failed", "cancelled")
-#: filejobs.jobs.runner's line when a job is claimed: ``job <id>: running <processor> (attempt N)``.
-RUNNING_LINE = re.compile(r"job ([0-9a-f-]{36}): running (\S+) \(attempt (\d+)\)")
-MIGRATE_TIMEOUT = 60.0
+from filejobs.testing.ports import free_port_outside_ephemeral_range, port_open
+from filejobs.testing.processes import ProcessError, kill_everything
+from filejobs.testing.services import Unavailable, require_binary
+from filejobs.testing.waiting import wait_until
 
 
-# ---- waiting ----------------------------------------------------------------------------------
-
-
-def free_port_outside_ephemeral_range() -> int:
-    """A free TCP port in 20000-32767, below the kernel's ephemeral range.
-
-    A broker restarted on "its" port must find it free; a port the kernel hands out for outgoing
-    connections could be taken by one (a reconnecting client) while the broker is down. The range
-    also stays clear of 35672-35682, where every ``rabbitmqctl`` call listens for Erlang
-    distribution (a node started on 35672 fails with ``eaddrinuse`` while a ``rabbitmqctl`` runs).
-    """
-    low = 32768
-    with contextlib.suppress(OSError, ValueError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(200):
-        port = random.randrange(20000, max(20001, min(low, 32768)))
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
-
-
-def require_binary(name: str) -> str:
-    """The path of an installed program; skip without it (fail under FILEJOBS_REQUIRE_SERVICES=1,
-    like :func:`tests.services.require_port`)."""
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} is not installed"
-        if os.environ.get("FILEJOBS_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason}; FILEJOBS_REQUIRE_SERVICES=1 makes that a failure")
-        pytest.skip(reason)
-    return path
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-# ---- the HTTP side ----------------------------------------------------------------------------
-
-
-def submit(
-    client: httpx.Client,
-    content: bytes = b"hello world\n",
-    *,
-    name: str = "hello.txt",
-    processor: str | None = None,
-    params: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """POST /v1/jobs; insist on 202 and return the job body."""
-    data: dict[str, str] = {}
-    if processor is not None:
-        data["processor"] = processor
-    if params is not None:
-        data["params"] = json.dumps(params)
-    response = client.post("/v1/jobs", files={"file": (name, content, "text/plain")}, data=data)
-    assert response.status_code == 202, response.text
-    job: dict[str, Any] = response.json()
-    return job
-
-
-# ---- the cluster ------------------------------------------------------------------------------
-
-
-class Cluster:
-    """API servers and workers of one test: one database, one broker queue, one data directory."""
-
-    def __init__(self, root: Path, *, database_url: str, broker_url: str, queue: str) -> None:
-        self.root = root
-        self.data_dir = root / "data"
-        self.database_url = database_url
-        self.broker_url = broker_url
-        self.queue = queue
-        self.servers: list[Server] = []
-        self.workers: list[Worker] = []
-        self._db: Database | None = None
-        self._migrated = False
-
-    # ---- configuration --------------------------------------------------------------------
-
-    def env(self, **overrides: object) -> dict[str, str]:
-        """The FILEJOBS_* settings every process of the cluster shares (``lease_seconds=2`` →
-        ``FILEJOBS_LEASE_SECONDS=2``)."""
-        values = {
-            "FILEJOBS_BACKEND": "celery",
-            "FILEJOBS_DATABASE_URL": self.database_url,
-            "FILEJOBS_BROKER_URL": self.broker_url,
-            "FILEJOBS_QUEUE": self.queue,
-            "FILEJOBS_PROCESSORS": ",".join(TEST_PROCESSORS),
-            "FILEJOBS_DATA_DIR": str(self.data_dir),
-        }
-        values.update({f"FILEJOBS_{key.upper()}": str(value) for key, value in overrides.items()})
-        return values
-
-    @property
-    def settings(self) -> Settings:
-        return Settings(
-            database_url=self.database_url,
-            broker_url=self.broker_url,
-            queue=self.queue,
-            backend="celery",
-            data_dir=self.data_dir,
-        )
-
-    # ---- processes ------------------------------------------------------------------------
-
-    def migrate(self) -> None:
-        """``filejobs migrate`` once, before any server or worker starts."""
-        if self._migrated:
-            return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            [sys.executable, "-m", "filejobs.cli", "migrate"],
-            cwd=self.root,
-            env=base_env(self.env()),
-            capture_output=True,
-            timeout=MIGRATE_TIMEOUT,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr.decode(errors="replace")
-        self._migrated = True
-
-    def api(self, **overrides: object) -> Server:
-        """A started ``filejobs serve`` (blocks until /healthz answers)."""
-        self.migrate()
-        server = Server(
-            self.data_dir,
-            env=self.env(**overrides),
-            log_path=self.root / f"api-{len(self.servers) + 1}.log",
-        )
-        self.servers.append(server)
-        return server.start()
-
-    def worker(self, concurrency: int = 1, pool: str | None = None, **overrides: object) -> Worker:
-        """A spawned ``filejobs worker``; call ``wait_ready()`` (or use :meth:`workers_ready`)."""
-        self.migrate()
-        name = f"worker-{len(self.workers) + 1}"
-        worker = Worker(
-            self.data_dir,
-            env=self.env(**overrides),
-            concurrency=concurrency,
-            pool=pool,
-            log_path=self.root / f"{name}.log",
-            name=name,
-        )
-        self.workers.append(worker)
-        return worker.spawn()
-
-    def started_worker(self, concurrency: int = 1, pool: str | None = None, **overrides: object) -> Worker:
-        worker = self.worker(concurrency, pool, **overrides)
-        worker.wait_ready()
-        return worker
-
-    @staticmethod
-    def workers_ready(*workers: Worker) -> None:
-        for worker in workers:
-            worker.wait_ready()
-
-    def close(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-        for server in self.servers:
-            server.stop()
-        if self._db is not None:
-            self._db.dispose()
-            self._db = None
-
-    def print_logs(self, lines: int = 60) -> None:
-        for index, server in enumerate(self.servers, 1):
-            print(f"----- api-{index} log (tail) -----\n{server.log_tail(lines)}")
-        for worker in self.workers:
-            print(f"----- {worker.name} log (tail) -----\n{worker.log_tail(lines)}")
-
-    # ---- state ----------------------------------------------------------------------------
-
-    @property
-    def db(self) -> Database:
-        if self._db is None:
-            self._db = Database(self.settings.resolved_database_url)
-        return self._db
-
-    def job(self, job_id: str) -> Job:
-        job = repository.get_job(self.db, job_id)
-        assert job is not None, f"job {job_id} is gone"
-        return job
-
-    def jobs(self, job_ids: Iterable[str]) -> dict[str, Job]:
-        return {job_id: self.job(job_id) for job_id in job_ids}
-
-    def wait_jobs(
-        self, job_ids: Iterable[str], *, timeout: float, statuses: Iterable[str] = TERMINAL
-    ) -> dict[str, Job]:
-        """Poll the rows until every job is in one of ``statuses``; return the rows."""
-        ids, wanted = list(job_ids), set(statuses)
-        last: dict[str, Job] = {}
-
-        def all_there() -> bool:
-            last.update(self.jobs(ids))
-            return all(job.status in wanted for job in last.values())
-
-        deadline = time.monotonic() + timeout
-        while not all_there():
-            if time.monotonic() >= deadline:
-                pending = {i: (j.status, j.attempts) for i, j in last.items() if j.status not in wanted}
-                pytest.fail(
-                    f"{len(pending)} job(s) not {'/'.join(sorted(wanted))} after {timeout:g} s: {pending}"
-                )
-            time.sleep(0.1)
-        return last
-
-    def running_lines(self, workers: Iterable[Worker] | None = None) -> list[tuple[str, str, int, str]]:
-        """Every "job <id>: running …" line of the workers' logs: (job id, processor, attempt, worker)."""
-        found = []
-        for worker in self.workers if workers is None else workers:
-            for match in RUNNING_LINE.finditer(worker.log_text()):
-                found.append((match.group(1), match.group(2), int(match.group(3)), worker.name))
-        return found
-
-    def runs_per_job(self) -> Counter[str]:
-        return Counter(job_id for job_id, _, _, _ in self.running_lines())
-
-
-def record(request: pytest.FixtureRequest, name: str, seconds: float) -> None:
-    """Keep a measured duration with the test's report (``user_properties``: the JUnit XML's
-    properties; shown by ``-rP``), without asserting anything about it."""
-    request.node.user_properties.append((name, round(seconds, 2)))
-    print(f"{request.node.name}: {name} = {seconds:.2f}")
-
-
-def lease_pid(owner: str | None) -> int:
-    """The process in a lease owner ``host:pid:random:n``."""
-    assert owner, "the job has no lease owner"
-    return int(owner.split(":")[1])
+class BrokerError(ProcessError):
+    """A private broker exited or did not answer."""
 
 
 # ---- brokers: queue cleanup on the machine's brokers ------------------------------------------
@@ -317,9 +56,9 @@ def cleanup_redis_queue(url: str, queue: str) -> None:
 
 def cleanup_amqp_queue(url: str, queue: str) -> None:
     """Delete the queue and its exchange on RabbitMQ."""
-    from kombu import Connection
+    from kombu.connection import Connection
 
-    with Connection(url, connect_timeout=5) as conn:
+    with Connection(url, connect_timeout=5) as conn:  # type: ignore[no-untyped-call]
         for delete in ("queue_delete", "exchange_delete"):
             with contextlib.suppress(Exception):
                 channel = conn.channel()
@@ -406,7 +145,7 @@ class PrivateRedis(PrivateBroker):
 
         assert self.proc is not None
         if self.proc.poll() is not None:
-            pytest.fail(f"redis-server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            raise BrokerError(f"redis-server exited with {self.proc.returncode}:\n{self.log_tail()}")
         client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
         try:
             return bool(client.ping())
@@ -469,7 +208,9 @@ class PrivateRabbitMQ(PrivateBroker):
         require_binary("rabbitmq-server")
         sbin = rabbitmq_sbin()
         if sbin is None:
-            pytest.skip("RabbitMQ's own server scripts (behind the rabbitmq-server wrapper) are not found")
+            raise Unavailable(
+                "RabbitMQ's own server scripts (behind the rabbitmq-server wrapper) are not found"
+            )
         self.sbin = sbin
         self.directory = directory
         self.node = f"fj-{uuid.uuid4().hex[:10]}@localhost"
@@ -523,7 +264,8 @@ class PrivateRabbitMQ(PrivateBroker):
             check=False,
         )
         output = (done.stdout + done.stderr).decode(errors="replace")
-        assert done.returncode == 0, f"rabbitmqctl {' '.join(args)} failed ({done.returncode}):\n{output}"
+        if done.returncode != 0:
+            raise BrokerError(f"rabbitmqctl {' '.join(args)} failed ({done.returncode}):\n{output}")
         return output
 
     def start(self) -> float:
@@ -556,15 +298,15 @@ class PrivateRabbitMQ(PrivateBroker):
                 self._seen.setdefault(child.pid, child)
 
     def _answers(self) -> bool:
-        from kombu import Connection
+        from kombu.connection import Connection
 
         assert self.proc is not None
         if self.proc.poll() is not None:
-            pytest.fail(f"rabbitmq-server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            raise BrokerError(f"rabbitmq-server exited with {self.proc.returncode}:\n{self.log_tail()}")
         if not port_open(self.port):
             return False
         try:
-            with Connection(self.url, connect_timeout=2) as conn:
+            with Connection(self.url, connect_timeout=2) as conn:  # type: ignore[no-untyped-call]
                 conn.connect()
                 conn.channel().close()
             return True
