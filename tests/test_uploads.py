@@ -255,6 +255,7 @@ class SpySink:
         commit_errno: int | None = None,
     ) -> None:
         self.real = real
+        self.job_id = real.job_id
         self.tmp_dir = tmp_dir
         self.fail_after = fail_after
         self.write_errno = write_errno
@@ -1342,6 +1343,7 @@ class CountingSink:
 
     def __init__(self, target: int) -> None:
         self.target = target
+        self.job_id: str | None = None
         self.written = 0
         self.writes: list[int] = []
         self.reached = asyncio.Event()

@@ -9,8 +9,6 @@ their files, and forgets Idempotency-Keys past their time to live.
 from __future__ import annotations
 
 import logging
-import os
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -91,16 +89,10 @@ def dispatch_due(*, db: Database, settings: Settings, dispatcher: Dispatcher) ->
 
 
 def remove_orphan_uploads(*, db: Database, storage: Storage, min_age: float) -> int:
-    """Uploads renamed into place whose row never committed (the process died in between)."""
-    cutoff = time.time() - min_age
+    """Uploads stored (renamed into place, or completed in the bucket) whose row never committed
+    (the process died in between), once they are ``min_age`` s old."""
     removed = 0
-    for job_id in storage.upload_job_ids():
-        path = storage.path(f"uploads/{job_id}")
-        try:
-            if os.stat(path).st_mtime >= cutoff:
-                continue
-        except FileNotFoundError:
-            continue
+    for job_id in storage.uploads_older_than(min_age):
         if not repository.job_exists(db, job_id):
             storage.delete_job_files(job_id)
             removed += 1
