@@ -345,8 +345,8 @@ class _Receiver:
     async def cancel_pending(self) -> None:
         if self._writer is not None:
             self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await self._writer
+            with contextlib.suppress(asyncio.CancelledError, OSError, StorageUnavailable):
+                await self._writer  # its error (if any) was raised already
             self._writer = None
 
 

@@ -27,6 +27,9 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # boto3's chatter ("Found credentials in environment variables") at every client made.
+    for name in ("boto3", "botocore", "s3transfer"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def serve(

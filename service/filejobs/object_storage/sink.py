@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from anyio import to_thread
 
 from filejobs.ids import new_job_id
-from filejobs.storage import Buffers, upload_key
+from filejobs.storage import Buffers, StorageUnavailable, upload_key
 
 if TYPE_CHECKING:
     from filejobs.object_storage.store import S3Storage
@@ -86,9 +86,12 @@ class S3UploadSink:
 
     def _upload_part(self, number: int, pieces: Sequence[Piece]) -> dict[str, Any]:
         body = b"".join(pieces)  # the one copy: botocore wants one buffer to sign and send
-        sent = self._bucket.call(
-            "upload_part", Key=self._object, UploadId=self._upload_id, PartNumber=number, Body=body
-        )
+        try:
+            sent = self._bucket.call(
+                "upload_part", Key=self._object, UploadId=self._upload_id, PartNumber=number, Body=body
+            )
+        except FileNotFoundError:  # NoSuchUpload: aborted behind our back (a sweeper, an operator)
+            raise StorageUnavailable(f"{self._bucket.describe()}: the multipart upload was aborted") from None
         part: dict[str, Any] = {"PartNumber": number, "ETag": sent["ETag"]}
         for name in ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumSHA1", "ChecksumSHA256"):
             if sent.get(name):

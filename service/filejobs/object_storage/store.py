@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,9 +175,13 @@ class S3Storage:
         ]
 
     def remove_stale_temp(self, max_age: float) -> int:
-        """Abort the multipart uploads started over ``max_age`` s ago (their API process died, or
-        could not abort them), and remove this node's stale scratch directories."""
-        cutoff = datetime.now(UTC).timestamp() - max_age
+        """Abort the multipart uploads nothing was written to for ``max_age`` s (their API process
+        died, or could not abort them), and remove this node's stale scratch directories.
+
+        An upload's age is its newest of: its start (the job id in its key holds our clock's time;
+        the store's ``Initiated`` too) and its parts' times, so a long upload still sending parts
+        is never taken for a dead one."""
+        cutoff = time.time() - max_age
         aborted = 0
         markers: dict[str, str] = {}
         while True:
@@ -184,16 +189,33 @@ class S3Storage:
                 "list_multipart_uploads", Prefix=self.bucket.object_key("uploads/"), **markers
             )
             for upload in page.get("Uploads", []):
-                if upload["Initiated"].timestamp() < cutoff:
-                    with contextlib.suppress(FileNotFoundError):
-                        self.bucket.call(
-                            "abort_multipart_upload", Key=upload["Key"], UploadId=upload["UploadId"]
-                        )
-                        aborted += 1
+                if self._written_since(upload, cutoff):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    self.bucket.call("abort_multipart_upload", Key=upload["Key"], UploadId=upload["UploadId"])
+                    aborted += 1
             if not page.get("IsTruncated"):
                 break
             markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
         return aborted + self.remove_stale_scratch(max_age)
+
+    def _written_since(self, upload: dict[str, Any], cutoff: float) -> bool:
+        started = _id_time(upload["Key"].rsplit("/", 1)[-1])
+        if upload["Initiated"].timestamp() >= cutoff or (started is not None and started >= cutoff):
+            return True
+        marker: dict[str, int] = {}
+        while True:
+            try:
+                page = self.bucket.call(
+                    "list_parts", Key=upload["Key"], UploadId=upload["UploadId"], **marker
+                )
+            except FileNotFoundError:
+                return True  # completed or aborted meanwhile: nothing to do
+            if any(part["LastModified"].timestamp() >= cutoff for part in page.get("Parts", [])):
+                return True
+            if not page.get("IsTruncated"):
+                return False
+            marker = {"PartNumberMarker": int(page["NextPartNumberMarker"])}
 
     def remove_stale_scratch(self, max_age: float) -> int:
         """Remove the scratch directories of this node's dead processes, and any older than ``max_age``."""
@@ -210,6 +232,13 @@ class S3Storage:
             except FileNotFoundError:
                 continue
         return removed
+
+
+def _id_time(job_id: str) -> float | None:
+    """When the job id ``job_id`` (a UUIDv7) was made, in Unix seconds; None for another name."""
+    if not is_job_id(job_id):
+        return None
+    return (uuid.UUID(job_id).int >> 80) / 1000
 
 
 def _alive(pid: int) -> bool:

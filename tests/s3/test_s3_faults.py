@@ -1,0 +1,142 @@
+"""The S3 backend when things go wrong: a store that cannot be reached or has no such bucket
+(503 + Retry-After at upload time, no row, nothing half-written; ``serve`` and ``worker`` refuse
+to start with one line), a client gone mid-upload and a part that fails (the multipart upload is
+aborted)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from filejobs.app import create_app
+from filejobs.errors import ClientGone, ServiceUnavailable
+from filejobs.jobs.dispatch import InMemoryDispatcher
+from filejobs.object_storage import S3Storage
+from filejobs.settings import MiB
+from filejobs.uploads import Limits, receive_upload
+from tests.conftest import make_settings, upload
+from tests.e2e.server import base_env, free_port
+from tests.s3server import S3Bucket
+
+PART = 5 * MiB
+BOUNDARY = "fjboundary"
+HEAD = (
+    f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=file; filename=big.bin\r\n"
+    "Content-Type: application/octet-stream\r\n\r\n"
+).encode()
+TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def unreachable_settings(data_dir: Path) -> dict[str, object]:
+    return {
+        "storage_url": "s3://nowhere/fj",
+        "s3_endpoint_url": f"http://127.0.0.1:{free_port()}",
+        "s3_timeout": 2,
+    }
+
+
+@pytest.mark.parametrize("where", ["unreachable", "no-such-bucket"])
+def test_upload_to_unavailable_storage_is_503_and_leaves_nothing(
+    data_dir: Path, s3_bucket: S3Bucket, where: str
+) -> None:
+    overrides = (
+        unreachable_settings(data_dir)
+        if where == "unreachable"
+        else {**s3_bucket.settings, "storage_url": "s3://no-such-bucket-here/fj"}
+    )
+    settings = make_settings(data_dir, s3_part_size=PART, **overrides)
+    with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
+        for content in (b"small file\n", b"x" * (PART + 100)):
+            response = upload(client, content)
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"]
+            assert response.headers["content-type"] == "application/problem+json"
+            assert "storage is unavailable" in response.json()["detail"]
+        assert client.get("/v1/jobs").json()["items"] == []
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["storage"].startswith("failed")
+    assert s3_bucket.multipart_uploads() == []
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_fail_fast_naming_the_bucket(
+    tmp_path: Path, s3_bucket: S3Bucket, command: str
+) -> None:
+    env = base_env(
+        {
+            **s3_bucket.env,
+            "FILEJOBS_STORAGE_URL": "s3://no-such-bucket-here/fj",
+            "FILEJOBS_DATA_DIR": str(tmp_path / "data"),
+            "FILEJOBS_BACKEND": "celery",
+            "FILEJOBS_BROKER_URL": "redis://127.0.0.1:6379/0",
+        }
+    )
+    args = [sys.executable, "-m", "filejobs.cli", command]
+    if command == "serve":
+        args += ["--port", str(free_port())]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "no-such-bucket-here" in lines[0]
+    assert "no_bucket" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+async def _body(size: int, *, after: int | None = None, then: object = None) -> AsyncIterator[bytes]:
+    yield HEAD
+    sent = 0
+    chunk = b"z" * (256 * 1024)
+    while sent < size:
+        if after is not None and sent >= after:
+            await asyncio.sleep(0.3)  # the parts in flight reach the store
+            if callable(then):
+                then()
+            else:
+                raise ClientGone()
+            after = None
+        yield chunk
+        sent += len(chunk)
+    yield TAIL
+
+
+def _receive(storage: S3Storage, body: AsyncIterator[bytes]) -> object:
+    return receive_upload(
+        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+        body=body,
+        open_sink=storage.open_upload,
+        limits=Limits(max_file_bytes=64 * MiB, max_fields=8, max_field_bytes=1024),
+        check_fields=lambda fields: None,
+        field_names=(),
+    )
+
+
+def test_a_client_gone_mid_upload_aborts_the_multipart_upload(data_dir: Path, s3_bucket: S3Bucket) -> None:
+    storage = S3Storage.from_settings(make_settings(data_dir, s3_part_size=PART, **s3_bucket.settings))
+    with pytest.raises(ClientGone):
+        asyncio.run(_receive(storage, _body(8 * PART, after=3 * PART)))  # type: ignore[arg-type]
+    assert s3_bucket.multipart_uploads() == []
+    assert s3_bucket.keys() == []
+
+
+def test_a_failed_part_is_503_and_aborts(data_dir: Path, s3_bucket: S3Bucket) -> None:
+    storage = S3Storage.from_settings(make_settings(data_dir, s3_part_size=PART, **s3_bucket.settings))
+
+    def abort_behind_its_back() -> None:
+        for started in s3_bucket.multipart_uploads():
+            s3_bucket.client.abort_multipart_upload(
+                Bucket=s3_bucket.name, Key=started["Key"], UploadId=started["UploadId"]
+            )
+
+    with pytest.raises(ServiceUnavailable) as refused:
+        asyncio.run(_receive(storage, _body(8 * PART, after=2 * PART, then=abort_behind_its_back)))  # type: ignore[arg-type]
+    assert refused.value.headers["Retry-After"]
+    assert s3_bucket.multipart_uploads() == []
+    assert s3_bucket.keys() == []
