@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -119,12 +119,23 @@ def submit(
 class Cluster:
     """API servers and workers of one test: one database, one broker queue, one data directory."""
 
-    def __init__(self, root: Path, *, database_url: str, broker_url: str, queue: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        database_url: str,
+        broker_url: str,
+        queue: str,
+        storage_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.data_dir = root / "data"
         self.database_url = database_url
         self.broker_url = broker_url
         self.queue = queue
+        #: An object store's settings (FILEJOBS_STORAGE_URL=s3://…, credentials): then every
+        #: process has a data directory of its own (scratch only), nothing shared but the bucket.
+        self.storage_env = dict(storage_env or {})
         self.servers: list[Server] = []
         self.workers: list[Worker] = []
         self._db: Database | None = None
@@ -142,9 +153,14 @@ class Cluster:
             "FILEJOBS_QUEUE": self.queue,
             "FILEJOBS_PROCESSORS": ",".join(TEST_PROCESSORS),
             "FILEJOBS_DATA_DIR": str(self.data_dir),
+            **self.storage_env,
         }
         values.update({f"FILEJOBS_{key.upper()}": str(value) for key, value in overrides.items()})
         return values
+
+    def process_data_dir(self, name: str) -> Path:
+        """The data directory of the process ``name``: the shared one, or (object storage) its own."""
+        return self.root / f"{name}-data" if self.storage_env else self.data_dir
 
     @property
     def settings(self) -> Settings:
@@ -177,9 +193,10 @@ class Cluster:
     def api(self, **overrides: object) -> Server:
         """A started ``filejobs serve`` (blocks until /healthz answers)."""
         self.migrate()
+        data_dir = self.process_data_dir(f"api-{len(self.servers) + 1}")
         server = Server(
-            self.data_dir,
-            env=self.env(**overrides),
+            data_dir,
+            env=self.env(data_dir=data_dir, **overrides),
             log_path=self.root / f"api-{len(self.servers) + 1}.log",
         )
         self.servers.append(server)
@@ -189,9 +206,10 @@ class Cluster:
         """A spawned ``filejobs worker``; call ``wait_ready()`` (or use :meth:`workers_ready`)."""
         self.migrate()
         name = f"worker-{len(self.workers) + 1}"
+        data_dir = self.process_data_dir(name)
         worker = Worker(
-            self.data_dir,
-            env=self.env(**overrides),
+            data_dir,
+            env=self.env(data_dir=data_dir, **overrides),
             concurrency=concurrency,
             pool=pool,
             log_path=self.root / f"{name}.log",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3server import S3Bucket
 from tests.scaleout.cluster import (
     Cluster,
     PrivateBroker,
@@ -26,7 +27,7 @@ BROKERS = {
     "amqp": ("RabbitMQ", 5672, "amqp://guest:guest@127.0.0.1:5672//"),
 }
 
-ClusterFactory = Callable[[str], Cluster]
+ClusterFactory = Callable[..., Cluster]
 
 
 @pytest.fixture
@@ -78,8 +79,10 @@ def make_cluster(tmp_path: Path, pg_url: str, queue_name: str) -> Iterator[Clust
     """``make_cluster(broker_url)`` → a :class:`Cluster` on this test's database and queue."""
     clusters: list[Cluster] = []
 
-    def make(broker_url: str) -> Cluster:
-        cluster = Cluster(tmp_path, database_url=pg_url, broker_url=broker_url, queue=queue_name)
+    def make(broker_url: str, storage_env: dict[str, str] | None = None) -> Cluster:
+        cluster = Cluster(
+            tmp_path, database_url=pg_url, broker_url=broker_url, queue=queue_name, storage_env=storage_env
+        )
         clusters.append(cluster)
         return cluster
 
@@ -101,3 +104,17 @@ def cluster(broker_url: str, make_cluster: ClusterFactory) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture
+def s3_cluster(queue_name: str, make_cluster: ClusterFactory, s3_bucket: S3Bucket) -> Iterator[Cluster]:
+    """A cluster on the machine's Redis whose files live in a test bucket (moto's S3 server):
+    every API server and worker has a data directory of its own, shared with no other."""
+    name, port, url = BROKERS["redis"]
+    require_port(name, "127.0.0.1", port)
+    cluster = make_cluster(url, s3_bucket.env)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+        cleanup_redis_queue(url, queue_name)
