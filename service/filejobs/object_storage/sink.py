@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +70,9 @@ class S3UploadSink:
                     "create_multipart_upload",
                     Key=self._object,
                     ContentType="application/octet-stream",
+                    # Each part carries its CRC32 and the store checks it (as boto3's transfer
+                    # manager does); declaring it here spares the store a full-object pass at the end.
+                    ChecksumAlgorithm="CRC32",
                 )
             )
             self._upload_id = str(created["UploadId"])
@@ -84,8 +87,9 @@ class S3UploadSink:
         number = len(self._parts) + 1
         self._parts.append(asyncio.ensure_future(to_thread.run_sync(self._upload_part, number, pieces)))
 
-    def _upload_part(self, number: int, pieces: Sequence[Piece]) -> dict[str, Any]:
+    def _upload_part(self, number: int, pieces: list[Piece]) -> dict[str, Any]:
         body = b"".join(pieces)  # the one copy: botocore wants one buffer to sign and send
+        pieces.clear()  # the request's chunks can go now: a part in flight holds one copy, not two
         try:
             sent = self._bucket.call(
                 "upload_part", Key=self._object, UploadId=self._upload_id, PartNumber=number, Body=body
@@ -119,10 +123,10 @@ class S3UploadSink:
             )
         self._stored = True
 
-    def _put(self, pieces: Sequence[Piece]) -> None:
-        self._bucket.call(
-            "put_object", Key=self._object, Body=b"".join(pieces), ContentType="application/octet-stream"
-        )
+    def _put(self, pieces: list[Piece]) -> None:
+        body = b"".join(pieces)
+        pieces.clear()
+        self._bucket.call("put_object", Key=self._object, Body=body, ContentType="application/octet-stream")
 
     async def commit(self, key: str, *, sync_dir: bool = True) -> None:
         """Store the object completely (``key`` must be this upload's, :attr:`key`); on failure,
