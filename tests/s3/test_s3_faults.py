@@ -140,3 +140,23 @@ def test_a_failed_part_is_503_and_aborts(data_dir: Path, s3_bucket: S3Bucket) ->
     assert refused.value.headers["Retry-After"]
     assert s3_bucket.multipart_uploads() == []
     assert s3_bucket.keys() == []
+
+
+def test_a_part_body_reads_its_pieces_as_one_file() -> None:
+    import random
+
+    from filejobs.object_storage.sink import PartBody
+
+    rng = random.Random(7)
+    pieces: list[bytes | memoryview] = [rng.randbytes(rng.randint(1, 5000)) for _ in range(40)]
+    pieces[3] = memoryview(pieces[3])[1:]  # the receiver hands over views of the request's chunks
+    whole = b"".join(pieces)
+    body = PartBody(pieces)
+    assert len(body) == len(whole)
+    assert body.read() == whole
+    for _ in range(300):
+        position, size = rng.randint(0, len(whole)), rng.randint(0, 9000)
+        assert body.seek(position) == position
+        assert body.read(size) == whole[position : position + size]
+    assert body.seek(0, 2) == len(whole)
+    assert body.read(10) == b""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -33,6 +34,54 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Piece = bytes | memoryview
+
+
+class PartBody(io.RawIOBase):
+    """The pieces of one part as one seekable file (botocore reads it to checksum, sign, send and,
+    on a retry, again from the start), so a part in flight is held once: as the request's chunks."""
+
+    def __init__(self, pieces: list[Piece]) -> None:
+        super().__init__()
+        self._pieces = [memoryview(piece).cast("B") for piece in pieces]
+        self._size = sum(len(piece) for piece in self._pieces)
+        self._pos = 0
+        self._index = 0  # the piece holding ``_pos``
+        self._offset = 0  # ``_pos`` within it
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __len__(self) -> int:
+        return self._size
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        self._index, self._offset = 0, self._pos
+        while self._index < len(self._pieces) and self._offset >= len(self._pieces[self._index]):
+            self._offset -= len(self._pieces[self._index])
+            self._index += 1
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(out) and self._index < len(self._pieces):
+            piece = self._pieces[self._index]
+            take = min(len(piece) - self._offset, len(out) - done)
+            out[done : done + take] = piece[self._offset : self._offset + take]
+            done += take
+            self._offset += take
+            if self._offset == len(piece):
+                self._index, self._offset = self._index + 1, 0
+        self._pos += done
+        return done
 
 
 class S3UploadSink:
@@ -88,8 +137,7 @@ class S3UploadSink:
         self._parts.append(asyncio.ensure_future(to_thread.run_sync(self._upload_part, number, pieces)))
 
     def _upload_part(self, number: int, pieces: list[Piece]) -> dict[str, Any]:
-        body = b"".join(pieces)  # the one copy: botocore wants one buffer to sign and send
-        pieces.clear()  # the request's chunks can go now: a part in flight holds one copy, not two
+        body = PartBody(pieces)  # read where they are: no joined copy of the part
         try:
             sent = self._bucket.call(
                 "upload_part", Key=self._object, UploadId=self._upload_id, PartNumber=number, Body=body
