@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -160,3 +161,32 @@ def test_a_part_body_reads_its_pieces_as_one_file() -> None:
         assert body.read(size) == whole[position : position + size]
     assert body.seek(0, 2) == len(whole)
     assert body.read(10) == b""
+
+
+def test_delete_while_the_store_is_down_is_204_and_the_orphan_scan_cleans_up(
+    data_dir: Path, s3_bucket: S3Bucket
+) -> None:
+    from filejobs.jobs.sweeper import remove_orphan_uploads
+    from filejobs.object_storage.client import make_client
+    from filejobs.services import Services
+    from tests.conftest import submit_id
+
+    settings = make_settings(data_dir, **s3_bucket.settings)
+    with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
+        services: Services = client.app_state["services"]
+        storage = services.storage
+        assert isinstance(storage, S3Storage)
+        job_id = submit_id(client, b"delete me while the store is down\n")
+        working = storage.bucket.client
+        storage.bucket.client = make_client(f"http://127.0.0.1:{free_port()}", 1)
+        try:
+            assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+        finally:
+            storage.bucket.client = working
+        assert s3_bucket.keys() == [f"uploads/{job_id}"]
+        # LastModified has whole seconds: the object is past a zero grace within one.
+        deadline = time.monotonic() + 5
+        while remove_orphan_uploads(db=services.db, storage=storage, min_age=0) == 0:
+            assert time.monotonic() < deadline, "the orphan was never removed"
+            time.sleep(0.1)
+        assert s3_bucket.keys() == []

@@ -19,7 +19,7 @@ from filejobs.jobs.dispatch import Dispatcher
 from filejobs.jobs.liveness import owner_is_dead_here
 from filejobs.models import JobStatus, utcnow
 from filejobs.settings import Settings
-from filejobs.storage import Storage
+from filejobs.storage import Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,11 @@ def sweep(
     cutoff = utcnow() - settings.retention
     for job in repository.expired_jobs(db, cutoff=cutoff):
         if repository.delete_if_finished(db, job.id, cutoff=cutoff):
-            storage.delete_job_files(job.id)
             report.expired += 1
+            try:
+                storage.delete_job_files(job.id)
+            except StorageUnavailable as exc:  # the row is gone: a later orphan scan removes them
+                log.warning("expired job %s: its files stay until the storage is back: %s", job.id, exc)
     report.idempotency_expired = idempotency.expire(db)
     if report.requeued or report.failed or report.orphans_removed or report.expired:
         log.info("sweep: %s", report)
