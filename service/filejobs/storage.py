@@ -160,6 +160,9 @@ class Workspace(Protocol):
 class Storage(Protocol):
     """The storage interface the service uses: :class:`LocalStorage` or an S3 bucket."""
 
+    #: True when uploads are written to this node's disk (its free space is checked before one).
+    on_disk: bool
+
     def open_upload(self) -> UploadSink: ...
 
     def upload_key(self, job_id: str) -> str: ...
@@ -333,6 +336,8 @@ def _remove_if_unlocked(path: str) -> bool:
 
 class LocalStorage:
     """Files under ``root``: ``uploads/<id>``, ``outputs/<id>/<attempt>/…``, ``tmp/*.part``."""
+
+    on_disk = True
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()

@@ -218,3 +218,26 @@ def test_readyz_heads_the_bucket_and_metrics_count_storage_calls(
     s3_bucket.client.create_bucket(Bucket=s3_bucket.name)  # for the fixture's teardown
     metrics = s3_client.get("/metrics").text
     assert 'filejobs_storage_errors_total{kind="no_bucket",operation="head_bucket"}' in metrics
+
+
+def test_storage_urls(tmp_path: Path) -> None:
+    from filejobs.storage import LocalStorage, open_storage
+
+    default = open_storage(make_settings(tmp_path / "data"))
+    assert isinstance(default, LocalStorage)
+    assert default.root == (tmp_path / "data").resolve()
+    elsewhere = open_storage(make_settings(tmp_path / "data", storage_url=f"file://{tmp_path / 'files'}"))
+    assert isinstance(elsewhere, LocalStorage)
+    assert elsewhere.root == (tmp_path / "files").resolve()
+    for bad in ("file://relative/path", "ftp://host/x", "s3://", "s3://bucket?x=1"):
+        with pytest.raises(ValueError, match="FILEJOBS_STORAGE_URL"):
+            open_storage(make_settings(tmp_path / "data", storage_url=bad))
+
+
+def test_free_disk_does_not_limit_uploads_to_a_bucket(data_dir: Path, s3_bucket: S3Bucket) -> None:
+    settings = make_settings(data_dir, min_free_disk=2**62, **s3_bucket.settings)
+    with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
+        assert upload(client, b"no disk needed\n").status_code == 202
+    local = make_settings(data_dir / "local", min_free_disk=2**62)
+    with TestClient(create_app(local, dispatcher=InMemoryDispatcher())) as client:
+        assert upload(client, b"disk needed\n").status_code == 507

@@ -185,8 +185,8 @@ def worker(
 
 
 def check_storage(settings: Settings, command: str) -> None:
-    """Exit with one line naming the bucket and the error when an S3 storage cannot be used."""
-    if not settings.storage_url.strip().startswith("s3://"):
+    """Exit with one line naming the storage (the bucket) and the error when it cannot be used."""
+    if not settings.storage_url.strip():
         return  # the data directory: made (and checked) at startup as before
     from filejobs.storage import open_storage
 

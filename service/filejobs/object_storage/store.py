@@ -40,6 +40,8 @@ _SCRATCH_NAME = re.compile(r"(?P<job>[^@]+)@(?P<node>.+)-(?P<pid>\d+)")
 class S3Storage:
     """Uploads and outputs in a bucket; see :mod:`filejobs.object_storage`."""
 
+    on_disk = False  # uploads stream to the bucket: this node's free space does not limit them
+
     def __init__(
         self,
         bucket: Bucket,
