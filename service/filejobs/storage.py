@@ -140,8 +140,9 @@ class Workspace(Protocol):
     """What one attempt of a job reads and writes through (a context manager: ``close`` on exit
     removes whatever scratch it made, however the attempt ended)."""
 
-    def fetch_input(self, key: str) -> Path:
-        """A local file holding the stored ``key``; FileNotFoundError when it is gone."""
+    def fetch_input(self, key: str, keep_alive: Callable[[], None] | None = None) -> Path:
+        """A local file holding the stored ``key``; FileNotFoundError when it is gone.
+        ``keep_alive`` is called while a copy is made (it renews the job's lease; it raises to stop)."""
         ...
 
     def output_dir(self) -> Path:
@@ -449,7 +450,7 @@ class LocalWorkspace:
         self.job_id = job_id
         self.attempt = attempt
 
-    def fetch_input(self, key: str) -> Path:
+    def fetch_input(self, key: str, keep_alive: Callable[[], None] | None = None) -> Path:
         path = self.storage.path(key)
         if not path.is_file():
             raise FileNotFoundError(key)

@@ -241,3 +241,53 @@ def test_free_disk_does_not_limit_uploads_to_a_bucket(data_dir: Path, s3_bucket:
     local = make_settings(data_dir / "local", min_free_disk=2**62)
     with TestClient(create_app(local, dispatcher=InMemoryDispatcher())) as client:
         assert upload(client, b"disk needed\n").status_code == 507
+
+
+def test_the_lease_is_renewed_while_a_large_input_is_fetched(
+    data_dir: Path, s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy that takes longer than the lease must not lose the job to the sweeper: every chunk
+    renews it (at most once a CHECK_EVERY), and a job taken meanwhile stops the copy."""
+    from filejobs.jobs import runner
+
+    monkeypatch.setattr(runner, "CHECK_EVERY", 0.0)  # renew at every chunk
+    renewals: list[bool] = []
+    real_download = S3Storage.download
+
+    def counting_download(self: S3Storage, key: str, target: Path, keep_alive: object = None) -> None:
+        assert callable(keep_alive)
+        real_renew = repository.renew_lease
+
+        def renew(*args: object, **kwargs: object) -> bool:
+            owned = real_renew(*args, **kwargs)  # type: ignore[arg-type]
+            renewals.append(owned)
+            return owned
+
+        monkeypatch.setattr(repository, "renew_lease", renew)
+        try:
+            real_download(self, key, target, keep_alive)
+        finally:
+            monkeypatch.setattr(repository, "renew_lease", real_renew)
+
+    monkeypatch.setattr(S3Storage, "download", counting_download)
+    settings = make_settings(data_dir, s3_part_size=PART, **s3_bucket.settings)
+    with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
+        services = services_of(client)
+        kept = submit_id(client, b"x" * (3 * MiB), processor="upper")
+        burst_worker(services).drain()
+        assert client.get(f"/v1/jobs/{kept}").json()["status"] == "succeeded"
+        assert len(renewals) >= 3, renewals  # one per MiB read, at least
+        assert all(renewals)
+
+        # Cancelled as its input is being copied: the copy stops at its first chunk, nothing stays.
+        cancelled = submit_id(client, b"y" * (3 * MiB), processor="upper")
+        real = S3Storage.download
+
+        def cancel_first(self: S3Storage, key: str, target: Path, keep_alive: object = None) -> None:
+            assert client.post(f"/v1/jobs/{cancelled}/cancel").status_code == 200
+            real(self, key, target, keep_alive)
+
+        monkeypatch.setattr(S3Storage, "download", cancel_first)
+        burst_worker(services).drain()
+        assert client.get(f"/v1/jobs/{cancelled}").json()["status"] == "cancelled"
+        assert list((data_dir / "scratch").iterdir()) == []

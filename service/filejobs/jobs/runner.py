@@ -129,9 +129,14 @@ def _execute(job: Job, ctx: RunContext) -> Ran:
     if entry is None:
         return _fail(ctx, job, Failed("unknown_processor", f"No processor named {job.processor!r} here."))
     # The workspace's scratch (an object store's input copy and outputs) goes however this ends.
+    ticker = _Ticker(job.id, ctx)
     with ctx.storage.workspace(job.id, job.attempts) as workspace:
         try:
-            input_path = workspace.fetch_input(job.storage_key)
+            input_path = workspace.fetch_input(job.storage_key, keep_alive=_keep_alive(ticker))
+        except _Interrupted as stop:  # shutdown's grace over, or the job was taken from us
+            if stop.control == Control.STOP and repository.release_job(ctx.db, job.id, owner=ctx.owner):
+                return Ran(JobStatus.queued)
+            return _lost(ctx, job)
         except FileNotFoundError:
             return _fail(ctx, job, Failed("input_missing", "The uploaded file is no longer stored."))
         except StorageUnavailable as exc:
@@ -193,6 +198,26 @@ def _succeeded(job: Job, ctx: RunContext, done: Done, workspace: Workspace) -> R
     ):
         return Ran(JobStatus.succeeded)
     return _lost(ctx, job)
+
+
+class _Interrupted(Exception):
+    """Raised by :func:`_keep_alive` to stop copying a job's input: ``control`` says why."""
+
+    def __init__(self, control: str) -> None:
+        super().__init__(control)
+        self.control = control
+
+
+def _keep_alive(ticker: _Ticker) -> Callable[[], None]:
+    """While a job's input is copied to the worker: its lease renewed (every CHECK_EVERY s, as while
+    it runs), and the copy stopped once the job is no longer ours or shutdown's grace is over."""
+
+    def check() -> None:
+        control = ticker(None, None)
+        if control != Control.CONTINUE:
+            raise _Interrupted(control)
+
+    return check
 
 
 class _Ticker:

@@ -17,7 +17,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from filejobs.ids import is_job_id
 from filejobs.object_storage.client import Bucket, Location, make_client
 from filejobs.object_storage.sink import S3UploadSink
 from filejobs.settings import MiB, Settings
-from filejobs.storage import NODE, upload_key
+from filejobs.storage import NODE, StorageUnavailable, upload_key
 
 #: S3's limits on a multipart upload.
 MAX_PARTS = 10_000
@@ -89,13 +89,22 @@ class S3Storage:
     def local_path(self, key: str) -> None:
         return None
 
-    def download(self, key: str, target: Path) -> None:
-        """Stream the object ``key`` into the file ``target``; FileNotFoundError when it is gone."""
+    def download(self, key: str, target: Path, keep_alive: Callable[[], None] | None = None) -> None:
+        """Stream the object ``key`` into the file ``target``; FileNotFoundError when it is gone.
+        ``keep_alive`` is called after each chunk (an exception from it stops the copy)."""
         body = self.bucket.call("get_object", Key=self.bucket.object_key(key))["Body"]
         try:
             with open(target, "wb") as out:
                 for chunk in body.iter_chunks(READ_CHUNK):
                     out.write(chunk)
+                    if keep_alive is not None:
+                        keep_alive()
+        except Exception as exc:
+            from botocore.exceptions import BotoCoreError
+
+            if isinstance(exc, BotoCoreError):  # the connection broke mid-object
+                raise StorageUnavailable(f"{self.bucket.describe()}: reading {key}: {exc}") from exc
+            raise
         finally:
             body.close()
 
@@ -270,9 +279,9 @@ class S3Workspace:
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def fetch_input(self, key: str) -> Path:
+    def fetch_input(self, key: str, keep_alive: Callable[[], None] | None = None) -> Path:
         target = self.root / "input"
-        self.storage.download(key, target)
+        self.storage.download(key, target, keep_alive)
         return target
 
     def output_dir(self) -> Path:
