@@ -91,13 +91,19 @@ def test_serve_and_worker_fail_fast_naming_the_bucket(
     assert "Traceback" not in done.stderr
 
 
-async def _body(size: int, *, after: int | None = None, then: object = None) -> AsyncIterator[bytes]:
+async def _body(
+    size: int, *, after: int | None = None, then: object = None, bucket: S3Bucket | None = None
+) -> AsyncIterator[bytes]:
+    """A multipart body of ``size`` file bytes; once ``after`` bytes went out, ``then()`` is called
+    (or the client goes away). The receiver's writer is at most a few MiB behind the body, so past
+    two parts the multipart upload exists in ``bucket`` (checked)."""
     yield HEAD
     sent = 0
     chunk = b"z" * (256 * 1024)
     while sent < size:
         if after is not None and sent >= after:
-            await asyncio.sleep(0.3)  # the parts in flight reach the store
+            if bucket is not None:
+                assert len(bucket.multipart_uploads()) == 1, "no multipart upload in progress"
             if callable(then):
                 then()
             else:
@@ -122,7 +128,7 @@ def _receive(storage: S3Storage, body: AsyncIterator[bytes]) -> object:
 def test_a_client_gone_mid_upload_aborts_the_multipart_upload(data_dir: Path, s3_bucket: S3Bucket) -> None:
     storage = S3Storage.from_settings(make_settings(data_dir, s3_part_size=PART, **s3_bucket.settings))
     with pytest.raises(ClientGone):
-        asyncio.run(_receive(storage, _body(8 * PART, after=3 * PART)))  # type: ignore[arg-type]
+        asyncio.run(_receive(storage, _body(8 * PART, after=3 * PART, bucket=s3_bucket)))  # type: ignore[arg-type]
     assert s3_bucket.multipart_uploads() == []
     assert s3_bucket.keys() == []
 
@@ -137,7 +143,9 @@ def test_a_failed_part_is_503_and_aborts(data_dir: Path, s3_bucket: S3Bucket) ->
             )
 
     with pytest.raises(ServiceUnavailable) as refused:
-        asyncio.run(_receive(storage, _body(8 * PART, after=2 * PART, then=abort_behind_its_back)))  # type: ignore[arg-type]
+        asyncio.run(
+            _receive(storage, _body(8 * PART, after=2 * PART, then=abort_behind_its_back, bucket=s3_bucket))
+        )  # type: ignore[arg-type]
     assert refused.value.headers["Retry-After"]
     assert s3_bucket.multipart_uploads() == []
     assert s3_bucket.keys() == []
