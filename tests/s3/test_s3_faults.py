@@ -198,3 +198,30 @@ def test_delete_while_the_store_is_down_is_204_and_the_orphan_scan_cleans_up(
             assert time.monotonic() < deadline, "the orphan was never removed"
             time.sleep(0.1)
         assert s3_bucket.keys() == []
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "operation", "kind"),
+    [
+        ("AccessDenied", 403, "put_object", "denied"),
+        ("InvalidAccessKeyId", 403, "upload_part", "denied"),
+        ("SignatureDoesNotMatch", 403, "head_bucket", "denied"),
+        ("NoSuchBucket", 404, "put_object", "no_bucket"),
+        ("404", 404, "head_bucket", "no_bucket"),
+        ("NoSuchKey", 404, "get_object", "not_found"),
+        ("NoSuchUpload", 404, "upload_part", "not_found"),
+        ("InternalError", 500, "complete_multipart_upload", "server"),
+        ("SlowDown", 503, "put_object", "server"),
+        ("InvalidRange", 416, "get_object", "other"),
+    ],
+)
+def test_store_errors_are_sorted_by_kind(code: str, status: int, operation: str, kind: str) -> None:
+    """What moto cannot be made to answer (it takes any credentials) sorted as the real stores answer."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    from filejobs.object_storage.client import error_kind
+
+    error = ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+    assert error_kind(error, operation) == kind
+    assert error_kind(EndpointConnectionError(endpoint_url="http://x"), operation) == "unreachable"
+    assert error_kind(NoCredentialsError(), operation) == "denied"
