@@ -160,8 +160,10 @@ class S3Storage:
             self.bucket.call("delete_objects", Delete={"Objects": batch, "Quiet": True})
 
     def delete_job_files(self, job_id: str) -> None:
-        self.delete(upload_key(job_id))
+        """The outputs first, the upload last: an upload object left by a failure is what the
+        orphan scan finds (and it deletes the outputs again with it)."""
         self.delete_outputs(job_id)
+        self.delete(upload_key(job_id))
 
     def check(self) -> None:
         """A HEAD of the bucket: raises StorageUnavailable unless it is there and ours to use."""
