@@ -20,7 +20,12 @@ from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.jobs.worker import LocalWorker
 from filejobs.services import Services
 from filejobs.settings import Settings
+from filejobs.testing.s3 import CREDENTIALS as S3_CREDENTIALS
+from filejobs.testing.s3 import S3Bucket, S3Server
+from filejobs.testing.s3 import s3_bucket as fresh_s3_bucket
+from filejobs.testing.s3 import s3_server as start_s3_server
 from tests.sample_processors import ALL as TEST_PROCESSORS
+from tests.services import unavailable_skips
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -100,3 +105,19 @@ def worker(services: Services) -> LocalWorker:
 def files_under(root: Path) -> list[Path]:
     """Every regular file below ``root`` except the SQLite database and its journals."""
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("filejobs.db"))
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1, for the whole session (skips where moto is missing)."""
+    with unavailable_skips(), start_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+    """A fresh bucket on the test S3 server; its credentials in this process's environment."""
+    for name, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    with fresh_s3_bucket(s3_server) as bucket:
+        yield bucket

@@ -15,10 +15,11 @@ ones included. The layers, top to bottom (a module may import its own layer and 
   feeds, the in-process hub, streams), ``keys`` (API keys) and ``uploads`` (the streaming multipart
   receiver intake uses).
 - **base**: what the domain is built on and that knows nothing of it: ``processors`` (the
-  processor interface and the built-ins), ``storage``, ``db``, ``models``, ``migrate``,
-  ``schema_version``, ``settings``, ``errors``, ``metrics`` (the counters; the database gauges are
-  the API's), ``shutdown``, ``background``, ``ids``, ``filenames``, ``sniff``, ``magic``,
-  ``client_json``, ``memory``, ``lazy`` and the package's ``__init__`` (its version).
+  processor interface and the built-ins), ``storage`` (and its S3 backend, ``object_storage``),
+  ``db``, ``models``, ``migrate``, ``schema_version``, ``settings``, ``errors``, ``metrics`` (the
+  counters; the database gauges are the API's), ``shutdown``, ``background``, ``ids``,
+  ``filenames``, ``sniff``, ``magic``, ``client_json``, ``memory``, ``lazy`` and the package's
+  ``__init__`` (its version).
 - **client** stands beside them: ``client`` imports nothing of the server but the package's
   version (it is installed without the server's dependencies), and nothing but the CLI imports it.
 
@@ -55,6 +56,7 @@ LAYERS: dict[str, int] = {
             "",  # the package's __init__
             "processors",
             "storage",
+            "object_storage",  # the S3 backend of storage
             "db",
             "models",
             "migrate",

@@ -28,6 +28,7 @@ from filejobs.jobs.dispatch import Dispatcher
 from filejobs.jobs.sweeper import SweepReport, sweep
 from filejobs.services import Services, build_services
 from filejobs.settings import Settings, get_settings
+from filejobs.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +114,16 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         # Every process, not only the sweeper's: the temp files this node's dead processes left
         # (killed mid-upload) go now (the sweep removes them; a process that is not the sweeper
         # does only that part); other nodes' wait for TEMP_MAX_AGE (see filejobs.storage).
-        report = await _sweep(services)
-        removed = (
-            report.temp_removed
-            if report is not None
-            else await to_thread.run_sync(services.storage.remove_stale_temp, resolved.temp_max_age)
-        )
+        try:
+            report = await _sweep(services)
+            removed = (
+                report.temp_removed
+                if report is not None
+                else await to_thread.run_sync(services.storage.remove_stale_temp, resolved.temp_max_age)
+            )
+        except StorageUnavailable as exc:  # `serve` checked it; the periodic sweeps will try again
+            log.warning("startup sweep skipped, the storage is unavailable: %s", exc)
+            removed = 0
         if removed:
             log.info("removed %d upload temp file(s) left by stopped processes", removed)
         sweeper = asyncio.create_task(_sweep_forever(services))

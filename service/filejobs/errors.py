@@ -127,6 +127,10 @@ class InsufficientStorage(Problem):
     status = 507
 
 
+class Gone(Problem):
+    status = 410
+
+
 class ServiceUnavailable(Problem):
     status = 503
 

@@ -82,6 +82,19 @@ UPLOAD_DURATION = Histogram(
     buckets=UPLOAD_DURATION_BUCKETS,
 )
 
+STORAGE_OPERATIONS = Counter(
+    "filejobs_storage_operations",
+    "Requests made to the object store (the S3 backend), by operation (put_object, upload_part, "
+    "get_object, ...), whatever their outcome.",
+    ["operation"],
+)
+STORAGE_ERRORS = Counter(
+    "filejobs_storage_errors",
+    "Object store requests that failed, by operation and kind: not_found, unreachable (no "
+    "connection, a timeout), denied (credentials, permissions), no_bucket, server (5xx), other.",
+    ["operation", "kind"],
+)
+
 # Every outcome starts at 0, so rate() and increase() see the first rejection too.
 for _outcome in ("accepted", "rejected"):
     UPLOADS.labels(_outcome)
@@ -95,6 +108,13 @@ def job_attempt_ended(processor: str, status: JobStatus | None, seconds: float) 
     label = status.value if status is not None else LOST
     JOB_DURATION.labels(processor, label).observe(seconds)
     JOBS_FINISHED.labels(processor, label).inc()
+
+
+def storage_call(operation: str, error_kind: str | None = None) -> None:
+    """One request to the object store; ``error_kind`` when it failed."""
+    STORAGE_OPERATIONS.labels(operation).inc()
+    if error_kind is not None:
+        STORAGE_ERRORS.labels(operation, error_kind).inc()
 
 
 def job_retried(processor: str) -> None:

@@ -21,7 +21,7 @@ from filejobs.processors.registry import Registry, build_registry
 from filejobs.schema_version import at_head
 from filejobs.settings import Settings
 from filejobs.shutdown import Shutdown
-from filejobs.storage import LocalStorage
+from filejobs.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class Services:
     settings: Settings
     db: Database
-    storage: LocalStorage
+    storage: Storage
     registry: Registry
     dispatcher: Dispatcher
     hub: ChangeHub
@@ -71,7 +71,7 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         from filejobs.migrate import upgrade  # Alembic only when there is something to do
 
         upgrade(url)
-    storage = LocalStorage(settings.data_dir)
+    storage = open_storage(settings)
     registry = build_registry(settings.processors)
     hub = ChangeHub()
     feed = ChangeFeed(db, poll_interval=settings.events_poll_interval, lookback=settings.events_lookback)

@@ -35,6 +35,37 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FILEJOBS_", extra="ignore")
 
     data_dir: Path = Field(default=Path("./data"), description="Uploads, outputs and the SQLite database.")
+    storage_url: str = Field(
+        default="",
+        description="Where uploads and outputs are stored: file:///path (default: DATA_DIR) or "
+        "s3://bucket/prefix (an S3-compatible bucket; credentials and region the standard AWS way: "
+        "AWS_* variables, a profile, an instance role).",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="The S3 API's URL for a bucket not on AWS (MinIO, R2, Ceph): http://host:9000.",
+    )
+    s3_part_size: int = Field(
+        default=8 * MiB,
+        ge=5 * MiB,
+        le=64 * MiB,
+        description="Bytes per part of an upload streamed to S3 (a file smaller than one part goes up "
+        "in a single PUT); the part grows past this when MAX_UPLOAD_BYTES needs more than 10,000 parts.",
+    )
+    s3_parts_in_flight: int = Field(
+        default=2, ge=1, le=3, description="Parts of one upload sent to S3 at once (memory: about one more)."
+    )
+    s3_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to connect to, or wait on a read from, the S3 endpoint."
+    )
+    result_redirect: bool = Field(
+        default=False,
+        description="S3: answer GET /v1/jobs/{id}/result with 307 to a presigned URL instead of "
+        "streaming the file through the API.",
+    )
+    result_redirect_ttl: float = Field(
+        default=300.0, gt=0, le=7 * 86400, description="Seconds a result's presigned URL stays valid."
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy or plain PostgreSQL URL; default SQLite under DATA_DIR."
     )

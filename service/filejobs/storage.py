@@ -1,8 +1,15 @@
-"""Where files live: uploads, processor outputs and upload temp files, under one data directory.
+"""Where files live: uploads, processor outputs and upload temp files; the storage interface.
 
-An upload is written to ``tmp/`` through an :class:`UploadSink` (large writes in worker threads),
-fsynced, renamed into ``uploads/<job id>`` and the directory fsynced, so a file that has a row is
-always complete. Every node of a scale-out deployment must see the same directory.
+Two backends, chosen by ``FILEJOBS_STORAGE_URL`` (:func:`open_storage`): :class:`LocalStorage`,
+one data directory (``file:///path``, the default), and
+:class:`filejobs.object_storage.S3Storage`, an S3-compatible bucket (``s3://bucket/prefix``). The
+service never assumes a stored file has a local path: a job reads its input through a
+:class:`Workspace` (the file itself here, a scratch copy fetched from a bucket there) and stores
+its output through it.
+
+Locally, an upload is written to ``tmp/`` through an :class:`UploadSink` (large writes in worker
+threads), fsynced, renamed into ``uploads/<job id>`` and the directory fsynced, so a file that has
+a row is always complete. Every node of a scale-out deployment must see the same directory.
 
 A temp file is named ``<random>@<node>.part`` (the node: this host's name) and ``flock``-ed by its
 writer until it is renamed or removed. The kernel drops the lock when the writer dies, even by
@@ -25,11 +32,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from anyio import to_thread
 
 from filejobs.ids import is_job_id
+
+if TYPE_CHECKING:
+    from filejobs.settings import Settings
 
 TEMP_SUFFIX = ".part"
 #: This node, in the names of its temp files (a host name, made safe for a file name).
@@ -105,28 +115,64 @@ class Writeback:
         self._reap()
 
 
+class StorageUnavailable(Exception):
+    """The storage backend cannot be reached or refuses (an object store down, wrong credentials,
+    no such bucket): an upload gets 503, a job is tried again later."""
+
+
 class UploadSink(Protocol):
     """An upload being written: bytes in, then either ``commit`` or ``abort``."""
+
+    #: The job id the file is stored under already (an object store names the object before its
+    #: first byte), or None: the id is chosen when it commits.
+    job_id: str | None
 
     async def write(self, data: Buffers, *, final: bool = False) -> None: ...
 
     async def commit(self, key: str, *, sync_dir: bool = True) -> None: ...
 
-    def placer(self, key: str) -> Callable[[], None]: ...
+    def placer(self, key: str) -> Callable[[], None] | None: ...
 
     async def abort(self) -> None: ...
 
 
+class Workspace(Protocol):
+    """What one attempt of a job reads and writes through (a context manager: ``close`` on exit
+    removes whatever scratch it made, however the attempt ended)."""
+
+    def fetch_input(self, key: str, keep_alive: Callable[[], None] | None = None) -> Path:
+        """A local file holding the stored ``key``; FileNotFoundError when it is gone.
+        ``keep_alive`` is called while a copy is made (it renews the job's lease; it raises to stop)."""
+        ...
+
+    def output_dir(self) -> Path:
+        """A fresh, empty directory for this attempt's outputs."""
+        ...
+
+    def save_output(self, path: Path) -> str:
+        """Store ``path`` (inside :meth:`output_dir`); returns its key."""
+        ...
+
+    def __enter__(self) -> Workspace: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
 class Storage(Protocol):
-    """The storage interface the service uses. :class:`LocalStorage` is the real one."""
+    """The storage interface the service uses: :class:`LocalStorage` or an S3 bucket."""
+
+    #: True when uploads are written to this node's disk (its free space is checked before one).
+    on_disk: bool
 
     def open_upload(self) -> UploadSink: ...
 
-    def path(self, key: str) -> Path: ...
+    def upload_key(self, job_id: str) -> str: ...
 
-    def output_dir(self, job_id: str, attempt: int) -> Path: ...
+    def workspace(self, job_id: str, attempt: int) -> Workspace: ...
 
-    def key_for(self, path: Path) -> str: ...
+    def local_path(self, key: str) -> Path | None:
+        """The file of ``key`` when it is a local file (None: the backend has no paths)."""
+        ...
 
     def delete(self, key: str) -> None: ...
 
@@ -140,7 +186,32 @@ class Storage(Protocol):
 
     def remove_stale_temp(self, max_age: float) -> int: ...
 
-    def upload_job_ids(self) -> list[str]: ...
+    def remove_stale_scratch(self, max_age: float) -> int: ...
+
+    def uploads_older_than(self, seconds: float) -> list[str]:
+        """The job ids of the stored uploads written over ``seconds`` ago (orphan candidates)."""
+        ...
+
+
+def upload_key(job_id: str) -> str:
+    return f"uploads/{job_id}"
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The backend ``settings.storage_url`` names (the data directory when it is empty)."""
+    url = settings.storage_url.strip()
+    if not url:
+        return LocalStorage(settings.data_dir)
+    if url.startswith("file://"):
+        path = url.removeprefix("file://")
+        if not path.startswith("/"):
+            raise ValueError(f"FILEJOBS_STORAGE_URL {url!r}: a file URL needs an absolute path (file:///…).")
+        return LocalStorage(Path(path))
+    if url.startswith("s3://"):
+        from filejobs.object_storage import S3Storage
+
+        return S3Storage.from_settings(settings)
+    raise ValueError(f"FILEJOBS_STORAGE_URL {url!r}: expected file:///path or s3://bucket/prefix.")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -158,6 +229,8 @@ class LocalUploadSink:
     thread call per chunk (open on the first, write, start its writeback) and one for the commit
     (fsync, close, rename, and the directory's fsync unless a group commit does that for many).
     """
+
+    job_id: str | None = None
 
     def __init__(self, storage: LocalStorage) -> None:
         self._storage = storage
@@ -265,6 +338,8 @@ def _remove_if_unlocked(path: str) -> bool:
 class LocalStorage:
     """Files under ``root``: ``uploads/<id>``, ``outputs/<id>/<attempt>/…``, ``tmp/*.part``."""
 
+    on_disk = True
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         for sub in ("uploads", "outputs", "tmp"):
@@ -272,7 +347,13 @@ class LocalStorage:
 
     @staticmethod
     def upload_key(job_id: str) -> str:
-        return f"uploads/{job_id}"
+        return upload_key(job_id)
+
+    def workspace(self, job_id: str, attempt: int) -> LocalWorkspace:
+        return LocalWorkspace(self, job_id, attempt)
+
+    def local_path(self, key: str) -> Path:
+        return self.path(key)
 
     def open_upload(self) -> LocalUploadSink:
         return LocalUploadSink(self)
@@ -341,5 +422,48 @@ class LocalStorage:
         """fsync ``uploads/``: makes the renames of files committed with ``sync_dir=False`` durable."""
         _fsync_dir(self.root / "uploads")
 
+    def remove_stale_scratch(self, max_age: float) -> int:
+        """Nothing to do: jobs read their input where it is stored."""
+        return 0
+
     def upload_job_ids(self) -> list[str]:
         return [entry.name for entry in os.scandir(self.root / "uploads") if entry.is_file()]
+
+    def uploads_older_than(self, seconds: float) -> list[str]:
+        cutoff = time.time() - seconds
+        old = []
+        for entry in os.scandir(self.root / "uploads"):
+            try:
+                if entry.is_file() and entry.stat().st_mtime < cutoff:
+                    old.append(entry.name)
+            except FileNotFoundError:
+                continue
+        return old
+
+
+class LocalWorkspace:
+    """A job attempt on the data directory: the input is read where it is stored, the outputs are
+    written where they stay (``outputs/<id>/<attempt>/``)."""
+
+    def __init__(self, storage: LocalStorage, job_id: str, attempt: int) -> None:
+        self.storage = storage
+        self.job_id = job_id
+        self.attempt = attempt
+
+    def fetch_input(self, key: str, keep_alive: Callable[[], None] | None = None) -> Path:
+        path = self.storage.path(key)
+        if not path.is_file():
+            raise FileNotFoundError(key)
+        return path
+
+    def output_dir(self) -> Path:
+        return self.storage.output_dir(self.job_id, self.attempt)
+
+    def save_output(self, path: Path) -> str:
+        return self.storage.key_for(path)
+
+    def __enter__(self) -> LocalWorkspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None

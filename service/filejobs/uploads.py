@@ -39,7 +39,7 @@ from filejobs.errors import (
 from filejobs.filenames import display_name, parse_content_disposition
 from filejobs.shutdown import RETRY_AFTER, Shutdown
 from filejobs.sniff import SNIFF_BYTES, sniff, sniff_is_cheap
-from filejobs.storage import UploadSink
+from filejobs.storage import StorageUnavailable, UploadSink
 
 log = logging.getLogger(__name__)
 
@@ -345,8 +345,8 @@ class _Receiver:
     async def cancel_pending(self) -> None:
         if self._writer is not None:
             self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await self._writer
+            with contextlib.suppress(asyncio.CancelledError, OSError, StorageUnavailable):
+                await self._writer  # its error (if any) was raised already
             self._writer = None
 
 
@@ -485,6 +485,9 @@ async def receive_upload(
         if exc.errno in DISK_FULL:
             raise InsufficientStorage("The server has no room for this file right now.") from None
         raise
+    except StorageUnavailable as exc:
+        await _abort(receiver, sink)
+        raise storage_unavailable(exc) from None
     except BaseException:
         await _abort(receiver, sink)
         raise
@@ -516,10 +519,23 @@ async def _abort(receiver: _Receiver, sink: UploadSink) -> None:
     await asyncio.shield(sink.abort())
 
 
+def storage_unavailable(exc: StorageUnavailable) -> ServiceUnavailable:
+    """The 503 for an upload the storage backend (a bucket) could not take; logged with its cause."""
+    log.warning("upload refused, storage unavailable: %s", exc)
+    return ServiceUnavailable(
+        "The file storage is unavailable right now; nothing was kept. Send the upload again shortly.",
+        headers={"Retry-After": RETRY_AFTER},
+    )
+
+
 async def commit_or_abort(sink: UploadSink, key: str, *, sync_dir: bool = True) -> None:
-    """Commit the temp file under ``key``; on failure remove it and answer 507 for a full disk."""
+    """Commit the temp file under ``key``; on failure remove it and answer 507 for a full disk,
+    503 for a storage backend that cannot be reached."""
     try:
         await sink.commit(key, sync_dir=sync_dir)
+    except StorageUnavailable as exc:
+        await asyncio.shield(sink.abort())
+        raise storage_unavailable(exc) from None
     except OSError as exc:
         await asyncio.shield(sink.abort())
         if exc.errno in DISK_FULL:

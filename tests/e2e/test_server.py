@@ -29,6 +29,7 @@ from filejobs.testing import (
     wait_for,
     wait_gone,
 )
+from filejobs.testing.s3 import S3Bucket
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
 pytestmark = pytest.mark.e2e
@@ -40,10 +41,28 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def start_server(tmp_path: Path, data_dir: Path) -> Iterator[ServerFactory]:
+def storage_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The storage backend's settings: none (the data directory), or, parametrized indirectly with
+    "s3", a test bucket on moto's S3 server."""
+    if getattr(request, "param", "local") == "s3":
+        bucket: S3Bucket = request.getfixturevalue("s3_bucket")
+        return bucket.env
+    return {}
+
+
+#: Runs a test on both storage backends.
+BOTH_BACKENDS = pytest.mark.parametrize("storage_env", ["local", "s3"], indirect=True)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, data_dir: Path, storage_env: dict[str, str]) -> Iterator[ServerFactory]:
     """``start_server(**FILEJOBS_ENV)`` → a started :class:`Server` on ``data_dir``; the servers a
     test started are all killed at teardown, and their logs printed."""
-    defaults = {"FILEJOBS_PROCESSORS": ",".join(TEST_PROCESSORS), "FILEJOBS_WORKERS": "1"}
+    defaults = {
+        "FILEJOBS_PROCESSORS": ",".join(TEST_PROCESSORS),
+        "FILEJOBS_WORKERS": "1",
+        **storage_env,
+    }
     with server_factory(tmp_path, data_dir, defaults) as start:
         yield start
 
@@ -65,6 +84,7 @@ def worker_children(server: Server) -> list[psutil.Process]:
 # ---- the happy path -------------------------------------------------------------------------
 
 
+@BOTH_BACKENDS
 def test_upload_wait_and_download(start_server: ServerFactory) -> None:
     server = start_server()
     content = b"one two\nthree\n"
@@ -89,6 +109,7 @@ def test_upload_wait_and_download(start_server: ServerFactory) -> None:
 # ---- kill -9 ----------------------------------------------------------------------------------
 
 
+@BOTH_BACKENDS
 def test_kill9_loses_nothing_and_the_worker_child_dies_too(start_server: ServerFactory) -> None:
     env = {"lease_seconds": 2, "sweep_interval": 0.5, "workers": 1, "retry_backoff": 0}
     first = start_server(**env)
@@ -187,6 +208,7 @@ UPLOADERS = 50
 UPLOADS_EACH = 10
 
 
+@BOTH_BACKENDS
 def test_concurrent_uploaders(start_server: ServerFactory) -> None:
     server = start_server(workers=2)
     results: list[tuple[int, str]] = []

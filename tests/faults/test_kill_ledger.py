@@ -19,6 +19,7 @@ import pytest
 
 from filejobs.testing import Cluster, Server
 from filejobs.testing.ledger import Plan, Report, local_env, run_celery, run_local
+from filejobs.testing.s3 import S3Bucket
 from tests.scaleout import conftest as scaleout
 
 # The scale-out fixtures (a fresh PostgreSQL database, the machine's broker with a queue of the
@@ -28,6 +29,7 @@ queue_name = scaleout.queue_name
 broker_url = scaleout.broker_url
 make_cluster = scaleout.make_cluster
 cluster = scaleout.cluster
+s3_cluster = scaleout.s3_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -43,8 +45,18 @@ def verdict(report: Report, kills: int) -> None:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    started = Server(tmp_path / "data", env=local_env(workers=2), log_path=tmp_path / "server.log")
+def storage_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The data directory (default), or, parametrized indirectly with "s3", a test bucket."""
+    if getattr(request, "param", "local") == "s3":
+        bucket: S3Bucket = request.getfixturevalue("s3_bucket")
+        return bucket.env
+    return {}
+
+
+@pytest.fixture
+def server(tmp_path: Path, storage_env: dict[str, str]) -> Iterator[Server]:
+    env = {**local_env(workers=2), **storage_env}
+    started = Server(tmp_path / "data", env=env, log_path=tmp_path / "server.log")
     try:
         yield started.start()
     finally:
@@ -52,7 +64,12 @@ def server(tmp_path: Path) -> Iterator[Server]:
         print(f"----- server log (tail) -----\n{started.log_tail(80)}")
 
 
-@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotency-key"])
+@pytest.mark.parametrize(
+    ("storage_env", "idempotent"),
+    [("local", False), ("local", True), ("s3", False)],
+    ids=["plain", "idempotency-key", "s3"],
+    indirect=["storage_env"],
+)
 def test_kill9_the_server_while_uploading_loses_nothing(server: Server, idempotent: bool) -> None:
     """Local backend (SQLite, two worker processes): four kill -9s of the server, each while jobs
     run and an upload is on its way (the first and third at the moment its row is committed and its
@@ -80,4 +97,14 @@ def test_kill9_workers_and_the_api_while_uploading_loses_nothing(cluster: Cluste
     assert [kill.what for kill in report.kills].count("api") == 1
     for kill in report.kills:
         # A lease (2 s) and a sweep (0.5 s) after the kill, with room for a loaded machine.
+        assert kill.recovery_seconds < 30, kill
+
+
+@pytest.mark.scaleout
+def test_kill9_workers_and_the_api_on_s3_loses_nothing(s3_cluster: Cluster) -> None:
+    """The same on object storage: API and workers with data directories of their own, the files
+    in a bucket; a job killed with its worker is run again from the same object."""
+    report = run_celery(s3_cluster, Plan(kills=4, every=15, drain_timeout=60), api_kill_at=2)
+    verdict(report, kills=4)
+    for kill in report.kills:
         assert kill.recovery_seconds < 30, kill

@@ -19,6 +19,7 @@ from filejobs.testing.brokers import (
     cleanup_redis_queue,
     new_queue_name,
 )
+from filejobs.testing.s3 import S3Bucket
 from tests.sample_processors import ALL as TEST_PROCESSORS
 from tests.services import fresh_postgres_database, require_port, unavailable_skips
 
@@ -27,7 +28,7 @@ BROKERS = {
     "amqp": ("RabbitMQ", 5672, "amqp://guest:guest@127.0.0.1:5672//"),
 }
 
-ClusterFactory = Callable[[str], Cluster]
+ClusterFactory = Callable[..., Cluster]
 
 
 @pytest.fixture
@@ -81,9 +82,14 @@ def make_cluster(tmp_path: Path, pg_url: str, queue_name: str) -> Iterator[Clust
     """``make_cluster(broker_url)`` → a :class:`Cluster` on this test's database and queue."""
     clusters: list[Cluster] = []
 
-    def make(broker_url: str) -> Cluster:
+    def make(broker_url: str, storage_env: dict[str, str] | None = None) -> Cluster:
         cluster = Cluster(
-            tmp_path, database_url=pg_url, broker_url=broker_url, queue=queue_name, processors=TEST_PROCESSORS
+            tmp_path,
+            database_url=pg_url,
+            broker_url=broker_url,
+            queue=queue_name,
+            processors=TEST_PROCESSORS,
+            storage_env=storage_env,
         )
         clusters.append(cluster)
         return cluster
@@ -121,3 +127,17 @@ def record(request: pytest.FixtureRequest) -> Record:
         print(f"{request.node.name}: {name} = {seconds:.2f}")
 
     return keep
+
+
+@pytest.fixture
+def s3_cluster(queue_name: str, make_cluster: ClusterFactory, s3_bucket: S3Bucket) -> Iterator[Cluster]:
+    """A cluster on the machine's Redis whose files live in a test bucket (moto's S3 server):
+    every API server and worker has a data directory of its own, shared with no other."""
+    name, port, url = BROKERS["redis"]
+    require_port(name, "127.0.0.1", port)
+    cluster = make_cluster(url, s3_bucket.env)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+        cleanup_redis_queue(url, queue_name)

@@ -227,6 +227,7 @@ class SpySink:
         commit_errno: int | None = None,
     ) -> None:
         self.real = real
+        self.job_id = real.job_id
         self.tmp_dir = tmp_dir
         self.fail_after = fail_after
         self.write_errno = write_errno

@@ -145,6 +145,7 @@ class CountingSink:
 
     def __init__(self, target: int) -> None:
         self.target = target
+        self.job_id: str | None = None
         self.written = 0
         self.writes: list[int] = []
         self.reached = asyncio.Event()

@@ -97,14 +97,16 @@ def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
         408: "An upload's body sent nothing for UPLOAD_IDLE_TIMEOUT (the connection is closed).",
         409: "The job is not in a state that allows this; for an upload, a request with the same "
         "Idempotency-Key is still in progress (with Retry-After).",
+        410: "The stored file is gone (deleted from the storage behind the service's back).",
+        416: "The Range is outside the file (with Content-Range: bytes */size).",
         413: "The file, a form field, or the number of parts is over the limit.",
         415: "Not multipart/form-data, or the processor does not accept this file type.",
         422: "Invalid parameters (for uploads: missing or empty file, a 'file' part that is not a file, "
         "an unknown form field, unknown processor, bad params, an Idempotency-Key used for a "
         "different request).",
         429: "Over the key's rate limit, unfinished-job limit or share of event streams (with Retry-After).",
-        503: "Not ready, or the queue is too deep, or (for an upload) the server is shutting down "
-        "(with Retry-After).",
+        503: "Not ready, or the queue is too deep, or (for an upload) the server is shutting down or "
+        "the file storage (a bucket) is unavailable (with Retry-After).",
         507: "Not enough free disk space for the file (with Retry-After when refused up front).",
     }
     return {

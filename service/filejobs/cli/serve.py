@@ -27,6 +27,9 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # boto3's chatter ("Found credentials in environment variables") at every client made.
+    for name in ("boto3", "botocore", "s3transfer"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def serve(
@@ -58,6 +61,7 @@ def serve(
 
     _logging(log_level)
     settings = get_settings()
+    check_storage(settings, "serve")
     processes = processes or settings.api_processes
     if settings.auto_migrate:
         _migrate_in_child(settings)
@@ -160,6 +164,7 @@ def worker(
             err=True,
         )
         raise typer.Exit(2)
+    check_storage(settings, "worker")
     # Jobs run in the pool's processes: their metrics reach the --metrics-port server (in this
     # process) through prometheus-client's multiprocess files. The directory must be there before
     # prometheus_client is imported, i.e. before the import below.
@@ -177,6 +182,22 @@ def worker(
         pool=pool,
         loglevel=log_level.upper(),
     )
+
+
+def check_storage(settings: Settings, command: str) -> None:
+    """Exit with one line naming the storage (the bucket) and the error when it cannot be used."""
+    if not settings.storage_url.strip():
+        return  # the data directory: made (and checked) at startup as before
+    from filejobs.storage import open_storage
+
+    try:
+        open_storage(settings).check()
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        typer.echo(
+            f"filejobs {command}: the storage cannot be used ({settings.storage_url}): {reason}", err=True
+        )
+        raise typer.Exit(2) from None
 
 
 def _loopback(host: str) -> bool:

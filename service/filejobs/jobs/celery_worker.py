@@ -25,7 +25,7 @@ from filejobs.jobs.runner import RunContext, run_job
 from filejobs.jobs.worker import worker_identity
 from filejobs.processors.registry import Registry, build_registry
 from filejobs.settings import Settings
-from filejobs.storage import LocalStorage
+from filejobs.storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ class WorkerRuntime:
         self.settings = settings
         self.must_stop = must_stop
         self.db = Database(settings.resolved_database_url)
-        self.storage = LocalStorage(settings.data_dir)
+        self.storage = open_storage(settings)
+        # The scratch of a process of this node killed mid-job (an object store's input copies).
+        self.storage.remove_stale_scratch(settings.temp_max_age)
         self.registry: Registry = build_registry(settings.processors)
         self.dispatcher = CeleryDispatcher(settings, self.db, app=app)
         self.identity = worker_identity()

@@ -7,6 +7,7 @@ of it) and the storage (a deleted job's files go).
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 from anyio import to_thread
@@ -20,7 +21,9 @@ from filejobs.jobs.dispatch import Dispatcher
 from filejobs.jobs.fast_read import JobReader
 from filejobs.jobs.queries import load_job
 from filejobs.models import Job
-from filejobs.storage import Storage
+from filejobs.storage import Storage, StorageUnavailable
+
+log = logging.getLogger(__name__)
 
 
 async def dispatch(*, hub: ChangeHub, dispatcher: Dispatcher, job_id: str) -> None:
@@ -78,4 +81,7 @@ async def delete_job(
     dispatcher.cancelled(job_id)
     feed.deleted(job_id, job.owner)
     hub.notify(job_id)
-    await to_thread.run_sync(storage.delete_job_files, job.id)
+    try:
+        await to_thread.run_sync(storage.delete_job_files, job.id)
+    except StorageUnavailable as exc:  # the row is gone: the sweeper's orphan scan removes them later
+        log.warning("job %s deleted; its files stay until the storage is back: %s", job.id, exc)

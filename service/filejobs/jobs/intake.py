@@ -83,13 +83,13 @@ async def submit_upload(
 ) -> Submitted:
     """Take the upload of ``owner`` (multipart ``headers`` and ``body``) and record a queued job.
 
-    Before any byte is stored: 507 when the disk is short, 503 when the queue is too deep, 429
-    when the owner has too many unfinished jobs, 409 while a request with the same
-    ``idempotency_key`` is still uploading. The caller dispatches a new job after answering."""
+    Before any byte is stored: 507 when the disk is short (uploads stored on it), 503 when the
+    queue is too deep, 429 when the owner has too many unfinished jobs, 409 while a request with
+    the same ``idempotency_key`` is still uploading. The caller dispatches a new job after answering."""
     length = _content_length(headers)
     if length is not None and length > services.settings.max_upload_bytes:
         length = None  # the receiver refuses it (413) before reading a byte
-    if not services.admission.check_disk_cached(length):
+    if services.storage.on_disk and not services.admission.check_disk_cached(length):
         await to_thread.run_sync(services.admission.check_disk, length)
     plan = None
     if idempotency_key is not None:

@@ -27,10 +27,12 @@ from filejobs.models import Job, JobStatus, utcnow
 from filejobs.processors.base import Limits
 from filejobs.processors.registry import Registry
 from filejobs.settings import Settings
-from filejobs.storage import Storage
+from filejobs.storage import Storage, StorageUnavailable, Workspace
 
 log = logging.getLogger(__name__)
 
+#: An attempt whose input or output the storage backend could not move: tried again later.
+STORAGE_FAILED = Failed("storage_unavailable", "The file storage could not be reached.", retryable=True)
 #: How often a running job proves it is still ours (and renews its lease) when it is quiet.
 CHECK_EVERY = 1.0
 
@@ -126,32 +128,46 @@ def _execute(job: Job, ctx: RunContext) -> Ran:
     entry = ctx.registry.get(job.processor)
     if entry is None:
         return _fail(ctx, job, Failed("unknown_processor", f"No processor named {job.processor!r} here."))
-    input_path = ctx.storage.path(job.storage_key)
-    if not input_path.is_file():
-        return _fail(ctx, job, Failed("input_missing", "The uploaded file is no longer stored."))
-    settings = ctx.settings
-    request = RunRequest(
-        spec=entry.spec,
-        input=str(input_path),
-        output_dir=str(ctx.storage.output_dir(job.id, job.attempts)),
-        params={**job.params, **(job.secret_params or {})},
-        file_name=job.file_name,
-        content_type=job.file_content_type,
-        limits=Limits(
-            max_image_pixels=settings.max_image_pixels,
-            max_pdf_pages=settings.max_pdf_pages,
-            memory_bytes=settings.job_memory_limit,  # the child's RLIMIT_AS for this job
-        ),
-    )
-    outcome = ctx.child.run(
-        request, tick=_Ticker(job.id, ctx), timeout=settings.job_timeout, cancel_grace=settings.cancel_grace
-    )
-    return _record(job, ctx, outcome)
+    # The workspace's scratch (an object store's input copy and outputs) goes however this ends.
+    ticker = _Ticker(job.id, ctx)
+    with ctx.storage.workspace(job.id, job.attempts) as workspace:
+        try:
+            input_path = workspace.fetch_input(job.storage_key, keep_alive=_keep_alive(ticker))
+        except _Interrupted as stop:  # shutdown's grace over, or the job was taken from us
+            if stop.control == Control.STOP and repository.release_job(ctx.db, job.id, owner=ctx.owner):
+                return Ran(JobStatus.queued)
+            return _lost(ctx, job)
+        except FileNotFoundError:
+            return _fail(ctx, job, Failed("input_missing", "The uploaded file is no longer stored."))
+        except StorageUnavailable as exc:
+            log.warning("job %s: cannot fetch its input: %s", job.id, exc)
+            return _fail(ctx, job, STORAGE_FAILED)
+        settings = ctx.settings
+        request = RunRequest(
+            spec=entry.spec,
+            input=str(input_path),
+            output_dir=str(workspace.output_dir()),
+            params={**job.params, **(job.secret_params or {})},
+            file_name=job.file_name,
+            content_type=job.file_content_type,
+            limits=Limits(
+                max_image_pixels=settings.max_image_pixels,
+                max_pdf_pages=settings.max_pdf_pages,
+                memory_bytes=settings.job_memory_limit,  # the child's RLIMIT_AS for this job
+            ),
+        )
+        outcome = ctx.child.run(
+            request,
+            tick=_Ticker(job.id, ctx),
+            timeout=settings.job_timeout,
+            cancel_grace=settings.cancel_grace,
+        )
+        return _record(job, ctx, outcome, workspace)
 
 
-def _record(job: Job, ctx: RunContext, outcome: Outcome) -> Ran:
+def _record(job: Job, ctx: RunContext, outcome: Outcome, workspace: Workspace) -> Ran:
     if isinstance(outcome.reply, Done):
-        return _succeeded(job, ctx, outcome.reply)
+        return _succeeded(job, ctx, outcome.reply, workspace)
     if isinstance(outcome.reply, Failed):  # error, timeout, crashed
         return _fail(ctx, job, outcome.reply)
     if outcome.kind == "stopped" and repository.release_job(ctx.db, job.id, owner=ctx.owner):
@@ -159,11 +175,15 @@ def _record(job: Job, ctx: RunContext, outcome: Outcome) -> Ran:
     return _lost(ctx, job)  # cancelled: we stopped it because the row was no longer ours
 
 
-def _succeeded(job: Job, ctx: RunContext, done: Done) -> Ran:
+def _succeeded(job: Job, ctx: RunContext, done: Done, workspace: Workspace) -> Ran:
     output_key = output_name = content_type = None
     if done.file:
         path = Path(done.file)
-        output_key = ctx.storage.key_for(path)
+        try:
+            output_key = workspace.save_output(path)
+        except StorageUnavailable as exc:
+            log.warning("job %s: cannot store its output: %s", job.id, exc)
+            return _fail(ctx, job, STORAGE_FAILED)
         output_name = done.file_name or path.name
         guessed = mimetypes.guess_type(output_name)[0]
         content_type = done.content_type or guessed or "application/octet-stream"
@@ -178,6 +198,26 @@ def _succeeded(job: Job, ctx: RunContext, done: Done) -> Ran:
     ):
         return Ran(JobStatus.succeeded)
     return _lost(ctx, job)
+
+
+class _Interrupted(Exception):
+    """Raised by :func:`_keep_alive` to stop copying a job's input: ``control`` says why."""
+
+    def __init__(self, control: str) -> None:
+        super().__init__(control)
+        self.control = control
+
+
+def _keep_alive(ticker: _Ticker) -> Callable[[], None]:
+    """While a job's input is copied to the worker: its lease renewed (every CHECK_EVERY s, as while
+    it runs), and the copy stopped once the job is no longer ours or shutdown's grace is over."""
+
+    def check() -> None:
+        control = ticker(None, None)
+        if control != Control.CONTINUE:
+            raise _Interrupted(control)
+
+    return check
 
 
 class _Ticker:

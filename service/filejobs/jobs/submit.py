@@ -1,9 +1,10 @@
 """Creating a job from an upload: validate the form, commit the file, insert the row.
 
-The order is what makes a 202 safe to give: the file is fsynced and renamed into place, then the
-row commits, then (in the caller of :func:`filejobs.jobs.intake.submit_upload`) the answer goes
-out, then the id is dispatched. If the process dies after the rename but before the commit, the
-sweeper finds a file with no row and removes it.
+The order is what makes a 202 safe to give: the file is fsynced and renamed into place (or its
+object completed in the bucket), then the row commits, then (in the caller of
+:func:`filejobs.jobs.intake.submit_upload`) the answer goes out, then the id is dispatched. If the
+process dies after the rename but before the commit, the sweeper finds a file with no row and
+removes it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from filejobs.models import Job, JobStatus, new_job, utcnow
 from filejobs.processors.registry import Entry, Registry
 from filejobs.settings import Settings
 from filejobs.shutdown import Shutdown
-from filejobs.storage import LocalStorage, Storage
+from filejobs.storage import Storage
 from filejobs.uploads import DISK_FULL, Limits, commit_or_abort, receive_upload, unknown_fields
 
 DEFAULT_PROCESSOR = "inspect"
@@ -164,9 +165,10 @@ async def create_job(
         await received.sink.abort()  # the same request again: its first job is the answer
         return idempotency.existing
 
-    job_id = new_job_id()
-    key = LocalStorage.upload_key(job_id)
-    if committer is None:
+    job_id = received.sink.job_id or new_job_id()  # an object store named its object already
+    key = storage.upload_key(job_id)
+    place = received.sink.placer(key) if committer is not None else None
+    if place is None:  # no group commit, or a sink that must complete before the row (S3)
         await commit_or_abort(received.sink, key)
     now = utcnow()
     job = new_job(
@@ -200,13 +202,14 @@ async def create_job(
             await committer.insert(
                 job,
                 before_commit=complete_key if claim is not None else None,
-                place=received.sink.placer(key),
+                place=place,
             )
         else:
             await to_thread.run_sync(partial(repository.insert_job, db, job, before_commit=complete_key))
     except BaseException as exc:
-        storage.delete(key)
-        await received.sink.abort()
+        await received.sink.abort()  # an object store's sink deletes the object it completed
+        if received.sink.job_id is None:  # a local file, moved into place by the commit
+            storage.delete(key)
         if isinstance(exc, OSError) and exc.errno in DISK_FULL:
             raise InsufficientStorage("The server has no room for this file right now.") from None
         raise

@@ -9,8 +9,6 @@ their files, and forgets Idempotency-Keys past their time to live.
 from __future__ import annotations
 
 import logging
-import os
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,7 +19,7 @@ from filejobs.jobs.dispatch import Dispatcher
 from filejobs.jobs.liveness import owner_is_dead_here
 from filejobs.models import JobStatus, utcnow
 from filejobs.settings import Settings
-from filejobs.storage import Storage
+from filejobs.storage import Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +57,11 @@ def sweep(
     cutoff = utcnow() - settings.retention
     for job in repository.expired_jobs(db, cutoff=cutoff):
         if repository.delete_if_finished(db, job.id, cutoff=cutoff):
-            storage.delete_job_files(job.id)
             report.expired += 1
+            try:
+                storage.delete_job_files(job.id)
+            except StorageUnavailable as exc:  # the row is gone: a later orphan scan removes them
+                log.warning("expired job %s: its files stay until the storage is back: %s", job.id, exc)
     report.idempotency_expired = idempotency.expire(db)
     if report.requeued or report.failed or report.orphans_removed or report.expired:
         log.info("sweep: %s", report)
@@ -91,16 +92,10 @@ def dispatch_due(*, db: Database, settings: Settings, dispatcher: Dispatcher) ->
 
 
 def remove_orphan_uploads(*, db: Database, storage: Storage, min_age: float) -> int:
-    """Uploads renamed into place whose row never committed (the process died in between)."""
-    cutoff = time.time() - min_age
+    """Uploads stored (renamed into place, or completed in the bucket) whose row never committed
+    (the process died in between), once they are ``min_age`` s old."""
     removed = 0
-    for job_id in storage.upload_job_ids():
-        path = storage.path(f"uploads/{job_id}")
-        try:
-            if os.stat(path).st_mtime >= cutoff:
-                continue
-        except FileNotFoundError:
-            continue
+    for job_id in storage.uploads_older_than(min_age):
         if not repository.job_exists(db, job_id):
             storage.delete_job_files(job_id)
             removed += 1

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -47,6 +47,7 @@ class Cluster:
         broker_url: str,
         queue: str,
         processors: Sequence[str] = (SLEEP,),
+        storage_env: Mapping[str, str] | None = None,
     ) -> None:
         self.root = root
         self.data_dir = root / "data"
@@ -54,6 +55,9 @@ class Cluster:
         self.broker_url = broker_url
         self.queue = queue
         self.processors = list(processors)
+        #: An object store's settings (FILEJOBS_STORAGE_URL=s3://…, credentials): then every
+        #: process has a data directory of its own (scratch only), nothing shared but the bucket.
+        self.storage_env = dict(storage_env or {})
         self.servers: list[Server] = []
         self.workers: list[Worker] = []
         self._db: Database | None = None
@@ -71,9 +75,14 @@ class Cluster:
             "FILEJOBS_QUEUE": self.queue,
             "FILEJOBS_PROCESSORS": ",".join(self.processors),
             "FILEJOBS_DATA_DIR": str(self.data_dir),
+            **self.storage_env,
         }
         values.update({f"FILEJOBS_{key.upper()}": str(value) for key, value in overrides.items()})
         return values
+
+    def process_data_dir(self, name: str) -> Path:
+        """The data directory of the process ``name``: the shared one, or (object storage) its own."""
+        return self.root / f"{name}-data" if self.storage_env else self.data_dir
 
     @property
     def settings(self) -> Settings:
@@ -107,9 +116,10 @@ class Cluster:
     def api(self, **overrides: object) -> Server:
         """A started ``filejobs serve`` (blocks until /healthz answers)."""
         self.migrate()
+        data_dir = self.process_data_dir(f"api-{len(self.servers) + 1}")
         server = Server(
-            self.data_dir,
-            env=self.env(**overrides),
+            data_dir,
+            env=self.env(data_dir=data_dir, **overrides),
             log_path=self.root / f"api-{len(self.servers) + 1}.log",
         )
         self.servers.append(server)
@@ -119,9 +129,10 @@ class Cluster:
         """A spawned ``filejobs worker``; call ``wait_ready()`` (or use :meth:`workers_ready`)."""
         self.migrate()
         name = f"worker-{len(self.workers) + 1}"
+        data_dir = self.process_data_dir(name)
         worker = Worker(
-            self.data_dir,
-            env=self.env(**overrides),
+            data_dir,
+            env=self.env(data_dir=data_dir, **overrides),
             concurrency=concurrency,
             pool=pool,
             log_path=self.root / f"{name}.log",

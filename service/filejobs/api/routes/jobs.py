@@ -13,12 +13,15 @@ from filejobs.api.auth import CallerDep
 from filejobs.api.deps import ServicesDep
 from filejobs.api.problems import problem_docs
 from filejobs.api.responses import conditional_job_response, job_response, queued_response, submitted_response
+from filejobs.api.result_download import GONE, object_result
 from filejobs.api.upload_body import upload_body
-from filejobs.errors import ClientGone, Conflict, NotFound
+from filejobs.errors import ClientGone, Conflict, Gone
 from filejobs.jobs import commands, idempotency, repository
 from filejobs.jobs.intake import submit_upload
 from filejobs.jobs.queries import load_job, wait_for_change
-from filejobs.models import JobList, JobPublic, JobStatus, etag_of, job_public
+from filejobs.models import Job, JobList, JobPublic, JobStatus, etag_of, job_public
+from filejobs.object_storage import S3Storage
+from filejobs.services import Services
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -192,19 +195,28 @@ async def get_job(
                 "*/*": {"schema": {"type": "string", "format": "binary"}},
             },
         },
-        **problem_docs(401, 404, 409, 422, 429),
+        206: {"description": "The requested byte range of the output file (Range: bytes=a-b)."},
+        307: {"description": "FILEJOBS_RESULT_REDIRECT on an S3 backend: a short-lived presigned URL."},
+        **problem_docs(401, 404, 409, 410, 416, 422, 429),
     },
 )
-async def get_result(job_id: str, services: ServicesDep, caller: CallerDep) -> Response:
+async def get_result(
+    job_id: str,
+    services: ServicesDep,
+    caller: CallerDep,
+    range_header: Annotated[str | None, Header(alias="Range", include_in_schema=False)] = None,
+) -> Response:
     job = await load_job(reader=services.reader, job_id=job_id, owner=caller.scope)
     if job.status != JobStatus.succeeded.value:
         raise Conflict(
             f"The job is {job.status}; its result exists once it has succeeded.", status_of_job=job.status
         )
     if job.output_key:
-        path = services.storage.path(job.output_key)
+        path = services.storage.local_path(job.output_key)
+        if path is None:
+            return await _object_result(services, job, range_header)
         if not path.is_file():
-            raise NotFound("The job's output file is no longer stored.")
+            raise Gone(GONE)
         return FileResponse(
             path,
             filename=job.output_name,
@@ -212,6 +224,21 @@ async def get_result(job_id: str, services: ServicesDep, caller: CallerDep) -> R
             content_disposition_type="attachment",
         )
     return JSONResponse(job.result or {})
+
+
+async def _object_result(services: Services, job: Job, range_header: str | None) -> Response:
+    storage = services.storage
+    assert isinstance(storage, S3Storage), "only the S3 backend has no local paths"
+    assert job.output_key is not None
+    return await object_result(
+        storage,
+        job.output_key,
+        name=job.output_name or "result",
+        content_type=job.output_content_type or "application/octet-stream",
+        range_header=range_header,
+        redirect=services.settings.result_redirect,
+        redirect_ttl=services.settings.result_redirect_ttl,
+    )
 
 
 @router.post(

@@ -1,0 +1,127 @@
+"""The boto3 client of a bucket: every request goes through :meth:`Bucket.call`, which counts it
+(``filejobs_storage_operations``/``_errors``) and turns its failure into what the service knows:
+:class:`FileNotFoundError` for an object (or multipart upload) that is not there,
+:class:`~filejobs.storage.StorageUnavailable` for a store that cannot be reached or refuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from filejobs import metrics
+from filejobs.storage import StorageUnavailable
+
+#: Connections one process keeps to the store (parts in flight, downloads, deletes of all threads).
+POOL_CONNECTIONS = 32
+NOT_FOUND_CODES = {"NoSuchKey", "NoSuchUpload", "NotFound", "404"}
+DENIED_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "403",
+}
+
+
+@dataclass(frozen=True)
+class Location:
+    """``s3://bucket/prefix``: the bucket, and the prefix every key is stored under ("" or "a/b/")."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> Location:
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"FILEJOBS_STORAGE_URL {url!r}: expected s3://bucket or s3://bucket/prefix.")
+        prefix = parts.path.strip("/")
+        return cls(bucket=parts.netloc, prefix=f"{prefix}/" if prefix else "")
+
+
+def error_kind(exc: BaseException, operation: str) -> str:
+    """not_found, no_bucket, denied, unreachable, server or other."""
+    from botocore.exceptions import (
+        ClientError,
+        HTTPClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    cause = exc.__cause__ or exc.__context__
+    if not isinstance(exc, ClientError) and isinstance(cause, ClientError):
+        exc = cause  # boto3's transfer manager wraps the request's error (S3UploadFailedError)
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code == "NoSuchBucket" or (operation == "head_bucket" and status == 404):
+            return "no_bucket"
+        if code in NOT_FOUND_CODES or status == 404:
+            return "not_found"
+        if code in DENIED_CODES or status == 403:
+            return "denied"
+        if status >= 500:
+            return "server"
+        return "other"
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return "denied"
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return "unreachable"
+    return "other"
+
+
+def make_client(endpoint_url: str | None, timeout: float) -> Any:
+    """A thread-safe S3 client: standard retries, bounded timeouts and connection pool."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=POOL_CONNECTIONS,
+        # Path-style for a custom endpoint: MinIO and moto serve no bucket subdomains.
+        s3={"addressing_style": "path"} if endpoint_url else None,
+    )
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=config)
+
+
+class Bucket:
+    """One bucket through one client (thread-safe: boto3 clients are)."""
+
+    def __init__(self, location: Location, client: Any, endpoint_url: str | None = None) -> None:
+        self.location = location
+        self.name = location.bucket
+        self.client = client
+        self.endpoint_url = endpoint_url
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        return f"bucket {self.name!r}{where}"
+
+    def object_key(self, key: str) -> str:
+        return self.location.prefix + key
+
+    def call(self, operation: str, /, **kwargs: Any) -> Any:
+        """``client.<operation>(Bucket=..., **kwargs)``, counted, its errors translated."""
+        try:
+            result = getattr(self.client, operation)(Bucket=self.name, **kwargs)
+        except Exception as exc:
+            kind = error_kind(exc, operation)
+            metrics.storage_call(operation, kind)
+            if kind == "not_found":
+                raise FileNotFoundError(kwargs.get("Key", operation)) from exc
+            if kind == "other":
+                raise
+            raise StorageUnavailable(f"{self.describe()}: {kind}: {_first_line(exc)}") from exc
+        metrics.storage_call(operation)
+        return result
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,213 @@
+"""An upload streamed into the bucket as it arrives.
+
+Bytes are gathered (as the receiver's views, not copied) until a part's worth is there, then
+joined and sent as one part of an S3 multipart upload from a worker thread, at most
+``parts_in_flight`` parts at a time: while they are all in flight, :meth:`S3UploadSink.write`
+waits, and so does the receiver (memory stays at about ``parts_in_flight + 1`` parts per upload).
+A file smaller than one part goes up in a single PUT. :meth:`S3UploadSink.commit` sends the rest
+and completes the object: the caller commits the row only after that, so a ``202`` still means
+the file is durably stored. :meth:`S3UploadSink.abort` (any failure, a client gone) waits for the
+parts in flight, then aborts the multipart upload (or deletes the object it completed).
+
+The object's key holds the job's id, chosen when the upload opens (an object cannot be renamed):
+``uploads/<job id>``, as on the local backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from anyio import to_thread
+
+from filejobs.ids import new_job_id
+from filejobs.storage import Buffers, StorageUnavailable, upload_key
+
+if TYPE_CHECKING:
+    from filejobs.object_storage.store import S3Storage
+
+log = logging.getLogger(__name__)
+
+Piece = bytes | memoryview
+
+
+class PartBody(io.RawIOBase):
+    """The pieces of one part as one seekable file (botocore reads it to checksum, sign, send and,
+    on a retry, again from the start), so a part in flight is held once: as the request's chunks."""
+
+    def __init__(self, pieces: list[Piece]) -> None:
+        super().__init__()
+        self._pieces = [memoryview(piece).cast("B") for piece in pieces]
+        self._size = sum(len(piece) for piece in self._pieces)
+        self._pos = 0
+        self._index = 0  # the piece holding ``_pos``
+        self._offset = 0  # ``_pos`` within it
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __len__(self) -> int:
+        return self._size
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        self._index, self._offset = 0, self._pos
+        while self._index < len(self._pieces) and self._offset >= len(self._pieces[self._index]):
+            self._offset -= len(self._pieces[self._index])
+            self._index += 1
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(out) and self._index < len(self._pieces):
+            piece = self._pieces[self._index]
+            take = min(len(piece) - self._offset, len(out) - done)
+            out[done : done + take] = piece[self._offset : self._offset + take]
+            done += take
+            self._offset += take
+            if self._offset == len(piece):
+                self._index, self._offset = self._index + 1, 0
+        self._pos += done
+        return done
+
+
+class S3UploadSink:
+    def __init__(self, storage: S3Storage) -> None:
+        self.job_id: str | None = new_job_id()
+        self.key = upload_key(self.job_id)
+        self._storage = storage
+        self._bucket = storage.bucket
+        self._object = storage.bucket.object_key(self.key)
+        self._pieces: list[Piece] = []
+        self._buffered = 0
+        self._upload_id: str | None = None
+        self._parts: list[asyncio.Task[dict[str, Any]]] = []
+        self._stored = False  # the object is complete (PUT or CompleteMultipartUpload done)
+        self._aborted = False
+
+    async def write(self, data: Buffers, *, final: bool = False) -> None:
+        if self._aborted or self._stored:
+            raise RuntimeError("write to an upload that has ended")
+        for piece in [data] if isinstance(data, bytes | memoryview) else data:
+            if len(piece):
+                self._pieces.append(piece)
+                self._buffered += len(piece)
+        if self._buffered >= self._storage.part_size:
+            await self._send_part()
+        if final:
+            await self._complete()
+
+    async def _send_part(self) -> None:
+        pieces, self._pieces, self._buffered = self._pieces, [], 0
+        if self._upload_id is None:
+            created = await to_thread.run_sync(
+                partial(
+                    self._bucket.call,
+                    "create_multipart_upload",
+                    Key=self._object,
+                    ContentType="application/octet-stream",
+                    # Each part carries its CRC32 and the store checks it (as boto3's transfer
+                    # manager does); declaring it here spares the store a full-object pass at the end.
+                    ChecksumAlgorithm="CRC32",
+                )
+            )
+            self._upload_id = str(created["UploadId"])
+        while True:
+            pending = [task for task in self._parts if not task.done()]
+            for task in self._parts:
+                if task.done():
+                    task.result()  # a failed part ends the upload now
+            if len(pending) < self._storage.parts_in_flight:
+                break
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        number = len(self._parts) + 1
+        self._parts.append(asyncio.ensure_future(to_thread.run_sync(self._upload_part, number, pieces)))
+
+    def _upload_part(self, number: int, pieces: list[Piece]) -> dict[str, Any]:
+        body = PartBody(pieces)  # read where they are: no joined copy of the part
+        try:
+            sent = self._bucket.call(
+                "upload_part", Key=self._object, UploadId=self._upload_id, PartNumber=number, Body=body
+            )
+        except FileNotFoundError:  # NoSuchUpload: aborted behind our back (a sweeper, an operator)
+            raise StorageUnavailable(f"{self._bucket.describe()}: the multipart upload was aborted") from None
+        part: dict[str, Any] = {"PartNumber": number, "ETag": sent["ETag"]}
+        for name in ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumSHA1", "ChecksumSHA256"):
+            if sent.get(name):
+                part[name] = sent[name]
+        return part
+
+    async def _complete(self) -> None:
+        if self._stored:
+            return
+        if self._upload_id is None:
+            pieces, self._pieces, self._buffered = self._pieces, [], 0
+            await to_thread.run_sync(self._put, pieces)
+        else:
+            if self._pieces:
+                await self._send_part()  # the last part may be smaller than the others
+            parts = await asyncio.gather(*self._parts)
+            await to_thread.run_sync(
+                partial(
+                    self._bucket.call,
+                    "complete_multipart_upload",
+                    Key=self._object,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": list(parts)},
+                )
+            )
+        self._stored = True
+
+    def _put(self, pieces: list[Piece]) -> None:
+        body = b"".join(pieces)
+        pieces.clear()
+        self._bucket.call("put_object", Key=self._object, Body=body, ContentType="application/octet-stream")
+
+    async def commit(self, key: str, *, sync_dir: bool = True) -> None:
+        """Store the object completely (``key`` must be this upload's, :attr:`key`); on failure,
+        leave nothing behind and raise."""
+        if key != self.key:
+            raise ValueError(f"an object cannot be renamed: this upload is {self.key}, not {key}")
+        try:
+            await self._complete()
+        except BaseException:
+            await asyncio.shield(self.abort())
+            raise
+
+    def placer(self, key: str) -> Callable[[], None] | None:
+        """None: :meth:`commit` must run before the row is inserted (nothing to move in place)."""
+        return None
+
+    async def abort(self) -> None:
+        if self._aborted:
+            return
+        self._aborted = True
+        self._pieces, self._buffered = [], 0
+        if self._parts:  # a part's thread cannot be stopped: let it end (its timeouts bound it)
+            await asyncio.gather(*self._parts, return_exceptions=True)
+        await to_thread.run_sync(self._discard)
+
+    def _discard(self) -> None:
+        """Abort the multipart upload, or delete the object completed for a row that never came.
+        A failure is logged: the sweeper aborts stale multipart uploads and removes orphans."""
+        try:
+            if self._stored:
+                self._bucket.call("delete_object", Key=self._object)
+            elif self._upload_id is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self._bucket.call("abort_multipart_upload", Key=self._object, UploadId=self._upload_id)
+        except Exception as exc:
+            log.warning("could not clean up the upload %s (the sweeper will): %s", self.key, exc)
