@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
@@ -58,6 +59,7 @@ class ChangeFeed(BackgroundTask):
         self._deleted: dict[str, str | None] = {}
         self._known: dict[str, tuple[int, datetime, str]] = {}  # id: (version, updated_at, owner)
         self._since: datetime | None = None
+        self._notify_listeners: list[Callable[[str], None]] = []
         self._scan_needed = True
         self._wake = asyncio.Event()
         self._closing = False
@@ -109,6 +111,11 @@ class ChangeFeed(BackgroundTask):
             if not self._per_owner[subscription.owner]:
                 del self._per_owner[subscription.owner]
             metrics.EVENT_STREAMS.dec()
+
+    def on_notify(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(job_id)`` on the event loop for every insert or change PostgreSQL's NOTIFY
+        tells of, whichever process made it (the webhook sender wakes on it)."""
+        self._notify_listeners.append(listener)
 
     def hint(self, job_id: str) -> None:
         """``job_id`` changed (or went): look at it soon. On the event loop."""
@@ -240,3 +247,5 @@ class ChangeFeed(BackgroundTask):
             self.deleted(job_id, owner)
         else:
             self.hint(job_id)
+            for listener in self._notify_listeners:
+                listener(job_id)

@@ -104,6 +104,7 @@ def _fail(ctx: RunContext, job: Job, failure: Failed) -> Ran:
         message=failure.message,
         retryable=failure.retryable,
         backoff=backoff_seconds(ctx.settings, job.attempts),
+        max_pending_webhooks=ctx.settings.webhook_max_pending,
     )
     if not outcome.owned:
         return _lost(ctx, job)
@@ -175,6 +176,7 @@ def _succeeded(job: Job, ctx: RunContext, done: Done) -> Ran:
         output_key=output_key,
         output_name=output_name,
         output_content_type=content_type,
+        max_pending_webhooks=ctx.settings.webhook_max_pending,
     ):
         return Ran(JobStatus.succeeded)
     return _lost(ctx, job)

@@ -222,7 +222,12 @@ async def get_result(job_id: str, services: ServicesDep, caller: CallerDep) -> R
 )
 async def cancel_job(job_id: str, services: ServicesDep, caller: CallerDep) -> Response:
     job = await commands.cancel_job(
-        db=services.db, dispatcher=services.dispatcher, hub=services.hub, job_id=job_id, owner=caller.scope
+        db=services.db,
+        dispatcher=services.dispatcher,
+        hub=services.hub,
+        job_id=job_id,
+        owner=caller.scope,
+        max_pending_webhooks=services.settings.webhook_max_pending,
     )
     return job_response(job)
 

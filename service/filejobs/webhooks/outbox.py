@@ -1,0 +1,174 @@
+"""The transactional outbox: delivery rows written in the transaction that changes the job.
+
+:func:`record_job_event` runs inside the session that moves a job to its final status (see
+:mod:`filejobs.jobs.repository`): when the job's key has endpoints that want the event (or the job
+names a ``callback_url``), it writes one ``webhook_deliveries`` row per target with the exact body
+to send, and marks the job's ``notification`` pending. The rows commit or roll back with the
+status change, so a crash between "job finished" and "webhook sent" loses nothing: the sender
+finds the rows when it next looks, here or on another node.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlmodel import Session, col
+
+from filejobs.ids import new_job_id
+from filejobs.models import (
+    DeliveryStatus,
+    Job,
+    JobStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookSecret,
+    job_public,
+    utcnow,
+)
+
+#: The events a job's final status sends, by status.
+JOB_EVENTS = {
+    JobStatus.succeeded.value: "job.succeeded",
+    JobStatus.failed.value: "job.failed",
+    JobStatus.cancelled.value: "job.cancelled",
+}
+EVENT_TYPES = tuple(JOB_EVENTS.values())
+TEST_EVENT = "webhook.test"
+#: What a delivery over the key's pending bound is recorded with instead of being queued.
+OVER_BOUND = "too many undelivered webhooks for this key (WEBHOOK_MAX_PENDING); not sent"
+
+_DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
+_ENDPOINTS = WebhookEndpoint.__table__  # type: ignore[attr-defined]
+_JOBS = Job.__table__  # type: ignore[attr-defined]
+
+
+def new_delivery_id() -> str:
+    return "msg_" + new_job_id()
+
+
+def payload(event_type: str, data: dict[str, Any], at: datetime) -> str:
+    """The body every attempt of one delivery sends: ``{"type", "timestamp", "data"}``."""
+    return json.dumps(
+        {"type": event_type, "timestamp": at.isoformat().replace("+00:00", "Z"), "data": data},
+        separators=(",", ":"),
+    )
+
+
+def record_job_event(session: Session, job_id: str, *, max_pending: int) -> int:
+    """Queue the deliveries of the final status ``job_id`` was just moved to (in this transaction);
+    returns how many were queued. Called after the UPDATE that changed the status."""
+    conn = session.connection()
+    row = conn.execute(
+        select(_JOBS.c.owner, _JOBS.c.status, _JOBS.c.callback_url).where(_JOBS.c.id == job_id)
+    ).first()
+    if row is None or row.status not in JOB_EVENTS:
+        return 0
+    owner, event_type, callback_url = row.owner, JOB_EVENTS[row.status], row.callback_url
+    endpoints = [
+        endpoint_id
+        for endpoint_id, events in conn.execute(
+            select(_ENDPOINTS.c.id, _ENDPOINTS.c.events).where(
+                _ENDPOINTS.c.owner == owner, _ENDPOINTS.c.enabled.is_(True)
+            )
+        )
+        if event_type in events
+    ]
+    if callback_url and session.get(WebhookSecret, owner) is None:
+        callback_url = None  # refused at submit; the key's secret was deleted since (cannot happen yet)
+    if not endpoints and not callback_url:
+        return 0
+    conn.execute(update(_JOBS).where(_JOBS.c.id == job_id).values(notification=DeliveryStatus.pending.value))
+    job = conn.execute(select(_JOBS).where(_JOBS.c.id == job_id)).mappings().one()
+    now = utcnow()
+    body = payload(event_type, job_public(Job.model_construct(**job)).model_dump(mode="json"), now)
+    pending = pending_count(session, owner)
+    rows = [
+        _row(
+            owner=owner,
+            endpoint_id=endpoint_id,
+            url=None,
+            job_id=job_id,
+            event_type=event_type,
+            body=body,
+            now=now,
+            over=pending + index >= max_pending,
+        )
+        for index, endpoint_id in enumerate(endpoints)
+    ]
+    if callback_url:
+        rows.append(
+            _row(
+                owner=owner,
+                endpoint_id=None,
+                url=callback_url,
+                job_id=job_id,
+                event_type=event_type,
+                body=body,
+                now=now,
+                over=pending + len(rows) >= max_pending,
+            )
+        )
+    conn.execute(insert(_DELIVERIES), rows)
+    if all(item["status"] == DeliveryStatus.failed.value for item in rows):
+        conn.execute(
+            update(_JOBS).where(_JOBS.c.id == job_id).values(notification=DeliveryStatus.failed.value)
+        )
+    return len(rows)
+
+
+def record_test_event(session: Session, endpoint: WebhookEndpoint, *, max_pending: int) -> WebhookDelivery:
+    """Queue a ``webhook.test`` delivery to ``endpoint``."""
+    now = utcnow()
+    data = {"endpoint_id": endpoint.id, "message": "A test event from filejobs."}
+    values = _row(
+        owner=endpoint.owner,
+        endpoint_id=endpoint.id,
+        url=None,
+        job_id=None,
+        event_type=TEST_EVENT,
+        body=payload(TEST_EVENT, data, now),
+        now=now,
+        over=pending_count(session, endpoint.owner) >= max_pending,
+    )
+    session.connection().execute(insert(_DELIVERIES), [values])
+    return WebhookDelivery.model_construct(**values)
+
+
+def pending_count(session: Session, owner: str) -> int:
+    query = select(func.count()).where(
+        col(WebhookDelivery.owner) == owner, col(WebhookDelivery.status) == DeliveryStatus.pending.value
+    )
+    return int(session.connection().execute(query).scalar_one())
+
+
+def _row(
+    *,
+    owner: str,
+    endpoint_id: str | None,
+    url: str | None,
+    job_id: str | None,
+    event_type: str,
+    body: str,
+    now: datetime,
+    over: bool,
+) -> dict[str, Any]:
+    return {
+        "id": new_delivery_id(),
+        "owner": owner,
+        "endpoint_id": endpoint_id,
+        "url": url,
+        "job_id": job_id,
+        "event_type": event_type,
+        "payload": body,
+        "status": DeliveryStatus.failed.value if over else DeliveryStatus.pending.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "last_attempt_at": None,
+        "last_status_code": None,
+        "last_error": OVER_BOUND if over else None,
+        "created_at": now,
+        "finished_at": now if over else None,
+    }

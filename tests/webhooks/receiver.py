@@ -1,0 +1,161 @@
+"""A real webhook receiver for tests: an HTTP server on 127.0.0.1 in a thread of the test.
+
+It records every request (headers, body, when) and answers as told: ``fail(n, status)`` answers
+the next ``n`` requests with ``status``, ``down()`` closes the port (connections are refused) until
+``up()``, ``hang()`` holds requests open until ``release()``. Waits take a deadline, never a sleep.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+from standardwebhooks.webhooks import Webhook
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.time() when it arrived
+    answered: int  # the status code the receiver gave (0: none, held until released)
+
+    @property
+    def webhook_id(self) -> str:
+        return self.headers["webhook-id"]
+
+    def verify(self, secret: str) -> object:
+        return Webhook(secret).verify(self.body, self.headers)
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self.requests: list[Received] = []
+        self._failures: list[int] = []
+        self._status = 200
+        self._hang = threading.Event()
+        self._hang.set()  # set: not hanging
+        self._hold_seconds: float | None = None
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+        self._start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    # ---- behaviour ----
+
+    def fail(self, times: int, status: int = 500) -> None:
+        with self._lock:
+            self._failures.extend([status] * times)
+
+    def answer(self, status: int) -> None:
+        with self._lock:
+            self._status = status
+
+    def hang(self) -> None:
+        """Hold every request open (no answer) until :meth:`release`."""
+        self._hang.clear()
+
+    def release(self) -> None:
+        self._hang.set()
+
+    def down(self) -> None:
+        """Close the port: connections are refused."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def up(self) -> None:
+        self._start(self.port)
+
+    def close(self) -> None:
+        self.release()
+        self.down()
+
+    def __enter__(self) -> Receiver:
+        return self
+
+    def __exit__(
+        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+    ) -> None:
+        self.close()
+
+    # ---- waiting ----
+
+    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 15.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate(self.requests):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"the receiver did not get what was expected in {timeout} s: "
+                        f"{len(self.requests)} request(s)"
+                    )
+                self._lock.wait(left)
+            return list(self.requests)
+
+    def wait_count(self, count: int, timeout: float = 15.0) -> list[Received]:
+        return self.wait_for(lambda requests: len(requests) >= count, timeout)
+
+    def delivered(self) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if 200 <= r.answered < 300]
+
+    # ---- the server ----
+
+    def _start(self, port: int = 0) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver._lock:
+                    status = receiver._failures.pop(0) if receiver._failures else receiver._status
+                hanging = not receiver._hang.is_set()
+                if hanging:
+                    receiver._record(Received(self.path, headers, body, time.time(), 0))
+                    receiver._hang.wait(60)
+                    status = 0
+                else:
+                    receiver._record(Received(self.path, headers, body, time.time(), status))
+                try:
+                    self.send_response(status or 200)
+                    self.send_header("content-length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:
+                    pass
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        server.daemon_threads = True
+        self._server = server
+        self.port = server.server_address[1]
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def _record(self, received: Received) -> None:
+        with self._lock:
+            self.requests.append(received)
+            self._lock.notify_all()
