@@ -23,7 +23,9 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float  # time.time() when it arrived
-    answered: int  # the status code the receiver gave (0: none, held until released)
+    #: The status code the receiver gave (0: none yet, held until released; a held request is
+    #: answered on release, which its caller may no longer be waiting for).
+    answered: int
 
     @property
     def webhook_id(self) -> str:
@@ -130,13 +132,13 @@ class Receiver:
                     status = receiver._failures.pop(0) if receiver._failures else receiver._status
                 hanging = not receiver._hang.is_set()
                 if hanging:
-                    receiver._record(Received(self.path, headers, body, time.time(), 0))
+                    index = receiver._record(Received(self.path, headers, body, time.time(), 0))
                     receiver._hang.wait(60)
-                    status = 0
+                    receiver._answered(index, status)  # if the caller still listens: it may have gone
                 else:
                     receiver._record(Received(self.path, headers, body, time.time(), status))
                 try:
-                    self.send_response(status or 200)
+                    self.send_response(status)
                     self.send_header("content-length", "2")
                     self.end_headers()
                     self.wfile.write(b"ok")
@@ -155,7 +157,14 @@ class Receiver:
         )
         self._thread.start()
 
-    def _record(self, received: Received) -> None:
+    def _record(self, received: Received) -> int:
         with self._lock:
             self.requests.append(received)
+            self._lock.notify_all()
+            return len(self.requests) - 1
+
+    def _answered(self, index: int, status: int) -> None:
+        with self._lock:
+            held = self.requests[index]
+            self.requests[index] = Received(held.path, held.headers, held.body, held.at, status)
             self._lock.notify_all()

@@ -69,11 +69,11 @@ def refusal(address: IPAddress, *, allow_private: bool) -> str | None:
     if allow_private:
         return None
     for test, what in (
+        (address.is_unspecified, "an unspecified address"),
         (address.is_loopback, "a loopback address"),
         (address.is_link_local, "a link-local address"),
         (address.is_multicast, "a multicast address"),
         (address.is_private, "a private address"),
-        (address.is_unspecified, "an unspecified address"),
         (address.is_reserved, "a reserved address"),
         (not address.is_global, "not a public address"),
     ):
