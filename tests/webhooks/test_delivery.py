@@ -185,3 +185,47 @@ def test_cancelled_job_sends_job_cancelled(client: TestClient, receiver: Receive
     assert event["type"] == "job.cancelled"
     assert event["data"]["status"] == "cancelled"
     assert json.loads(request.body)["data"]["notification"] == "pending"
+
+
+def test_a_jobs_callback_url_is_signed_with_the_keys_default_secret(
+    client: TestClient, worker: LocalWorker, receiver: Receiver
+) -> None:
+    form = {"callback_url": receiver.url + "?job"}
+    files = {"file": ("a.txt", b"abc\n", "text/plain")}
+    refused = client.post("/v1/jobs", files=files, data=form)
+    assert refused.status_code == 422
+    assert "POST /v1/webhooks/secret" in refused.json()["detail"]
+    secret = client.post("/v1/webhooks/secret").json()["secret"]
+    accepted = client.post("/v1/jobs", files=files, data=form)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+    worker.drain()
+    [request] = receiver.wait_count(1)
+    assert request.path == "/hook?job"
+    event = request.verify(secret)
+    assert isinstance(event, dict)
+    assert event["data"]["id"] == job_id
+    wait_until(lambda: client.get(f"/v1/jobs/{job_id}").json()["notification"] == "delivered")
+
+
+def test_a_refused_callback_url_is_422_and_leaves_nothing(data_dir: Any) -> None:
+    from filejobs.app import create_app
+    from filejobs.jobs.dispatch import InMemoryDispatcher
+    from tests.conftest import files_under, make_settings
+
+    with TestClient(create_app(make_settings(data_dir), dispatcher=InMemoryDispatcher())) as client:
+        client.post("/v1/webhooks/secret")
+        for url, detail in [
+            ("https://127.0.0.1/x", "loopback"),
+            ("http://93.184.215.14/x", "https"),
+            ("nonsense", "Not a"),
+            ("https://no-such-host.invalid/", "does not resolve"),
+        ]:
+            response = client.post(
+                "/v1/jobs", files={"file": ("a.txt", b"abc\n", "text/plain")}, data={"callback_url": url}
+            )
+            assert response.status_code == 422, response.text
+            assert "'callback_url' refused" in response.json()["detail"]
+            assert detail in response.json()["detail"]
+        assert client.get("/v1/jobs").json()["items"] == []
+        assert files_under(data_dir) == []

@@ -53,6 +53,14 @@ UPLOAD_BODY: dict[str, Any] = {
                             "schema GET /v1/processors gives for the chosen processor; params that are not "
                             "(an unknown name, a wrong type or value) answer 422, naming what is wrong.",
                         },
+                        "callback_url": {
+                            "type": "string",
+                            "maxLength": 2048,
+                            "description": "A URL to POST this job's final status to once (job.succeeded, "
+                            "job.failed, job.cancelled), signed per Standard Webhooks with the key's "
+                            "default secret (POST /v1/webhooks/secret); https and public addresses "
+                            "only, else 422.",
+                        },
                     },
                 },
                 "encoding": {"params": {"contentType": "application/json"}},
