@@ -229,3 +229,20 @@ def test_a_refused_callback_url_is_422_and_leaves_nothing(data_dir: Any) -> None
             assert detail in response.json()["detail"]
         assert client.get("/v1/jobs").json()["items"] == []
         assert files_under(data_dir) == []
+
+
+def test_metrics(client: TestClient, worker: LocalWorker, receiver: Receiver) -> None:
+    receiver.hang()
+    add_webhook(client, receiver.url)
+    submit_id(client)
+    worker.drain()
+    receiver.wait_count(1)
+    text = client.get("/metrics").text
+    assert "filejobs_webhook_deliveries_pending 1.0" in text
+    age = float(text.split("\nfilejobs_webhook_oldest_pending_seconds ")[1].split()[0])
+    assert 0.0 < age < 30.0
+    receiver.release()
+    wait_until(lambda: 'filejobs_webhook_deliveries_total{result="delivered"}' in client.get("/metrics").text)
+    text = client.get("/metrics").text
+    assert "filejobs_webhook_deliveries_pending 0.0" in text
+    assert "filejobs_webhook_oldest_pending_seconds 0.0" in text

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlmodel import Session, col
@@ -280,18 +280,16 @@ def retry_delivery(db: Database, *, endpoint_id: str, delivery_id: str, owner: s
     return delivery
 
 
-def oldest_pending(db: Database) -> datetime | None:
-    """When the oldest undelivered delivery was made (None: none is)."""
+def pending_stats(db: Database) -> tuple[int, datetime | None]:
+    """How many deliveries are undelivered, and when the oldest of them was made (for the metrics)."""
+    query = select(func.count(), func.min(_D.c.created_at)).where(_D.c.status == PENDING)
     with db.read_connection() as conn:
-        return conn.execute(select(func.min(_D.c.created_at)).where(_D.c.status == PENDING)).scalar()
-
-
-def count_by_status(db: Database) -> dict[str, int]:
-    with db.read_connection() as conn:
-        return {
-            status: int(n)
-            for status, n in conn.execute(select(_D.c.status, func.count()).group_by(_D.c.status))
-        }
+        count, oldest = conn.execute(query).one()
+    if isinstance(oldest, str):  # SQLite's MIN() loses the column's type: ISO text
+        oldest = datetime.fromisoformat(oldest)
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return int(count), oldest
 
 
 def purge_finished(db: Database, *, cutoff: datetime) -> int:

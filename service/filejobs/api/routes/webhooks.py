@@ -79,7 +79,7 @@ async def create_webhook(body: WebhookCreate, services: ServicesDep, caller: Cal
 
 
 @router.get(
-    "", response_model=WebhookList, summary="List the key's webhooks", responses=problem_docs(401, 429)
+    "", response_model=WebhookList, summary="List the key's webhooks", responses=problem_docs(401, 422, 429)
 )
 async def list_webhooks(services: ServicesDep, caller: CallerDep) -> Response:
     found = await to_thread.run_sync(partial(endpoints.list_endpoints, services.db, owner=caller.scope))
@@ -90,7 +90,7 @@ async def list_webhooks(services: ServicesDep, caller: CallerDep) -> Response:
     "/secret",
     response_model=SigningSecret,
     summary="Make or rotate the key's default secret (signs jobs' callback_url deliveries)",
-    responses=problem_docs(401, 429),
+    responses=problem_docs(401, 422, 429),
 )
 async def rotate_default_secret(services: ServicesDep, caller: CallerDep) -> Response:
     """Shown once; after a rotation the previous one signs too until ``previous_secret_expires_at``."""
@@ -110,7 +110,7 @@ async def rotate_default_secret(services: ServicesDep, caller: CallerDep) -> Res
     "/{webhook_id}",
     response_model=WebhookPublic,
     summary="One webhook",
-    responses=problem_docs(401, 404, 429),
+    responses=problem_docs(401, 404, 422, 429),
 )
 async def get_webhook(webhook_id: str, services: ServicesDep, caller: CallerDep) -> Response:
     endpoint = await to_thread.run_sync(
@@ -150,7 +150,7 @@ async def update_webhook(
     "/{webhook_id}",
     status_code=204,
     summary="Remove a webhook and its deliveries",
-    responses=problem_docs(401, 404, 429),
+    responses=problem_docs(401, 404, 422, 429),
 )
 async def delete_webhook(webhook_id: str, services: ServicesDep, caller: CallerDep) -> Response:
     await to_thread.run_sync(
@@ -163,7 +163,7 @@ async def delete_webhook(webhook_id: str, services: ServicesDep, caller: CallerD
     "/{webhook_id}/rotate-secret",
     response_model=WebhookWithSecret,
     summary="Give a webhook a new secret (the old one signs too for WEBHOOK_SECRET_GRACE)",
-    responses=problem_docs(401, 404, 429),
+    responses=problem_docs(401, 404, 422, 429),
 )
 async def rotate_secret(webhook_id: str, services: ServicesDep, caller: CallerDep) -> Response:
     endpoint = await to_thread.run_sync(
@@ -183,7 +183,7 @@ async def rotate_secret(webhook_id: str, services: ServicesDep, caller: CallerDe
     status_code=202,
     response_model=DeliveryPublic,
     summary="Send a webhook.test event",
-    responses=problem_docs(401, 404, 409, 429),
+    responses=problem_docs(401, 404, 409, 422, 429),
 )
 async def send_test(webhook_id: str, services: ServicesDep, caller: CallerDep) -> Response:
     delivery = await to_thread.run_sync(
@@ -232,7 +232,7 @@ async def list_deliveries(
     status_code=202,
     response_model=DeliveryPublic,
     summary="Send a delivery again now",
-    responses=problem_docs(401, 404, 409, 429),
+    responses=problem_docs(401, 404, 409, 422, 429),
 )
 async def retry_delivery(
     webhook_id: str, delivery_id: str, services: ServicesDep, caller: CallerDep
