@@ -5,8 +5,8 @@ woken by the jobs table's NOTIFY."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 
