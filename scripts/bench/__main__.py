@@ -37,6 +37,7 @@ GROUPS = {
     "listing": "scripts.bench.figures.listing:run",  # list latency at 100k rows, first/deep page
     "celery": "scripts.bench.figures.celery:run",  # the Celery backends' jobs/s
     "events": "scripts.bench.figures.events:run",  # change -> N SSE clients vs long-polls; idle cost
+    "webhooks": "scripts.bench.figures.webhooks:run",  # finished -> webhook vs SSE; an endpoint's accept cost
 }
 
 

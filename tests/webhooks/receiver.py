@@ -148,7 +148,11 @@ class Receiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a caller that hung up (a timed-out sender, a closed pool): nothing to report
+
+        server = Server(("127.0.0.1", port), Handler)
         server.daemon_threads = True
         self._server = server
         self.port = server.server_address[1]

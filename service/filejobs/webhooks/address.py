@@ -82,6 +82,14 @@ def refusal(address: IPAddress, *, allow_private: bool) -> str | None:
     return None
 
 
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def port_of(url: httpx.URL) -> int:
     return url.port or (443 if url.scheme == "https" else 80)
 

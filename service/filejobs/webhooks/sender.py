@@ -213,6 +213,10 @@ class WebhookSender(BackgroundTask):
         """Check the URL again and resolve its host once (the addresses connected to)."""
         settings = self._settings
         parsed = address.check_form(url, allow_http=settings.webhook_allow_http)
+        if address.is_ip_literal(parsed.host):  # nothing to resolve (nor a thread hop to pay)
+            return address.check_addresses(
+                parsed, [parsed.host], allow_private=settings.webhook_allow_private
+            )
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 parsed.host, address.port_of(parsed), type=socket.SOCK_STREAM
