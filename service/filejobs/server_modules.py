@@ -22,4 +22,5 @@ SERVER_MODULES = (
     "celery",
     "redis",
     "fastapi_offline",
+    "standardwebhooks",
 )
