@@ -7,6 +7,8 @@ the next ``n`` requests with ``status``, ``down()`` closes the port (connections
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +26,7 @@ class Received:
     body: bytes
     at: float  # time.time() when it arrived
     #: The status code the receiver gave (0: none yet, held until released; a held request is
-    #: answered on release, which its caller may no longer be waiting for).
+    #: answered on release, which its caller may no longer be waiting for; -1: hung up on).
     answered: int
 
     @property
@@ -40,6 +42,7 @@ class Receiver:
         self._lock = threading.Condition()
         self.requests: list[Received] = []
         self._failures: list[int] = []
+        self._drops = 0
         self._status = 200
         self._hang = threading.Event()
         self._hang.set()  # set: not hanging
@@ -54,6 +57,12 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}/hook"
 
     # ---- behaviour ----
+
+    def drop(self, times: int) -> None:
+        """Hang up on the next ``times`` requests without an answer (as a receiver that is down or
+        crashing would: the caller sees a network error, not a status)."""
+        with self._lock:
+            self._drops += times
 
     def fail(self, times: int, status: int = 500) -> None:
         with self._lock:
@@ -129,7 +138,15 @@ class Receiver:
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with receiver._lock:
+                    dropped = receiver._drops > 0
+                    receiver._drops -= dropped
                     status = receiver._failures.pop(0) if receiver._failures else receiver._status
+                if dropped:
+                    receiver._record(Received(self.path, headers, body, time.time(), -1))
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 hanging = not receiver._hang.is_set()
                 if hanging:
                     index = receiver._record(Received(self.path, headers, body, time.time(), 0))
@@ -139,6 +156,8 @@ class Receiver:
                     receiver._record(Received(self.path, headers, body, time.time(), status))
                 try:
                     self.send_response(status)
+                    if 300 <= status < 400:
+                        self.send_header("location", receiver.url + "/redirected")
                     self.send_header("content-length", "2")
                     self.end_headers()
                     self.wfile.write(b"ok")

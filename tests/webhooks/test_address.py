@@ -83,3 +83,27 @@ def test_every_resolved_address_must_pass() -> None:
 def test_unresolvable_hosts_are_refused() -> None:
     with pytest.raises(address.RefusedURL, match="does not resolve"):
         address.resolve("https://no-such-host.invalid/hook", allow_http=False, allow_private=False)
+
+
+def test_the_sender_checks_again_at_delivery_time(tmp_path: object) -> None:
+    """A URL registered while allowed, delivered under stricter settings (or whose name now
+    resolves elsewhere), is refused at the attempt: the attempt fails, nothing is sent."""
+    import asyncio
+    from pathlib import Path
+
+    from filejobs.db import Database
+    from filejobs.webhooks.sender import WebhookSender
+    from tests.conftest import make_settings
+
+    assert isinstance(tmp_path, Path)
+    settings = make_settings(tmp_path, webhook_allow_http=True)
+    sender = WebhookSender(Database(settings.resolved_database_url), settings, leader=lambda: True)
+
+    async def resolve(url: str) -> address.Resolved:
+        return await sender._resolve(url)
+
+    with pytest.raises(address.RefusedURL, match="loopback"):
+        asyncio.run(resolve("http://localhost:8080/hook"))
+    with pytest.raises(address.RefusedURL, match="loopback"):
+        asyncio.run(resolve("http://127.0.0.1:8080/hook"))
+    assert asyncio.run(resolve("http://93.184.215.14/hook")).addresses == ("93.184.215.14",)

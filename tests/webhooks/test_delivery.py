@@ -56,14 +56,14 @@ def test_no_endpoint_no_notification(client: TestClient, worker: LocalWorker) ->
 def test_down_for_three_attempts_then_up_is_delivered_once_with_one_id(
     client: TestClient, worker: LocalWorker, receiver: Receiver
 ) -> None:
-    receiver.fail(3, 503)
+    receiver.drop(3)  # three attempts end in a network error (hung up on, no answer)
     hook = add_webhook(client, receiver.url)
     submit_id(client)
     worker.drain()
     receiver.wait_count(4)
     wait_until(lambda: _deliveries(client, hook["id"])[0]["status"] == "delivered")
     requests = receiver.requests
-    assert [r.answered for r in requests] == [503, 503, 503, 200]
+    assert [r.answered for r in requests] == [-1, -1, -1, 200]
     assert len({r.webhook_id for r in requests}) == 1
     assert len({r.body for r in requests}) == 1  # the same event every time
     for request in requests:
@@ -247,3 +247,59 @@ def test_metrics(client: TestClient, worker: LocalWorker, receiver: Receiver) ->
     text = client.get("/metrics").text
     assert "filejobs_webhook_oldest_pending_seconds 0.0" in text
     assert 'filejobs_webhook_deliveries_total{result="delivered"}' in text
+
+
+def test_error_answers_are_retried_with_the_same_event(
+    client: TestClient, worker: LocalWorker, receiver: Receiver
+) -> None:
+    receiver.fail(2, 503)
+    hook = add_webhook(client, receiver.url)
+    submit_id(client)
+    worker.drain()
+    receiver.wait_count(3)
+    wait_until(lambda: _deliveries(client, hook["id"])[0]["status"] == "delivered")
+    assert [r.answered for r in receiver.requests] == [503, 503, 200]
+    assert len({(r.webhook_id, r.body) for r in receiver.requests}) == 1
+
+
+def test_redirects_are_not_followed(client: TestClient, worker: LocalWorker, receiver: Receiver) -> None:
+    receiver.fail(1, 302)  # with a Location on the same receiver
+    hook = add_webhook(client, receiver.url)
+    submit_id(client)
+    worker.drain()
+    receiver.wait_count(2)
+    wait_until(lambda: _deliveries(client, hook["id"])[0]["status"] == "delivered")
+    assert [(r.path, r.answered) for r in receiver.requests] == [("/hook", 302), ("/hook", 200)]
+
+
+def test_a_host_name_is_resolved_and_sent_as_host(
+    client: TestClient, worker: LocalWorker, receiver: Receiver
+) -> None:
+    add_webhook(client, f"http://localhost:{receiver.port}/hook")
+    submit_id(client)
+    worker.drain()
+    [request] = receiver.wait_count(1)
+    assert request.headers["host"] == f"localhost:{receiver.port}"
+
+
+def test_a_job_failed_by_the_sweeper_sends_job_failed(client: TestClient, receiver: Receiver) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from filejobs.jobs import repository
+    from filejobs.models import Job, utcnow
+
+    services = client.app_state["services"]
+    hook = add_webhook(client, receiver.url, events=["job.failed"])
+    job_id = submit_id(client)
+    with services.db.write() as session:  # its last attempt
+        session.execute(update(Job).where(Job.id == job_id).values(max_attempts=1))  # type: ignore[arg-type]
+    assert repository.claim_job(services.db, job_id, owner="gone-worker", lease_seconds=1) is not None
+    moved = repository.expire_leases(services.db, now=utcnow() + timedelta(seconds=5))
+    assert [(j, s.value) for j, s in moved] == [(job_id, "failed")]
+    client.app_state["services"].hub.notify(job_id)  # as the sweeper's pass tells
+    [request] = receiver.wait_count(1)
+    event = request.verify(hook["secret"])
+    assert isinstance(event, dict)
+    assert (event["type"], event["data"]["error"]["code"]) == ("job.failed", "worker_lost")

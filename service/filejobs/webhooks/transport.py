@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections import OrderedDict
 
 import httpx
@@ -26,9 +27,12 @@ MAX_ANSWER_BYTES = 64 * 1024
 class PinnedSender:
     """Sends one request at a time per call; share it between tasks (one event loop)."""
 
-    def __init__(self, *, timeout: float, connections_per_pool: int) -> None:
+    def __init__(
+        self, *, timeout: float, connections_per_pool: int, verify: ssl.SSLContext | bool = True
+    ) -> None:
         self._timeout = timeout
         self._per_pool = connections_per_pool
+        self._verify = verify  # the system's CAs (certifi's); a test's own CA in tests
         self._pools: OrderedDict[tuple[str, str, int, str], httpx.AsyncClient] = OrderedDict()
 
     def _client(self, url: httpx.URL, ip: str) -> httpx.AsyncClient:
@@ -39,6 +43,7 @@ class PinnedSender:
                 timeout=self._timeout,
                 follow_redirects=False,
                 trust_env=False,  # no proxy from the environment: we connect to the checked address
+                verify=self._verify,
                 limits=httpx.Limits(max_connections=self._per_pool, max_keepalive_connections=self._per_pool),
             )
             self._pools[key] = client
