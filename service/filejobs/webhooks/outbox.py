@@ -77,7 +77,7 @@ def record_job_event(session: Session, job_id: str, *, max_pending: int) -> int:
         if event_type in events
     ]
     if callback_url and session.get(WebhookSecret, owner) is None:
-        callback_url = None  # refused at submit; the key's secret was deleted since (cannot happen yet)
+        callback_url = None  # nothing to sign with (the upload was refused without one: defensive)
     if not endpoints and not callback_url:
         return 0
     conn.execute(update(_JOBS).where(_JOBS.c.id == job_id).values(notification=DeliveryStatus.pending.value))

@@ -56,7 +56,7 @@ def _json(
     status_code=201,
     response_model=WebhookWithSecret,
     summary="Register a webhook endpoint (its signing secret is shown once)",
-    responses=problem_docs(401, 409, 422, 429),
+    responses=problem_docs(400, 401, 409, 422, 429),
 )
 async def create_webhook(body: WebhookCreate, services: ServicesDep, caller: CallerDep) -> Response:
     """409 past WEBHOOK_MAX_ENDPOINTS; 422 for a URL that is not https, does not resolve or resolves
@@ -123,7 +123,7 @@ async def get_webhook(webhook_id: str, services: ServicesDep, caller: CallerDep)
     "/{webhook_id}",
     response_model=WebhookPublic,
     summary="Change a webhook's URL, events or description, or enable it again",
-    responses=problem_docs(401, 404, 422, 429),
+    responses=problem_docs(400, 401, 404, 422, 429),
 )
 async def update_webhook(
     webhook_id: str, body: WebhookUpdate, services: ServicesDep, caller: CallerDep
