@@ -174,6 +174,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.include_router(metrics.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
+    app.include_router(webhooks.secret_router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.assets, name="static")
     docs.install(app)

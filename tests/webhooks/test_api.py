@@ -150,10 +150,27 @@ def test_unknown_delivery_is_404(client: TestClient) -> None:
 
 
 def test_default_secret_is_made_and_rotated(client: TestClient) -> None:
-    first = client.post("/v1/webhooks/secret")
+    first = client.post("/v1/callback-secret")
     assert first.status_code == 200
     assert first.json()["secret"].startswith("whsec_")
     assert first.json()["previous_secret_expires_at"] is None
-    second = client.post("/v1/webhooks/secret").json()
+    second = client.post("/v1/callback-secret").json()
     assert second["secret"] != first.json()["secret"]
     assert second["previous_secret_expires_at"] is not None
+
+
+def test_bodies_are_read_after_the_key_is_checked(client: TestClient) -> None:
+    services = client.app_state["services"]
+    _, alice = keys.create_key(services.db, "alice")
+    for body in (b"{not json", b'{"url": 42}', b"x" * 100_000):
+        assert client.post("/v1/webhooks", content=body).status_code == 401
+    as_alice = {"Authorization": f"Bearer {alice}"}
+    bad_json = client.post("/v1/webhooks", content=b"{not json", headers=as_alice)
+    assert bad_json.status_code == 400
+    assert bad_json.json()["detail"] == "The body is not valid JSON."
+    invalid = client.post("/v1/webhooks", content=b'{"url": 42}', headers=as_alice)
+    assert invalid.status_code == 422
+    assert invalid.json()["errors"][0]["loc"] == ["url"]
+    huge = client.post("/v1/webhooks", content=b"x" * 100_000, headers=as_alice)
+    assert huge.status_code == 413
+    assert huge.headers["content-type"] == "application/problem+json"

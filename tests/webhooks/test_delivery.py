@@ -194,8 +194,8 @@ def test_a_jobs_callback_url_is_signed_with_the_keys_default_secret(
     files = {"file": ("a.txt", b"abc\n", "text/plain")}
     refused = client.post("/v1/jobs", files=files, data=form)
     assert refused.status_code == 422
-    assert "POST /v1/webhooks/secret" in refused.json()["detail"]
-    secret = client.post("/v1/webhooks/secret").json()["secret"]
+    assert "POST /v1/callback-secret" in refused.json()["detail"]
+    secret = client.post("/v1/callback-secret").json()["secret"]
     accepted = client.post("/v1/jobs", files=files, data=form)
     assert accepted.status_code == 202, accepted.text
     job_id = accepted.json()["id"]
@@ -214,7 +214,7 @@ def test_a_refused_callback_url_is_422_and_leaves_nothing(data_dir: Any) -> None
     from tests.conftest import files_under, make_settings
 
     with TestClient(create_app(make_settings(data_dir), dispatcher=InMemoryDispatcher())) as client:
-        client.post("/v1/webhooks/secret")
+        client.post("/v1/callback-secret")
         for url, detail in [
             ("https://127.0.0.1/x", "loopback"),
             ("http://93.184.215.14/x", "https"),

@@ -128,7 +128,7 @@ def rotate_webhook_call(webhook_id: str) -> Call:
 
 
 def rotate_default_secret_call() -> Call:
-    return Call("POST", "/v1/webhooks/secret", safe=False)
+    return Call("POST", "/v1/callback-secret", safe=False)
 
 
 def webhook_body(url: str, events: list[str] | None, description: str) -> bytes:

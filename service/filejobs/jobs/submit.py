@@ -101,7 +101,7 @@ def split_secrets(params: BaseModel) -> tuple[dict[str, Any], dict[str, Any]]:
 
 async def check_callback(*, db: Database, settings: Settings, owner: str, url: str) -> None:
     """422 unless ``url`` may be called (https, public addresses: as webhook URLs) and the key has
-    a default secret to sign it with (``POST /v1/webhooks/secret``)."""
+    a default secret to sign it with (``POST /v1/callback-secret``)."""
     policy = endpoints.UrlPolicy(
         allow_http=settings.webhook_allow_http, allow_private=settings.webhook_allow_private
     )
@@ -112,7 +112,7 @@ async def check_callback(*, db: Database, settings: Settings, owner: str, url: s
     if await to_thread.run_sync(partial(endpoints.default_secret, db, owner=owner)) is None:
         raise Unprocessable(
             "'callback_url' needs the key's default signing secret: make it once with "
-            "POST /v1/webhooks/secret (or `filejobs webhooks rotate --default`)."
+            "POST /v1/callback-secret (or `filejobs webhooks rotate --default`)."
         )
 
 

@@ -58,7 +58,7 @@ UPLOAD_BODY: dict[str, Any] = {
                             "maxLength": 2048,
                             "description": "A URL to POST this job's final status to once (job.succeeded, "
                             "job.failed, job.cancelled), signed per Standard Webhooks with the key's "
-                            "default secret (POST /v1/webhooks/secret); https and public addresses "
+                            "default secret (POST /v1/callback-secret); https and public addresses "
                             "only, else 422.",
                         },
                     },

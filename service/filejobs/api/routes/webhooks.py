@@ -6,10 +6,11 @@ from functools import partial
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from filejobs.api.auth import CallerDep
 from filejobs.api.deps import ServicesDep
+from filejobs.api.json_body import json_body, json_body_docs
 from filejobs.api.problems import problem_docs
 from filejobs.models import DeliveryStatus
 from filejobs.services import Services
@@ -29,6 +30,9 @@ from filejobs.webhooks.schemas import (
 )
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+#: The key's default secret lives beside /v1/webhooks, not under it (where it would share a path
+#: shape with /v1/webhooks/{webhook_id}).
+secret_router = APIRouter()
 
 #: DNS of a URL's host may take this long before the URL counts as unresolvable.
 RESOLVE_TIMEOUT = 10.0
@@ -56,11 +60,13 @@ def _json(
     status_code=201,
     response_model=WebhookWithSecret,
     summary="Register a webhook endpoint (its signing secret is shown once)",
-    responses=problem_docs(400, 401, 409, 422, 429),
+    responses=problem_docs(400, 401, 409, 413, 422, 429),
+    openapi_extra=json_body_docs(WebhookCreate),
 )
-async def create_webhook(body: WebhookCreate, services: ServicesDep, caller: CallerDep) -> Response:
+async def create_webhook(request: Request, services: ServicesDep, caller: CallerDep) -> Response:
     """409 past WEBHOOK_MAX_ENDPOINTS; 422 for a URL that is not https, does not resolve or resolves
     to a private, loopback, link-local, multicast or metadata address."""
+    body = await json_body(request, WebhookCreate)
     endpoint = await to_thread.run_sync(
         partial(
             endpoints.create_endpoint,
@@ -86,8 +92,9 @@ async def list_webhooks(services: ServicesDep, caller: CallerDep) -> Response:
     return _json(WebhookList(items=[webhook_public(endpoint) for endpoint in found]))
 
 
-@router.post(
-    "/secret",
+@secret_router.post(
+    "/v1/callback-secret",
+    tags=["webhooks"],
     response_model=SigningSecret,
     summary="Make or rotate the key's default secret (signs jobs' callback_url deliveries)",
     responses=problem_docs(401, 422, 429),
@@ -123,11 +130,13 @@ async def get_webhook(webhook_id: str, services: ServicesDep, caller: CallerDep)
     "/{webhook_id}",
     response_model=WebhookPublic,
     summary="Change a webhook's URL, events or description, or enable it again",
-    responses=problem_docs(400, 401, 404, 422, 429),
+    responses=problem_docs(400, 401, 404, 413, 422, 429),
+    openapi_extra=json_body_docs(WebhookUpdate),
 )
 async def update_webhook(
-    webhook_id: str, body: WebhookUpdate, services: ServicesDep, caller: CallerDep
+    webhook_id: str, request: Request, services: ServicesDep, caller: CallerDep
 ) -> Response:
+    body = await json_body(request, WebhookUpdate)
     endpoint = await to_thread.run_sync(
         partial(
             endpoints.update_endpoint,
