@@ -117,10 +117,12 @@ def claim_due(
                 )
             ).scalars()
         }
+        orphans = []
         for row in rows:
             source = endpoints.get(row.endpoint_id) if row.endpoint_id else default_secrets.get(row.owner)
             if source is None or (row.endpoint_id and not source.enabled):
-                continue  # deleted or disabled meanwhile: its rows are handled there
+                orphans.append(row)  # its endpoint went (or was disabled) meanwhile: nowhere to send
+                continue
             url = source.url if row.endpoint_id else row.url
             claimed.append(
                 Claimed(
@@ -137,6 +139,16 @@ def claim_due(
                     attempts=row.attempts,
                 )
             )
+        if orphans:
+            conn.execute(
+                update(_D)
+                .where(_D.c.id.in_([row.id for row in orphans]), _D.c.status == PENDING)
+                .values(
+                    status=FAILED, finished_at=now, last_error="its webhook is gone or disabled; not sent"
+                )
+            )
+            for job_id in {row.job_id for row in orphans if row.job_id}:
+                _settle_job(session, job_id)
     return claimed
 
 

@@ -170,6 +170,9 @@ class WebhookSender(BackgroundTask):
             error = f"refused: {exc}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except Exception as exc:  # anything else about this target is a failed attempt, never a stuck row
+            log.exception("webhook %s: the attempt failed unexpectedly", item.id)
+            error = f"unexpected {type(exc).__name__}"
         if status is not None and 200 <= status < 300:
             await to_thread.run_sync(partial(deliveries.record_delivered, self._db, item, status_code=status))
             metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
