@@ -137,7 +137,8 @@ def test_pending_stats_and_retention(db: Database) -> None:
     ids = _deliveries(db, endpoint, 2)
     count, oldest = deliveries.pending_stats(db)
     assert count == 2
-    assert oldest is not None and oldest.tzinfo is not None
+    assert oldest is not None
+    assert oldest.tzinfo is not None
     [claimed, _] = _claim(db)
     deliveries.record_delivered(db, claimed, status_code=200)
     assert deliveries.pending_stats(db)[0] == 1
