@@ -91,3 +91,34 @@ def test_the_webhooks_commands(tmp_path: Path) -> None:
         missing = run_cli("webhooks", "remove", webhook_id, "--server", url)
         assert missing.exit_code == 1
         assert "No webhook" in missing.stderr
+
+
+def test_the_clients_webhook_calls(tmp_path: Path) -> None:
+    import asyncio
+
+    from filejobs.client import AsyncClient, Client
+    from filejobs.client.errors import FilejobsError
+
+    with Receiver() as receiver, Server(tmp_path / "data", env=server_env(**ENV)) as server:
+        server.start()
+        with Client(server.base_url) as client:
+            added = client.add_webhook(receiver.url, events=["job.succeeded"], description="sync")
+            assert added.secret.startswith("whsec_")
+            assert [w.id for w in client.webhooks()] == [added.id]
+            assert client.rotate_webhook_secret(added.id).secret != added.secret
+            assert client.rotate_default_secret().secret.startswith("whsec_")
+            with pytest.raises(FilejobsError):
+                client.add_webhook("ftp://x/")
+            client.remove_webhook(added.id)
+            assert client.webhooks() == []
+
+        async def run() -> None:
+            async with AsyncClient(server.base_url) as client:
+                added = await client.add_webhook(receiver.url, description="async")
+                assert [w.description for w in await client.webhooks()] == ["async"]
+                assert (await client.rotate_webhook_secret(added.id)).secret != added.secret
+                assert (await client.rotate_default_secret()).secret.startswith("whsec_")
+                await client.remove_webhook(added.id)
+                assert await client.webhooks() == []
+
+        asyncio.run(run())
