@@ -119,3 +119,29 @@ def test_200_jobs_2_endpoints_400_deliveries_none_lost(data_dir: Path) -> None:
             ),
             what="every job's notification delivered",
         )
+
+
+def test_undelivered_deliveries_per_key_are_bounded(data_dir: Path) -> None:
+    settings = make_settings(data_dir, **{**FAST, "webhook_max_pending": 2, "webhook_timeout": 5.0})
+    with Receiver() as receiver, TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
+        receiver.hang()
+        hook = add_webhook(client, receiver.url)
+        job_ids = [submit_id(client) for _ in range(4)]
+        burst_worker(client.app_state["services"]).drain()
+        items = client.get(f"/v1/webhooks/{hook['id']}/deliveries").json()["items"]
+        by_status = sorted(item["status"] for item in items)
+        assert by_status == ["failed", "failed", "pending", "pending"]
+        over = [item for item in items if item["status"] == "failed"]
+        assert all("WEBHOOK_MAX_PENDING" in item["last_error"] for item in over)
+        notifications = sorted(client.get(f"/v1/jobs/{j}").json()["notification"] for j in job_ids)
+        assert notifications == ["failed", "failed", "pending", "pending"]
+        receiver.release()
+        wait_until(
+            lambda: (
+                sorted(
+                    i["status"] for i in client.get(f"/v1/webhooks/{hook['id']}/deliveries").json()["items"]
+                )
+                == ["delivered", "delivered", "failed", "failed"]
+            ),
+            what="the two within the bound delivered",
+        )
