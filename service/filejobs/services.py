@@ -81,7 +81,7 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
     lock = sweep_lock(db, settings.data_dir)
     webhooks = WebhookSender(db, settings, leader=lambda: lock.held, on_change=hub.notify)
     hub.listen(webhooks.job_changed)
-    feed.on_notify(webhooks.job_changed)
+    feed.on_notify(webhooks.wake)
     auth = AuthGate(db, always=settings.require_auth)
     worker = None
     if dispatcher is None:

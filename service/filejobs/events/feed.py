@@ -7,7 +7,8 @@ then reads them, once for all streams:
 - in this process, :class:`filejobs.events.hub.ChangeHub` names each job it changes at once;
 - on PostgreSQL, a trigger (migration 0005) sends ``NOTIFY filejobs_jobs`` with the job's id for
   every insert, change and delete, after the commit and in commit order; the feed LISTENs on a
-  connection of its own, and after every (re)connect looks at the rows changed meanwhile;
+  connection of its own, and after every (re)connect looks at the rows changed meanwhile (the
+  webhook outbox sends ``W <delivery id>`` on the same channel, for the webhook sender);
 - on SQLite (one machine, but possibly several processes), it looks for rows changed since the
   last look every ``events_poll_interval`` while a stream is open: an index scan of
   ``updated_at`` that reaches ``events_lookback`` seconds back, because a writer stamps
@@ -113,8 +114,8 @@ class ChangeFeed(BackgroundTask):
             metrics.EVENT_STREAMS.dec()
 
     def on_notify(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(job_id)`` on the event loop for every insert or change PostgreSQL's NOTIFY
-        tells of, whichever process made it (the webhook sender wakes on it)."""
+        """Call ``listener(delivery_id)`` on the event loop for each ``W <id>`` NOTIFY on the channel:
+        webhook deliveries committed by any process (the webhook sender wakes on it)."""
         self._notify_listeners.append(listener)
 
     def hint(self, job_id: str) -> None:
@@ -243,9 +244,10 @@ class ChangeFeed(BackgroundTask):
         """``U <id>`` for an insert or change, ``D <id> <owner>`` for a delete (the trigger's)."""
         op, _, rest = payload.partition(" ")
         job_id, _, owner = rest.partition(" ")
-        if op == "D":
+        if op == "W":  # new webhook deliveries (filejobs.webhooks.outbox), not a job change
+            for listener in self._notify_listeners:
+                listener(rest)
+        elif op == "D":
             self.deleted(job_id, owner)
         else:
             self.hint(job_id)
-            for listener in self._notify_listeners:
-                listener(job_id)

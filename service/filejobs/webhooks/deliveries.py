@@ -311,18 +311,3 @@ def purge_finished(db: Database, *, cutoff: datetime) -> int:
             delete(_D).where(_D.c.status.in_([DELIVERED, FAILED]), _D.c.finished_at < cutoff)
         )
         return int(result.rowcount)
-
-
-def has_targets(db: Database) -> bool:
-    """Whether there is anything to send or anyone to send to: an undelivered delivery, an enabled
-    endpoint or a key's default secret (three index lookups)."""
-    secrets = WebhookSecret.__table__  # type: ignore[attr-defined]
-    with db.read_connection() as conn:
-        for query in (
-            select(_D.c.id).where(_D.c.status == PENDING).limit(1),
-            select(_E.c.id).where(_E.c.enabled.is_(True)).limit(1),
-            select(secrets.c.owner).limit(1),
-        ):
-            if conn.execute(query).first() is not None:
-                return True
-    return False

@@ -11,10 +11,11 @@ finds the rows when it next looks, here or on another node.
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import event, func, insert, select, text, update
 from sqlmodel import Session, col
 
 from filejobs.ids import new_job_id
@@ -43,6 +44,36 @@ OVER_BOUND = "too many undelivered webhooks for this key (WEBHOOK_MAX_PENDING); 
 _DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
 _ENDPOINTS = WebhookEndpoint.__table__  # type: ignore[attr-defined]
 _JOBS = Job.__table__  # type: ignore[attr-defined]
+
+
+#: The channel of the jobs table's trigger (migration 0005); ``W <delivery id>`` tells of new deliveries.
+CHANNEL = "filejobs_jobs"
+
+
+class Recorded:
+    """How many transactions of this process have committed new deliveries: the sender compares it
+    when a job changes here, and looks for due deliveries only when it moved (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def bump(self, _session: object = None) -> None:
+        with self._lock:
+            self.value += 1
+
+
+RECORDED = Recorded()
+
+
+def _tell(session: Session, first_id: str) -> None:
+    """After this transaction commits: bump :data:`RECORDED`; on PostgreSQL also ``NOTIFY`` (sent at
+    the commit, to every API process's change feed), so the sender wakes wherever it runs."""
+    event.listen(session, "after_commit", RECORDED.bump, once=True)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": f"W {first_id}"}
+        )
 
 
 def new_delivery_id() -> str:
@@ -112,6 +143,7 @@ def record_job_event(session: Session, job_id: str, *, max_pending: int) -> int:
             )
         )
     conn.execute(insert(_DELIVERIES), rows)
+    _tell(session, rows[0]["id"])
     if all(item["status"] == DeliveryStatus.failed.value for item in rows):
         conn.execute(
             update(_JOBS).where(_JOBS.c.id == job_id).values(notification=DeliveryStatus.failed.value)
@@ -134,6 +166,7 @@ def record_test_event(session: Session, endpoint: WebhookEndpoint, *, max_pendin
         over=pending_count(session, endpoint.owner) >= max_pending,
     )
     session.connection().execute(insert(_DELIVERIES), [values])
+    _tell(session, values["id"])
     return WebhookDelivery.model_construct(**values)
 
 

@@ -1,9 +1,10 @@
 """The sender: posts the outbox's due deliveries, signed, and records each attempt.
 
 It runs as a task on the event loop of the API process that holds the sweeper lock (one per
-deployment, with either backend; see docs/webhooks.md for why), and wakes when a job changes in
-this process or, on PostgreSQL, anywhere (the jobs table's NOTIFY), when a retry comes due, and
-every ``webhook_poll_interval`` in any case. Deliveries run as tasks, at most
+deployment, with either backend; see docs/webhooks.md for why), and wakes when a transaction of
+this process committed deliveries (noticed at the job change that follows it), on PostgreSQL when
+any process did (the outbox's NOTIFY), when a retry comes due, and every ``webhook_poll_interval``
+in any case. Deliveries run as tasks, at most
 ``webhook_concurrency`` at once and ``webhook_endpoint_concurrency`` per endpoint, so a slow
 receiver holds a few slots of its own and never the others'. Each attempt: resolve the host, check
 every address again (:mod:`filejobs.webhooks.address`), POST to the checked one within
@@ -29,7 +30,7 @@ from filejobs.background import BackgroundTask
 from filejobs.db import Database
 from filejobs.models import utcnow
 from filejobs.settings import Settings
-from filejobs.webhooks import address, deliveries, signing
+from filejobs.webhooks import address, deliveries, outbox, signing
 from filejobs.webhooks.deliveries import Claimed
 from filejobs.webhooks.transport import PinnedSender
 
@@ -62,21 +63,23 @@ class WebhookSender(BackgroundTask):
         self._inflight: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._saturated = False
-        #: Whether any endpoint, default secret or undelivered row exists (refreshed at every look):
-        #: without any, job changes need no look at all.
-        self._has_targets = True
+        #: :data:`filejobs.webhooks.outbox.RECORDED` when a job change here last woke the sender.
+        self._recorded = outbox.RECORDED.value
         self._http = PinnedSender(
             timeout=settings.webhook_timeout, connections_per_pool=settings.webhook_endpoint_concurrency
         )
 
-    def wake(self) -> None:
-        """Look for due deliveries now (an endpoint or delivery changed). On the event loop."""
-        self._has_targets = True
+    def wake(self, _delivery_id: str = "") -> None:
+        """Look for due deliveries now: deliveries were made (here, or anywhere on PostgreSQL: the
+        outbox's NOTIFY), or one was retried. On the event loop."""
         self._wake.set()
 
     def job_changed(self, _job_id: str) -> None:
-        """A job changed (here, or anywhere on PostgreSQL): it may have queued deliveries."""
-        if self._has_targets:
+        """A job changed in this process (after its commit): look only if a transaction of this
+        process committed deliveries since the last such look (one integer compare per change)."""
+        recorded = outbox.RECORDED.value
+        if recorded != self._recorded:
+            self._recorded = recorded
             self._wake.set()
 
     @property
@@ -118,9 +121,6 @@ class WebhookSender(BackgroundTask):
             self._saturated = True
             return
         per_lane = settings.webhook_endpoint_concurrency
-        self._has_targets = await to_thread.run_sync(deliveries.has_targets, self._db)
-        if not self._has_targets:
-            return
         claimed = await to_thread.run_sync(
             partial(
                 deliveries.claim_due,
