@@ -104,7 +104,7 @@ async def _latencies(
 def run(ctx: Context) -> list[Figure]:
     jobs = 10 if ctx.smoke else 200
     pace = 0.02 if ctx.smoke else 0.05
-    seconds = 2 if ctx.smoke else 10
+    seconds = 1 if ctx.smoke else 10
     root = ctx.subdir("webhooks")
     with Receiver() as receiver, filejobs_server(root / "latency", filejobs_env(**HOOKS_ALLOWED)) as server:
         hooks, events = asyncio.run(_latencies(server.base_url, receiver, jobs, pace))
