@@ -122,3 +122,22 @@ def test_the_clients_webhook_calls(tmp_path: Path) -> None:
                 assert await client.webhooks() == []
 
         asyncio.run(run())
+
+
+def test_several_http_processes_send_each_event_once(tmp_path: Path) -> None:
+    """serve --processes 2: jobs finish in either process; only the sweeper-lock holder sends (the
+    other's deliveries reach it through the database), each once."""
+    env = server_env(**{**ENV, "api_processes": "2", "workers": "2"})
+    with Receiver() as receiver, Server(tmp_path / "data", env=env) as server:
+        server.start()
+        with server.client() as client:
+            hook = client.post("/v1/webhooks", json={"url": receiver.url}).json()
+            job_ids = set()
+            for n in range(12):  # over new connections: both processes take some
+                with server.client() as fresh:
+                    files = {"file": (f"{n}.txt", f"file {n}\n".encode(), "text/plain")}
+                    job_ids.add(fresh.post("/v1/jobs", files=files).json()["id"])
+        got = receiver.wait_for(lambda requests: len({r.webhook_id for r in requests}) >= 12, timeout=60)
+        events = [r.verify(hook["secret"]) for r in got]
+        assert {e["data"]["id"] for e in events if isinstance(e, dict)} == job_ids
+        assert len(got) == 12  # each once
