@@ -17,11 +17,9 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlmodel import Session, col
 
 from filejobs.db import Database
-from filejobs.errors import Conflict, NotFound
-from filejobs.ids import is_job_id
 from filejobs.models import DeliveryStatus, Job, WebhookDelivery, WebhookEndpoint, WebhookSecret, utcnow
 from filejobs.webhooks import signing
-from filejobs.webhooks.endpoints import disable, get_endpoint
+from filejobs.webhooks.endpoints import disable
 
 PENDING = DeliveryStatus.pending.value
 DELIVERED = DeliveryStatus.delivered.value
@@ -148,7 +146,7 @@ def claim_due(
                 )
             )
             for job_id in {row.job_id for row in orphans if row.job_id}:
-                _settle_job(session, job_id)
+                settle_job(session, job_id)
     return claimed
 
 
@@ -176,7 +174,7 @@ def record_delivered(db: Database, claimed: Claimed, *, status_code: int) -> Non
         if claimed.endpoint_id:
             session.execute(update(_E).where(_E.c.id == claimed.endpoint_id).values(failing_since=None))
         if claimed.job_id:
-            _settle_job(session, claimed.job_id)
+            settle_job(session, claimed.job_id)
 
 
 def record_failed(
@@ -221,11 +219,11 @@ def record_failed(
                 else:
                     session.add(endpoint)
         if claimed.job_id and (outcome != "retry"):
-            _settle_job(session, claimed.job_id)
+            settle_job(session, claimed.job_id)
     return outcome
 
 
-def _settle_job(session: Session, job_id: str) -> None:
+def settle_job(session: Session, job_id: str) -> None:
     """The job's ``notification``: pending while any delivery is, else failed if any failed, else
     delivered (a change of the job: its version moves, its streams hear it)."""
     counts = dict(
@@ -240,56 +238,6 @@ def _settle_job(session: Session, job_id: str) -> None:
         .where(jobs.c.id == job_id, or_(jobs.c.notification.is_(None), jobs.c.notification != state))
         .values(notification=state, version=jobs.c.version + 1, updated_at=utcnow())
     )
-
-
-# ---- what callers see ---------------------------------------------------------------------------
-
-
-def list_deliveries(
-    db: Database,
-    *,
-    endpoint_id: str,
-    owner: str,
-    status: DeliveryStatus | None = None,
-    limit: int = 50,
-    cursor: str | None = None,
-) -> tuple[list[WebhookDelivery], str | None]:
-    """The endpoint's deliveries, newest first; keyset-paginated on the time-ordered id."""
-    get_endpoint(db, endpoint_id, owner=owner)
-    query = select(WebhookDelivery).where(col(WebhookDelivery.endpoint_id) == endpoint_id)
-    if status is not None:
-        query = query.where(col(WebhookDelivery.status) == status.value)
-    if cursor:
-        query = query.where(col(WebhookDelivery.id) < cursor)
-    query = query.order_by(col(WebhookDelivery.id).desc()).limit(limit + 1)
-    with db.read() as session:
-        rows = list(session.execute(query).scalars().all())
-    next_cursor = rows[limit - 1].id if len(rows) > limit else None
-    return rows[:limit], next_cursor
-
-
-def is_delivery_id(value: str) -> bool:
-    return value.startswith(DELIVERY_PREFIX) and is_job_id(value.removeprefix(DELIVERY_PREFIX))
-
-
-def retry_delivery(db: Database, *, endpoint_id: str, delivery_id: str, owner: str) -> WebhookDelivery:
-    """Send a delivery again now (a delivered or failed one too; 409 while the endpoint is disabled)."""
-    endpoint = get_endpoint(db, endpoint_id, owner=owner)
-    if not endpoint.enabled:
-        raise Conflict(f"The webhook is disabled ({endpoint.disabled_reason}); enable it first.")
-    with db.write() as session:
-        delivery = session.get(WebhookDelivery, delivery_id) if is_delivery_id(delivery_id) else None
-        if delivery is None or delivery.endpoint_id != endpoint_id:
-            raise NotFound(f"No delivery with id {delivery_id!r} for this webhook.")
-        delivery.status = PENDING
-        delivery.attempts = 0  # a fresh schedule of retries
-        delivery.next_attempt_at = utcnow()
-        delivery.finished_at = None
-        session.add(delivery)
-        session.flush()
-        if delivery.job_id:
-            _settle_job(session, delivery.job_id)
-    return delivery
 
 
 def pending_stats(db: Database) -> tuple[int, datetime | None]:

@@ -14,7 +14,7 @@ from filejobs.api.json_body import json_body, json_body_docs
 from filejobs.api.problems import problem_docs
 from filejobs.models import DeliveryStatus
 from filejobs.services import Services
-from filejobs.webhooks import deliveries, endpoints
+from filejobs.webhooks import endpoints, history
 from filejobs.webhooks.schemas import (
     DeliveryList,
     DeliveryPublic,
@@ -224,7 +224,7 @@ async def list_deliveries(
 ) -> Response:
     items, next_cursor = await to_thread.run_sync(
         partial(
-            deliveries.list_deliveries,
+            history.list_deliveries,
             services.db,
             endpoint_id=webhook_id,
             owner=caller.scope,
@@ -248,7 +248,7 @@ async def retry_delivery(
 ) -> Response:
     delivery = await to_thread.run_sync(
         partial(
-            deliveries.retry_delivery,
+            history.retry_delivery,
             services.db,
             endpoint_id=webhook_id,
             delivery_id=delivery_id,
