@@ -1,5 +1,6 @@
-"""Every query on ``webhook_deliveries`` besides the outbox's inserts: what the sender claims and
-records, and what callers see and retry.
+"""The sender's queries on ``webhook_deliveries`` (the outbox inserts them; callers' listing and
+retries are :mod:`filejobs.webhooks.history`): claims, attempts' outcomes, the job's notification
+state, the metrics' figures and retention.
 
 A claim is one conditional UPDATE (``status = 'pending' AND next_attempt_at <= now``) that pushes
 ``next_attempt_at`` past the attempt's longest time: a sender that dies mid-attempt leaves the row
