@@ -15,7 +15,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, func, insert, select, text, update
+from sqlalchemy import and_, bindparam, event, func, insert, select, text, update
 from sqlmodel import Session, col
 
 from filejobs.ids import new_job_id
@@ -45,6 +45,22 @@ _DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
 _ENDPOINTS = WebhookEndpoint.__table__  # type: ignore[attr-defined]
 _JOBS = Job.__table__  # type: ignore[attr-defined]
 
+
+#: The job's owner, status and callback URL with its key's enabled endpoints (a row each, or one
+#: with NULLs): one statement, built once, on every final status of every job.
+_TARGETS = (
+    select(
+        _JOBS.c.owner,
+        _JOBS.c.status,
+        _JOBS.c.callback_url,
+        _ENDPOINTS.c.id.label("endpoint_id"),
+        _ENDPOINTS.c.events,
+    )
+    .select_from(
+        _JOBS.outerjoin(_ENDPOINTS, and_(_ENDPOINTS.c.owner == _JOBS.c.owner, _ENDPOINTS.c.enabled.is_(True)))
+    )
+    .where(_JOBS.c.id == bindparam("b_job_id"))
+)
 
 #: The channel of the jobs table's trigger (migration 0005); ``W <delivery id>`` tells of new deliveries.
 CHANNEL = "filejobs_jobs"
@@ -92,21 +108,12 @@ def record_job_event(session: Session, job_id: str, *, max_pending: int) -> int:
     """Queue the deliveries of the final status ``job_id`` was just moved to (in this transaction);
     returns how many were queued. Called after the UPDATE that changed the status."""
     conn = session.connection()
-    row = conn.execute(
-        select(_JOBS.c.owner, _JOBS.c.status, _JOBS.c.callback_url).where(_JOBS.c.id == job_id)
-    ).first()
-    if row is None or row.status not in JOB_EVENTS:
+    found = conn.execute(_TARGETS, {"b_job_id": job_id}).all()
+    if not found or found[0].status not in JOB_EVENTS:
         return 0
-    owner, event_type, callback_url = row.owner, JOB_EVENTS[row.status], row.callback_url
-    endpoints = [
-        endpoint_id
-        for endpoint_id, events in conn.execute(
-            select(_ENDPOINTS.c.id, _ENDPOINTS.c.events).where(
-                _ENDPOINTS.c.owner == owner, _ENDPOINTS.c.enabled.is_(True)
-            )
-        )
-        if event_type in events
-    ]
+    first = found[0]
+    owner, event_type, callback_url = first.owner, JOB_EVENTS[first.status], first.callback_url
+    endpoints = [row.endpoint_id for row in found if row.endpoint_id is not None and event_type in row.events]
     if callback_url and session.get(WebhookSecret, owner) is None:
         callback_url = None  # nothing to sign with (the upload was refused without one: defensive)
     if not endpoints and not callback_url:
