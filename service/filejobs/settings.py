@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(
         default=10.0, gt=0, description="Seconds one webhook delivery attempt may take (connect to answer)."
     )
-    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+    webhook_retry_schedule: Annotated[list[Annotated[float, Field(ge=0)]], NoDecode] = Field(
         default_factory=lambda: [5.0, 60.0, 600.0, 3600.0, 21600.0, 43200.0],
         min_length=1,
         description="Seconds before each retry of a failed webhook delivery, comma-separated (durations "
