@@ -42,7 +42,7 @@ def test_get_job_has_the_contract_body(client: TestClient) -> None:
     body = response.json()
     assert set(body) == {
         "id", "status", "processor", "params", "file", "progress", "message", "attempts", "error",
-        "result", "created_at", "started_at", "finished_at", "updated_at", "version", "links",
+        "result", "created_at", "started_at", "finished_at", "updated_at", "version", "notification", "links",
     }  # fmt: skip
     assert body["status"] == "queued"
     assert body["file"]["name"] == "notes.txt"

@@ -12,8 +12,8 @@ ones included. The layers, top to bottom (a module may import its own layer and 
 - **services**: ``services``, the composition root: the resources of one instance, built from the
   domain and handed to the API by its dependencies.
 - **domain**: ``jobs`` (intake, running, dispatching, sweeping, backpressure), ``events`` (change
-  feeds, the in-process hub, streams), ``keys`` (API keys) and ``uploads`` (the streaming multipart
-  receiver intake uses).
+  feeds, the in-process hub, streams), ``keys`` (API keys), ``uploads`` (the streaming multipart
+  receiver intake uses) and ``webhooks`` (endpoints, the delivery outbox, the sender).
 - **base**: what the domain is built on and that knows nothing of it: ``processors`` (the
   processor interface and the built-ins), ``storage`` (and its S3 backend, ``object_storage``),
   ``db``, ``models``, ``migrate``, ``schema_version``, ``settings``, ``errors``, ``metrics`` (the
@@ -51,6 +51,7 @@ LAYERS: dict[str, int] = {
     "events": DOMAIN,
     "keys": DOMAIN,
     "uploads": DOMAIN,
+    "webhooks": DOMAIN,
     **dict.fromkeys(
         (
             "",  # the package's __init__

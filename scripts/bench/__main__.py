@@ -38,6 +38,7 @@ GROUPS = {
     "celery": "scripts.bench.figures.celery:run",  # the Celery backends' jobs/s
     "events": "scripts.bench.figures.events:run",  # change -> N SSE clients vs long-polls; idle cost
     "storage": "scripts.bench.figures.storage:run",  # S3 backend: 1 GiB vs boto3, RSS, tail, 1 KiB/s
+    "webhooks": "scripts.bench.figures.webhooks:run",  # finished -> webhook vs SSE; an endpoint's accept cost
 }
 
 

@@ -22,7 +22,7 @@ from filejobs.api.fast_status import FastStatus
 from filejobs.api.fast_upload import FastUpload
 from filejobs.api.head import HeadAsGet
 from filejobs.api.problems import ProblemDetails, install_handlers
-from filejobs.api.routes import dashboard, docs, events, health, jobs, metrics, processors
+from filejobs.api.routes import dashboard, docs, events, health, jobs, metrics, processors, webhooks
 from filejobs.api.security_headers import SecurityHeaders
 from filejobs.jobs.dispatch import Dispatcher
 from filejobs.jobs.sweeper import SweepReport, sweep
@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         if removed:
             log.info("removed %d upload temp file(s) left by stopped processes", removed)
         sweeper = asyncio.create_task(_sweep_forever(services))
+        services.webhooks.start()  # sends only while this process holds the sweeper lock
         # The supervisor's pid comes from it (FILEJOBS_SUPERVISED, set by serve --processes):
         # getppid() here would already be 1 had it died while this process was starting.
         orphan_watch = (
@@ -152,6 +153,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await services.webhooks.stop()
             await services.key_watch.stop()
             await services.feed.stop()
             if services.worker is not None:
@@ -178,6 +180,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(events.router)
+    app.include_router(webhooks.router)
+    app.include_router(webhooks.secret_router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.assets, name="static")
     docs.install(app)

@@ -53,6 +53,12 @@ JOBS_FINISHED = Counter(
     "(queued: retried or returned to the queue; lost: cancelled, deleted or taken over meanwhile).",
     ["processor", "status"],
 )
+WEBHOOK_DELIVERIES = Counter(
+    "filejobs_webhook_deliveries",
+    "Webhook delivery attempts by result: delivered (2xx), retry (failed, tried again later), failed "
+    "(failed and given up, or a 410) and disabled (failed, and the endpoint was turned off).",
+    ["result"],
+)
 JOB_RETRIES = Counter(
     "filejobs_job_retries",
     "Failed attempts that went back to the queue for another try, by processor.",

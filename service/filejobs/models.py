@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticUndefined
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, MetaData
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, MetaData, Text
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -123,6 +123,11 @@ class Job(SQLModel, table=True):
     #: When a broker last accepted a message for this queued spell (None: never; the sweeper publishes).
     dispatched_at: datetime | None = _ts()
     version: int = 1
+    #: The webhook notification of its last finish: None (none asked for), pending, delivered, failed.
+    notification: str | None = Field(default=None, max_length=16)
+    #: A one-off URL told of this job's finish (the ``callback_url`` form field), signed with the
+    #: key's default secret (:class:`WebhookSecret`).
+    callback_url: str | None = Field(default=None, max_length=2048)
 
 
 def new_job(**values: Any) -> Job:
@@ -168,6 +173,80 @@ class IdempotencyKey(SQLModel, table=True):
     lease_expires_at: datetime | None = _ts()
 
 
+class WebhookEndpoint(SQLModel, table=True):
+    """A URL one API key wants job events POSTed to, with the secret that signs them."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_owner_id", "owner", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    owner: str = Field(max_length=36)
+    url: str = Field(max_length=2048)
+    events: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    description: str = Field(default="", max_length=500)
+    #: Stored as is: signing needs it (an HMAC key, not a password).
+    secret: str = Field(max_length=100)
+    #: The secret before the last rotation, which signs too until ``previous_secret_until``.
+    previous_secret: str | None = Field(default=None, max_length=100)
+    previous_secret_until: datetime | None = _ts()
+    enabled: bool = True
+    disabled_reason: str | None = Field(default=None, max_length=500)
+    #: Since when every attempt failed (None: the last one succeeded, or none was made).
+    failing_since: datetime | None = _ts()
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+
+
+class WebhookSecret(SQLModel, table=True):
+    """A key's default signing secret: it signs the deliveries to jobs' one-off ``callback_url``."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner: str = Field(primary_key=True, max_length=36)
+    secret: str = Field(max_length=100)
+    previous_secret: str | None = Field(default=None, max_length=100)
+    previous_secret_until: datetime | None = _ts()
+    created_at: datetime = _ts(nullable=False)
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint: the outbox row, written in the transaction of the change it tells
+    of, and its delivery attempts. Its id is the ``webhook-id`` every attempt sends."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+        Index("ix_webhook_deliveries_job_id", "job_id"),
+        Index("ix_webhook_deliveries_owner_status", "owner", "status"),
+        Index("ix_webhook_deliveries_status_finished_at", "status", "finished_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    owner: str = Field(max_length=36)
+    #: The endpoint, or None for a job's one-off ``callback_url`` (then ``url`` holds it).
+    endpoint_id: str | None = Field(default=None, max_length=40)
+    url: str | None = Field(default=None, max_length=2048)
+    job_id: str | None = Field(default=None, max_length=36)
+    event_type: str = Field(max_length=50)
+    #: The exact body every attempt sends (and signs).
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default=DeliveryStatus.pending, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime = _ts(nullable=False)
+    last_attempt_at: datetime | None = _ts()
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = _ts(nullable=False)
+    finished_at: datetime | None = _ts()
+
+
 # ---- API models -----------------------------------------------------------------------------
 
 
@@ -209,6 +288,8 @@ class JobPublic(BaseModel):
     #: When the job last changed; ``version`` counts its changes (each event carries both).
     updated_at: datetime
     version: int
+    #: Its webhook notification: null (no endpoint wanted it), pending, delivered or failed.
+    notification: str | None = None
     links: JobLinks
 
 
@@ -252,6 +333,7 @@ def job_public(job: Job) -> JobPublic:
         finished_at=job.finished_at,
         updated_at=job.updated_at,
         version=job.version,
+        notification=job.notification,
         links=JobLinks(self=f"/v1/jobs/{job.id}", result=f"/v1/jobs/{job.id}/result"),
     )
 

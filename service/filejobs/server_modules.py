@@ -23,4 +23,5 @@ SERVER_MODULES = (
     "redis",
     "fastapi_offline",
     "boto3",
+    "standardwebhooks",
 )

@@ -22,6 +22,7 @@ from filejobs.schema_version import at_head
 from filejobs.settings import Settings
 from filejobs.shutdown import Shutdown
 from filejobs.storage import Storage, open_storage
+from filejobs.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Services:
     admission: Admission
     reader: JobReader
     committer: GroupCommitter
+    webhooks: WebhookSender
     worker: LocalWorker | None = None
     #: Set on SIGTERM/SIGINT: uploads still receiving at its cutoff are answered 503.
     shutdown: Shutdown = field(default_factory=Shutdown)
@@ -76,6 +78,10 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
     hub = ChangeHub()
     feed = ChangeFeed(db, poll_interval=settings.events_poll_interval, lookback=settings.events_lookback)
     hub.listen(feed.hint)
+    lock = sweep_lock(db, settings.data_dir)
+    webhooks = WebhookSender(db, settings, leader=lambda: lock.held, on_change=hub.notify)
+    hub.listen(webhooks.job_changed)
+    feed.on_notify(webhooks.wake)
     auth = AuthGate(db, always=settings.require_auth)
     worker = None
     if dispatcher is None:
@@ -99,10 +105,11 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         feed=feed,
         key_watch=KeyWatch(db, feed, auth, interval=settings.events_key_check),
         worker=worker,
-        sweep_lock=sweep_lock(db, settings.data_dir),
+        sweep_lock=lock,
         auth=auth,
         rate_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
         admission=Admission(settings, db),
         reader=JobReader(db),
         committer=GroupCommitter(db, sync_dir=storage.sync_uploads_dir),
+        webhooks=webhooks,
     )

@@ -223,6 +223,58 @@ class Settings(BaseSettings):
         description="Seconds between checks that the keys of open event streams are still valid: a "
         "revoked key's streams end within this.",
     )
+    webhook_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds one webhook delivery attempt may take (connect to answer)."
+    )
+    webhook_retry_schedule: Annotated[list[Annotated[float, Field(ge=0)]], NoDecode] = Field(
+        default_factory=lambda: [5.0, 60.0, 600.0, 3600.0, 21600.0, 43200.0],
+        min_length=1,
+        description="Seconds before each retry of a failed webhook delivery, comma-separated (durations "
+        "like 5s, 10m, 6h too), each with ±20 % jitter; after the last one the delivery has failed. "
+        "Default 5s,1m,10m,1h,6h,12h: about 19 h of tries.",
+    )
+    webhook_disable_after: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Seconds an endpoint may fail every attempt before it is disabled (it says why).",
+    )
+    webhook_allow_http: bool = Field(
+        default=False, description="Accept plain http:// webhook URLs (otherwise https only)."
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Accept webhook URLs that resolve to loopback, private, link-local, multicast or "
+        "cloud metadata addresses (tests and private networks).",
+    )
+    webhook_max_endpoints: int = Field(
+        default=10, ge=1, description="Webhook endpoints one API key may have."
+    )
+    webhook_max_pending: int = Field(
+        default=10_000,
+        ge=1,
+        description="Undelivered webhook deliveries one API key may have; events past it are recorded as "
+        "failed at once (reason given) instead of queued.",
+    )
+    webhook_concurrency: int = Field(
+        default=64, ge=1, description="Webhook deliveries one sender makes at once, all endpoints together."
+    )
+    webhook_endpoint_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Webhook deliveries in flight to one endpoint (a key's callback URLs count as one): a "
+        "slow receiver holds at most this many, never the others' turns.",
+    )
+    webhook_poll_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between the sender's looks for due deliveries when nothing woke it (a job "
+        "change in this process, or one NOTIFY tells, wakes it at once).",
+    )
+    webhook_secret_grace: float = Field(
+        default=86400.0,
+        ge=0,
+        description="Seconds the old secret keeps signing (beside the new one) after a rotation.",
+    )
     processors: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra processors as 'module:attribute', comma-separated."
     )
@@ -238,6 +290,20 @@ class Settings(BaseSettings):
     def _split_processors(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        """``5s,1m,10m`` or ``5,60,600`` (seconds) as a list of seconds."""
+        if isinstance(value, str):
+            seconds: list[object] = []
+            for item in value.split(","):
+                match = _DURATION.fullmatch(item.strip())
+                if not match:
+                    return value  # pydantic says what is wrong
+                seconds.append(float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"])
+            return seconds
         return value
 
     @field_validator("retention", "idempotency_ttl", mode="before")

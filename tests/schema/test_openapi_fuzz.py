@@ -157,6 +157,23 @@ EXPECTED_REJECTIONS = (
     ),
 )
 
+EXPECTED_REJECTIONS += (
+    Tolerated(
+        "a webhook URL must be https and resolve to public addresses (SSRF checks; documented 422)",
+        "positive_data_acceptance",
+        r"(POST|PATCH) /v1/webhooks.*",
+        frozenset({422}),
+        ("'url' refused: ",),
+    ),
+    Tolerated(
+        "a job's callback_url gets the webhook URL checks, and needs the key's callback secret",
+        "positive_data_acceptance",
+        r"POST /v1/jobs",
+        frozenset({422}),
+        ("'callback_url' refused: ", "'callback_url' needs the key's"),
+    ),
+)
+
 KNOWN: tuple[Tolerated, ...] = ()
 
 
@@ -471,6 +488,16 @@ REACHED = {
     "POST /v1/jobs/{job_id}/retry": 202,
     "DELETE /v1/jobs/{job_id}": 204,
     "GET /v1/processors": 200,
+    "POST /v1/webhooks": 422,
+    "GET /v1/webhooks": 200,
+    "GET /v1/webhooks/{webhook_id}": 404,
+    "PATCH /v1/webhooks/{webhook_id}": 404,
+    "DELETE /v1/webhooks/{webhook_id}": 404,
+    "POST /v1/webhooks/{webhook_id}/rotate-secret": 404,
+    "POST /v1/webhooks/{webhook_id}/test": 404,
+    "GET /v1/webhooks/{webhook_id}/deliveries": 404,
+    "POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry": 404,
+    "POST /v1/callback-secret": 200,
     "GET /healthz": 200,
     "GET /readyz": 200,
     "GET /metrics": 200,

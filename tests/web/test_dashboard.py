@@ -574,3 +574,21 @@ def test_the_api_docs_render_offline_under_their_policy(page: Page, start_server
     assert response.headers["content-security-policy"] == DOCS_CSP
     page.wait_for_selector(".opblock", timeout=20_000)  # the operations rendered
     assert not elsewhere, elsewhere
+
+
+def test_the_details_show_the_webhook_delivery(page: Page, start_server: ServerFactory) -> None:
+    from filejobs.testing.webhooks import Receiver
+
+    server = start_server(webhook_allow_http="true", webhook_allow_private="true")
+    with Receiver() as receiver:
+        with server.client() as client:
+            assert client.post("/v1/webhooks", json={"url": receiver.url}).status_code == 201
+        open_dashboard(page, server.base_url)
+        upload(page, [{"name": "hooked.txt", "mimeType": "text/plain", "buffer": b"a b c\n"}], "inspect")
+        expect(row_named(page, "hooked.txt")).to_have_attribute(
+            "data-status", "succeeded", timeout=JOB_TIMEOUT_MS
+        )
+        row_named(page, "hooked.txt").get_by_test_id("job-open").click()
+        # the change of the job's notification arrives over the event stream too
+        expect(page.get_by_test_id("details-notification")).to_have_text("delivered", timeout=JOB_TIMEOUT_MS)
+        receiver.wait_count(1)

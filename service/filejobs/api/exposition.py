@@ -21,6 +21,7 @@ from filejobs.db import Database
 from filejobs.jobs import repository
 from filejobs.metrics import process_registry
 from filejobs.models import JobStatus, utcnow
+from filejobs.webhooks import deliveries
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class DatabaseCollector:
         self.db = db
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[GaugeMetricFamily, ...]:
         return (
             GaugeMetricFamily(
                 "filejobs_jobs",
@@ -47,6 +48,13 @@ class DatabaseCollector:
             GaugeMetricFamily(
                 "filejobs_database_up", "1 when the database answered the metrics queries, else 0."
             ),
+            GaugeMetricFamily(
+                "filejobs_webhook_deliveries_pending", "Webhook deliveries not yet delivered nor given up."
+            ),
+            GaugeMetricFamily(
+                "filejobs_webhook_oldest_pending_seconds",
+                "Age of the oldest undelivered webhook delivery (0 when none is).",
+            ),
         )
 
     def describe(self) -> Iterable[Metric]:
@@ -54,11 +62,12 @@ class DatabaseCollector:
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        jobs, depth, oldest, up = self._families()
+        jobs, depth, oldest, up, pending, pending_age = self._families()
         now = utcnow()
         try:
             counts = repository.count_jobs(self.db)
             due, earliest = repository.queue_stats(self.db, now=now)
+            undelivered, oldest_pending = deliveries.pending_stats(self.db)
         except SQLAlchemyError as exc:
             log.warning("metrics: the database did not answer: %r", exc)
             up.add_metric([], 0)
@@ -74,7 +83,10 @@ class DatabaseCollector:
         depth.add_metric([], due)
         oldest.add_metric([], max(0.0, (now - earliest).total_seconds()) if earliest is not None else 0.0)
         up.add_metric([], 1)
-        return [jobs, depth, oldest, up]
+        pending.add_metric([], undelivered)
+        age = (now - oldest_pending).total_seconds() if oldest_pending is not None else 0.0
+        pending_age.add_metric([], max(0.0, age))
+        return [jobs, depth, oldest, up, pending, pending_age]
 
 
 def render_metrics(db: Database, directory: Path | None, accept: str = "") -> tuple[bytes, str]:

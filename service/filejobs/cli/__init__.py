@@ -1,12 +1,12 @@
 """The ``filejobs`` command: the service (``serve``, ``worker``, ``migrate``, ``keys``), batch
 submission (``submit``) and one-job commands (``status``, ``wait``, ``list``, ``result``,
-``cancel``, ``retry``, ``delete``, ``processors``)."""
+``cancel``, ``retry``, ``delete``, ``processors``) and the key's ``webhooks``."""
 
 from __future__ import annotations
 
 import typer
 
-from filejobs.cli import jobs, keys, serve, submit
+from filejobs.cli import jobs, keys, serve, submit, webhooks
 from filejobs.cli.entry import Commands
 
 app = typer.Typer(
@@ -22,5 +22,6 @@ serve.register(app)
 submit.register(app)
 jobs.register(app)
 keys.register(app)
+webhooks.register(app)
 
 __all__ = ["app"]

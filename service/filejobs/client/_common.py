@@ -19,7 +19,15 @@ from filejobs import __version__
 from filejobs.client._retry import parse_retry_after
 from filejobs.client._upload import Upload
 from filejobs.client.errors import ProblemError, UnexpectedResponse, problem_class
-from filejobs.client.models import Job, JobList, ProcessorInfo, ProcessorList
+from filejobs.client.models import (
+    Job,
+    JobList,
+    ProcessorInfo,
+    ProcessorList,
+    SigningSecret,
+    Webhook,
+    WebhookList,
+)
 
 JOBS = "/v1/jobs"
 USER_AGENT = f"filejobs-client/{__version__} httpx/{httpx.__version__}"
@@ -94,6 +102,52 @@ def delete_call(job_id: str) -> Call:
 
 def processors_call() -> Call:
     return Call("GET", "/v1/processors")
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def webhook_path(webhook_id: str, *rest: str) -> str:
+    return "/".join(["/v1/webhooks", quote(webhook_id, safe=""), *rest])
+
+
+def webhooks_call() -> Call:
+    return Call("GET", "/v1/webhooks")
+
+
+def add_webhook_call() -> Call:
+    return Call("POST", "/v1/webhooks", headers=JSON_HEADERS, safe=False)
+
+
+def remove_webhook_call(webhook_id: str) -> Call:
+    return Call("DELETE", webhook_path(webhook_id))
+
+
+def rotate_webhook_call(webhook_id: str) -> Call:
+    return Call("POST", webhook_path(webhook_id, "rotate-secret"), safe=False)
+
+
+def rotate_default_secret_call() -> Call:
+    return Call("POST", "/v1/callback-secret", safe=False)
+
+
+def webhook_body(url: str, events: list[str] | None, description: str) -> bytes:
+    body: dict[str, Any] = {"url": url, "description": description}
+    if events:
+        body["events"] = events
+    return json.dumps(body).encode()
+
+
+def parse_webhook(response: httpx.Response) -> Webhook:
+    return _model(response, Webhook)
+
+
+def parse_webhooks(response: httpx.Response) -> list[Webhook]:
+    return _model(response, WebhookList).items
+
+
+def parse_secret(response: httpx.Response) -> SigningSecret:
+    return _model(response, SigningSecret)
 
 
 def submit_call(upload: Upload) -> Call:

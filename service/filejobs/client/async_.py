@@ -26,7 +26,7 @@ from filejobs.client._retry import Attempts, Retrying, RetryPolicy
 from filejobs.client._upload import ChunkReader, FileArg, Upload, prepare_upload
 from filejobs.client._wait import Waiter
 from filejobs.client.errors import TransportError
-from filejobs.client.models import Job, JobList, ProcessorInfo
+from filejobs.client.models import Job, JobList, ProcessorInfo, SigningSecret, Webhook
 from filejobs.client.settings import ClientSettings, resolve
 
 ProgressCallback = Callable[[int], None]
@@ -227,6 +227,32 @@ class AsyncClient:
         return api.parse_processors(await self._send(api.processors_call()))
 
     # ---- lifecycle ----------------------------------------------------------------------------
+
+    # ---- webhooks -----------------------------------------------------------------------------
+
+    async def webhooks(self) -> builtins.list[Webhook]:
+        """See :meth:`filejobs.client.sync.Client.webhooks`."""
+        return api.parse_webhooks(await self._send(api.webhooks_call()))
+
+    async def add_webhook(
+        self, url: str, *, events: builtins.list[str] | None = None, description: str = ""
+    ) -> Webhook:
+        """See :meth:`filejobs.client.sync.Client.add_webhook`."""
+        body = api.webhook_body(url, events, description)
+
+        async def once(_retry: int) -> AsyncIterator[bytes]:
+            yield body
+
+        return api.parse_webhook(await self._send(api.add_webhook_call(), once))
+
+    async def remove_webhook(self, webhook_id: str) -> None:
+        api.expect_status(await self._send(api.remove_webhook_call(webhook_id)), 204)
+
+    async def rotate_webhook_secret(self, webhook_id: str) -> Webhook:
+        return api.parse_webhook(await self._send(api.rotate_webhook_call(webhook_id)))
+
+    async def rotate_default_secret(self) -> SigningSecret:
+        return api.parse_secret(await self._send(api.rotate_default_secret_call()))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -56,6 +56,8 @@ class Job(_Body):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: The job's webhook notification: None (none asked for), pending, delivered or failed.
+    notification: str | None = None
     links: JobLinks
 
     @property
@@ -86,3 +88,31 @@ class ProcessorInfo(_Body):
 
 class ProcessorList(_Body):
     items: list[ProcessorInfo]
+
+
+class Webhook(_Body):
+    """A webhook endpoint of the caller's key. ``secret`` is whole only in the answers that make it
+    (add, rotate); elsewhere it is masked (``whsec_abcd…``)."""
+
+    id: str
+    url: str
+    events: list[str]
+    description: str = ""
+    enabled: bool
+    disabled_reason: str | None = None
+    failing_since: datetime | None = None
+    secret: str
+    created_at: datetime
+    updated_at: datetime
+    previous_secret_expires_at: datetime | None = None
+
+
+class WebhookList(_Body):
+    items: list[Webhook]
+
+
+class SigningSecret(_Body):
+    """The key's default secret: it signs the deliveries to jobs' ``callback_url``."""
+
+    secret: str
+    previous_secret_expires_at: datetime | None = None

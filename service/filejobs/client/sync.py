@@ -19,7 +19,7 @@ from filejobs.client._retry import Attempts, Retrying, RetryPolicy
 from filejobs.client._upload import ChunkReader, FileArg, Upload, prepare_upload
 from filejobs.client._wait import Waiter
 from filejobs.client.errors import TransportError
-from filejobs.client.models import Job, JobList, ProcessorInfo
+from filejobs.client.models import Job, JobList, ProcessorInfo, SigningSecret, Webhook
 from filejobs.client.settings import ClientSettings, resolve
 
 ProgressCallback = Callable[[int], None]
@@ -224,6 +224,31 @@ class Client:
     def processors(self) -> builtins.list[ProcessorInfo]:
         """The processors the server offers."""
         return api.parse_processors(self._send(api.processors_call()))
+
+    # ---- webhooks -----------------------------------------------------------------------------
+
+    def webhooks(self) -> builtins.list[Webhook]:
+        """The key's webhook endpoints (secrets masked)."""
+        return api.parse_webhooks(self._send(api.webhooks_call()))
+
+    def add_webhook(
+        self, url: str, *, events: builtins.list[str] | None = None, description: str = ""
+    ) -> Webhook:
+        """Register an endpoint (``events`` default to every job event); its secret is in the
+        answer, and only there."""
+        body = api.webhook_body(url, events, description)
+        return api.parse_webhook(self._send(api.add_webhook_call(), lambda _retry: iter([body])))
+
+    def remove_webhook(self, webhook_id: str) -> None:
+        api.expect_status(self._send(api.remove_webhook_call(webhook_id)), 204)
+
+    def rotate_webhook_secret(self, webhook_id: str) -> Webhook:
+        """A new secret (whole in the answer); the old one signs too for the server's grace period."""
+        return api.parse_webhook(self._send(api.rotate_webhook_call(webhook_id)))
+
+    def rotate_default_secret(self) -> SigningSecret:
+        """Make or rotate the key's default secret, which signs its jobs' ``callback_url`` deliveries."""
+        return api.parse_secret(self._send(api.rotate_default_secret_call()))
 
     # ---- lifecycle ----------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ then reads them, once for all streams:
 - in this process, :class:`filejobs.events.hub.ChangeHub` names each job it changes at once;
 - on PostgreSQL, a trigger (migration 0005) sends ``NOTIFY filejobs_jobs`` with the job's id for
   every insert, change and delete, after the commit and in commit order; the feed LISTENs on a
-  connection of its own, and after every (re)connect looks at the rows changed meanwhile;
+  connection of its own, and after every (re)connect looks at the rows changed meanwhile (the
+  webhook outbox sends ``W <delivery id>`` on the same channel, for the webhook sender);
 - on SQLite (one machine, but possibly several processes), it looks for rows changed since the
   last look every ``events_poll_interval`` while a stream is open: an index scan of
   ``updated_at`` that reaches ``events_lookback`` seconds back, because a writer stamps
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
@@ -58,6 +60,7 @@ class ChangeFeed(BackgroundTask):
         self._deleted: dict[str, str | None] = {}
         self._known: dict[str, tuple[int, datetime, str]] = {}  # id: (version, updated_at, owner)
         self._since: datetime | None = None
+        self._notify_listeners: list[Callable[[str], None]] = []
         self._scan_needed = True
         self._wake = asyncio.Event()
         self._closing = False
@@ -109,6 +112,11 @@ class ChangeFeed(BackgroundTask):
             if not self._per_owner[subscription.owner]:
                 del self._per_owner[subscription.owner]
             metrics.EVENT_STREAMS.dec()
+
+    def on_notify(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(delivery_id)`` on the event loop for each ``W <id>`` NOTIFY on the channel:
+        webhook deliveries committed by any process (the webhook sender wakes on it)."""
+        self._notify_listeners.append(listener)
 
     def hint(self, job_id: str) -> None:
         """``job_id`` changed (or went): look at it soon. On the event loop."""
@@ -236,7 +244,10 @@ class ChangeFeed(BackgroundTask):
         """``U <id>`` for an insert or change, ``D <id> <owner>`` for a delete (the trigger's)."""
         op, _, rest = payload.partition(" ")
         job_id, _, owner = rest.partition(" ")
-        if op == "D":
+        if op == "W":  # new webhook deliveries (filejobs.webhooks.outbox), not a job change
+            for listener in self._notify_listeners:
+                listener(rest)
+        elif op == "D":
             self.deleted(job_id, owner)
         else:
             self.hint(job_id)

@@ -37,9 +37,19 @@ async def dispatch(*, hub: ChangeHub, dispatcher: Dispatcher, job_id: str) -> No
         dispatcher.submit(job_id)
 
 
-async def cancel_job(*, db: Database, dispatcher: Dispatcher, hub: ChangeHub, job_id: str, owner: str) -> Job:
+async def cancel_job(
+    *,
+    db: Database,
+    dispatcher: Dispatcher,
+    hub: ChangeHub,
+    job_id: str,
+    owner: str,
+    max_pending_webhooks: int = repository.MAX_PENDING_WEBHOOKS,
+) -> Job:
     """Cancel a queued or running job of ``owner`` (404 if none, 409 if it has finished)."""
-    job = await to_thread.run_sync(partial(repository.cancel_job, db, job_id, owner=owner))
+    job = await to_thread.run_sync(
+        partial(repository.cancel_job, db, job_id, owner=owner, max_pending_webhooks=max_pending_webhooks)
+    )
     dispatcher.cancelled(job_id)
     hub.notify(job_id)
     return job

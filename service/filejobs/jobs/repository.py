@@ -26,6 +26,10 @@ from filejobs.db import Database
 from filejobs.errors import BadRequest, Conflict, NotFound
 from filejobs.ids import is_job_id
 from filejobs.models import Job, JobStatus, utcnow
+from filejobs.webhooks.outbox import record_job_event
+
+#: Undelivered webhooks one key may have (``Settings.webhook_max_pending``'s default).
+MAX_PENDING_WEBHOOKS = 10_000
 
 RUNNING = JobStatus.running.value
 QUEUED = JobStatus.queued.value
@@ -233,8 +237,11 @@ def count_unfinished(db: Database, owner: str) -> int:
         return int(session.exec(query).one())
 
 
-def cancel_job(db: Database, job_id: str, *, owner: str | None = None) -> Job:
-    """queued or running → cancelled. A running job's worker sees it lost the row and stops."""
+def cancel_job(
+    db: Database, job_id: str, *, owner: str | None = None, max_pending_webhooks: int = MAX_PENDING_WEBHOOKS
+) -> Job:
+    """queued or running → cancelled. A running job's worker sees it lost the row and stops. The
+    key's webhooks for it are queued in the same transaction."""
     with db.write() as session:
         job = _locked(session, job_id, owner)
         if JobStatus(job.status).terminal:
@@ -252,6 +259,7 @@ def cancel_job(db: Database, job_id: str, *, owner: str | None = None) -> Job:
                 **_bump(),
             )
         )
+        record_job_event(session, job_id, max_pending=max_pending_webhooks)
         session.refresh(job)
         return job
 
@@ -294,6 +302,7 @@ def retry_job(db: Database, job_id: str, *, max_attempts: int, owner: str | None
                 finished_at=None,
                 run_after=now,
                 dispatched_at=None,
+                notification=None,
                 **_bump(),
             )
         )
@@ -409,7 +418,9 @@ def finish_succeeded(
     output_name: str | None,
     output_content_type: str | None,
     message: str | None = None,
+    max_pending_webhooks: int = MAX_PENDING_WEBHOOKS,
 ) -> bool:
+    """running (ours) → succeeded; the key's webhooks for it are queued in the same transaction."""
     params = {
         "b_job_id": job_id,
         "b_owner": owner,
@@ -421,7 +432,10 @@ def finish_succeeded(
         "b_now": utcnow(),
     }
     with db.write() as session:
-        return session.connection().execute(_FINISH_SUCCEEDED, params).rowcount == 1
+        if session.connection().execute(_FINISH_SUCCEEDED, params).rowcount != 1:
+            return False
+        record_job_event(session, job_id, max_pending=max_pending_webhooks)
+        return True
 
 
 @dataclass(frozen=True)
@@ -442,8 +456,10 @@ def finish_failed(
     message: str,
     retryable: bool,
     backoff: float,
+    max_pending_webhooks: int = MAX_PENDING_WEBHOOKS,
 ) -> FailOutcome:
-    """running → queued (retryable, attempts left: after ``backoff`` s) or → failed."""
+    """running → queued (retryable, attempts left: after ``backoff`` s) or → failed (with the key's
+    webhooks for it queued in the same transaction)."""
     now = utcnow()
     with db.write() as session:
         job = session.get(Job, job_id, with_for_update=True)
@@ -470,7 +486,11 @@ def finish_failed(
             values = {"status": JobStatus.failed.value, "finished_at": now, **common}
             outcome = FailOutcome(owned=True, status=JobStatus.failed)
         done = session.exec(_update().where(_owned(job_id, owner)).values(**values)).rowcount
-        return outcome if done == 1 else FailOutcome(owned=False)
+        if done != 1:
+            return FailOutcome(owned=False)
+        if outcome.status is JobStatus.failed:
+            record_job_event(session, job_id, max_pending=max_pending_webhooks)
+        return outcome
 
 
 def release_job(db: Database, job_id: str, *, owner: str) -> bool:
@@ -505,6 +525,7 @@ def expire_leases(
     *,
     now: datetime | None = None,
     owner_is_dead: Callable[[str], bool] | None = None,
+    max_pending_webhooks: int = MAX_PENDING_WEBHOOKS,
 ) -> list[tuple[str, JobStatus]]:
     """Running rows whose lease ran out, or whose owner ``owner_is_dead`` says is gone, → queued
     (attempts left) or failed (``worker_lost``). Returns what moved."""
@@ -543,6 +564,8 @@ def expire_leases(
             )
             if session.exec(_update().where(where).values(**values)).rowcount == 1:
                 moved.append((job.id, new_status))
+                if new_status is JobStatus.failed:
+                    record_job_event(session, job.id, max_pending=max_pending_webhooks)
     return moved
 
 

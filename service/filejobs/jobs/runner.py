@@ -106,6 +106,7 @@ def _fail(ctx: RunContext, job: Job, failure: Failed) -> Ran:
         message=failure.message,
         retryable=failure.retryable,
         backoff=backoff_seconds(ctx.settings, job.attempts),
+        max_pending_webhooks=ctx.settings.webhook_max_pending,
     )
     if not outcome.owned:
         return _lost(ctx, job)
@@ -195,6 +196,7 @@ def _succeeded(job: Job, ctx: RunContext, done: Done, workspace: Workspace) -> R
         output_key=output_key,
         output_name=output_name,
         output_content_type=content_type,
+        max_pending_webhooks=ctx.settings.webhook_max_pending,
     ):
         return Ran(JobStatus.succeeded)
     return _lost(ctx, job)

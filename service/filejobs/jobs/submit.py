@@ -31,9 +31,10 @@ from filejobs.settings import Settings
 from filejobs.shutdown import Shutdown
 from filejobs.storage import Storage
 from filejobs.uploads import DISK_FULL, Limits, commit_or_abort, receive_upload, unknown_fields
+from filejobs.webhooks import endpoints
 
 DEFAULT_PROCESSOR = "inspect"
-KNOWN_FIELDS = frozenset({"processor", "params"})
+KNOWN_FIELDS = frozenset({"processor", "params", "callback_url"})
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,23 @@ def split_secrets(params: BaseModel) -> tuple[dict[str, Any], dict[str, Any]]:
     return public, secret
 
 
+async def check_callback(*, db: Database, settings: Settings, owner: str, url: str) -> None:
+    """422 unless ``url`` may be called (https, public addresses: as webhook URLs) and the key has
+    a default secret to sign it with (``POST /v1/callback-secret``)."""
+    policy = endpoints.UrlPolicy(
+        allow_http=settings.webhook_allow_http, allow_private=settings.webhook_allow_private
+    )
+    try:
+        await to_thread.run_sync(partial(endpoints.check_url, url, policy), abandon_on_cancel=True)
+    except Unprocessable as exc:
+        raise Unprocessable(exc.detail.replace("'url'", "'callback_url'", 1)) from None
+    if await to_thread.run_sync(partial(endpoints.default_secret, db, owner=owner)) is None:
+        raise Unprocessable(
+            "'callback_url' needs the key's default signing secret: make it once with "
+            "POST /v1/callback-secret (or `filejobs webhooks rotate --default`)."
+        )
+
+
 async def create_job(
     *,
     db: Database,
@@ -144,6 +162,9 @@ async def create_job(
                 accepts=list(processor.accepts),
             )
         public, secret = split_secrets(submission.params)
+        callback_url = received.fields.get("callback_url") or None
+        if callback_url is not None:
+            await check_callback(db=db, settings=settings, owner=owner, url=callback_url)
         request_print = ""
         if idempotency is not None:
             request_print = fingerprint(
@@ -185,6 +206,7 @@ async def create_job(
         declared_content_type=(received.declared_content_type or "")[:255] or None,
         storage_key=key,
         max_attempts=settings.max_attempts,
+        callback_url=callback_url,
         created_at=now,
         updated_at=now,
         run_after=now,

@@ -33,6 +33,10 @@ class SweepLock(Protocol):
 
     def release(self) -> None: ...
 
+    @property
+    def held(self) -> bool:
+        """Whether the last :meth:`acquire` got the lock (no I/O: any thread may ask)."""
+
 
 class AdvisoryLock:
     """``pg_try_advisory_lock`` held on a dedicated connection for as long as we lead."""
@@ -41,6 +45,10 @@ class AdvisoryLock:
         self.db = db
         self.key = key
         self._conn: Connection | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None
 
     def acquire(self) -> bool:
         if self._conn is not None:
@@ -87,6 +95,10 @@ class FileLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
     def acquire(self) -> bool:
         if self._fd is not None:

@@ -3,7 +3,8 @@
 One pass (:func:`sweep`) returns expired leases, and those of dead worker processes on this host,
 to the queue (or fails them when attempts are spent), re-dispatches due queued jobs, removes upload
 temp files and orphaned uploads that never got a row, deletes finished jobs past retention with
-their files, and forgets Idempotency-Keys past their time to live.
+their files and finished webhook deliveries past it, and forgets Idempotency-Keys past their time to
+live.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from filejobs.jobs.liveness import owner_is_dead_here
 from filejobs.models import JobStatus, utcnow
 from filejobs.settings import Settings
 from filejobs.storage import Storage, StorageUnavailable
+from filejobs.webhooks import deliveries
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class SweepReport:
     orphans_removed: int = 0
     expired: int = 0
     idempotency_expired: int = 0
+    webhooks_expired: int = 0
 
 
 def sweep(
@@ -44,7 +47,9 @@ def sweep(
     scan_orphans: bool = True,
 ) -> SweepReport:
     report = SweepReport()
-    for _job_id, status in repository.expire_leases(db, owner_is_dead=owner_is_dead_here):
+    for _job_id, status in repository.expire_leases(
+        db, owner_is_dead=owner_is_dead_here, max_pending_webhooks=settings.webhook_max_pending
+    ):
         metrics.LEASES_EXPIRED.labels(status.value).inc()
         if status is JobStatus.queued:
             report.requeued += 1
@@ -63,6 +68,7 @@ def sweep(
             except StorageUnavailable as exc:  # the row is gone: a later orphan scan removes them
                 log.warning("expired job %s: its files stay until the storage is back: %s", job.id, exc)
     report.idempotency_expired = idempotency.expire(db)
+    report.webhooks_expired = deliveries.purge_finished(db, cutoff=cutoff)
     if report.requeued or report.failed or report.orphans_removed or report.expired:
         log.info("sweep: %s", report)
     return report

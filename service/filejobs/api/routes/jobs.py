@@ -56,6 +56,14 @@ UPLOAD_BODY: dict[str, Any] = {
                             "schema GET /v1/processors gives for the chosen processor; params that are not "
                             "(an unknown name, a wrong type or value) answer 422, naming what is wrong.",
                         },
+                        "callback_url": {
+                            "type": "string",
+                            "maxLength": 2048,
+                            "description": "A URL to POST this job's final status to once (job.succeeded, "
+                            "job.failed, job.cancelled), signed per Standard Webhooks with the key's "
+                            "default secret (POST /v1/callback-secret); https and public addresses "
+                            "only, else 422.",
+                        },
                     },
                 },
                 "encoding": {"params": {"contentType": "application/json"}},
@@ -249,7 +257,12 @@ async def _object_result(services: Services, job: Job, range_header: str | None)
 )
 async def cancel_job(job_id: str, services: ServicesDep, caller: CallerDep) -> Response:
     job = await commands.cancel_job(
-        db=services.db, dispatcher=services.dispatcher, hub=services.hub, job_id=job_id, owner=caller.scope
+        db=services.db,
+        dispatcher=services.dispatcher,
+        hub=services.hub,
+        job_id=job_id,
+        owner=caller.scope,
+        max_pending_webhooks=services.settings.webhook_max_pending,
     )
     return job_response(job)
 

@@ -53,6 +53,18 @@ function facts(dl, pairs) {
   }
 }
 
+// The job's webhook notification (GET /v1/webhooks/{id}/deliveries has each attempt).
+const NOTIFICATION_TEXT = {
+  pending: 'pending (being sent or retried)',
+  delivered: 'delivered',
+  failed: 'failed (see the webhook\u2019s deliveries)',
+};
+
+function notificationText(state) {
+  if (!state) return 'none';
+  return NOTIFICATION_TEXT[state] || state;
+}
+
 function setDetailsThumb(job) {
   const want = job && isImageJob(job) ? job.id : null;
   if (details.thumbId === want) return;
@@ -117,6 +129,7 @@ export function renderDetails() {
     ['Created', timeElement(job.created_at), 'details-created'],
     ['Started', timeElement(job.started_at), 'details-started'],
     ['Finished', timeElement(job.finished_at), 'details-finished'],
+    ['Webhook', notificationText(job.notification), 'details-notification'],
     ['Updated', timeElement(job.updated_at), 'details-updated'],
     ['Version', job.version, 'details-version'],
     ['Job id', h('code', {}, job.id), 'details-id'],
