@@ -129,3 +129,19 @@ def test_the_default_bounds_keep_no_long_body() -> None:
     for n in range(ANSWERS_KEPT + 10):
         kept.put(str(n), answer(1))
     assert len(kept) == ANSWERS_KEPT
+
+
+def test_a_failing_fast_path_leaves_the_poll_to_the_route(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path answers before Starlette's error middleware: when it fails, nothing has been
+    sent, and the route answers the poll (here: correctly, as only the fast path's render fails)."""
+    job_id = submit(client)["id"]
+
+    def broken(job: Job) -> Any:
+        raise RuntimeError("a bug in the fast path")
+
+    monkeypatch.setattr(fast_status, "job_public", broken)
+    fast, route = both(client, job_id)
+    assert fast == route
+    assert fast[0] == 200

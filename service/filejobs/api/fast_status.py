@@ -1,11 +1,14 @@
 """``GET /v1/jobs/{id}`` without FastAPI's routing and dependency machinery: the status poll.
 
 Clients poll status far more often than they do anything else, and FastAPI spends most of such a
-request matching routes and solving dependencies. This ASGI middleware answers the plain poll (no
-query string, so no ``?wait=``) itself, with the same bytes as the route (body, ``ETag``, ``304``,
-security headers), when it can do so without the database telling it who the caller is (an open
-service, or keys known to be absent). Everything else, including every error (404, 401, 429), is
-left to the real route, which also documents the endpoint in OpenAPI.
+request matching routes and solving dependencies. :class:`StatusApp`, the FastAPI app ``create_app``
+makes, answers the plain poll (no query string, so no ``?wait=``) before any of FastAPI runs (its
+telemetry check, Starlette's error middleware, the middleware stack: together a sixth of a poll's
+CPU), with the same bytes as the route (body, ``ETag``, ``304``, security headers), when it can do
+so without the database telling it who the caller is (an open service, or keys known to be absent).
+Everything else, including every error (404, 401, 429), is left to the real route, which also
+documents the endpoint in OpenAPI; so is a poll whose answer fails (nothing has been sent then): the
+route meets the same failure and answers it as every error is answered (a problem+json ``500``).
 
 A poll mostly finds the job as it was at the previous poll, so the answer is kept: the ETag names
 the row's ``version``, which every change to the job bumps, so the rendered body and headers of an
@@ -17,9 +20,12 @@ the headers encoded once, rather than through a Starlette ``Response``.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
+from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from filejobs.api.auth import open_without_lookup
 from filejobs.api.deps import scope_services
@@ -29,6 +35,7 @@ from filejobs.jobs.fast_read import JobReader
 from filejobs.keys import ANONYMOUS
 from filejobs.models import etag_for, job_public
 
+log = logging.getLogger(__name__)
 PREFIX = "/v1/jobs/"
 _START = len(PREFIX)
 #: Rendered answers kept (least recently polled dropped first) and the most bytes their bodies hold.
@@ -77,9 +84,12 @@ def matches(etag: str, if_none_match: str | None) -> bool:
     return if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}
 
 
-class FastStatus:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+class StatusApp(FastAPI):
+    """The FastAPI app with the poll answered before any of it runs (its telemetry check, Starlette's
+    error middleware, the middleware stack): those cost a poll more than the answer itself."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.kept = KeptAnswers()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -88,17 +98,25 @@ class FastStatus:
             and scope["method"] == "GET"
             and not scope.get("query_string")
             and scope["path"].startswith(PREFIX)
-            and await self._answer(scope, send)
         ):
-            return
-        await self.app(scope, receive, send)
+            try:
+                answer = await self._answer(scope)
+            except Exception:  # nothing sent: the route meets the same error and answers it
+                log.debug("the status fast path failed; the route answers", exc_info=True)
+                answer = None
+            if answer is not None:
+                status, headers, body = answer
+                await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await super().__call__(scope, receive, send)
 
-    async def _answer(self, scope: Scope, send: Send) -> bool:
-        """Answer the poll and return True, or return False (having sent nothing) to pass it on."""
+    async def _answer(self, scope: Scope) -> tuple[int, Headers, bytes] | None:
+        """The poll's answer, or None to pass it on to the app."""
         job_id: str = scope["path"][_START:]
         services = scope_services(scope)
         if services is None or not is_job_id(job_id):
-            return False
+            return None
         authorization = if_none_match = None
         for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
             if name == b"authorization" and authorization is None:
@@ -106,23 +124,18 @@ class FastStatus:
             elif name == b"if-none-match" and if_none_match is None:
                 if_none_match = value.decode("latin-1")
         if not open_without_lookup(services.auth, authorization):
-            return False  # a key to check: the route does it
+            return None  # a key to check: the route does it
         reader: JobReader = services.reader
         row = await reader.aget_row(job_id, owner=ANONYMOUS.scope)
         if row is None:
-            return False  # the route answers the 404
+            return None  # the route answers the 404
         etag = etag_for(job_id, row[JobReader.VERSION])
         if matches(etag, if_none_match):
-            headers: Headers = ((b"etag", etag.encode()), *_SECURITY)
-            await send({"type": "http.response.start", "status": 304, "headers": list(headers)})
-            await send({"type": "http.response.body", "body": b""})
-            return True
-        answer = self.kept.get(etag)
-        if answer is None:
+            return 304, ((b"etag", etag.encode()), *_SECURITY), b""
+        kept = self.kept.get(etag)
+        if kept is None:
             body = job_public(reader.job_of(row)).model_dump_json().encode()
             length = (b"content-length", str(len(body)).encode())
-            answer = (((b"etag", etag.encode()), length, _JSON, *_SECURITY), body)
-            self.kept.put(etag, answer)
-        await send({"type": "http.response.start", "status": 200, "headers": list(answer[0])})
-        await send({"type": "http.response.body", "body": answer[1]})
-        return True
+            kept = (((b"etag", etag.encode()), length, _JSON, *_SECURITY), body)
+            self.kept.put(etag, kept)
+        return 200, *kept
