@@ -2,8 +2,9 @@
 
 One small ``inspect`` job is submitted to each app and waited for until it succeeded; then wrk
 GETs that job's status over 16 keep-alive connections for a fixed time, alternately on filejobs
-(default workers, idle by then: each poll reads the row from SQLite and renders the job body with
-its ETag) and on the tutorial (``GET /jobs/{id}``: a dict lookup); medians of requests/s.
+(default workers, idle by then: each poll reads the row from SQLite and answers the body kept for
+its ETag, rendered at the first poll; see filejobs.api.fast_status) and on the tutorial
+(``GET /jobs/{id}``: a dict lookup); medians of requests/s.
 """
 
 from __future__ import annotations
