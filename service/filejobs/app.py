@@ -18,7 +18,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from filejobs import __version__
-from filejobs.api.fast_status import FastStatus
+from filejobs.api.fast_status import StatusApp
 from filejobs.api.fast_upload import FastUpload
 from filejobs.api.head import HeadAsGet
 from filejobs.api.problems import ProblemDetails, install_handlers
@@ -160,7 +160,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
                 await to_thread.run_sync(services.worker.stop)
             await to_thread.run_sync(services.close)
 
-    app = FastAPI(
+    app = StatusApp(
         title="filejobs",
         version=__version__,
         summary="Upload a file, get 202 Accepted, and follow its processing.",
@@ -169,12 +169,12 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         redoc_url=None,
     )
     install_handlers(app)
-    # The last added is the outermost. The fast paths come first and add the security headers to
-    # their own answers (api/security_headers.secured); a HEAD is answered by the GET route.
+    # The last added is the outermost. The upload's fast path comes first and adds the security
+    # headers to its own answers (api/security_headers.secured), as StatusApp's poll answers do
+    # (before all of this); a HEAD is answered by the GET route.
     app.add_middleware(HeadAsGet)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(FastUpload)
-    app.add_middleware(FastStatus)
     app.include_router(jobs.router)
     app.include_router(processors.router)
     app.include_router(health.router)

@@ -340,7 +340,12 @@ def job_public(job: Job) -> JobPublic:
 
 def etag_of(job: Job) -> str:
     """A strong ETag that changes whenever the row does."""
-    return f'"{job.id}.{job.version}"'
+    return etag_for(job.id, job.version)
+
+
+def etag_for(job_id: str, version: int) -> str:
+    """:func:`etag_of` a job from its id and ``version`` alone (the status poll's fast path)."""
+    return f'"{job_id}.{version}"'
 
 
 # Instances made with ``model_construct`` (see :func:`new_job` and filejobs.jobs.fast_read) read

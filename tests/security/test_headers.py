@@ -60,7 +60,7 @@ def test_an_unexpected_error_is_guarded_too(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(services.reader, "aget", broken)
+    monkeypatch.setattr(services.reader, "aget_row", broken)  # the fast path's read and the route's
     response = client.get(f"/v1/jobs/{job_id}")
     assert_problem(response, 500)
     assert_guarded(response)

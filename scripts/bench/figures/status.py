@@ -2,8 +2,9 @@
 
 One small ``inspect`` job is submitted to each app and waited for until it succeeded; then wrk
 GETs that job's status over 16 keep-alive connections for a fixed time, alternately on filejobs
-(default workers, idle by then: each poll reads the row from SQLite and renders the job body with
-its ETag) and on the tutorial (``GET /jobs/{id}``: a dict lookup); medians of requests/s.
+(default workers, idle by then: each poll reads the row from SQLite and answers the body kept for
+its ETag, rendered at the first poll; see filejobs.api.fast_status) and on the tutorial
+(``GET /jobs/{id}``: a dict lookup); medians of requests/s.
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def run(ctx: Context) -> list[Figure]:
             unit="req/s",
             value=fj,
             baselines={"tutorial": tut},
-            target=">= 0.8x tutorial",
-            met=None if ctx.smoke else fj >= 0.8 * tut,
+            target=">= 0.9x tutorial",
+            met=None if ctx.smoke else fj >= 0.9 * tut,
             note=(
                 f"wrk -t1 -c{CONNECTIONS} GET of one succeeded job; filejobs reads the row from SQLite, "
                 "the tutorial looks it up in a dict; p99 "

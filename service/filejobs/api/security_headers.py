@@ -1,7 +1,8 @@
 """Security headers on every answer: an ASGI middleware around the app (static files, Starlette's
-own 404/405 and event streams get them too), and :func:`secured` for the answers of the status
-poll's and the upload's fast paths, which sit outside it so that a poll pays for no wrapper (the
-middleware's per-answer header merge was a tenth of a poll's CPU).
+own 404/405 and event streams get them too), and :func:`secured` for the answers of the upload's
+fast path, which sits outside it (the status poll's, outside all of FastAPI, adds
+:func:`headers_for` itself), so that they pay for no wrapper (the middleware's per-answer header
+merge was a tenth of a poll's CPU).
 
 * every answer: ``X-Content-Type-Options: nosniff`` (a browser never guesses HTML from content)
   and ``X-Frame-Options: DENY`` (no page of this origin inside another site's frame);

@@ -31,10 +31,15 @@ from filejobs.models import Job
 LOOP_BUSY_TIMEOUT = 0.005
 
 Processor = Callable[[Any], Any] | None
+#: A row of ``jobs`` as the DBAPI returns it: the values of ``Job.__table__.columns``, in order.
+Row = Sequence[Any]
 
 
 class JobReader:
     """Reads jobs by id for one :class:`Database`; thread-safe (the loop connection excepted)."""
+
+    #: Where a :data:`Row` holds ``version`` (an ETag needs no more than the id and this).
+    VERSION = [column.name for column in Job.__table__.columns].index("version")  # type: ignore[attr-defined]
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -43,13 +48,18 @@ class JobReader:
         marker = "?" if db.engine.dialect.paramstyle == "qmark" else "%s"
         self._sql = f"SELECT {names} FROM jobs WHERE id = {marker}"  # noqa: S608 - our own columns
         self._owned_sql = f"{self._sql} AND owner = {marker}"
-        self._processors: list[Processor] | None = None
+        self._processors: list[tuple[str, Processor]] | None = None
         self._local = threading.local()  # the loop's connection, one per event-loop thread
         self._opened: list[sqlite3.Connection] = []
         self._sqlite_path = db.engine.url.database if db.is_sqlite else None
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job | None:
         """The row, or None for an unknown or malformed id, or one of another ``owner``."""
+        row = self.get_row(job_id, owner=owner)
+        return None if row is None else self.job_of(row)
+
+    def get_row(self, job_id: str, *, owner: str | None = None) -> Row | None:
+        """:meth:`get`'s row as the database returned it (see :meth:`job_of`, :attr:`VERSION`)."""
         if not is_job_id(job_id):
             return None
         sql, args = self._statement(job_id, owner)
@@ -58,14 +68,13 @@ class JobReader:
             cursor = conn.cursor()
             try:
                 cursor.execute(sql, args)
-                row = cursor.fetchone()
-                description = cursor.description
+                row = self._fetch(cursor)
             finally:
                 cursor.close()
             conn.rollback()  # end the read transaction (PostgreSQL opens one)
         finally:
             conn.close()  # back to the pool
-        return self._job(row, description)
+        return row
 
     def _statement(self, job_id: str, owner: str | None) -> tuple[str, tuple[str, ...]]:
         """The one query, whoever asks: the owner is part of it, never compared afterwards."""
@@ -73,15 +82,20 @@ class JobReader:
 
     async def aget(self, job_id: str, *, owner: str | None = None) -> Job | None:
         """:meth:`get` for the event loop: inline on SQLite (unless a lock is held), else a thread."""
+        row = await self.aget_row(job_id, owner=owner)
+        return None if row is None else self.job_of(row)
+
+    async def aget_row(self, job_id: str, *, owner: str | None = None) -> Row | None:
+        """:meth:`get_row` for the event loop, as :meth:`aget` reads."""
         if self._sqlite_path and self._sqlite_path != ":memory:" and is_job_id(job_id):
             try:
                 return self._get_on_loop(job_id, owner)
             except sqlite3.OperationalError:  # busy (a checkpoint) or the file moved: the slow way
                 self._close_loop_conn()
-        job: Job | None = await to_thread.run_sync(lambda: self.get(job_id, owner=owner))
-        return job
+        row: Row | None = await to_thread.run_sync(lambda: self.get_row(job_id, owner=owner))
+        return row
 
-    def _get_on_loop(self, job_id: str, owner: str | None) -> Job | None:
+    def _get_on_loop(self, job_id: str, owner: str | None) -> Row | None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             assert self._sqlite_path is not None
@@ -92,7 +106,7 @@ class JobReader:
             self._opened.append(conn)
         cursor = conn.execute(*self._statement(job_id, owner))
         try:
-            return self._job(cursor.fetchone(), cursor.description)
+            return self._fetch(cursor)
         finally:
             cursor.close()
 
@@ -111,18 +125,23 @@ class JobReader:
                 conn.close()
         self._opened.clear()
 
-    def _job(self, row: Sequence[Any] | None, description: Any) -> Job | None:
-        if row is None:
-            return None
-        processors = self._processors
-        if processors is None:
+    def _fetch(self, cursor: Any) -> Row | None:
+        """The cursor's one row; the first one also tells how to convert the columns."""
+        row: Row | None = cursor.fetchone()
+        if row is not None and self._processors is None:
             dialect = self._db.engine.dialect
-            processors = self._processors = [
-                column.type.dialect_impl(dialect).result_processor(dialect, info[1])
-                for column, info in zip(self._columns, description, strict=True)
+            self._processors = [
+                (column.name, column.type.dialect_impl(dialect).result_processor(dialect, info[1]))
+                for column, info in zip(self._columns, cursor.description, strict=True)
             ]
+        return row
+
+    def job_of(self, row: Row) -> Job:
+        """The :class:`Job` of a row :meth:`get_row` returned (converted as SQLAlchemy would)."""
+        processors = self._processors
+        assert processors is not None  # set when the first row was fetched
         values = {
-            column.name: (process(value) if process is not None and value is not None else value)
-            for column, process, value in zip(self._columns, processors, row, strict=True)
+            name: (process(value) if process is not None and value is not None else value)
+            for (name, process), value in zip(processors, row, strict=True)
         }
         return Job.model_construct(**values)
