@@ -12,8 +12,9 @@ ones included. The layers, top to bottom (a module may import its own layer and 
 - **services**: ``services``, the composition root: the resources of one instance, built from the
   domain and handed to the API by its dependencies.
 - **domain**: ``jobs`` (intake, running, dispatching, sweeping, backpressure), ``events`` (change
-  feeds, the in-process hub, streams), ``keys`` (API keys) and ``uploads`` (the streaming multipart
-  receiver intake uses).
+  feeds, the in-process hub, streams), ``keys`` (API keys), ``uploads`` (the streaming multipart
+  receiver intake uses) and ``tus`` (resumable uploads: the tus protocol, its upload store, and the
+  hand-over of a finished upload to the intake).
 - **base**: what the domain is built on and that knows nothing of it: ``processors`` (the
   processor interface and the built-ins), ``storage``, ``db``, ``models``, ``migrate``,
   ``schema_version``, ``settings``, ``errors``, ``metrics`` (the counters; the database gauges are
@@ -50,6 +51,7 @@ LAYERS: dict[str, int] = {
     "events": DOMAIN,
     "keys": DOMAIN,
     "uploads": DOMAIN,
+    "tus": DOMAIN,
     **dict.fromkeys(
         (
             "",  # the package's __init__

@@ -18,12 +18,14 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from filejobs import __version__
+from filejobs.api.cors import Cors
 from filejobs.api.fast_status import FastStatus
 from filejobs.api.fast_upload import FastUpload
 from filejobs.api.head import HeadAsGet
 from filejobs.api.problems import ProblemDetails, install_handlers
-from filejobs.api.routes import dashboard, docs, events, health, jobs, metrics, processors
+from filejobs.api.routes import dashboard, docs, events, health, jobs, metrics, processors, uploads
 from filejobs.api.security_headers import SecurityHeaders
+from filejobs.api.tus_headers import TusHeaders
 from filejobs.jobs.dispatch import Dispatcher
 from filejobs.jobs.sweeper import SweepReport, sweep
 from filejobs.services import Services, build_services
@@ -49,6 +51,7 @@ async def _sweep(services: Services, *, scan_orphans: bool = True) -> SweepRepor
             settings=services.settings,
             dispatcher=services.dispatcher,
             scan_orphans=scan_orphans,
+            uploads=services.uploads,
         )
     )
 
@@ -165,8 +168,11 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.add_middleware(FastStatus)
     app.add_middleware(FastUpload)
     app.add_middleware(HeadAsGet)  # a HEAD reaches the fast paths as the GET it stands for
-    app.add_middleware(SecurityHeaders)  # outermost: the fast paths' and HEAD's answers get them too
+    app.add_middleware(TusHeaders)  # tus's Tus-Resumable and 412, on its HEAD too
+    app.add_middleware(SecurityHeaders)  # the fast paths' and HEAD's answers get them too
+    app.add_middleware(Cors)  # outermost: preflights answered before anything else
     app.include_router(jobs.router)
+    app.include_router(uploads.router)
     app.include_router(processors.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

@@ -22,6 +22,8 @@ from filejobs.schema_version import at_head
 from filejobs.settings import Settings
 from filejobs.shutdown import Shutdown
 from filejobs.storage import LocalStorage
+from filejobs.tus.local import LocalUploadStore
+from filejobs.tus.receive import Hashes
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ class Services:
     admission: Admission
     reader: JobReader
     committer: GroupCommitter
+    #: Resumable (tus) uploads in progress, and the running SHA-256 of those this process sees.
+    uploads: LocalUploadStore
+    upload_hashes: Hashes
     worker: LocalWorker | None = None
     #: Set on SIGTERM/SIGINT: uploads still receiving at its cutoff are answered 503.
     shutdown: Shutdown = field(default_factory=Shutdown)
@@ -105,4 +110,6 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         admission=Admission(settings, db),
         reader=JobReader(db),
         committer=GroupCommitter(db, sync_dir=storage.sync_uploads_dir),
+        uploads=LocalUploadStore(settings.data_dir / "tus"),
+        upload_hashes=Hashes(),
     )

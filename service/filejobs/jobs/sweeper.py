@@ -2,7 +2,8 @@
 
 One pass (:func:`sweep`) returns expired leases, and those of dead worker processes on this host,
 to the queue (or fails them when attempts are spent), re-dispatches due queued jobs, removes upload
-temp files and orphaned uploads that never got a row, deletes finished jobs past retention with
+temp files and orphaned uploads that never got a row, and resumable uploads past their expiry,
+deletes finished jobs past retention with
 their files, and forgets Idempotency-Keys past their time to live.
 """
 
@@ -22,6 +23,7 @@ from filejobs.jobs.liveness import owner_is_dead_here
 from filejobs.models import JobStatus, utcnow
 from filejobs.settings import Settings
 from filejobs.storage import Storage
+from filejobs.tus.store import UploadStore
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class SweepReport:
     orphans_removed: int = 0
     expired: int = 0
     idempotency_expired: int = 0
+    uploads_expired: int = 0
 
 
 def sweep(
@@ -44,6 +47,7 @@ def sweep(
     settings: Settings,
     dispatcher: Dispatcher,
     scan_orphans: bool = True,
+    uploads: UploadStore | None = None,
 ) -> SweepReport:
     report = SweepReport()
     for _job_id, status in repository.expire_leases(db, owner_is_dead=owner_is_dead_here):
@@ -62,7 +66,9 @@ def sweep(
             storage.delete_job_files(job.id)
             report.expired += 1
     report.idempotency_expired = idempotency.expire(db)
-    if report.requeued or report.failed or report.orphans_removed or report.expired:
+    if uploads is not None:
+        report.uploads_expired = uploads.remove_expired(time.time())
+    if report.requeued or report.failed or report.orphans_removed or report.expired or report.uploads_expired:
         log.info("sweep: %s", report)
     return report
 
