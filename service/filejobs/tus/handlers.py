@@ -109,10 +109,14 @@ async def create(*, services: TusServices, owner: str, headers: Mapping[str, str
 
 
 async def status(*, services: TusServices, owner: str, upload_id: str) -> UploadInfo:
-    """The upload as a HEAD shows it: 404 for none of ``owner``'s, 410 once expired."""
-    info = await to_thread.run_sync(services.uploads.get, owner, upload_id)
-    if info is None:
+    """The upload as a HEAD shows it: 404 for none of ``owner``'s, 410 once expired. It waits for
+    a PATCH in progress on it (a connection that just broke is still storing what it received),
+    so the offset it gives is the one a resume must use."""
+    upload = await to_thread.run_sync(lambda: services.uploads.open(owner, upload_id, wait=LOCK_WAIT))
+    if upload is None:
         raise NotFound("No such upload (or it was terminated, or it expired and was removed).")
+    info = upload.info
+    await to_thread.run_sync(upload.close)
     if not info.done and info.expires_at <= time.time():
         raise Gone("This upload expired before it was complete; start a new one.")
     return info
