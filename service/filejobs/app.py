@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         resolved = settings or get_settings()
         services = await to_thread.run_sync(lambda: build_services(resolved, dispatcher=dispatcher))
         app.state.processor_names = services.registry.names()
+        app.state.max_upload_bytes = resolved.max_upload_bytes
         app.openapi_schema = None  # made again, with this server's processors
         services.hub.bind(asyncio.get_running_loop())
         services.feed.start()
@@ -202,6 +203,7 @@ def _document_problem_schema(app: FastAPI) -> None:
                 }
             }
             _list_processors(schema, getattr(app.state, "processor_names", None))
+            _bound_upload_length(schema, getattr(app.state, "max_upload_bytes", None))
             for path, operations in schema.get("paths", {}).items():
                 if path.startswith("/v1/"):
                     for operation in operations.values():
@@ -210,6 +212,17 @@ def _document_problem_schema(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _bound_upload_length(schema: dict[str, Any], limit: int | None) -> None:
+    """The tus creation's ``Upload-Length`` at most this server's MAX_UPLOAD_BYTES (Tus-Max-Size)."""
+    if limit is None:
+        return
+    operation = schema["paths"]["/v1/uploads"]["post"]
+    operation["parameters"] = parameters = copy.deepcopy(operation["parameters"])  # not the route's own
+    for parameter in parameters:
+        if parameter["name"] == "Upload-Length":
+            parameter["schema"]["maximum"] = limit
 
 
 def _list_processors(schema: dict[str, Any], names: list[str] | None) -> None:

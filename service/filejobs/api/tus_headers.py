@@ -1,14 +1,16 @@
 """The tus protocol's envelope on ``/v1/uploads``: ``Tus-Resumable`` on every answer (errors
-included, whoever raised them: auth, rate limits, routing), and ``412`` with ``Tus-Version`` for a
-request that does not speak tus 1.0.0, before authentication or a byte of its body is read.
-``OPTIONS`` (discovery, and CORS preflights) needs no ``Tus-Resumable``."""
+included, whoever raised them: auth, rate limits, routing), and the ``412`` (with ``Tus-Version``)
+for a request that does not speak tus 1.0.0: :data:`TusVersionDep`, which the routes declare after
+the caller's key (a request without a valid key gets its ``401`` first, as everywhere on ``/v1``),
+before a byte of the body is read."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from filejobs.api.problems import problem_response
-from filejobs.errors import Problem
 from filejobs.tus import protocol
 
 PREFIX = "/v1/uploads"
@@ -17,6 +19,13 @@ _VERSION = (b"tus-resumable", protocol.VERSION.encode())
 
 def is_tus_path(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+async def check_version(request: Request) -> None:
+    protocol.check_version(request.headers.get("tus-resumable"))
+
+
+TusVersionDep = Annotated[None, Depends(check_version)]
 
 
 class TusHeaders:
@@ -34,11 +43,4 @@ class TusHeaders:
                 message["headers"] = [*headers, _VERSION]
             await send(message)
 
-        if scope["method"] != "OPTIONS":
-            sent = next((v for k, v in scope["headers"] if k == b"tus-resumable"), None)
-            try:
-                protocol.check_version(sent.decode("latin-1") if sent is not None else None)
-            except Problem as problem:
-                await problem_response(problem)(scope, receive, send_with_version)
-                return
         await self.app(scope, receive, send_with_version)
