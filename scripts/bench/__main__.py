@@ -37,6 +37,7 @@ GROUPS = {
     "listing": "scripts.bench.figures.listing:run",  # list latency at 100k rows, first/deep page
     "celery": "scripts.bench.figures.celery:run",  # the Celery backends' jobs/s
     "events": "scripts.bench.figures.events:run",  # change -> N SSE clients vs long-polls; idle cost
+    "resumable": "scripts.bench.figures.resumable:run",  # 1 GiB via tus vs POST /v1/jobs; cut and resumed
 }
 
 

@@ -176,7 +176,7 @@ def test_kill9_of_the_cli_mid_upload_then_rerun_resumes(start_server: ServerFact
 
 
 def upload_offset(server: Server) -> int:
-    infos = list((server.data_dir / "tus").glob("*/*/info.json"))
+    infos = [p for p in (server.data_dir / "tus").glob("*/*/info.json") if not p.parent.name.startswith(".")]
     if not infos:
         return 0
     try:

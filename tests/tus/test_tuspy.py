@@ -157,7 +157,12 @@ def test_tuspy_resumes_after_the_server_is_killed_mid_upload(
 
 def next_upload_dir(data_dir: Path, *, deadline: float) -> Path:
     while True:
-        found = [p for p in (data_dir / "tus").glob("*/*") if (p / "info.json").exists()]
+        # not a ".new-*" directory: an upload being created, renamed into place in a moment
+        found = [
+            p
+            for p in (data_dir / "tus").glob("*/*")
+            if not p.name.startswith(".") and (p / "info.json").exists()
+        ]
         if found:
             return found[0]
         assert time.monotonic() < deadline, "no upload was created"

@@ -14,11 +14,12 @@ completed upload need not be read again to hash it, unless this process did not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,8 @@ from filejobs.tus.protocol import Checksum
 from filejobs.tus.store import OpenUpload
 
 WRITE_CHUNK = 1024 * 1024
+#: Batches queued for the writer while the next one fills.
+IN_FLIGHT = 3
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
@@ -74,6 +77,54 @@ class Appended:
     problem: Exception | None = None
 
 
+Batch = tuple[list[bytes], int | None]  # pieces, and the offset to commit after writing them
+
+
+class _Writer:
+    """Writes batches in order, each in a worker thread, while the next one fills: up to
+    :data:`IN_FLIGHT` wait, so the socket keeps being read during a write. An error of the
+    writer (a full disk) surfaces at the next :meth:`put` or at :meth:`drain`."""
+
+    def __init__(self, write: Callable[[list[bytes], int | None], None]) -> None:
+        self._write = write
+        self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=IN_FLIGHT)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while (item := await self._queue.get()) is not None:
+            await to_thread.run_sync(self._write, *item)
+            item = None  # hold no batch while waiting for the next
+
+    async def put(self, item: Batch | None) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        if self._task.done():
+            self._task.result()
+        put = asyncio.ensure_future(self._queue.put(item))
+        try:
+            done, _ = await asyncio.wait({put, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            put.cancel()
+            raise
+        if put not in done:
+            put.cancel()
+            self._task.result()
+
+    async def drain(self) -> None:
+        """Wait until everything put is written (raises the writer's error)."""
+        if self._task is not None:
+            await self.put(None)
+            task, self._task = self._task, None
+            await task
+
+    async def cancel(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
 async def append_body(
     upload: OpenUpload,
     body: AsyncIterator[bytes],
@@ -94,41 +145,46 @@ async def append_body(
     hasher = hashes.take(upload.info.id, start)
     chunk_hash = checksum.hasher() if checksum is not None else None
     received = 0  # bytes of this body
-    written = 0  # of which handed to the file
+    queued = 0  # of which handed to the writer
     since_checkpoint = 0
     pieces: list[bytes] = []
     buffered = 0
     loop = asyncio.get_running_loop()
 
-    def write(batch: list[bytes], size: int, sync: bool) -> None:
+    def write(batch: list[bytes], commit_to: int | None) -> None:
         upload.write(batch)
         for piece in batch:
             if hasher is not None:
                 hasher.update(piece)
             if chunk_hash is not None:
                 chunk_hash.update(piece)
-        if sync:
-            upload.commit(start + written + size)
+        if commit_to is not None:
+            upload.commit(commit_to)
 
-    async def flush(*, sync: bool = False) -> None:
-        nonlocal pieces, buffered, written, since_checkpoint
+    writer = _Writer(write)
+
+    async def flush(*, commit: bool = False) -> None:
+        """Hand the buffer to the writer; ``commit`` (or a checkpoint due) records the offset."""
+        nonlocal pieces, buffered, queued, since_checkpoint
         batch, size = pieces, buffered
         pieces, buffered = [], 0
+        queued += size
         since_checkpoint += size
-        sync = sync or (checksum is None and since_checkpoint >= checkpoint)
-        if size or sync:
-            await to_thread.run_sync(write, batch, size, sync)
-        written += size
-        if sync:
+        commit = commit or (checksum is None and since_checkpoint >= checkpoint)
+        if size or commit:
+            await writer.put((batch, start + queued if commit else None))
+        if commit:
             since_checkpoint = 0
 
     async def keep_what_arrived(problem: Exception) -> Appended:
         """The body ended early: without a checksum, keep its bytes; with one, drop them."""
         if checksum is None:
-            await flush(sync=True)
+            await flush(commit=True)
+            await writer.drain()
             if hasher is not None:
                 hashes.put(upload.info.id, upload.info.offset, hasher)
         else:
+            await writer.cancel()
             await to_thread.run_sync(upload.discard)
         return Appended(upload.info.offset, problem)
 
@@ -166,15 +222,21 @@ async def append_body(
             )
         except ClientGone as gone:
             return await keep_what_arrived(gone)
-        await flush()
-        if checksum is not None and chunk_hash is not None and chunk_hash.digest() != checksum.digest:
-            await to_thread.run_sync(upload.discard)
-            raise ChecksumMismatch(
-                f"The chunk's {checksum.algorithm} does not match Upload-Checksum; it was discarded: "
-                "send it again.",
-            )
-        await to_thread.run_sync(upload.commit, start + written)
+        if checksum is None:
+            await flush(commit=True)
+            await writer.drain()
+        else:
+            await flush()
+            await writer.drain()
+            if chunk_hash is not None and chunk_hash.digest() != checksum.digest:
+                await to_thread.run_sync(upload.discard)
+                raise ChecksumMismatch(
+                    f"The chunk's {checksum.algorithm} does not match Upload-Checksum; it was "
+                    "discarded: send it again.",
+                )
+            await to_thread.run_sync(upload.commit, start + queued)
     except OSError as exc:
+        await writer.cancel()
         await asyncio.shield(to_thread.run_sync(upload.discard))
         if exc.errno in DISK_FULL:
             raise InsufficientStorage(
@@ -183,6 +245,7 @@ async def append_body(
             ) from None
         raise
     except BaseException as exc:
+        await asyncio.shield(writer.cancel())
         if isinstance(exc, PayloadTooLarge) and upload.info.offset != start:  # checkpointed: undo
             upload.info.offset = start
             await asyncio.shield(to_thread.run_sync(upload.save))
