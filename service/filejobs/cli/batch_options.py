@@ -28,7 +28,7 @@ class Options:
     #: tus for big files: auto (files of at least resumable_threshold bytes), always, never.
     resumable: Literal["auto", "always", "never"] = "auto"
     resumable_threshold: int = 64 * 1024 * 1024
-    chunk_size: int = 16 * 1024 * 1024
+    chunk_size: int = 64 * 1024 * 1024
 
 
 class Fatal(Exception):

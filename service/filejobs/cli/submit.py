@@ -209,7 +209,7 @@ def submit(
     ] = "64MiB",
     chunk_size: Annotated[
         str, typer.Option(help="Bytes per resumable PATCH (what a failure may send again): 16MiB, 64MiB.")
-    ] = "16MiB",
+    ] = "64MiB",
     json_output: JsonOption = False,
 ) -> None:
     """Submit files and folders as jobs, N at a time, with progress; optionally wait and fetch results.

@@ -28,8 +28,10 @@ VERSION = "1.0.0"
 MiB = 1024 * 1024
 #: ``resumable="auto"`` uses tus for files at least this big.
 DEFAULT_THRESHOLD = 64 * MiB
-#: Bytes per PATCH: what a failure can cost to send again.
-DEFAULT_CHUNK = 16 * MiB
+#: Bytes per PATCH. Each PATCH ends with a disk flush and a round trip (16 MiB chunks ran at about
+#: 0.7x a plain upload's MB/s in the benchmark, 64 MiB at 0.95-1.2x); a dropped connection costs
+#: little more than what was in flight, as the server keeps what a broken PATCH delivered.
+DEFAULT_CHUNK = 64 * MiB
 #: Pieces a chunk is read and sent in.
 READ_SIZE = MiB
 #: Answers to a PATCH after which the offset is asked for and the upload goes on.
