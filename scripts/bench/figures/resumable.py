@@ -22,9 +22,6 @@ from dataclasses import dataclass, field
 import httpx
 
 from filejobs.client._tus import DEFAULT_CHUNK
-
-#: Measured besides the client's default (64 MiB): what smaller chunks cost.
-SMALL_CHUNK = 16 * MiB
 from scripts.bench.common import MB, Context, MiB, RssSampler
 from scripts.bench.figures.upload import (
     TIMEOUT,
@@ -44,6 +41,8 @@ from scripts.bench.report import Figure
 from tests.tus.proxy import CuttingProxy
 
 SIZE_MIB = 1024
+#: Measured besides the client's default (64 MiB): what smaller chunks cost.
+SMALL_CHUNK = 16 * MiB
 SMOKE_SIZE_MIB = 16
 BIG_CHUNK = 64 * MiB
 RSS_LIMIT_MB = 150.0
