@@ -70,7 +70,8 @@ def test_a_reload_mid_upload_offers_to_resume_and_the_upload_goes_on(
     expect(offer).to_contain_text("big.txt")
     expect(offer).to_contain_text("512 KiB")  # two chunks stored
     url = offer.get_attribute("data-url")
-    assert url and url.startswith("/v1/uploads/")
+    assert url is not None
+    assert url.startswith("/v1/uploads/")
     with httpx.Client(base_url=server.base_url) as client:
         assert client.head(url, headers=TUS).headers["upload-offset"] == str(2 * CHUNK)
 
