@@ -10,6 +10,7 @@ that stores the last byte makes the job (:mod:`filejobs.tus.complete`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from filejobs.errors import (
     BadRequest,
     Conflict,
     Gone,
+    Locked,
     NotFound,
     PayloadTooLarge,
     Problem,
@@ -38,6 +40,8 @@ from filejobs.tus.store import OpenUpload, UploadInfo, UploadStore
 
 #: Seconds a request waits for another request's hold on the same upload (then 423).
 LOCK_WAIT = 10.0
+#: Seconds between two tries for that hold (the wait is on the event loop: it holds no thread).
+LOCK_POLL = 0.02
 
 
 class TusServices(IntakeServices, Protocol):
@@ -53,6 +57,20 @@ class Patched:
 
     info: UploadInfo
     submitted: Submitted | None = None
+
+
+async def _open(services: TusServices, owner: str, upload_id: str) -> OpenUpload | None:
+    """Hold ``owner``'s upload for this request (None: no such upload). Another request's hold is
+    waited out for up to :data:`LOCK_WAIT` s (then 423), each try a quick thread call: requests
+    waiting on a busy upload cost no worker thread (a key cannot starve the pool with HEADs)."""
+    deadline = asyncio.get_running_loop().time() + LOCK_WAIT
+    while True:
+        try:
+            return await to_thread.run_sync(lambda: services.uploads.open(owner, upload_id, wait=0))
+        except Locked:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(LOCK_POLL)
 
 
 def upload_headers(info: UploadInfo) -> dict[str, str]:
@@ -112,7 +130,7 @@ async def status(*, services: TusServices, owner: str, upload_id: str) -> Upload
     """The upload as a HEAD shows it: 404 for none of ``owner``'s, 410 once expired. It waits for
     a PATCH in progress on it (a connection that just broke is still storing what it received),
     so the offset it gives is the one a resume must use."""
-    upload = await to_thread.run_sync(lambda: services.uploads.open(owner, upload_id, wait=LOCK_WAIT))
+    upload = await _open(services, owner, upload_id)
     if upload is None:
         raise NotFound("No such upload (or it was terminated, or it expired and was removed).")
     info = upload.info
@@ -145,7 +163,7 @@ async def append(
     content_length = protocol.parse_count("Content-Length", headers.get("content-length"))
     new_length = None if creating else protocol.parse_count("Upload-Length", headers.get("upload-length"))
     settings = services.settings
-    upload = await to_thread.run_sync(lambda: services.uploads.open(owner, upload_id, wait=LOCK_WAIT))
+    upload = await _open(services, owner, upload_id)
     if upload is None:
         raise NotFound("No such upload (or it was terminated, or it expired and was removed).")
     try:
@@ -228,9 +246,7 @@ async def _room(services: TusServices, info: UploadInfo) -> int:
 
 async def terminate(*, services: TusServices, owner: str, upload_id: str) -> None:
     """Remove the upload at once (its bytes and record); 404 when there is none of ``owner``'s."""
-    upload: OpenUpload | None = await to_thread.run_sync(
-        lambda: services.uploads.open(owner, upload_id, wait=LOCK_WAIT)
-    )
+    upload = await _open(services, owner, upload_id)
     if upload is None:
         raise NotFound("No such upload (or it was terminated, or it expired and was removed).")
     try:

@@ -19,7 +19,7 @@ import errno
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +125,19 @@ class _Writer:
                 await task
 
 
+async def _whole(step: Coroutine[Any, Any, None]) -> None:
+    """Run ``step`` to its end even if this task is cancelled meanwhile (the idle timeout, a
+    shutdown), then let the cancellation through: a batch is either handed to the writer and
+    counted, or neither, so a recorded offset never counts bytes that were not written."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+
+
 async def append_body(
     upload: OpenUpload,
     body: AsyncIterator[bytes],
@@ -203,7 +216,7 @@ async def append_body(
                     pieces.append(data)
                     buffered += len(data)
                     if buffered >= WRITE_CHUNK:
-                        await flush()
+                        await _whole(flush())
                     idle.reschedule(loop.time() + idle_timeout)
                     deadline = shutdown.upload_deadline if shutdown is not None else None
                     if deadline is not None and loop.time() >= deadline:
