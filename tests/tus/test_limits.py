@@ -166,7 +166,7 @@ def test_a_held_upload_is_not_swept(client: TestClient, services: Services) -> N
     assert services.uploads.remove_expired(time.time() + 10 * 86400) == 1
 
 
-def test_a_patch_while_another_holds_the_upload_is_423(
+def test_a_patch_while_another_holds_the_upload_is_423_a_head_is_not(
     client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from filejobs.tus import handlers
@@ -177,6 +177,7 @@ def test_a_patch_while_another_holds_the_upload_is_423(
     assert upload is not None
     try:
         assert is_problem(patch(client, url, 0, DATA[:10]), 423)
+        assert offset_of(client, url) == 0  # a HEAD answers the recorded offset instead
     finally:
         upload.close()
     assert patch(client, url, 0, DATA[:10]).status_code == 204

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import tusclient.client as tusclient  # tuspy, the dev extra
+from tusclient.storage.filestorage import FileStorage
 
 from tests.e2e.server import ServerFactory, server_factory, status_is, wait_for
 from tests.sample_processors import ALL as TEST_PROCESSORS
 from tests.tus.proxy import CuttingProxy
-
-tusclient = pytest.importorskip("tusclient.client", reason="tuspy (the dev extra) is not installed")
-from tusclient.storage.filestorage import FileStorage  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

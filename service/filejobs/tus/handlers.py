@@ -33,10 +33,9 @@ from filejobs.errors import (
 from filejobs.jobs.intake import IntakeServices, Submitted
 from filejobs.tus import protocol
 from filejobs.tus.complete import complete_upload
-from filejobs.tus.local import new_upload_id
 from filejobs.tus.metadata import check_metadata
 from filejobs.tus.receive import Hashes, append_body
-from filejobs.tus.store import OpenUpload, UploadInfo, UploadStore
+from filejobs.tus.store import OpenUpload, UploadInfo, UploadStore, new_upload_id
 
 #: Seconds a request waits for another request's hold on the same upload (then 423).
 LOCK_WAIT = 10.0
@@ -129,12 +128,20 @@ async def create(*, services: TusServices, owner: str, headers: Mapping[str, str
 async def status(*, services: TusServices, owner: str, upload_id: str) -> UploadInfo:
     """The upload as a HEAD shows it: 404 for none of ``owner``'s, 410 once expired. It waits for
     a PATCH in progress on it (a connection that just broke is still storing what it received),
-    so the offset it gives is the one a resume must use."""
-    upload = await _open(services, owner, upload_id)
-    if upload is None:
+    so the offset it gives is the one a resume must use; a PATCH still going after
+    :data:`LOCK_WAIT` s is not waited for: the offset recorded so far is answered (its bytes are
+    on disk too), never 423."""
+    try:
+        upload = await _open(services, owner, upload_id)
+    except Locked:
+        found = await to_thread.run_sync(services.uploads.get, owner, upload_id)
+    else:
+        found = upload.info if upload is not None else None
+        if upload is not None:
+            await to_thread.run_sync(upload.close)
+    if found is None:
         raise NotFound("No such upload (or it was terminated, or it expired and was removed).")
-    info = upload.info
-    await to_thread.run_sync(upload.close)
+    info = found
     if not info.done and info.expires_at <= time.time():
         raise Gone("This upload expired before it was complete; start a new one.")
     return info

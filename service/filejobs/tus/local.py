@@ -44,10 +44,6 @@ def owner_dir_name(owner: str) -> str:
     return hashlib.sha256(b"filejobs-tus:" + owner.encode()).hexdigest()[:32]
 
 
-def new_upload_id() -> str:
-    return uuid.uuid4().hex
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

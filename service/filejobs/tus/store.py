@@ -8,10 +8,16 @@ call them in a worker thread.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+
+def new_upload_id() -> str:
+    """An upload's id: 32 random hex digits (unguessable, and safe in a path)."""
+    return uuid.uuid4().hex
 
 
 @dataclass
