@@ -16,6 +16,7 @@ from filejobs.jobs.worker import LocalWorker
 from filejobs.services import Services
 from filejobs.tus.local import owner_dir_name
 from tests.conftest import files_under
+from tests.metrics.helpers import Scrape
 from tests.tus.helpers import CHUNK, TUS, checksum, create, created, head, is_problem, offset_of, patch
 
 DATA = b"hello resumable world\n" * 2000
@@ -381,3 +382,21 @@ def test_the_state_record_counts_only_acknowledged_bytes(client: TestClient, ser
     assert record["offset"] == 1234
     assert record["length"] == len(DATA)
     assert record["job_id"] is None
+
+
+def test_resumable_uploads_are_counted(client: TestClient) -> None:
+    def scrape() -> Scrape:
+        return Scrape(client.get("/metrics").text)
+
+    before = scrape()
+    url = created(client, len(DATA))
+    assert patch(client, url, 0, DATA[:1000]).status_code == 204
+    assert patch(client, url, 1000, DATA[1000:]).status_code == 204
+    gone = created(client, 10)
+    assert client.delete(gone, headers=TUS).status_code == 204
+    delta = scrape() - before
+    assert delta.value("filejobs_resumable_uploads_total", event="created") == 2
+    assert delta.value("filejobs_resumable_uploads_total", event="completed") == 1
+    assert delta.value("filejobs_resumable_uploads_total", event="terminated") == 1
+    assert delta.value("filejobs_resumable_uploads_total", event="refused") == 0
+    assert delta.value("filejobs_resumable_bytes_total") == len(DATA)

@@ -68,6 +68,7 @@ def sweep(
     report.idempotency_expired = idempotency.expire(db)
     if uploads is not None:
         report.uploads_expired = uploads.remove_expired(time.time())
+        metrics.RESUMABLE_UPLOADS.labels("expired").inc(report.uploads_expired)
     if report.requeued or report.failed or report.orphans_removed or report.expired or report.uploads_expired:
         log.info("sweep: %s", report)
     return report

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from anyio import to_thread
 
+from filejobs import metrics
 from filejobs.errors import Problem
 from filejobs.filenames import display_name
 from filejobs.ids import new_job_id
@@ -128,7 +129,9 @@ async def complete_upload(
     except Problem as problem:
         if problem.status in FINAL:
             await to_thread.run_sync(upload.remove)
+            metrics.RESUMABLE_UPLOADS.labels("refused").inc()
         raise
     info.job_id = submitted.job.id  # a replayed Idempotency-Key: the earlier job
     await to_thread.run_sync(upload.finish, time.time() + expiry)
+    metrics.RESUMABLE_UPLOADS.labels("completed").inc()
     return submitted

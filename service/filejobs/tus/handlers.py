@@ -19,6 +19,7 @@ from typing import Protocol
 
 from anyio import to_thread
 
+from filejobs import metrics
 from filejobs.errors import (
     BadRequest,
     Conflict,
@@ -122,6 +123,7 @@ async def create(*, services: TusServices, owner: str, headers: Mapping[str, str
             info, max_uploads=settings.max_resumable_uploads, max_bytes=settings.max_resumable_bytes
         )
     )
+    metrics.RESUMABLE_UPLOADS.labels("created").inc()
     return info
 
 
@@ -188,6 +190,7 @@ async def append(
         if content_length is not None and content_length > room:
             raise protocol_too_large(room)
         if content_length != 0:
+            before = info.offset
             appended = await append_body(
                 upload,
                 body,
@@ -198,6 +201,7 @@ async def append(
                 idle_timeout=settings.upload_idle_timeout,
                 shutdown=services.shutdown,
             )
+            metrics.RESUMABLE_BYTES.inc(appended.offset - before)
             if appended.problem is not None:
                 if isinstance(appended.problem, Problem):
                     appended.problem.headers.update(upload_headers(info))
@@ -260,3 +264,4 @@ async def terminate(*, services: TusServices, owner: str, upload_id: str) -> Non
         await to_thread.run_sync(upload.remove)
     finally:
         await to_thread.run_sync(upload.close)
+    metrics.RESUMABLE_UPLOADS.labels("terminated").inc()
