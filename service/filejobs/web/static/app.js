@@ -1,5 +1,5 @@
 // filejobs dashboard: plain ES modules (js/), no build step; one vendored library (tus-js-client,
-// for resumable uploads of big files, loaded as a classic script before this module).
+// for resumable uploads of big files, loaded by js/resumable.js when first needed).
 //
 // Everything shown comes from the /v1 API. Data from the server (file names are user input) only
 // ever reaches the page through textContent and attributes, never through innerHTML.

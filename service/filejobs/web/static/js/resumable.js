@@ -1,5 +1,5 @@
-// Big files go with tus (tus-js-client, vendored in /static/vendor/tus-js-client/: window.tus), in
-// chunks, so a dropped connection or a page reload costs at most one chunk. The browser keeps each
+// Big files go with tus (tus-js-client, vendored in /static/vendor/tus-js-client/, loaded as a
+// script of this origin the first time it is needed: window.tus), in chunks, so a dropped connection or a page reload costs at most one chunk. The browser keeps each
 // unfinished upload's URL (tus-js-client's localStorage entries, "tus::…"); after a reload the page
 // lists them and resumes one when the same file is chosen again with the same processor and params.
 //
@@ -25,12 +25,35 @@ function positive(value) {
   return value && Number.isInteger(number) && number > 0 ? number : null;
 }
 
+const LIBRARY = '/static/vendor/tus-js-client/tus.min.js';
+let loading = null;
+
 function tus() {
   return window.tus && window.tus.isSupported ? window.tus : null;
 }
 
+/** tus-js-client, loaded once (null where it cannot load or the browser lacks what it needs). */
+export function loadTus() {
+  if (window.tus) return Promise.resolve(tus());
+  if (!loading) {
+    loading = new Promise((resolve) => {
+      const script = document.createElement('script');
+      script.src = LIBRARY;
+      script.addEventListener('load', () => resolve(tus()));
+      script.addEventListener('error', () => {
+        loading = null; // another try with the next big file
+        script.remove();
+        resolve(null);
+      });
+      document.head.append(script);
+    });
+  }
+  return loading;
+}
+
+/** Whether ``file`` is big enough for tus (the caller falls back to a plain upload if it cannot load). */
 export function isResumable(file) {
-  return file.size >= THRESHOLD && tus() !== null;
+  return file.size >= THRESHOLD;
 }
 
 // The file's identity only; whether a stored upload fits (the same processor and params) is
@@ -160,16 +183,23 @@ async function storedOffset(url) {
 
 /** List the uploads this browser left unfinished that the server still holds (the others are forgotten). */
 export async function offerResumes() {
-  const lib = tus();
-  if (!lib) return;
-  let stored = [];
+  let stored = false;
   try {
-    stored = await lib.defaultOptions.urlStorage.findAllUploads();
+    stored = Object.keys(localStorage).some((key) => key.startsWith('tus::'));
+  } catch {
+    return; // no storage: nothing was kept to resume
+  }
+  if (!stored) return; // the library is not even loaded
+  const lib = await loadTus();
+  if (!lib) return;
+  let entries = [];
+  try {
+    entries = await lib.defaultOptions.urlStorage.findAllUploads();
   } catch {
     return;
   }
   ui.resumableList.replaceChildren();
-  for (const entry of stored) {
+  for (const entry of entries) {
     const offset = await storedOffset(entry.uploadUrl);
     if (offset === 'gone') {
       lib.defaultOptions.urlStorage.removeUpload(entry.urlStorageKey).catch(() => {});

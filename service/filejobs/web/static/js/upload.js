@@ -7,7 +7,7 @@ import { formatBytes } from './format.js';
 import { requireKey } from './key.js';
 import { applyJob } from './list.js';
 import { PROCESSOR_STORAGE, collectParams } from './params-form.js';
-import { isResumable, uploadResumable } from './resumable.js';
+import { isResumable, loadTus, uploadResumable } from './resumable.js';
 import { state, ui } from './state.js';
 
 const PARALLEL_UPLOADS = 3;
@@ -160,8 +160,9 @@ function pumpUploads() {
   }
 }
 
-function uploadOne(task) {
-  return isResumable(task.file) ? uploadResumable(task) : uploadPlain(task);
+async function uploadOne(task) {
+  if (isResumable(task.file) && (await loadTus())) return uploadResumable(task);
+  return uploadPlain(task);
 }
 
 function uploadPlain({ file, processor, params, item }) {
