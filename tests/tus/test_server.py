@@ -98,6 +98,22 @@ def test_creation_with_upload_stores_the_body_and_can_finish_at_once(client: Tes
     assert offset_of(client, partial.headers["location"]) == 100
 
 
+def test_a_refused_creation_with_upload_leaves_no_upload(client: TestClient, services: Services) -> None:
+    """The client got no Location: nothing of an upload it cannot resume is kept."""
+    response = client.post("/v1/uploads", headers={**CHUNK, "Upload-Length": "10"}, content=DATA[:20])
+    assert is_problem(response, 413)
+    assert "location" not in response.headers
+    assert not [p for p in files_under(services.settings.data_dir) if "tus" in p.parts]
+    refused = client.post(
+        "/v1/uploads",
+        headers={**CHUNK, "Upload-Length": "10", "Upload-Checksum": checksum("sha1", b"not these")},
+        content=DATA[:10],
+    )
+    assert is_problem(refused, 460)
+    assert not [p for p in files_under(services.settings.data_dir) if "tus" in p.parts]
+    assert services.uploads.usage("").uploads == 0
+
+
 def test_deferred_length_is_declared_by_a_later_patch(client: TestClient) -> None:
     url = created(client, None)
     answer = head(client, url)

@@ -7,6 +7,7 @@ come from :mod:`filejobs.api.tus_headers`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from filejobs.api.auth import CallerDep, check_still_allowed
 from filejobs.api.deps import ServicesDep
 from filejobs.api.problems import problem_docs
 from filejobs.api.tus_headers import TusVersionDep
-from filejobs.errors import ClientGone
+from filejobs.errors import ClientGone, Problem
 from filejobs.jobs import commands
 from filejobs.keys import Caller
 from filejobs.services import Services
@@ -160,8 +161,14 @@ async def create_upload(
         return Response(created, status_code=201, headers=headers, media_type="application/json")
     try:
         patched = await _append(request, services, caller, info.id, creating=True)
-    except ClientGone:
-        return Response(status_code=400)
+    except (Problem, ClientGone) as exc:
+        # The client never learnt the upload's URL: it cannot resume it, so it goes now (a
+        # retry of the creation starts afresh) instead of holding a slot until it expires.
+        with contextlib.suppress(Problem):
+            await handlers.terminate(services=services, owner=caller.scope, upload_id=info.id)
+        if isinstance(exc, ClientGone):
+            return Response(status_code=400)
+        raise
     _dispatch_new(services, background, patched)
     headers = {"Location": location, **handlers.upload_headers(patched.info)}
     return Response(created, status_code=201, headers=headers, media_type="application/json")
