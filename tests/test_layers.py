@@ -13,7 +13,9 @@ ones included. The layers, top to bottom (a module may import its own layer and 
   domain and handed to the API by its dependencies.
 - **domain**: ``jobs`` (intake, running, dispatching, sweeping, backpressure), ``events`` (change
   feeds, the in-process hub, streams), ``keys`` (API keys), ``uploads`` (the streaming multipart
-  receiver intake uses) and ``webhooks`` (endpoints, the delivery outbox, the sender).
+  receiver intake uses), ``webhooks`` (endpoints, the delivery outbox, the sender) and ``tus``
+  (resumable uploads: the tus protocol, its upload store, and the hand-over of a finished upload to
+  the intake).
 - **base**: what the domain is built on and that knows nothing of it: ``processors`` (the
   processor interface and the built-ins), ``storage`` (and its S3 backend, ``object_storage``),
   ``db``, ``models``, ``migrate``, ``schema_version``, ``settings``, ``errors``, ``metrics`` (the
@@ -52,6 +54,7 @@ LAYERS: dict[str, int] = {
     "keys": DOMAIN,
     "uploads": DOMAIN,
     "webhooks": DOMAIN,
+    "tus": DOMAIN,
     **dict.fromkeys(
         (
             "",  # the package's __init__

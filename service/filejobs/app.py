@@ -18,12 +18,14 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from filejobs import __version__
+from filejobs.api.cors import Cors
 from filejobs.api.fast_status import StatusApp
 from filejobs.api.fast_upload import FastUpload
 from filejobs.api.head import HeadAsGet
 from filejobs.api.problems import ProblemDetails, install_handlers
-from filejobs.api.routes import dashboard, docs, events, health, jobs, metrics, processors, webhooks
+from filejobs.api.routes import dashboard, docs, events, health, jobs, metrics, processors, uploads, webhooks
 from filejobs.api.security_headers import SecurityHeaders
+from filejobs.api.tus_headers import TusHeaders
 from filejobs.jobs.dispatch import Dispatcher
 from filejobs.jobs.sweeper import SweepReport, sweep
 from filejobs.services import Services, build_services
@@ -50,6 +52,7 @@ async def _sweep(services: Services, *, scan_orphans: bool = True) -> SweepRepor
             settings=services.settings,
             dispatcher=services.dispatcher,
             scan_orphans=scan_orphans,
+            uploads=services.uploads,
         )
     )
 
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         resolved = settings or get_settings()
         services = await to_thread.run_sync(lambda: build_services(resolved, dispatcher=dispatcher))
         app.state.processor_names = services.registry.names()
+        app.state.max_upload_bytes = resolved.max_upload_bytes
         app.openapi_schema = None  # made again, with this server's processors
         services.hub.bind(asyncio.get_running_loop())
         services.feed.start()
@@ -169,13 +173,17 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         redoc_url=None,
     )
     install_handlers(app)
-    # The last added is the outermost. The upload's fast path comes first and adds the security
-    # headers to its own answers (api/security_headers.secured), as StatusApp's poll answers do
-    # (before all of this); a HEAD is answered by the GET route.
+    # The last added is the outermost. CORS comes first (preflights answered before anything
+    # else; StatusApp leaves a cross-origin poll to the route when CORS is on). The upload's fast
+    # path adds the security headers to its own answers (api/security_headers.secured), as
+    # StatusApp's poll answers do (before all of this); a HEAD is answered by the GET route.
     app.add_middleware(HeadAsGet)
+    app.add_middleware(TusHeaders)  # tus's Tus-Resumable and 412, on its HEAD too
     app.add_middleware(SecurityHeaders)
     app.add_middleware(FastUpload)
+    app.add_middleware(Cors)
     app.include_router(jobs.router)
+    app.include_router(uploads.router)
     app.include_router(processors.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
@@ -207,6 +215,7 @@ def _document_problem_schema(app: FastAPI) -> None:
                 }
             }
             _list_processors(schema, getattr(app.state, "processor_names", None))
+            _bound_upload_length(schema, getattr(app.state, "max_upload_bytes", None))
             for path, operations in schema.get("paths", {}).items():
                 if path.startswith("/v1/"):
                     for operation in operations.values():
@@ -215,6 +224,17 @@ def _document_problem_schema(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _bound_upload_length(schema: dict[str, Any], limit: int | None) -> None:
+    """The tus creation's ``Upload-Length`` at most this server's MAX_UPLOAD_BYTES (Tus-Max-Size)."""
+    if limit is None:
+        return
+    operation = schema["paths"]["/v1/uploads"]["post"]
+    operation["parameters"] = parameters = copy.deepcopy(operation["parameters"])  # not the route's own
+    for parameter in parameters:
+        if parameter["name"] == "Upload-Length":
+            parameter["schema"]["maximum"] = limit
 
 
 def _list_processors(schema: dict[str, Any], names: list[str] | None) -> None:

@@ -20,6 +20,7 @@ TYPE_BASE = "https://filejobs.dev/problems/"
 #: (the type is the title, lower-case and hyphenated: ``…/unprocessable-content``).
 _TITLES = {
     413: "Payload Too Large",
+    460: "Checksum Mismatch",  # tus 1.0 checksum extension
     422: "Unprocessable Content",
     500: "Internal Server Error",
 }
@@ -103,6 +104,24 @@ class Conflict(Problem):
     status = 409
 
 
+class Gone(Problem):
+    status = 410
+
+
+class PreconditionFailed(Problem):
+    status = 412
+
+
+class Locked(Problem):
+    status = 423
+
+
+class ChecksumMismatch(Problem):
+    """tus's 460: a chunk whose ``Upload-Checksum`` does not match its bytes."""
+
+    status = 460
+
+
 class PayloadTooLarge(Problem):
     status = 413
 
@@ -125,10 +144,6 @@ class TooManyRequests(Problem):
 
 class InsufficientStorage(Problem):
     status = 507
-
-
-class Gone(Problem):
-    status = 410
 
 
 class ServiceUnavailable(Problem):

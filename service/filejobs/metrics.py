@@ -100,10 +100,21 @@ STORAGE_ERRORS = Counter(
     "connection, a timeout), denied (credentials, permissions), no_bucket, server (5xx), other.",
     ["operation", "kind"],
 )
+RESUMABLE_UPLOADS = Counter(
+    "filejobs_resumable_uploads",
+    "Resumable (tus) uploads by event: created, completed (became a job), refused (complete, but "
+    "its type or idempotency key refused: removed), terminated (DELETE), expired (removed by the sweeper).",
+    ["event"],
+)
+RESUMABLE_BYTES = Counter(
+    "filejobs_resumable_bytes", "Bytes resumable (tus) PATCHes stored (fsynced, counted in Upload-Offset)."
+)
 
 # Every outcome starts at 0, so rate() and increase() see the first rejection too.
 for _outcome in ("accepted", "rejected"):
     UPLOADS.labels(_outcome)
+for _event in ("created", "completed", "refused", "terminated", "expired"):
+    RESUMABLE_UPLOADS.labels(_event)
 
 
 # ---- instrumentation ------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from filejobs.schema_version import at_head
 from filejobs.settings import Settings
 from filejobs.shutdown import Shutdown
 from filejobs.storage import Storage, open_storage
+from filejobs.tus.local import LocalUploadStore
+from filejobs.tus.receive import Hashes
 from filejobs.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ class Services:
     reader: JobReader
     committer: GroupCommitter
     webhooks: WebhookSender
+    #: Resumable (tus) uploads in progress, and the running SHA-256 of those this process sees.
+    uploads: LocalUploadStore
+    upload_hashes: Hashes
     worker: LocalWorker | None = None
     #: Set on SIGTERM/SIGINT: uploads still receiving at its cutoff are answered 503.
     shutdown: Shutdown = field(default_factory=Shutdown)
@@ -112,4 +117,6 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         reader=JobReader(db),
         committer=GroupCommitter(db, sync_dir=storage.sync_uploads_dir),
         webhooks=webhooks,
+        uploads=LocalUploadStore(settings.data_dir / "tus"),
+        upload_hashes=Hashes(),
     )

@@ -158,6 +158,32 @@ class Settings(BaseSettings):
         description="Seconds an upload's body may send nothing before it is ended (408, its temp file "
         "removed).",
     )
+    upload_expiry: timedelta = Field(
+        default=timedelta(hours=24),
+        description="How long a resumable (tus) upload may stay incomplete before the sweeper removes "
+        "it; a completed one's record (which names its job) is kept as long after completion.",
+    )
+    max_resumable_uploads: int = Field(
+        default=20, ge=1, description="Incomplete resumable uploads one key may hold at once; more: 429."
+    )
+    max_resumable_bytes: int = Field(
+        default=20 * GiB,
+        ge=0,
+        description="Bytes one key's incomplete resumable uploads may hold (their declared lengths, or "
+        "what arrived for a deferred length); more: 429 at creation, 413 on a PATCH; 0: no limit.",
+    )
+    resumable_checkpoint_bytes: int = Field(
+        default=64 * MiB,
+        ge=1024 * 1024,
+        description="During a long resumable PATCH, its bytes are fsynced and its offset recorded every "
+        "this many bytes, so a server killed mid-PATCH resumes from there (a PATCH with Upload-Checksum "
+        "is kept whole or not at all).",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (comma-separated, or *) whose browsers may call /v1 (CORS), e.g. a tus "
+        "client on another site; the tus headers are exposed to them. Empty: no CORS headers.",
+    )
     progress_interval: float = Field(default=0.5, ge=0, description="Least seconds between progress writes.")
     auto_migrate: bool = Field(default=True, description="Apply migrations when the service starts.")
     max_image_pixels: int = Field(
@@ -285,7 +311,7 @@ class Settings(BaseSettings):
         """An empty variable is no variable (as prometheus-client takes it)."""
         return None if value == "" else value
 
-    @field_validator("processors", mode="before")
+    @field_validator("processors", "cors_origins", mode="before")
     @classmethod
     def _split_processors(cls, value: object) -> object:
         if isinstance(value, str):
@@ -306,7 +332,7 @@ class Settings(BaseSettings):
             return seconds
         return value
 
-    @field_validator("retention", "idempotency_ttl", mode="before")
+    @field_validator("retention", "idempotency_ttl", "upload_expiry", mode="before")
     @classmethod
     def _parse_duration(cls, value: object) -> object:
         """Accept ``3600`` (seconds), ``90s``, ``30m``, ``12h``, ``7d`` besides ISO 8601 (``P7D``)."""

@@ -174,6 +174,12 @@ class Storage(Protocol):
         """The file of ``key`` when it is a local file (None: the backend has no paths)."""
         ...
 
+    def store_file(self, path: Path, key: str, *, sync_dir: bool = True) -> None:
+        """Store the finished, fsynced local file ``path`` as ``key`` (a completed resumable
+        upload): the local backend links it in place (``sync_dir``: and fsyncs its directory); an
+        object store uploads it."""
+        ...
+
     def delete(self, key: str) -> None: ...
 
     def delete_outputs(self, job_id: str, attempt: int | None = None) -> None: ...
@@ -368,6 +374,17 @@ class LocalStorage:
 
     def key_for(self, path: Path) -> str:
         return path.resolve().relative_to(self.root).as_posix()
+
+    def store_file(self, path: Path, key: str, *, sync_dir: bool = True) -> None:
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, final)
+        except FileExistsError:  # an orphan link of an earlier try that died before its row
+            os.unlink(final)
+            os.link(path, final)
+        if sync_dir:
+            _fsync_dir(final.parent)
 
     def output_dir(self, job_id: str, attempt: int) -> Path:
         """A fresh, empty directory for this attempt's outputs; earlier attempts' are removed."""

@@ -24,6 +24,7 @@ from filejobs.settings import MiB, Settings
 from filejobs.testing import post_file, submit
 from filejobs.testing.s3 import S3Bucket
 from tests.conftest import burst_worker, make_settings
+from tests.tus.helpers import created, head, patch
 
 PART = 5 * MiB  # S3's smallest part: a few parts cost little
 
@@ -292,3 +293,23 @@ def test_the_lease_is_renewed_while_a_large_input_is_fetched(
         burst_worker(services).drain()
         assert client.get(f"/v1/jobs/{cancelled}").json()["status"] == "cancelled"
         assert list((data_dir / "scratch").iterdir()) == []
+
+
+def test_a_resumable_upload_on_s3_goes_up_to_the_bucket_and_runs(
+    s3_client: TestClient, s3_bucket: S3Bucket
+) -> None:
+    """A tus upload on the S3 backend: its chunks are kept on the API node until the last one, then
+    the file goes up as the job's object (not a link into a data directory) and the job runs from it."""
+    services = services_of(s3_client)
+    data = b"resumable to a bucket\n" * 5000
+    url = created(s3_client, len(data), filename="r.txt", processor="upper")
+    assert patch(s3_client, url, 0, data[:50_000]).status_code == 204
+    last = patch(s3_client, url, 50_000, data[50_000:])
+    assert last.status_code == 204, last.text
+    job_id = last.headers["filejobs-job"].rsplit("/", 1)[1]
+    assert s3_bucket.read(f"uploads/{job_id}") == data
+    assert not list(services.settings.data_dir.glob("uploads/*"))  # nothing stored on the node
+    burst_worker(services).drain()
+    assert s3_client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
+    assert s3_client.get(f"/v1/jobs/{job_id}/result").content == data.upper()
+    assert head(s3_client, url).headers["filejobs-job"] == f"/v1/jobs/{job_id}"

@@ -118,11 +118,14 @@ class StatusApp(FastAPI):
         if services is None or not is_job_id(job_id):
             return None
         authorization = if_none_match = None
+        cors = bool(services.settings.cors_origins)
         for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
             if name == b"authorization" and authorization is None:
                 authorization = value.decode("latin-1")
             elif name == b"if-none-match" and if_none_match is None:
                 if_none_match = value.decode("latin-1")
+            elif name == b"origin" and cors:
+                return None  # a browser on another origin: the route answers, inside the CORS middleware
         if not open_without_lookup(services.auth, authorization):
             return None  # a key to check: the route does it
         reader: JobReader = services.reader

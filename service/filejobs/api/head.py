@@ -15,6 +15,9 @@ import contextlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+#: tus (``/v1/uploads/{id}``) has a HEAD of its own, and no GET.
+TUS = "/v1/uploads/"
+
 
 class _BodyCut(Exception):
     """The GET's body began: a HEAD answer is complete without it."""
@@ -25,7 +28,7 @@ class HeadAsGet:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
+        if scope["type"] != "http" or scope["method"] != "HEAD" or scope["path"].startswith(TUS):
             await self.app(scope, receive, send)
             return
         finished = False

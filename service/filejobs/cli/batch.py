@@ -170,6 +170,7 @@ class Batch:
         if before is not None and before.key == state.key:  # the same content with the same options
             state.job_id, state.error = before.job_id, before.error
             state.result_path, state.submitted_at = before.result_path, before.submitted_at
+            state.upload_url = before.upload_url
             self._set(state, before.status if before.job_id else "pending")
 
     async def _submit(self, state: FileState) -> None:
@@ -197,7 +198,14 @@ class Batch:
         await self._after_submit(state, job)
 
     async def _upload(self, state: FileState) -> Job:
-        """Send the file; the bytes bar keeps what was sent, and drops from its total what won't be."""
+        """Send the file; the bytes bar keeps what was sent, and drops from its total what won't be.
+        A resumable upload's URL goes into the ledger as soon as it exists, and a re-run resumes it."""
+
+        def began(url: str) -> None:
+            state.upload_url = url
+            if self.ledger is not None:  # durable before the first byte is sent (one small fsync)
+                self.ledger.write(self.ledger.line("upload", state))
+
         try:
             job = await self.client.submit(
                 Path(state.path),
@@ -206,6 +214,9 @@ class Batch:
                 filename=Path(state.relpath).name,
                 idempotency_key=state.key,
                 on_progress=lambda sent: self.display.sent(state.path, sent),
+                resumable=self.options.resumable,
+                upload_url=state.upload_url,
+                on_upload_url=began,
             )
         except BaseException:
             self.display.skip(state.path, state.size)

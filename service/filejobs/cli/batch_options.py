@@ -6,7 +6,7 @@ import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 #: One long-poll turn per job: a waiter moves on to the next job after this many seconds.
 WAIT_SLICE = 15.0
@@ -25,6 +25,10 @@ class Options:
     concurrency: int = 4
     results: Path | None = None
     retry_failed: bool = False
+    #: tus for big files: auto (files of at least resumable_threshold bytes), always, never.
+    resumable: Literal["auto", "always", "never"] = "auto"
+    resumable_threshold: int = 64 * 1024 * 1024
+    chunk_size: int = 64 * 1024 * 1024
 
 
 class Fatal(Exception):

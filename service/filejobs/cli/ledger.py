@@ -1,7 +1,8 @@
 """The batch ledger: what ``filejobs submit --ledger FILE`` knows about every file, on disk.
 
 JSON lines, append-only. Every record is the whole state of one file after one event (``submit``:
-about to upload, with the Idempotency-Key; ``accepted``: the server answered 202 with a job id;
+about to upload, with the Idempotency-Key; ``upload``: a resumable upload was created, with its
+URL, so a re-run resumes it from the server's offset; ``accepted``: the server answered 202 with a job id;
 ``rejected``, ``finished``, ``result``, ``error``, ``lost``), so reading keeps the last record per
 path. Each record is written with one ``write`` on an ``O_APPEND`` descriptor and fsync'd before
 the batch goes on: a ``kill -9`` loses at most the line being written, and a torn last line is
@@ -41,6 +42,7 @@ class FileState:
     error: dict[str, Any] | None = None
     result_path: str | None = None
     submitted_at: float | None = None  # when the upload began (unix time): bounds reconciliation
+    upload_url: str | None = None  # a resumable (tus) upload begun for this file: a re-run resumes it
 
     @property
     def terminal(self) -> bool:

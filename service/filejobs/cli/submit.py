@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,6 +40,7 @@ from filejobs.cli.display import Display
 from filejobs.cli.files import SourceError, collect
 from filejobs.cli.ledger import FileState, Ledger, LedgerBusy, load
 from filejobs.client import AsyncClient
+from filejobs.memory import parse_size
 
 HINT = "'--params'"
 
@@ -72,7 +74,14 @@ async def _run(run: Run, server: str | None, api_key: str | None, ledger_path: P
     url = server_url(server)
     console = stderr()
     notice = RetryNotice(url, console)
-    async with AsyncClient(url, api_key=api_key, retries=run.retries, on_retry=notice) as client:
+    async with AsyncClient(
+        url,
+        api_key=api_key,
+        retries=run.retries,
+        on_retry=notice,
+        resumable_threshold=run.options.resumable_threshold,
+        chunk_size=run.options.chunk_size,
+    ) as client:
         names = [p.name for p in await client.processors()]  # reachable? the processor known?
         if run.options.processor is not None and run.options.processor not in names:
             fail(
@@ -133,6 +142,14 @@ def _on_ctrl_c(batch: Batch, console: Console) -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGINT)
 
 
+class Resumable(StrEnum):
+    """--resumable: when to upload with tus."""
+
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
 def submit(
     ctx: typer.Context,
     paths: Annotated[
@@ -180,6 +197,19 @@ def submit(
     retries: Annotated[
         int, typer.Option(min=0, max=100, help="Retries of each request on connection errors, 429 and 503.")
     ] = 5,
+    resumable: Annotated[
+        Resumable,
+        typer.Option(
+            help="Upload with tus (resumable: a re-run, or a retry after a dropped connection, goes on "
+            "from the server's offset): auto = files of at least --resumable-threshold.",
+        ),
+    ] = Resumable.auto,
+    resumable_threshold: Annotated[
+        str, typer.Option(help="Size from which --resumable auto uses tus: bytes, or 64MiB, 1GiB.")
+    ] = "64MiB",
+    chunk_size: Annotated[
+        str, typer.Option(help="Bytes per resumable PATCH (what a failure may send again): 16MiB, 64MiB.")
+    ] = "64MiB",
     json_output: JsonOption = False,
 ) -> None:
     """Submit files and folders as jobs, N at a time, with progress; optionally wait and fetch results.
@@ -190,7 +220,17 @@ def submit(
     parsed = parse_params(params)
     results = results.absolute() if results else None
     ledger = ledger.absolute() if ledger else None
-    options = Options(processor, parsed, wait or results is not None, concurrency, results, retry_failed)
+    options = Options(
+        processor,
+        parsed,
+        wait or results is not None,
+        concurrency,
+        results,
+        retry_failed,
+        resumable=resumable.value,
+        resumable_threshold=_size("--resumable-threshold", resumable_threshold),
+        chunk_size=_size("--chunk-size", chunk_size, least=1),
+    )
     run = Run([], options, json_output, retries)
     try:
         try:
@@ -215,6 +255,16 @@ def submit(
     except (KeyboardInterrupt, asyncio.CancelledError, Interrupted):
         _interrupted(run, ctx, ledger)
     _finish(run, ctx, ledger)
+
+
+def _size(option: str, value: str, *, least: int = 0) -> int:
+    size = parse_size(value)
+    if size is None or size < least:
+        fail(
+            f"{option} must be a size such as 1048576, 64MiB or 1GiB, not {escape(repr(value))}.",
+            EXIT_USAGE,
+        )
+    return size
 
 
 def _finish(run: Run, ctx: typer.Context, ledger: Path | None) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -20,12 +20,13 @@ import httpx
 from anyio import to_thread
 
 from filejobs.client import _common as api
+from filejobs.client import _tus as tus
 from filejobs.client._common import Call
 from filejobs.client._files import AtomicFile, resolve_target
 from filejobs.client._retry import Attempts, Retrying, RetryPolicy
 from filejobs.client._upload import ChunkReader, FileArg, Upload, prepare_upload
 from filejobs.client._wait import Waiter
-from filejobs.client.errors import TransportError
+from filejobs.client.errors import ProblemError, TransportError, UploadError
 from filejobs.client.models import Job, JobList, ProcessorInfo, SigningSecret, Webhook
 from filejobs.client.settings import ClientSettings, resolve
 
@@ -51,8 +52,12 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
         settings: ClientSettings | None = None,
         on_retry: Callable[[Retrying], None] | None = None,
+        resumable_threshold: int = tus.DEFAULT_THRESHOLD,
+        chunk_size: int = tus.DEFAULT_CHUNK,
     ) -> None:
         url, key = resolve(base_url, api_key, settings)
+        self.resumable_threshold = resumable_threshold
+        self.chunk_size = chunk_size
         self.base_url = url
         self.policy = RetryPolicy(
             retries=retries, backoff=backoff, backoff_max=backoff_max, on_retry=on_retry
@@ -114,8 +119,12 @@ class AsyncClient:
         filename: str | None = None,
         idempotency_key: str | None = None,
         on_progress: ProgressCallback | None = None,
+        resumable: tus.Resumable = "auto",
+        upload_url: str | None = None,
+        on_upload_url: tus.UploadUrlCallback | None = None,
     ) -> Job:
-        """See :meth:`filejobs.client.sync.Client.submit`; ``on_progress`` runs on the event loop."""
+        """See :meth:`filejobs.client.sync.Client.submit`; ``on_progress`` and ``on_upload_url``
+        run on the event loop."""
         upload = await to_thread.run_sync(
             partial(
                 prepare_upload,
@@ -126,6 +135,10 @@ class AsyncClient:
                 key=idempotency_key,
             )
         )
+        if tus.wanted(resumable, upload, self.resumable_threshold):
+            return await self._submit_resumable(
+                upload, processor, params, on_progress, upload_url, on_upload_url
+            )
         source = await to_thread.run_sync(upload.open)
         try:
 
@@ -139,6 +152,61 @@ class AsyncClient:
             with anyio.CancelScope(shield=True):
                 await to_thread.run_sync(upload.close, source)
         return api.parse_job(response)
+
+    async def _submit_resumable(
+        self,
+        upload: Upload,
+        processor: str | None,
+        params: dict[str, Any] | None,
+        on_progress: ProgressCallback | None,
+        upload_url: str | None,
+        on_upload_url: tus.UploadUrlCallback | None,
+    ) -> Job:
+        """See :meth:`filejobs.client.sync.Client._submit_resumable`."""
+        source = await to_thread.run_sync(upload.open)
+        try:
+            progress = await self._tus_state(upload_url) if upload_url else None
+            if progress is None:
+                progress = tus.parse_created(await self._send(tus.create_call(upload, processor, params)))
+                if on_upload_url is not None:
+                    on_upload_url(progress.url)
+            failures = 0
+            while progress.job_id is None:
+                size = tus.chunk_size_at(upload, progress.offset, self.chunk_size)
+                pieces = tus.read_chunk(upload, source, progress.offset, size, on_progress)
+                try:
+                    response = await self._send(
+                        tus.patch_call(progress.url, progress.offset, size),
+                        tus.sent_once(_in_thread(pieces)),
+                        retries=0,
+                    )
+                    progress = tus.parse_progress(progress.url, response)
+                    failures = 0
+                except (TransportError, ProblemError) as exc:
+                    if isinstance(exc, ProblemError) and not tus.resumable_problem(exc):
+                        raise
+                    if failures >= self.policy.retries:
+                        raise
+                    await anyio.sleep(self.policy.delay(failures, getattr(exc, "retry_after", None)))
+                    failures += 1
+                    found = await self._tus_state(progress.url)
+                    if found is None:
+                        raise UploadError(
+                            "the upload was removed from the server; submit the file again"
+                        ) from exc
+                    progress = found
+        finally:
+            with anyio.CancelScope(shield=True):
+                await to_thread.run_sync(upload.close, source)
+        return await self.get(progress.job_id)
+
+    async def _tus_state(self, url: str) -> tus.Progress | None:
+        try:
+            return tus.parse_progress(url, await self._send(tus.head_call(url)))
+        except ProblemError as exc:
+            if tus.is_gone(exc):
+                return None
+            raise
 
     async def get(self, job_id: str) -> Job:
         return api.parse_job(await self._send(api.get_call(job_id)))
@@ -268,3 +336,9 @@ class AsyncClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+async def _in_thread(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """A blocking iterator (file reads) as an async one, each step in a worker thread."""
+    while (piece := await to_thread.run_sync(next, pieces, None)) is not None:
+        yield piece

@@ -13,12 +13,13 @@ from typing import Any, BinaryIO
 import httpx
 
 from filejobs.client import _common as api
+from filejobs.client import _tus as tus
 from filejobs.client._common import Call
 from filejobs.client._files import AtomicFile, resolve_target
 from filejobs.client._retry import Attempts, Retrying, RetryPolicy
 from filejobs.client._upload import ChunkReader, FileArg, Upload, prepare_upload
 from filejobs.client._wait import Waiter
-from filejobs.client.errors import TransportError
+from filejobs.client.errors import ProblemError, TransportError, UploadError
 from filejobs.client.models import Job, JobList, ProcessorInfo, SigningSecret, Webhook
 from filejobs.client.settings import ClientSettings, resolve
 
@@ -48,8 +49,12 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         settings: ClientSettings | None = None,
         on_retry: Callable[[Retrying], None] | None = None,
+        resumable_threshold: int = tus.DEFAULT_THRESHOLD,
+        chunk_size: int = tus.DEFAULT_CHUNK,
     ) -> None:
         url, key = resolve(base_url, api_key, settings)
+        self.resumable_threshold = resumable_threshold
+        self.chunk_size = chunk_size
         self.base_url = url
         self.policy = RetryPolicy(
             retries=retries, backoff=backoff, backoff_max=backoff_max, on_retry=on_retry
@@ -107,8 +112,16 @@ class Client:
         filename: str | None = None,
         idempotency_key: str | None = None,
         on_progress: ProgressCallback | None = None,
+        resumable: tus.Resumable = "auto",
+        upload_url: str | None = None,
+        on_upload_url: tus.UploadUrlCallback | None = None,
     ) -> Job:
         """Upload ``file`` (a path, or a binary file object read from its position) as a new job.
+
+        ``resumable``: ``"auto"`` sends a file of at least ``resumable_threshold`` bytes (64 MiB)
+        with tus in ``chunk_size`` chunks, resuming from the server's offset after a failure;
+        ``"always"``/``"never"`` force the choice. ``upload_url`` resumes an upload begun before
+        (``on_upload_url(url)`` is told the URL of each upload this call begins: keep it).
 
         The file streams from disk in 1 MiB chunks; ``on_progress(bytes_sent)`` follows it (and
         is called with ``0`` when a retry starts the upload again). The ``Idempotency-Key`` is
@@ -118,6 +131,8 @@ class Client:
         upload = prepare_upload(
             file, processor=processor, params=params, filename=filename, key=idempotency_key
         )
+        if tus.wanted(resumable, upload, self.resumable_threshold):
+            return self._submit_resumable(upload, processor, params, on_progress, upload_url, on_upload_url)
         source = upload.open()
         try:
 
@@ -131,6 +146,60 @@ class Client:
         finally:
             upload.close(source)
         return api.parse_job(response)
+
+    def _submit_resumable(
+        self,
+        upload: Upload,
+        processor: str | None,
+        params: dict[str, Any] | None,
+        on_progress: ProgressCallback | None,
+        upload_url: str | None,
+        on_upload_url: tus.UploadUrlCallback | None,
+    ) -> Job:
+        source = upload.open()
+        try:
+            progress = self._tus_state(upload_url) if upload_url else None
+            if progress is None:
+                progress = tus.parse_created(self._send(tus.create_call(upload, processor, params)))
+                if on_upload_url is not None:
+                    on_upload_url(progress.url)
+            failures = 0
+            while progress.job_id is None:
+                size = tus.chunk_size_at(upload, progress.offset, self.chunk_size)
+                chunk = tus.read_chunk(upload, source, progress.offset, size, on_progress)
+                try:
+                    response = self._send(
+                        tus.patch_call(progress.url, progress.offset, size),
+                        tus.sent_once(chunk),
+                        retries=0,
+                    )
+                    progress = tus.parse_progress(progress.url, response)
+                    failures = 0
+                except (TransportError, ProblemError) as exc:
+                    if isinstance(exc, ProblemError) and not tus.resumable_problem(exc):
+                        raise
+                    if failures >= self.policy.retries:
+                        raise
+                    time.sleep(self.policy.delay(failures, getattr(exc, "retry_after", None)))
+                    failures += 1
+                    found = self._tus_state(progress.url)
+                    if found is None:
+                        raise UploadError(
+                            "the upload was removed from the server; submit the file again"
+                        ) from exc
+                    progress = found
+        finally:
+            upload.close(source)
+        return self.get(progress.job_id)
+
+    def _tus_state(self, url: str) -> tus.Progress | None:
+        """The server's offset of an upload (None when it is gone: terminated or expired)."""
+        try:
+            return tus.parse_progress(url, self._send(tus.head_call(url)))
+        except ProblemError as exc:
+            if tus.is_gone(exc):
+                return None
+            raise
 
     def get(self, job_id: str) -> Job:
         return api.parse_job(self._send(api.get_call(job_id)))

@@ -31,12 +31,13 @@ from filejobs.jobs.backpressure import Admission
 from filejobs.jobs.fast_read import JobReader
 from filejobs.jobs.group_commit import GroupCommitter
 from filejobs.jobs.liveness import owner_is_dead_here
-from filejobs.jobs.submit import IdempotencyPlan, create_job
+from filejobs.jobs.submit import IdempotencyPlan, create_job, record_job
 from filejobs.models import Job
 from filejobs.processors.registry import Registry
 from filejobs.settings import Settings
 from filejobs.shutdown import Shutdown
 from filejobs.storage import Storage
+from filejobs.uploads import ReceivedFile
 
 #: Seconds an upload holds its Idempotency-Key without renewing (it renews every third of it).
 IDEMPOTENCY_LEASE = 60.0
@@ -91,16 +92,7 @@ async def submit_upload(
         length = None  # the receiver refuses it (413) before reading a byte
     if services.storage.on_disk and not services.admission.check_disk_cached(length):
         await to_thread.run_sync(services.admission.check_disk, length)
-    plan = None
-    if idempotency_key is not None:
-        state = await to_thread.run_sync(_begin, services, owner, idempotency.parse_key(idempotency_key))
-        plan = IdempotencyPlan(
-            claim=state if isinstance(state, idempotency.Claim) else None,
-            existing=state if isinstance(state, idempotency.Existing) else None,
-        )
-    claim = plan.claim if plan is not None else None
-    renewer = asyncio.create_task(_renew_claim(services.db, claim)) if claim is not None else None
-    try:
+    async with _holding(services, owner, idempotency_key) as plan:
         if (plan is None or plan.existing is None) and not services.admission.check_new_job_cached(owner):
             await to_thread.run_sync(services.admission.check_new_job, owner)
         with metrics.track_upload() as upload:
@@ -118,15 +110,63 @@ async def submit_upload(
             )
             if isinstance(made, Job):
                 upload.accepted(made.file_size)
+    if isinstance(made, idempotency.Existing):
+        return Submitted(await _replayed(services, owner, made), replayed=True)
+    return Submitted(made)
+
+
+async def submit_received(
+    *,
+    services: IntakeServices,
+    owner: str,
+    received: ReceivedFile,
+    job_id: str,
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """Record the job of a file already received in full (a finished resumable upload, admitted
+    when it was created): the same validation, idempotency, row and group commit as
+    :func:`submit_upload`, under the id ``job_id`` the caller chose."""
+    async with _holding(services, owner, idempotency_key) as plan:
+        made = await record_job(
+            db=services.db,
+            storage=services.storage,
+            registry=services.registry,
+            settings=services.settings,
+            received=received,
+            owner=owner,
+            idempotency=plan,
+            committer=services.committer,
+            job_id=job_id,
+        )
+    if isinstance(made, idempotency.Existing):
+        return Submitted(await _replayed(services, owner, made), replayed=True)
+    return Submitted(made)
+
+
+@contextlib.asynccontextmanager
+async def _holding(
+    services: IntakeServices, owner: str, idempotency_key: str | None
+) -> AsyncIterator[IdempotencyPlan | None]:
+    """Claim ``idempotency_key`` (or find what it made) and hold it, renewed, while the body runs;
+    release it if that fails."""
+    if idempotency_key is None:
+        yield None
+        return
+    state = await to_thread.run_sync(_begin, services, owner, idempotency.parse_key(idempotency_key))
+    plan = IdempotencyPlan(
+        claim=state if isinstance(state, idempotency.Claim) else None,
+        existing=state if isinstance(state, idempotency.Existing) else None,
+    )
+    claim = plan.claim
+    renewer = asyncio.create_task(_renew_claim(services.db, claim)) if claim is not None else None
+    try:
+        yield plan
     except BaseException:
         await _release(services.db, claim)
         raise
     finally:
         if renewer is not None:
             renewer.cancel()
-    if isinstance(made, idempotency.Existing):
-        return Submitted(await _replayed(services, owner, made), replayed=True)
-    return Submitted(made)
 
 
 def _content_length(headers: Mapping[str, str]) -> int | None:

@@ -30,7 +30,14 @@ from filejobs.processors.registry import Entry, Registry
 from filejobs.settings import Settings
 from filejobs.shutdown import Shutdown
 from filejobs.storage import Storage
-from filejobs.uploads import DISK_FULL, Limits, commit_or_abort, receive_upload, unknown_fields
+from filejobs.uploads import (
+    DISK_FULL,
+    Limits,
+    ReceivedFile,
+    commit_or_abort,
+    receive_upload,
+    unknown_fields,
+)
 from filejobs.webhooks import endpoints
 
 DEFAULT_PROCESSOR = "inspect"
@@ -151,6 +158,33 @@ async def create_job(
         idle_timeout=settings.upload_idle_timeout,
         shutdown=shutdown,
     )
+    return await record_job(
+        db=db,
+        storage=storage,
+        registry=registry,
+        settings=settings,
+        received=received,
+        owner=owner,
+        idempotency=idempotency,
+        committer=committer,
+    )
+
+
+async def record_job(
+    *,
+    db: Database,
+    storage: Storage,
+    registry: Registry,
+    settings: Settings,
+    received: ReceivedFile,
+    owner: str = "",
+    idempotency: IdempotencyPlan | None = None,
+    committer: GroupCommitter | None = None,
+    job_id: str | None = None,
+) -> Job | Existing:
+    """Validate a received file's fields and type, commit the file and insert the queued job's row
+    (as :func:`create_job` after the body is in; a finished resumable upload comes here directly).
+    ``job_id`` (default: a new one) lets a caller that must make exactly one job name it first."""
     try:
         submission = validate_fields(registry, received.fields)
         processor = submission.entry.processor
@@ -186,7 +220,9 @@ async def create_job(
         await received.sink.abort()  # the same request again: its first job is the answer
         return idempotency.existing
 
-    job_id = received.sink.job_id or new_job_id()  # an object store named its object already
+    # A caller that must make exactly one job names it (a finished resumable upload); an object
+    # store named its object when the upload began; else a new id.
+    job_id = job_id or received.sink.job_id or new_job_id()
     key = storage.upload_key(job_id)
     place = received.sink.placer(key) if committer is not None else None
     if place is None:  # no group commit, or a sink that must complete before the row (S3)

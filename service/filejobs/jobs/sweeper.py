@@ -2,14 +2,15 @@
 
 One pass (:func:`sweep`) returns expired leases, and those of dead worker processes on this host,
 to the queue (or fails them when attempts are spent), re-dispatches due queued jobs, removes upload
-temp files and orphaned uploads that never got a row, deletes finished jobs past retention with
-their files and finished webhook deliveries past it, and forgets Idempotency-Keys past their time to
-live.
+temp files and orphaned uploads that never got a row, and resumable uploads past their expiry,
+deletes finished jobs past retention with their files and finished webhook deliveries past it, and
+forgets Idempotency-Keys past their time to live.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,6 +22,7 @@ from filejobs.jobs.liveness import owner_is_dead_here
 from filejobs.models import JobStatus, utcnow
 from filejobs.settings import Settings
 from filejobs.storage import Storage, StorageUnavailable
+from filejobs.tus.store import UploadStore
 from filejobs.webhooks import deliveries
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class SweepReport:
     expired: int = 0
     idempotency_expired: int = 0
     webhooks_expired: int = 0
+    uploads_expired: int = 0
 
 
 def sweep(
@@ -45,6 +48,7 @@ def sweep(
     settings: Settings,
     dispatcher: Dispatcher,
     scan_orphans: bool = True,
+    uploads: UploadStore | None = None,
 ) -> SweepReport:
     report = SweepReport()
     for _job_id, status in repository.expire_leases(
@@ -69,7 +73,10 @@ def sweep(
                 log.warning("expired job %s: its files stay until the storage is back: %s", job.id, exc)
     report.idempotency_expired = idempotency.expire(db)
     report.webhooks_expired = deliveries.purge_finished(db, cutoff=cutoff)
-    if report.requeued or report.failed or report.orphans_removed or report.expired:
+    if uploads is not None:
+        report.uploads_expired = uploads.remove_expired(time.time())
+        metrics.RESUMABLE_UPLOADS.labels("expired").inc(report.uploads_expired)
+    if report.requeued or report.failed or report.orphans_removed or report.expired or report.uploads_expired:
         log.info("sweep: %s", report)
     return report
 

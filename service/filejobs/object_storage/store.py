@@ -108,6 +108,10 @@ class S3Storage:
         finally:
             body.close()
 
+    def store_file(self, path: Path, key: str, *, sync_dir: bool = True) -> None:
+        """A finished local file (a resumable upload) goes up as ``key``; ``sync_dir`` is moot."""
+        self.upload_file(path, key)
+
     def upload_file(self, path: Path, key: str) -> None:
         """Store the file ``path`` as ``key`` (the transfer manager: multipart when large)."""
         from boto3.s3.transfer import TransferConfig

@@ -1,4 +1,5 @@
-// filejobs dashboard: plain ES modules (js/), no build step, no dependencies.
+// filejobs dashboard: plain ES modules (js/), no build step; one vendored library (tus-js-client,
+// for resumable uploads of big files, loaded by js/resumable.js when first needed).
 //
 // Everything shown comes from the /v1 API. Data from the server (file names are user input) only
 // ever reaches the page through textContent and attributes, never through innerHTML.
@@ -13,6 +14,7 @@ import { changeFilter, loadMore, reloadList } from './js/list.js';
 import { renderParams } from './js/params-form.js';
 import { start } from './js/session.js';
 import { state, ui } from './js/state.js';
+import { offerResumes } from './js/resumable.js';
 import { setupDropzone, showSelectedFiles, submitUpload } from './js/upload.js';
 
 function init() {
@@ -30,6 +32,7 @@ function init() {
   showForgetKey();
   showSelectedFiles();
   start();
+  offerResumes();
   document.documentElement.dataset.ready = 'true';
 }
 

@@ -24,6 +24,8 @@ export const ui = {
   uploadError: $('upload-error'),
   uploadsHeading: $('uploads-heading'),
   uploads: $('uploads'),
+  resumable: $('resumable'),
+  resumableList: $('resumable-list'),
   jobsHeading: $('jobs-heading'),
   statusFilter: $('status-filter'),
   refresh: $('refresh'),

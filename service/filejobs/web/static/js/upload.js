@@ -7,6 +7,7 @@ import { formatBytes } from './format.js';
 import { requireKey } from './key.js';
 import { applyJob } from './list.js';
 import { PROCESSOR_STORAGE, collectParams } from './params-form.js';
+import { isResumable, loadTus, uploadResumable } from './resumable.js';
 import { state, ui } from './state.js';
 
 const PARALLEL_UPLOADS = 3;
@@ -120,6 +121,10 @@ function uploadItem(file) {
       li.dataset.state = 'uploading';
       status.textContent = 'Uploading\u2026';
     },
+    resuming() {
+      li.dataset.resumed = 'true';
+      status.textContent = 'Resuming where it stopped\u2026';
+    },
     progress(loaded, total) {
       progress.max = Math.max(1, total);
       progress.value = Math.min(loaded, total);
@@ -155,7 +160,12 @@ function pumpUploads() {
   }
 }
 
-function uploadOne({ file, processor, params, item }) {
+async function uploadOne(task) {
+  if (isResumable(task.file) && (await loadTus())) return uploadResumable(task);
+  return uploadPlain(task);
+}
+
+function uploadPlain({ file, processor, params, item }) {
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
     const keyUsed = state.key;

@@ -1,0 +1,311 @@
+"""Resumable uploads in the data directory: ``tus/<owner>/<upload id>/{info.json,data}``.
+
+``<owner>`` is a hash of the owning key's scope, so an upload is found only under its own key's
+directory (another key gets 404 by construction). ``data`` holds the bytes; ``info.json`` the state
+record, replaced atomically (written, fsynced, renamed, directory fsynced). The offset it records is
+written only after ``data`` is fdatasynced up to it, so after ``kill -9`` (or a power cut) the
+recorded offset's bytes are all there; bytes past it are cut off when the upload is next written.
+
+One request at a time holds an upload: ``flock`` on its directory (dropped by the kernel when the
+holder dies). A new upload's directory is made under a temporary name and renamed into place, so a
+half-created upload is never seen; the owner's directory is locked while its bounds are checked and
+the upload is created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from filejobs.errors import Locked, TooManyRequests
+from filejobs.storage import Writeback
+from filejobs.tus.store import UploadInfo, Usage
+
+ID = re.compile(r"[0-9a-f]{32}")
+INFO = "info.json"
+DATA = "data"
+#: Seconds between two tries for a lock another request holds.
+LOCK_POLL = 0.02
+#: Half-created upload directories (a crash between mkdir and rename) older than this are removed.
+STALE_NEW = 3600.0
+
+
+def owner_dir_name(owner: str) -> str:
+    return hashlib.sha256(b"filejobs-tus:" + owner.encode()).hexdigest()[:32]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_info(directory: Path, info: UploadInfo) -> None:
+    temp = directory / f".{INFO}.{uuid.uuid4().hex}"
+    data = json.dumps(dataclasses.asdict(info), separators=(",", ":")).encode()
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, directory / INFO)
+    _fsync_dir(directory)
+
+
+def _read_info(directory: Path) -> UploadInfo | None:
+    try:
+        raw = json.loads((directory / INFO).read_bytes())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return UploadInfo(**raw)
+
+
+def _lock(fd: int, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(LOCK_POLL)
+
+
+class LocalUpload:
+    """One locked upload (see :class:`filejobs.tus.store.OpenUpload`)."""
+
+    def __init__(self, directory: Path, info: UploadInfo, lock_fd: int) -> None:
+        self.directory = directory
+        self.info = info
+        self._lock_fd = lock_fd
+        self._fd: int | None = None
+        self._writeback: Writeback | None = None
+
+    def _data_fd(self) -> int:
+        if self._fd is None:
+            fd = os.open(self.directory / DATA, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if os.fstat(fd).st_size != self.info.offset:  # unacknowledged bytes of a dead request
+                os.ftruncate(fd, self.info.offset)
+            os.lseek(fd, self.info.offset, os.SEEK_SET)
+            self._fd = fd
+            self._writeback = self._new_writeback(fd)
+        return self._fd
+
+    def _new_writeback(self, fd: int) -> Writeback:
+        """The disk gets the bytes while more arrive (sync_file_range, background fdatasyncs),
+        so a commit has little left to flush. It counts file offsets from the upload's."""
+        writeback = Writeback(fd)
+        writeback.written = writeback.synced_to = self.info.offset
+        return writeback
+
+    def write(self, pieces: Sequence[bytes | memoryview]) -> None:
+        fd = self._data_fd()
+        size = 0
+        for piece in pieces:
+            view = memoryview(piece)
+            size += len(view)
+            while view:
+                view = view[os.write(fd, view) :]
+        assert self._writeback is not None
+        self._writeback.wrote(size)
+
+    def commit(self, offset: int) -> None:
+        fd = self._data_fd()
+        writeback = self._writeback
+        if writeback is not None:
+            writeback.settle()  # a background fdatasync in flight ends (its error raised)
+        if writeback is None or writeback.synced_to < writeback.written:
+            os.fdatasync(fd)  # else that sync covered every byte: no second disk flush
+        self.info.offset = offset
+        _write_info(self.directory, self.info)
+
+    def discard(self) -> None:
+        if self._fd is not None:
+            if self._writeback is not None:
+                with contextlib.suppress(OSError):
+                    self._writeback.settle()
+            os.ftruncate(self._fd, self.info.offset)
+            os.lseek(self._fd, self.info.offset, os.SEEK_SET)
+            self._writeback = self._new_writeback(self._fd)
+
+    def save(self) -> None:
+        _write_info(self.directory, self.info)
+
+    def read(self, start: int, size: int) -> bytes:
+        with open(self.directory / DATA, "rb") as handle:
+            handle.seek(start)
+            return handle.read(size)
+
+    def data_path(self) -> Path:
+        return self.directory / DATA
+
+    def finish(self, expires_at: float) -> None:
+        self.info.done = True
+        self.info.expires_at = expires_at
+        _write_info(self.directory, self.info)
+        self._close_data()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.directory / DATA)
+
+    def remove(self) -> None:
+        self._close_data()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _close_data(self) -> None:
+        if self._fd is not None:
+            if self._writeback is not None:
+                with contextlib.suppress(OSError):
+                    self._writeback.settle()  # no background sync left on a closed descriptor
+                self._writeback = None
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def close(self) -> None:
+        self._close_data()
+        os.close(self._lock_fd)  # the lock goes with the descriptor
+
+
+class LocalUploadStore:
+    """Uploads under ``root`` (``<data dir>/tus``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, owner: str, upload_id: str) -> Path | None:
+        if not ID.fullmatch(upload_id):
+            return None
+        return self.root / owner_dir_name(owner) / upload_id
+
+    def create(self, info: UploadInfo, *, max_uploads: int, max_bytes: int) -> None:
+        owner_dir = self.root / owner_dir_name(info.owner)
+        if not owner_dir.exists():
+            owner_dir.mkdir(exist_ok=True)
+            _fsync_dir(self.root)
+        fd = os.open(owner_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # the bounds hold under concurrent creations
+            used = self._usage(owner_dir)
+            if used.uploads >= max_uploads:
+                raise TooManyRequests(
+                    f"This key has {max_uploads} incomplete resumable uploads; finish or terminate "
+                    "some (DELETE) or wait for them to expire.",
+                    headers={"Retry-After": "60"},
+                )
+            if max_bytes and used.bytes + (info.length or 0) > max_bytes:
+                raise TooManyRequests(
+                    f"This key's incomplete resumable uploads would hold more than {max_bytes} bytes; "
+                    "finish or terminate some first.",
+                    headers={"Retry-After": "60"},
+                )
+            temp = owner_dir / f".new-{info.id}"
+            temp.mkdir()
+            _write_info(temp, info)
+            os.rename(temp, owner_dir / info.id)
+            _fsync_dir(owner_dir)
+        finally:
+            os.close(fd)
+
+    def get(self, owner: str, upload_id: str) -> UploadInfo | None:
+        directory = self._dir(owner, upload_id)
+        return _read_info(directory) if directory is not None else None
+
+    def open(self, owner: str, upload_id: str, *, wait: float) -> LocalUpload | None:
+        directory = self._dir(owner, upload_id)
+        if directory is None:
+            return None
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            if not _lock(fd, wait):
+                raise Locked(
+                    "Another request is writing this upload; try again once it has ended.",
+                    headers={"Retry-After": "1"},
+                )
+            info = _read_info(directory)  # read under the lock: what the last holder left
+        except BaseException:
+            os.close(fd)
+            raise
+        if info is None:  # terminated while we waited
+            os.close(fd)
+            return None
+        return LocalUpload(directory, info, fd)
+
+    def _usage(self, owner_dir: Path) -> Usage:
+        uploads = held = 0
+        for info in self._infos(owner_dir):
+            if not info.done:
+                uploads += 1
+                held += info.length if info.length is not None else info.offset
+        return Usage(uploads, held)
+
+    def usage(self, owner: str) -> Usage:
+        return self._usage(self.root / owner_dir_name(owner))
+
+    def _infos(self, owner_dir: Path) -> Iterator[UploadInfo]:
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(owner_dir):
+                if ID.fullmatch(entry.name):
+                    with contextlib.suppress(ValueError, TypeError):
+                        info = _read_info(Path(entry.path))
+                        if info is not None:
+                            yield info
+
+    def remove_expired(self, now: float) -> int:
+        removed = 0
+        for owner_entry in os.scandir(self.root):
+            if not owner_entry.is_dir():
+                continue
+            for entry in list(os.scandir(owner_entry.path)):
+                path = Path(entry.path)
+                if entry.name.startswith(".new-"):
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat().st_mtime < now - STALE_NEW:
+                            shutil.rmtree(path, ignore_errors=True)
+                    continue
+                try:
+                    info = _read_info(path)
+                except (ValueError, TypeError):
+                    info = None
+                if info is None or info.expires_at > now:
+                    continue
+                upload = self._open_path(path)
+                if upload is None:
+                    continue  # a request holds it: next pass
+                try:
+                    if upload.info.expires_at <= now:
+                        upload.remove()
+                        removed += 1
+                finally:
+                    upload.close()
+        return removed
+
+    def _open_path(self, path: Path) -> LocalUpload | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        if not _lock(fd, 0):
+            os.close(fd)
+            return None
+        info = _read_info(path)
+        if info is None:
+            os.close(fd)
+            return None
+        return LocalUpload(path, info, fd)

@@ -1,0 +1,98 @@
+"""Where resumable uploads live while they arrive: the interface the protocol code uses.
+
+:class:`filejobs.tus.local.LocalUploadStore` is the implementation (a directory per upload under the
+data directory). An upload belongs to one owner (an API key's scope): a store looks an upload up by
+owner and id together, so another key's upload is simply not found. Every method does file I/O:
+call them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+def new_upload_id() -> str:
+    """An upload's id: 32 random hex digits (unguessable, and safe in a path)."""
+    return uuid.uuid4().hex
+
+
+@dataclass
+class UploadInfo:
+    """An upload's state record. ``offset`` counts only bytes that are fsynced."""
+
+    id: str
+    owner: str
+    length: int | None  # None: deferred (creation-defer-length)
+    offset: int
+    metadata: dict[str, str]
+    created_at: float  # Unix time
+    expires_at: float
+    #: The id of the job this upload becomes, fixed before the job is made (exactly one job).
+    job_id: str | None = None
+    #: The job's row exists: the upload is finished and only its record (naming the job) is kept.
+    done: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.length is not None and self.offset == self.length
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one owner's incomplete uploads hold."""
+
+    uploads: int
+    bytes: int
+
+
+class OpenUpload(Protocol):
+    """An upload locked for this request (one request at a time writes or completes an upload)."""
+
+    info: UploadInfo
+
+    def write(self, pieces: Sequence[bytes | memoryview]) -> None:
+        """Append at the end of what was written (not yet durable)."""
+
+    def commit(self, offset: int) -> None:
+        """Make the bytes up to ``offset`` durable, then record ``offset`` (and the rest of ``info``)."""
+
+    def discard(self) -> None:
+        """Drop whatever was written since the last :meth:`commit`."""
+
+    def save(self) -> None:
+        """Record ``info`` durably (its offset must not pass what is on disk)."""
+
+    def read(self, start: int, size: int) -> bytes: ...
+
+    def data_path(self) -> Path:
+        """The file holding the bytes (for the hand-over to storage once complete)."""
+
+    def finish(self, expires_at: float) -> None:
+        """The job exists: drop the bytes, keep the record (``done``) until ``expires_at``."""
+
+    def remove(self) -> None:
+        """Terminate: remove the bytes and the record."""
+
+    def close(self) -> None:
+        """Release the lock."""
+
+
+class UploadStore(Protocol):
+    def create(self, info: UploadInfo, *, max_uploads: int, max_bytes: int) -> None:
+        """Record a new, empty upload; 429 when its owner's incomplete uploads would pass either bound."""
+
+    def get(self, owner: str, upload_id: str) -> UploadInfo | None: ...
+
+    def open(self, owner: str, upload_id: str, *, wait: float) -> OpenUpload | None:
+        """Lock the upload (waiting up to ``wait`` s for another request's lock: 423 then); None when
+        there is no such upload of ``owner``."""
+
+    def usage(self, owner: str) -> Usage: ...
+
+    def remove_expired(self, now: float) -> int:
+        """Remove uploads (and finished records) past their expiry that no request holds; how many."""
