@@ -298,8 +298,9 @@ def test_the_lease_is_renewed_while_a_large_input_is_fetched(
 def test_a_resumable_upload_on_s3_goes_up_to_the_bucket_and_runs(
     s3_client: TestClient, s3_bucket: S3Bucket
 ) -> None:
-    """A tus upload on the S3 backend: its chunks are kept on the API node until the last one, then
-    the file goes up as the job's object (not a link into a data directory) and the job runs from it."""
+    """A tus upload on the S3 backend: its chunks go into the bucket (a tail object while under a
+    part), the last one completes the job's object (not a link into a data directory) and the job
+    runs from it (tests/s3/test_s3_tus.py has the parts, the tail, the resume on another node)."""
     services = services_of(s3_client)
     data = b"resumable to a bucket\n" * 5000
     url = created(s3_client, len(data), filename="r.txt", processor="upper")

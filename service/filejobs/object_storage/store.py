@@ -34,6 +34,9 @@ MAX_PART_SIZE = 5 * 1024 * MiB
 #: Bytes read from the bucket per chunk when a job's input is fetched or a result streamed.
 READ_CHUNK = 1024 * 1024
 DELETE_BATCH = 1000
+#: ``<this><job id>`` marks a multipart upload to ``uploads/<job id>`` as a resumable upload's: it
+#: lives as long as that upload (its expiry aborts it), not ``TEMP_MAX_AGE``.
+RESUMABLE_MARKERS = "tus/jobs/"
 _SCRATCH_NAME = re.compile(r"(?P<job>[^@]+)@(?P<node>.+)-(?P<pid>\d+)")
 
 
@@ -206,7 +209,7 @@ class S3Storage:
                 "list_multipart_uploads", Prefix=self.bucket.object_key("uploads/"), **markers
             )
             for upload in page.get("Uploads", []):
-                if self._written_since(upload, cutoff):
+                if self._written_since(upload, cutoff) or self._resumable(upload["Key"]):
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     self.bucket.call("abort_multipart_upload", Key=upload["Key"], UploadId=upload["UploadId"])
@@ -215,6 +218,15 @@ class S3Storage:
                 break
             markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
         return aborted + self.remove_stale_scratch(max_age)
+
+    def _resumable(self, key: str) -> bool:
+        """Whether the multipart upload to ``key`` is a resumable upload's (see :mod:`filejobs.tus.s3`)."""
+        job_id = key.rsplit("/", 1)[-1]
+        try:
+            self.bucket.call("head_object", Key=self.bucket.object_key(RESUMABLE_MARKERS + job_id))
+        except FileNotFoundError:
+            return False
+        return True
 
     def _written_since(self, upload: dict[str, Any], cutoff: float) -> bool:
         started = _id_time(upload["Key"].rsplit("/", 1)[-1])

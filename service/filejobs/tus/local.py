@@ -24,11 +24,14 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
+from anyio import to_thread
+
 from filejobs.errors import Locked, TooManyRequests
-from filejobs.storage import Writeback
+from filejobs.storage import Buffers, Storage, UploadSink, Writeback
 from filejobs.tus.store import UploadInfo, Usage
 
 ID = re.compile(r"[0-9a-f]{32}")
@@ -38,6 +41,7 @@ DATA = "data"
 LOCK_POLL = 0.02
 #: Half-created upload directories (a crash between mkdir and rename) older than this are removed.
 STALE_NEW = 3600.0
+HASH_BLOCK = 4 * 1024 * 1024
 
 
 def owner_dir_name(owner: str) -> str:
@@ -85,10 +89,40 @@ def _lock(fd: int, wait: float) -> bool:
             time.sleep(LOCK_POLL)
 
 
+class FinishedFile:
+    """An :class:`~filejobs.storage.UploadSink` over a finished upload's (already fsynced) file:
+    ``commit`` stores it under the job's key (a hard link on the local backend); ``abort``
+    leaves it to the upload."""
+
+    #: The job's id is chosen by the upload (recorded before the job is made), not by the sink.
+    job_id: str | None = None
+
+    def __init__(self, source: Path, storage: Storage) -> None:
+        self.source = source
+        self.storage = storage
+
+    async def write(self, data: Buffers, *, final: bool = False) -> None:
+        raise TypeError("a finished upload takes no more bytes")
+
+    async def commit(self, key: str, *, sync_dir: bool = True) -> None:
+        await to_thread.run_sync(partial(self.storage.store_file, self.source, key, sync_dir=sync_dir))
+
+    def placer(self, key: str) -> Callable[[], None] | None:
+        """The group committer's step on the local backend (None: an object store's upload must be
+        complete before the row, so it is committed first)."""
+        if not self.storage.on_disk:
+            return None
+        return partial(self.storage.store_file, self.source, key, sync_dir=False)
+
+    async def abort(self) -> None:
+        return None
+
+
 class LocalUpload:
     """One locked upload (see :class:`filejobs.tus.store.OpenUpload`)."""
 
-    def __init__(self, directory: Path, info: UploadInfo, lock_fd: int) -> None:
+    def __init__(self, directory: Path, info: UploadInfo, lock_fd: int, storage: Storage) -> None:
+        self.storage = storage
         self.directory = directory
         self.info = info
         self._lock_fd = lock_fd
@@ -153,6 +187,19 @@ class LocalUpload:
     def data_path(self) -> Path:
         return self.directory / DATA
 
+    def seal(self) -> None:
+        """Nothing to put together: ``data`` holds every byte, fsynced."""
+
+    def hash_all(self) -> str:
+        digest = hashlib.sha256()
+        with open(self.directory / DATA, "rb") as handle:
+            while block := handle.read(HASH_BLOCK):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def sink(self) -> UploadSink:
+        return FinishedFile(self.directory / DATA, self.storage)
+
     def finish(self, expires_at: float) -> None:
         self.info.done = True
         self.info.expires_at = expires_at
@@ -180,10 +227,11 @@ class LocalUpload:
 
 
 class LocalUploadStore:
-    """Uploads under ``root`` (``<data dir>/tus``)."""
+    """Uploads under ``root`` (``<data dir>/tus``), handed to ``storage`` once complete."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, storage: Storage) -> None:
         self.root = root
+        self.storage = storage
         root.mkdir(parents=True, exist_ok=True)
 
     def _dir(self, owner: str, upload_id: str) -> Path | None:
@@ -245,7 +293,7 @@ class LocalUploadStore:
         if info is None:  # terminated while we waited
             os.close(fd)
             return None
-        return LocalUpload(directory, info, fd)
+        return LocalUpload(directory, info, fd, self.storage)
 
     def _usage(self, owner_dir: Path) -> Usage:
         uploads = held = 0
@@ -308,4 +356,4 @@ class LocalUploadStore:
         if info is None:
             os.close(fd)
             return None
-        return LocalUpload(path, info, fd)
+        return LocalUpload(path, info, fd, self.storage)
