@@ -32,6 +32,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ from filejobs.storage import UploadSink, upload_key
 from filejobs.tus.local import ID, owner_dir_name
 from filejobs.tus.locks import Hold, UploadLocks, hold
 from filejobs.tus.store import UploadInfo, Usage
+
+log = logging.getLogger(__name__)
 
 ROOT = "tus/"
 STATE = "state.json"
@@ -84,6 +87,8 @@ class S3Upload:
         self._lock: Hold | None = lock
         self._buffer: bytearray | None = None  # bytes past the last part (None: tail not read yet)
         self._parts = list(state.parts)  # with the parts sent since the last record
+        self._written = False  # bytes were written since the last record
+        self._old_tails: set[str] = set()
         #: The records this hold wrote or found, by offset (a PATCH refused 413 goes back to one).
         self._recorded = {self.info.offset: copy.deepcopy(state)}
 
@@ -125,6 +130,7 @@ class S3Upload:
         self._parts.append((number, str(answer["ETag"]), len(data)))
 
     def write(self, pieces: Sequence[bytes | memoryview]) -> None:
+        self._written = True
         buffer = self._load_buffer()
         for piece in pieces:
             buffer += piece
@@ -134,6 +140,9 @@ class S3Upload:
             del buffer[:part_size]
 
     def commit(self, offset: int) -> None:
+        if not self._written and offset == self.info.offset:
+            return  # recorded already (a PATCH's end right after a checkpoint): no request
+        self._written = False
         buffer = self._load_buffer()
         assert offset == sum(part[2] for part in self._parts) + len(buffer), "offset is not what was written"
         old_tail = self.state.tail
@@ -150,9 +159,10 @@ class S3Upload:
         self.store.write_state(self.state)
         self._recorded[offset] = copy.deepcopy(self.state)
         if old_tail is not None and old_tail != tail:
-            self.store.delete_key(old_tail)
+            self._old_tails.add(old_tail)  # deleted at close: a 413 may go back to it
 
     def discard(self) -> None:
+        self._written = False
         self._parts = list(self.state.parts)
         self._buffer = None
 
@@ -165,7 +175,7 @@ class S3Upload:
                 earlier.tail,
                 earlier.tail_size,
             )
-            self._parts, self._buffer = list(earlier.parts), None
+            self._parts, self._buffer, self._written = list(earlier.parts), None, False
         self.store.write_state(self.state)
 
     # ---- completion -----------------------------------------------------------------------
@@ -250,9 +260,17 @@ class S3Upload:
         self.store.remove_upload(self.state)
 
     def close(self) -> None:
-        lock, self._lock = self._lock, None
-        if lock is not None:
-            lock.release()
+        try:
+            for tail in self._old_tails - {self.state.tail}:
+                try:
+                    self.store.delete_key(tail)
+                except Exception:  # best effort: the upload's removal deletes what is under it
+                    log.warning("could not delete %s; the upload's removal will", tail, exc_info=True)
+        finally:
+            self._old_tails.clear()
+            lock, self._lock = self._lock, None
+            if lock is not None:
+                lock.release()
 
 
 class ObjectInPlace:
