@@ -15,10 +15,13 @@ import math
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,8 @@ MAX_PART_SIZE = 5 * 1024 * MiB
 #: Bytes read from the bucket per chunk when a job's input is fetched or a result streamed.
 READ_CHUNK = 1024 * 1024
 DELETE_BATCH = 1000
+#: Seconds between two calls of an output upload's ``keep_alive`` (the lease renewal).
+KEEP_ALIVE_EVERY = 0.5
 #: ``<this><job id>`` marks a multipart upload to ``uploads/<job id>`` as a resumable upload's: it
 #: lives as long as that upload (its expiry aborts it), not ``TEMP_MAX_AGE``.
 RESUMABLE_MARKERS = "tus/jobs/"
@@ -115,8 +120,12 @@ class S3Storage:
         """A finished local file (a resumable upload) goes up as ``key``; ``sync_dir`` is moot."""
         self.upload_file(path, key)
 
-    def upload_file(self, path: Path, key: str) -> None:
-        """Store the file ``path`` as ``key`` (the transfer manager: multipart when large)."""
+    def upload_file(self, path: Path, key: str, keep_alive: Callable[[], None] | None = None) -> None:
+        """Store the file ``path`` as ``key`` (the transfer manager: multipart when large).
+
+        ``keep_alive`` (a job's lease renewal) is called first, then every :data:`KEEP_ALIVE_EVERY`
+        s from this thread while the transfer runs in another; an exception from it stops the
+        transfer (its next read of the file fails, the multipart upload is aborted) and is raised."""
         from boto3.s3.transfer import TransferConfig
 
         config = TransferConfig(
@@ -124,7 +133,37 @@ class S3Storage:
             multipart_chunksize=self.part_size,
             max_concurrency=self.parts_in_flight,
         )
-        self.bucket.call("upload_file", Filename=str(path), Key=self.bucket.object_key(key), Config=config)
+        upload = partial(
+            self.bucket.call,
+            "upload_file",
+            Filename=str(path),
+            Key=self.bucket.object_key(key),
+            Config=config,
+        )
+        if keep_alive is None:
+            upload()
+            return
+        keep_alive()
+        stop = threading.Event()
+
+        def progress(_sent: int) -> None:
+            if stop.is_set():
+                raise _Stopped("the upload was stopped")
+
+        with ThreadPoolExecutor(1, thread_name_prefix="s3-output") as pool:
+            future = pool.submit(upload, Callback=progress)
+            try:
+                while True:
+                    try:
+                        future.result(timeout=KEEP_ALIVE_EVERY)
+                        return
+                    except TimeoutError:
+                        keep_alive()
+            except BaseException:
+                stop.set()
+                with contextlib.suppress(Exception):
+                    future.result()  # it ends (aborted) before the caller cleans up
+                raise
 
     # ---- results ----------------------------------------------------------------------------
 
@@ -263,6 +302,10 @@ class S3Storage:
         return removed
 
 
+class _Stopped(Exception):
+    """Raised into the transfer manager's read of a file to stop its upload."""
+
+
 def _id_time(job_id: str) -> float | None:
     """When the job id ``job_id`` (a UUIDv7) was made, in Unix seconds; None for another name."""
     if not is_job_id(job_id):
@@ -307,10 +350,11 @@ class S3Workspace:
         path.mkdir(exist_ok=True)
         return path
 
-    def save_output(self, path: Path) -> str:
-        """Upload ``path`` as ``outputs/<id>/<attempt>/<its path in out/>``; earlier attempts' go."""
+    def save_output(self, path: Path, keep_alive: Callable[[], None] | None = None) -> str:
+        """Upload ``path`` as ``outputs/<id>/<attempt>/<its path in out/>``; earlier attempts' go.
+        ``keep_alive`` renews the job's lease while it goes up (it raises to stop)."""
         relative = path.resolve().relative_to(self.output_dir().resolve()).as_posix()
         self.storage.delete_outputs(self.job_id)
         key = f"outputs/{self.job_id}/{self.attempt}/{relative}"
-        self.storage.upload_file(path, key)
+        self.storage.upload_file(path, key, keep_alive)
         return key
