@@ -242,3 +242,21 @@ def test_a_deferred_length_upload_completes_from_its_tail(data_dir: Path, s3_buc
         job_id = last.headers["filejobs-job"].rsplit("/", 1)[1]
         assert s3_bucket.read(f"uploads/{job_id}") == data
         assert s3_bucket.multipart_uploads() == []
+
+
+def test_a_bucket_gone_mid_upload_is_503_and_the_offset_stays(
+    s3_client: TestClient, s3_bucket: S3Bucket
+) -> None:
+    """The store failing under a PATCH (its multipart upload aborted behind its back): 503 with
+    Retry-After, never a 500; the recorded offset is what the bucket held before."""
+    data = text_file(3 * PART)
+    url = created(s3_client, len(data), filename="f.txt", processor="upper")
+    assert patch(s3_client, url, 0, data[: PART + 10]).status_code == 204
+    for started in s3_bucket.multipart_uploads():
+        s3_bucket.client.abort_multipart_upload(
+            Bucket=s3_bucket.name, Key=started["Key"], UploadId=started["UploadId"]
+        )
+    answer = patch(s3_client, url, PART + 10, data[PART + 10 : 2 * PART + 20])
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"]
+    assert offset_of(s3_client, url) == PART + 10

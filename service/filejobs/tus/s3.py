@@ -120,13 +120,18 @@ class S3Upload:
         upload_id = self._start_multipart()
         assert self.state.object_job is not None
         number = self._parts[-1][0] + 1 if self._parts else 1
-        answer = self.store.call(
-            "upload_part",
-            Key=self.store.key(upload_key(self.state.object_job)),
-            UploadId=upload_id,
-            PartNumber=number,
-            Body=data,
-        )
+        try:
+            answer = self.store.call(
+                "upload_part",
+                Key=self.store.key(upload_key(self.state.object_job)),
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+            )
+        except FileNotFoundError:  # NoSuchUpload: aborted behind our back, its parts gone
+            raise Gone(
+                "This upload's stored bytes were removed from the bucket; start a new upload."
+            ) from None
         self._parts.append((number, str(answer["ETag"]), len(data)))
 
     def write(self, pieces: Sequence[bytes | memoryview]) -> None:
