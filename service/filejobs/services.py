@@ -24,6 +24,7 @@ from filejobs.shutdown import Shutdown
 from filejobs.storage import Storage, open_storage
 from filejobs.tus.local import LocalUploadStore
 from filejobs.tus.receive import Hashes
+from filejobs.tus.store import UploadStore
 from filejobs.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Services:
     committer: GroupCommitter
     webhooks: WebhookSender
     #: Resumable (tus) uploads in progress, and the running SHA-256 of those this process sees.
-    uploads: LocalUploadStore
+    uploads: UploadStore
     upload_hashes: Hashes
     worker: LocalWorker | None = None
     #: Set on SIGTERM/SIGINT: uploads still receiving at its cutoff are answered 503.
@@ -62,6 +63,21 @@ class Services:
         if close is not None:
             close()
         self.db.dispose()
+
+
+def upload_store(settings: Settings, db: Database, storage: Storage) -> UploadStore:
+    """Resumable uploads beside the storage: in the data directory, or in the bucket (resumable
+    through any API node, held across nodes by the database's advisory locks)."""
+    if not storage.on_disk:  # the S3 backend (imported only then: boto3 is large)
+        from filejobs.object_storage import S3Storage
+        from filejobs.tus.locks import upload_locks
+        from filejobs.tus.s3 import S3UploadStore
+
+        assert isinstance(storage, S3Storage)
+        return S3UploadStore(
+            storage, upload_locks(db, settings.data_dir), expiry=settings.upload_expiry.total_seconds()
+        )
+    return LocalUploadStore(settings.data_dir / "tus", storage)
 
 
 def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) -> Services:
@@ -117,6 +133,6 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         reader=JobReader(db),
         committer=GroupCommitter(db, sync_dir=storage.sync_uploads_dir),
         webhooks=webhooks,
-        uploads=LocalUploadStore(settings.data_dir / "tus"),
+        uploads=upload_store(settings, db, storage),
         upload_hashes=Hashes(),
     )

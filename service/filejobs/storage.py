@@ -149,8 +149,9 @@ class Workspace(Protocol):
         """A fresh, empty directory for this attempt's outputs."""
         ...
 
-    def save_output(self, path: Path) -> str:
-        """Store ``path`` (inside :meth:`output_dir`); returns its key."""
+    def save_output(self, path: Path, keep_alive: Callable[[], None] | None = None) -> str:
+        """Store ``path`` (inside :meth:`output_dir`); returns its key. ``keep_alive`` is called
+        while a copy is made (it renews the job's lease; it raises to stop)."""
         ...
 
     def __enter__(self) -> Workspace: ...
@@ -476,8 +477,8 @@ class LocalWorkspace:
     def output_dir(self) -> Path:
         return self.storage.output_dir(self.job_id, self.attempt)
 
-    def save_output(self, path: Path) -> str:
-        return self.storage.key_for(path)
+    def save_output(self, path: Path, keep_alive: Callable[[], None] | None = None) -> str:
+        return self.storage.key_for(path)  # in place: no copy to keep alive
 
     def __enter__(self) -> LocalWorkspace:
         return self

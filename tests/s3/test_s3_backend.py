@@ -298,8 +298,9 @@ def test_the_lease_is_renewed_while_a_large_input_is_fetched(
 def test_a_resumable_upload_on_s3_goes_up_to_the_bucket_and_runs(
     s3_client: TestClient, s3_bucket: S3Bucket
 ) -> None:
-    """A tus upload on the S3 backend: its chunks are kept on the API node until the last one, then
-    the file goes up as the job's object (not a link into a data directory) and the job runs from it."""
+    """A tus upload on the S3 backend: its chunks go into the bucket (a tail object while under a
+    part), the last one completes the job's object (not a link into a data directory) and the job
+    runs from it (tests/s3/test_s3_tus.py has the parts, the tail, the resume on another node)."""
     services = services_of(s3_client)
     data = b"resumable to a bucket\n" * 5000
     url = created(s3_client, len(data), filename="r.txt", processor="upper")
@@ -313,3 +314,56 @@ def test_a_resumable_upload_on_s3_goes_up_to_the_bucket_and_runs(
     assert s3_client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
     assert s3_client.get(f"/v1/jobs/{job_id}/result").content == data.upper()
     assert head(s3_client, url).headers["filejobs-job"] == f"/v1/jobs/{job_id}"
+
+
+def test_the_lease_is_renewed_while_a_large_output_goes_up(
+    data_dir: Path, s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An output upload that takes longer than the lease renews it (first, then every
+    KEEP_ALIVE_EVERY s); a job cancelled meanwhile stops the upload and leaves no output."""
+    from filejobs.jobs import runner
+    from filejobs.object_storage import store
+
+    monkeypatch.setattr(runner, "CHECK_EVERY", 0.0)  # every keep-alive renews
+    monkeypatch.setattr(store, "KEEP_ALIVE_EVERY", 0.001)
+    renewals: list[bool] = []
+    real_renew = repository.renew_lease
+
+    def renew(*args: object, **kwargs: object) -> bool:
+        owned = real_renew(*args, **kwargs)  # type: ignore[arg-type]
+        renewals.append(owned)
+        return owned
+
+    real_upload = S3Storage.upload_file
+    uploading: list[str] = []
+
+    def watched_upload(self: S3Storage, path: Path, key: str, keep_alive: object = None) -> None:
+        assert callable(keep_alive)
+        uploading.append(key)
+        before = len(renewals)
+        real_upload(self, path, key, keep_alive)
+        assert len(renewals) > before  # renewed while it went up
+
+    settings = make_settings(data_dir, s3_part_size=PART, **s3_bucket.settings)
+    with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
+        services = services_of(client)
+        kept = submit(client, b"x" * (6 * MiB), processor="upper")["id"]
+        monkeypatch.setattr(S3Storage, "upload_file", watched_upload)
+        monkeypatch.setattr(repository, "renew_lease", renew)
+        burst_worker(services).drain()
+        assert client.get(f"/v1/jobs/{kept}").json()["status"] == "succeeded"
+        assert uploading
+        assert all(renewals)
+
+        # Cancelled as its output goes up: the upload stops at the first keep-alive, nothing stays.
+        cancelled = submit(client, b"y" * (6 * MiB), processor="upper")["id"]
+
+        def cancel_first(self: S3Storage, path: Path, key: str, keep_alive: object = None) -> None:
+            assert client.post(f"/v1/jobs/{cancelled}/cancel").status_code == 200
+            real_upload(self, path, key, keep_alive)
+
+        monkeypatch.setattr(S3Storage, "upload_file", cancel_first)
+        burst_worker(services).drain()
+        assert client.get(f"/v1/jobs/{cancelled}").json()["status"] == "cancelled"
+        assert not [key for key in s3_bucket.keys() if key.startswith(f"outputs/{cancelled}")]  # noqa: SIM118
+        assert s3_bucket.multipart_uploads() == []

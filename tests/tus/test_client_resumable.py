@@ -16,6 +16,7 @@ import pytest
 
 from filejobs.client import AsyncClient, Client
 from filejobs.testing import Server, server_factory
+from filejobs.tus import local
 from tests.cli.helpers import ServerFactory, all_jobs, poll, run_cli, spawn_cli
 from tests.sample_processors import ALL as TEST_PROCESSORS
 from tests.tus.proxy import CuttingProxy
@@ -180,7 +181,7 @@ def upload_offset(server: Server) -> int:
     if not infos:
         return 0
     try:
-        return int(json.loads(infos[0].read_text())["offset"])
+        return local.recorded_offset(infos[0].parent)
     except (ValueError, FileNotFoundError):
         return 0
 

@@ -7,7 +7,6 @@ sockets, so the test decides exactly what the server has received when."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import socket
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from filejobs.testing import Server, ServerFactory, server_factory, status_is, wait_for
+from filejobs.tus import local
 from tests.sample_processors import ALL as TEST_PROCESSORS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -69,7 +69,7 @@ def answer(sock: socket.socket) -> tuple[int, dict[str, str]]:
 
 def recorded_offset(server: Server) -> int:
     infos = [p for p in (server.data_dir / "tus").glob("*/*/info.json") if not p.parent.name.startswith(".")]
-    return int(json.loads(infos[0].read_text())["offset"]) if infos else 0
+    return local.recorded_offset(infos[0].parent) if infos else 0
 
 
 def head_offset(server: Server, url: str) -> int:

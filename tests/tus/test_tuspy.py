@@ -5,7 +5,6 @@ in exactly one job holding the right bytes."""
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import tusclient.client as tusclient  # tuspy, the dev extra
 from tusclient.storage.filestorage import FileStorage
 
 from filejobs.testing import ServerFactory, server_factory, status_is, wait_for
+from filejobs.tus import local
 from tests.sample_processors import ALL as TEST_PROCESSORS
 from tests.tus.proxy import CuttingProxy
 
@@ -126,7 +126,7 @@ def test_tuspy_resumes_after_the_server_is_killed_mid_upload(
     thread.start()
     upload_dir = next_upload_dir(server.data_dir, deadline=time.monotonic() + 30)
     deadline = time.monotonic() + 60
-    while json.loads((upload_dir / "info.json").read_text())["offset"] < size // 2:
+    while local.recorded_offset(upload_dir) < size // 2:
         assert time.monotonic() < deadline, "the upload did not get halfway"
         time.sleep(0.01)
     server.kill9()

@@ -27,7 +27,8 @@ from typing import Any
 
 import httpx
 
-from scripts.bench.common import MB, Body, Context, MiB, RssSampler, filejobs_server, free_port
+from filejobs.testing.ports import free_port
+from scripts.bench.common import MB, Body, Context, MiB, RssSampler, filejobs_server
 from scripts.bench.figures.filejobs_load import filejobs_env, median
 from scripts.bench.figures.small_uploads import post_small
 from scripts.bench.report import Figure

@@ -163,12 +163,12 @@ def _execute(job: Job, ctx: RunContext) -> Ran:
             timeout=settings.job_timeout,
             cancel_grace=settings.cancel_grace,
         )
-        return _record(job, ctx, outcome, workspace)
+        return _record(job, ctx, outcome, workspace, ticker)
 
 
-def _record(job: Job, ctx: RunContext, outcome: Outcome, workspace: Workspace) -> Ran:
+def _record(job: Job, ctx: RunContext, outcome: Outcome, workspace: Workspace, ticker: _Ticker) -> Ran:
     if isinstance(outcome.reply, Done):
-        return _succeeded(job, ctx, outcome.reply, workspace)
+        return _succeeded(job, ctx, outcome.reply, workspace, ticker)
     if isinstance(outcome.reply, Failed):  # error, timeout, crashed
         return _fail(ctx, job, outcome.reply)
     if outcome.kind == "stopped" and repository.release_job(ctx.db, job.id, owner=ctx.owner):
@@ -176,12 +176,17 @@ def _record(job: Job, ctx: RunContext, outcome: Outcome, workspace: Workspace) -
     return _lost(ctx, job)  # cancelled: we stopped it because the row was no longer ours
 
 
-def _succeeded(job: Job, ctx: RunContext, done: Done, workspace: Workspace) -> Ran:
+def _succeeded(job: Job, ctx: RunContext, done: Done, workspace: Workspace, ticker: _Ticker) -> Ran:
     output_key = output_name = content_type = None
     if done.file:
         path = Path(done.file)
-        try:
-            output_key = workspace.save_output(path)
+        try:  # a large output going up to a bucket: the lease renewed meanwhile, as for the input
+            output_key = workspace.save_output(path, keep_alive=_keep_alive(ticker))
+        except _Interrupted as stop:  # shutdown's grace over, or the job was taken from us
+            if stop.control == Control.STOP and repository.release_job(ctx.db, job.id, owner=ctx.owner):
+                ctx.storage.delete_outputs(job.id, job.attempts)
+                return Ran(JobStatus.queued)
+            return _lost(ctx, job)
         except StorageUnavailable as exc:
             log.warning("job %s: cannot store its output: %s", job.id, exc)
             return _fail(ctx, job, STORAGE_FAILED)
@@ -203,7 +208,7 @@ def _succeeded(job: Job, ctx: RunContext, done: Done, workspace: Workspace) -> R
 
 
 class _Interrupted(Exception):
-    """Raised by :func:`_keep_alive` to stop copying a job's input: ``control`` says why."""
+    """Raised by :func:`_keep_alive` to stop copying a job's input or output: ``control`` says why."""
 
     def __init__(self, control: str) -> None:
         super().__init__(control)
@@ -211,8 +216,9 @@ class _Interrupted(Exception):
 
 
 def _keep_alive(ticker: _Ticker) -> Callable[[], None]:
-    """While a job's input is copied to the worker: its lease renewed (every CHECK_EVERY s, as while
-    it runs), and the copy stopped once the job is no longer ours or shutdown's grace is over."""
+    """While a job's input is copied to the worker (or its output from it): its lease renewed
+    (every CHECK_EVERY s, as while it runs), and the copy stopped once the job is no longer ours or
+    shutdown's grace is over."""
 
     def check() -> None:
         control = ticker(None, None)

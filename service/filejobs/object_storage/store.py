@@ -15,10 +15,13 @@ import math
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,11 @@ MAX_PART_SIZE = 5 * 1024 * MiB
 #: Bytes read from the bucket per chunk when a job's input is fetched or a result streamed.
 READ_CHUNK = 1024 * 1024
 DELETE_BATCH = 1000
+#: Seconds between two calls of an output upload's ``keep_alive`` (the lease renewal).
+KEEP_ALIVE_EVERY = 0.5
+#: ``<this><job id>`` marks a multipart upload to ``uploads/<job id>`` as a resumable upload's: it
+#: lives as long as that upload (its expiry aborts it), not ``TEMP_MAX_AGE``.
+RESUMABLE_MARKERS = "tus/jobs/"
 _SCRATCH_NAME = re.compile(r"(?P<job>[^@]+)@(?P<node>.+)-(?P<pid>\d+)")
 
 
@@ -112,8 +120,12 @@ class S3Storage:
         """A finished local file (a resumable upload) goes up as ``key``; ``sync_dir`` is moot."""
         self.upload_file(path, key)
 
-    def upload_file(self, path: Path, key: str) -> None:
-        """Store the file ``path`` as ``key`` (the transfer manager: multipart when large)."""
+    def upload_file(self, path: Path, key: str, keep_alive: Callable[[], None] | None = None) -> None:
+        """Store the file ``path`` as ``key`` (the transfer manager: multipart when large).
+
+        ``keep_alive`` (a job's lease renewal) is called first, then every :data:`KEEP_ALIVE_EVERY`
+        s from this thread while the transfer runs in another; an exception from it stops the
+        transfer (its next read of the file fails, the multipart upload is aborted) and is raised."""
         from boto3.s3.transfer import TransferConfig
 
         config = TransferConfig(
@@ -121,7 +133,37 @@ class S3Storage:
             multipart_chunksize=self.part_size,
             max_concurrency=self.parts_in_flight,
         )
-        self.bucket.call("upload_file", Filename=str(path), Key=self.bucket.object_key(key), Config=config)
+        upload = partial(
+            self.bucket.call,
+            "upload_file",
+            Filename=str(path),
+            Key=self.bucket.object_key(key),
+            Config=config,
+        )
+        if keep_alive is None:
+            upload()
+            return
+        keep_alive()
+        stop = threading.Event()
+
+        def progress(_sent: int) -> None:
+            if stop.is_set():
+                raise _Stopped("the upload was stopped")
+
+        with ThreadPoolExecutor(1, thread_name_prefix="s3-output") as pool:
+            future = pool.submit(upload, Callback=progress)
+            try:
+                while True:
+                    try:
+                        future.result(timeout=KEEP_ALIVE_EVERY)
+                        return
+                    except TimeoutError:
+                        keep_alive()
+            except BaseException:
+                stop.set()
+                with contextlib.suppress(Exception):
+                    future.result()  # it ends (aborted) before the caller cleans up
+                raise
 
     # ---- results ----------------------------------------------------------------------------
 
@@ -206,7 +248,7 @@ class S3Storage:
                 "list_multipart_uploads", Prefix=self.bucket.object_key("uploads/"), **markers
             )
             for upload in page.get("Uploads", []):
-                if self._written_since(upload, cutoff):
+                if self._written_since(upload, cutoff) or self._resumable(upload["Key"]):
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     self.bucket.call("abort_multipart_upload", Key=upload["Key"], UploadId=upload["UploadId"])
@@ -215,6 +257,15 @@ class S3Storage:
                 break
             markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
         return aborted + self.remove_stale_scratch(max_age)
+
+    def _resumable(self, key: str) -> bool:
+        """Whether the multipart upload to ``key`` is a resumable upload's (see :mod:`filejobs.tus.s3`)."""
+        job_id = key.rsplit("/", 1)[-1]
+        try:
+            self.bucket.call("head_object", Key=self.bucket.object_key(RESUMABLE_MARKERS + job_id))
+        except FileNotFoundError:
+            return False
+        return True
 
     def _written_since(self, upload: dict[str, Any], cutoff: float) -> bool:
         started = _id_time(upload["Key"].rsplit("/", 1)[-1])
@@ -249,6 +300,10 @@ class S3Storage:
             except FileNotFoundError:
                 continue
         return removed
+
+
+class _Stopped(Exception):
+    """Raised into the transfer manager's read of a file to stop its upload."""
 
 
 def _id_time(job_id: str) -> float | None:
@@ -295,10 +350,11 @@ class S3Workspace:
         path.mkdir(exist_ok=True)
         return path
 
-    def save_output(self, path: Path) -> str:
-        """Upload ``path`` as ``outputs/<id>/<attempt>/<its path in out/>``; earlier attempts' go."""
+    def save_output(self, path: Path, keep_alive: Callable[[], None] | None = None) -> str:
+        """Upload ``path`` as ``outputs/<id>/<attempt>/<its path in out/>``; earlier attempts' go.
+        ``keep_alive`` renews the job's lease while it goes up (it raises to stop)."""
         relative = path.resolve().relative_to(self.output_dir().resolve()).as_posix()
         self.storage.delete_outputs(self.job_id)
         key = f"outputs/{self.job_id}/{self.attempt}/{relative}"
-        self.storage.upload_file(path, key)
+        self.storage.upload_file(path, key, keep_alive)
         return key

@@ -1,9 +1,12 @@
 """A completed upload becomes its job, exactly once, through the intake ``POST /v1/jobs`` uses.
 
-The job's id is chosen and recorded in the upload's state before the job is made. The finished
-file is hard-linked into storage under that id (the upload keeps its own name for it until the
-row exists), then :func:`filejobs.jobs.intake.submit_received` validates, sniffs the type again,
-applies the Idempotency-Key and inserts the row as for any upload. Only then is the upload marked
+The job's id is chosen and recorded in the upload's state before the job is made (on S3, when
+its multipart upload starts: the object is named for it). The upload is sealed (S3: the
+multipart upload completed into ``uploads/<job id>``; nothing to do locally), its sink stores it
+under that id (a hard link locally, the upload keeping its own name for it until the row exists;
+on S3 the object is in place already), then :func:`filejobs.jobs.intake.submit_received`
+validates, sniffs the type again, applies the Idempotency-Key and inserts the row as for any
+upload. Only then is the upload marked
 done and its bytes dropped. A crash anywhere in between is repaired by the next request that
 completes the upload: the row with the recorded id exists (done) or does not (made now); a link
 left without a row is an orphan the sweeper removes, and made again here.
@@ -11,21 +14,16 @@ left without a row is an orphan the sweeper removes, and made again here.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Callable
-from functools import partial
-from pathlib import Path
 
 from anyio import to_thread
 
 from filejobs import metrics
-from filejobs.errors import Problem
+from filejobs.errors import Gone, Problem
 from filejobs.filenames import display_name
 from filejobs.ids import new_job_id
 from filejobs.jobs.intake import IntakeServices, Submitted, submit_received
 from filejobs.sniff import SNIFF_BYTES, sniff, sniff_is_cheap
-from filejobs.storage import Buffers, Storage
 from filejobs.tus.metadata import IDEMPOTENCY_KEY, declared_type, job_fields, upload_name
 from filejobs.tus.receive import Hashes
 from filejobs.tus.store import OpenUpload
@@ -33,44 +31,6 @@ from filejobs.uploads import ReceivedFile
 
 #: Answers that no later try can change: the upload is removed with them.
 FINAL = {413, 415, 422}
-HASH_BLOCK = 4 * 1024 * 1024
-
-
-class FinishedFile:
-    """An :class:`~filejobs.storage.UploadSink` over a finished upload's (already fsynced) file:
-    ``commit`` stores it under the job's key (a hard link on the local backend, an upload to an
-    object store); ``abort`` leaves it to the upload."""
-
-    #: The job's id is chosen by the upload (recorded before the job is made), not by the sink.
-    job_id: str | None = None
-
-    def __init__(self, source: Path, storage: Storage) -> None:
-        self.source = source
-        self.storage = storage
-
-    async def write(self, data: Buffers, *, final: bool = False) -> None:
-        raise TypeError("a finished upload takes no more bytes")
-
-    async def commit(self, key: str, *, sync_dir: bool = True) -> None:
-        await to_thread.run_sync(partial(self.storage.store_file, self.source, key, sync_dir=sync_dir))
-
-    def placer(self, key: str) -> Callable[[], None] | None:
-        """The group committer's step on the local backend (None: an object store's upload must be
-        complete before the row, so it is committed first)."""
-        if not self.storage.on_disk:
-            return None
-        return partial(self.storage.store_file, self.source, key, sync_dir=False)
-
-    async def abort(self) -> None:
-        return None
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 async def complete_upload(
@@ -92,13 +52,17 @@ async def complete_upload(
     if job is not None:  # made by an earlier try that died before marking the upload done
         await to_thread.run_sync(upload.finish, time.time() + expiry)
         return Submitted(job, replayed=True)
-    path = upload.data_path()
+    try:
+        await to_thread.run_sync(upload.seal)
+    except Gone:
+        await to_thread.run_sync(upload.remove)
+        raise
     hasher = hashes.take(info.id, info.offset)
-    sha256 = hasher.hexdigest() if hasher is not None else await to_thread.run_sync(_hash_file, path)
-    sample = await to_thread.run_sync(upload.read, 0, SNIFF_BYTES)
+    sha256 = hasher.hexdigest() if hasher is not None else await to_thread.run_sync(upload.hash_all)
+    sample = await to_thread.run_sync(upload.read, 0, min(SNIFF_BYTES, info.length))
     content_type = sniff(sample) if sniff_is_cheap(sample) else await to_thread.run_sync(sniff, sample)
     received = ReceivedFile(
-        sink=FinishedFile(path, services.storage),
+        sink=upload.sink(),
         name=display_name(upload_name(info.metadata)),
         size=info.length,
         sha256=sha256,

@@ -11,11 +11,13 @@ that stores the last byte makes the job (:mod:`filejobs.tus.complete`).
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
 from anyio import to_thread
 
@@ -28,20 +30,48 @@ from filejobs.errors import (
     NotFound,
     PayloadTooLarge,
     Problem,
+    ServiceUnavailable,
     Unprocessable,
     UnsupportedMediaType,
 )
 from filejobs.jobs.intake import IntakeServices, Submitted
+from filejobs.shutdown import RETRY_AFTER
+from filejobs.storage import StorageUnavailable
 from filejobs.tus import protocol
 from filejobs.tus.complete import complete_upload
 from filejobs.tus.metadata import check_metadata
 from filejobs.tus.receive import Hashes, append_body
 from filejobs.tus.store import OpenUpload, UploadInfo, UploadStore, new_upload_id
 
+log = logging.getLogger(__name__)
+
 #: Seconds a request waits for another request's hold on the same upload (then 423).
 LOCK_WAIT = 10.0
 #: Seconds between two tries for that hold (the wait is on the event loop: it holds no thread).
 LOCK_POLL = 0.02
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _storage_guarded(operation: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """A bucket that cannot be reached (the S3 store) answers 503: the client tries again, and a
+    ``HEAD`` then gives the offset the bucket holds."""
+
+    @functools.wraps(operation)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await operation(*args, **kwargs)
+        except StorageUnavailable as exc:
+            log.warning("resumable upload: storage unavailable: %s", exc)
+            raise ServiceUnavailable(
+                "The file storage is unavailable right now; resume the upload shortly (HEAD gives the "
+                "offset stored).",
+                headers={"Retry-After": RETRY_AFTER},
+            ) from None
+
+    return guarded
 
 
 class TusServices(IntakeServices, Protocol):
@@ -98,6 +128,7 @@ def _gone_if_finished(info: UploadInfo) -> None:
         raise Gone("This upload expired before it was complete; start a new one.")
 
 
+@_storage_guarded
 async def create(*, services: TusServices, owner: str, headers: Mapping[str, str]) -> UploadInfo:
     """Check the creation request and record a new, empty upload of ``owner``."""
     settings = services.settings
@@ -127,6 +158,7 @@ async def create(*, services: TusServices, owner: str, headers: Mapping[str, str
     return info
 
 
+@_storage_guarded
 async def status(*, services: TusServices, owner: str, upload_id: str) -> UploadInfo:
     """The upload as a HEAD shows it: 404 for none of ``owner``'s, 410 once expired. It waits for
     a PATCH in progress on it (a connection that just broke is still storing what it received),
@@ -149,6 +181,7 @@ async def status(*, services: TusServices, owner: str, upload_id: str) -> Upload
     return info
 
 
+@_storage_guarded
 async def append(
     *,
     services: TusServices,
@@ -255,6 +288,7 @@ async def _room(services: TusServices, info: UploadInfo) -> int:
     return room
 
 
+@_storage_guarded
 async def terminate(*, services: TusServices, owner: str, upload_id: str) -> None:
     """Remove the upload at once (its bytes and record); 404 when there is none of ``owner``'s."""
     upload = await _open(services, owner, upload_id)

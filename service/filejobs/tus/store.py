@@ -2,8 +2,8 @@
 
 :class:`filejobs.tus.local.LocalUploadStore` is the implementation (a directory per upload under the
 data directory). An upload belongs to one owner (an API key's scope): a store looks an upload up by
-owner and id together, so another key's upload is simply not found. Every method does file I/O:
-call them in a worker thread.
+owner and id together, so another key's upload is simply not found. Every method does file (or network)
+I/O: call them in a worker thread.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
+
+from filejobs.storage import UploadSink
 
 
 def new_upload_id() -> str:
@@ -22,7 +23,7 @@ def new_upload_id() -> str:
 
 @dataclass
 class UploadInfo:
-    """An upload's state record. ``offset`` counts only bytes that are fsynced."""
+    """An upload's state record. ``offset`` counts only bytes that are durable (fsynced, or in the bucket)."""
 
     id: str
     owner: str
@@ -67,10 +68,18 @@ class OpenUpload(Protocol):
     def save(self) -> None:
         """Record ``info`` durably (its offset must not pass what is on disk)."""
 
-    def read(self, start: int, size: int) -> bytes: ...
+    def seal(self) -> None:
+        """All bytes are in: put them together (S3: complete the multipart upload; local: nothing).
+        Raises :class:`~filejobs.errors.Gone` when they are no longer there."""
 
-    def data_path(self) -> Path:
-        """The file holding the bytes (for the hand-over to storage once complete)."""
+    def read(self, start: int, size: int) -> bytes:
+        """Bytes of the upload (once sealed)."""
+
+    def hash_all(self) -> str:
+        """The SHA-256 of the whole (sealed) upload, read back."""
+
+    def sink(self) -> UploadSink:
+        """The sealed upload as the intake's sink: its commit stores it under the job's key."""
 
     def finish(self, expires_at: float) -> None:
         """The job exists: drop the bytes, keep the record (``done``) until ``expires_at``."""
