@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from anyio import to_thread
 
-from filejobs.ids import is_job_id
+from filejobs.ids import is_job_id, random_hex
 
 if TYPE_CHECKING:
     from filejobs.settings import Settings
@@ -249,7 +249,7 @@ class LocalUploadSink:
 
     def __init__(self, storage: LocalStorage) -> None:
         self._storage = storage
-        self._temp = storage.root / "tmp" / f"{uuid.uuid4().hex}{OWN_TEMP}"
+        self._temp = storage.root / "tmp" / f"{random_hex(16)}{OWN_TEMP}"
         self._fd: int | None = None
         self._synced = False
         self._writeback: Writeback | None = None

@@ -9,8 +9,9 @@ and alone an upload waits for no one.
 
 Each job with an Idempotency-Key runs its ``before_commit`` in a savepoint of its own, so one that
 lost its key (409) does not undo the others. Each upload's file is moved into place first (its
-``place``: fsync, rename; a small file its sink held in memory is written then too), the files of
-a batch side by side on a small pool (their fsyncs overlap); then the batch's directory fsync.
+``place``: fsync, rename; a small file its sink held in memory is written then too) on a small
+pool as soon as its insert is queued, so the files' fsyncs overlap each other and the batch being
+committed; then the batch's directory fsync.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,8 @@ class _Insert:
     place: Callable[[], None] | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None] = field(repr=False)
+    #: ``place`` running on the pool (started at once: it overlaps the batch being committed).
+    placed: Future[BaseException | None] | None = field(default=None, repr=False)
 
 
 class GroupCommitter:
@@ -61,7 +64,7 @@ class GroupCommitter:
         self._lock = threading.Lock()
         self._closed = False
         self._table = Job.__table__  # type: ignore[attr-defined]
-        #: Places (writes, fsyncs, renames) the files of a batch in parallel.
+        #: Places (writes, fsyncs, renames) the uploads' files in parallel.
         self._places = ThreadPoolExecutor(max_workers=PLACE_THREADS, thread_name_prefix="filejobs-place")
         self.batches = 0  # for tests and curiosity: transactions committed
         self.rows = 0
@@ -79,6 +82,8 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         item = _Insert(job.model_dump(), before_commit, place, loop, loop.create_future())
         self._start()
+        if place is not None:
+            item.placed = self._places.submit(_place, place)
         self._queue.put(item)
         await asyncio.shield(item.future)  # a cancelled request must not lose track of its row
 
@@ -123,14 +128,9 @@ class GroupCommitter:
                 return
 
     def _commit(self, batch: list[_Insert]) -> None:
-        outcomes: list[BaseException | None] = [None] * len(batch)
-        places = [(index, item.place) for index, item in enumerate(batch) if item.place is not None]
-        if len(places) == 1:
-            outcomes[places[0][0]] = _place(places[0][1])
-        elif places:  # their fsyncs side by side: the disk (and the journal) takes them together
-            done = self._places.map(_place, [place for _, place in places])
-            for (index, _), outcome in zip(places, done, strict=True):
-                outcomes[index] = outcome
+        # Each file was being moved into place since its insert was queued (its fsync beside
+        # the previous batch's); the directory's fsync must follow them all.
+        outcomes = [item.placed.result() if item.placed is not None else None for item in batch]
         try:
             self.sync_dir()
             with self.db.write() as session:
