@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import uuid
 
-from filejobs.ids import is_job_id, new_job_id
+from filejobs.ids import is_job_id, new_job_id, random_bytes
 
 
 def by_uuid(value: str) -> bool:
@@ -35,3 +35,20 @@ def test_is_job_id_agrees_with_the_uuid_definition() -> None:
         assert is_job_id(value) == by_uuid(value), value
     assert all(is_job_id(value) for value in issued)
     assert sum(map(is_job_id, candidates)) > len(issued)  # random UUIDs of the right form pass too
+
+
+def test_new_job_ids_are_uuid7_text_and_increase() -> None:
+    issued = [new_job_id() for _ in range(5000)]  # more than one block of pooled random bytes
+    for value in issued:
+        parsed = uuid.UUID(value)
+        assert parsed.version == 7
+        assert str(parsed) == value
+    assert issued == sorted(issued)
+    assert len(set(issued)) == len(issued)
+
+
+def test_random_bytes_are_never_handed_out_twice() -> None:
+    drawn = [random_bytes(16) for _ in range(1000)]  # several blocks
+    assert all(len(value) == 16 for value in drawn)
+    assert len(set(drawn)) == len(drawn)
+    assert len(random_bytes(10_000)) == 10_000  # larger than a block

@@ -89,7 +89,7 @@ def test_a_temp_file_removed_before_its_writer_locked_it_is_made_again(
 
     monkeypatch.setattr(storage_module.fcntl, "flock", flock)
     sink = storage.open_upload()
-    asyncio.run(sink.write(b"all of it", final=True))
+    asyncio.run(sink.write(b"all of it"))  # not final: a small final write is held until commit
     assert raced
     asyncio.run(sink.commit("uploads/done"))
     assert (tmp_path / "uploads" / "done").read_bytes() == b"all of it"

@@ -22,11 +22,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import os
 import re
 import shutil
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from anyio import to_thread
 
-from filejobs.ids import is_job_id
+from filejobs.ids import is_job_id, random_hex
 
 if TYPE_CHECKING:
     from filejobs.settings import Settings
@@ -52,6 +54,8 @@ Buffers = bytes | memoryview | Sequence[bytes | memoryview]
 SYNC_EVERY = 16 * 1024 * 1024
 #: Writes smaller than this start no writeback of their own.
 SMALL_WRITE = 256 * 1024
+#: A file up to this size that arrives whole is held in memory until its commit writes it.
+HOLD_BYTES = 64 * 1024
 
 
 def _load_sync_file_range() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
@@ -235,16 +239,28 @@ class LocalUploadSink:
     Every file operation runs in a worker thread (the event loop never waits on the disk), one
     thread call per chunk (open on the first, write, start its writeback) and one for the commit
     (fsync, close, rename, and the directory's fsync unless a group commit does that for many).
+
+    A small file that arrives whole (one ``final`` write of at most :data:`HOLD_BYTES`) is held in
+    memory instead: the thread that commits it creates, writes, fsyncs and renames it in one go
+    (the group committer's, for all the uploads finishing together: :meth:`placer`), so a small
+    upload makes no thread call of its own before its row's.
     """
 
     job_id: str | None = None
 
     def __init__(self, storage: LocalStorage) -> None:
         self._storage = storage
-        self._temp = storage.root / "tmp" / f"{uuid.uuid4().hex}{OWN_TEMP}"
+        self._temp = storage.root / "tmp" / f"{random_hex(16)}{OWN_TEMP}"
         self._fd: int | None = None
         self._synced = False
         self._writeback: Writeback | None = None
+        #: A small whole file, not written yet (see the class's docstring).
+        self._held: bytes | None = None
+        #: True once the temp file may exist (an abort then needs the disk).
+        self._created = False
+        #: Set by an abort before anything was created: no file may be created after it.
+        self._aborted = False
+        self._state = threading.Lock()
 
     def _open(self) -> int:
         """Create the temp file, locked for as long as it is open (until renamed or removed)."""
@@ -259,6 +275,10 @@ class LocalUploadSink:
 
     def _write(self, data: Buffers, final: bool = False) -> None:
         if self._fd is None:
+            with self._state:
+                if self._aborted:  # e.g. a cancelled request's held file, reached by the committer
+                    raise FileNotFoundError(errno.ENOENT, "the upload was aborted", str(self._temp))
+                self._created = True
             self._fd = self._open()
             self._writeback = Writeback(self._fd)
         size = 0
@@ -275,10 +295,17 @@ class LocalUploadSink:
         if final:
             self._finish()
 
+    def _write_held(self) -> None:
+        """Write the held small file to its temp file (not synced yet)."""
+        held, self._held = self._held, None
+        if held is not None:
+            self._write(held)
+
     def _finish(self) -> None:
         """fsync the temp file (once); it stays open, and locked, until renamed."""
         if self._synced:
             return
+        self._write_held()
         if self._fd is None:
             self._write(b"")
         assert self._fd is not None
@@ -289,7 +316,13 @@ class LocalUploadSink:
 
     async def write(self, data: Buffers, *, final: bool = False) -> None:
         """Append ``data`` (bytes, or pieces written in order: no joining copy); with ``final``,
-        also fsync the file (in the same thread call)."""
+        also fsync the file (in the same thread call). A small whole file (``final``, nothing
+        written before, at most :data:`HOLD_BYTES`) is held until its commit instead."""
+        if final and self._fd is None and self._held is None and not self._created:
+            pieces = [data] if isinstance(data, bytes | memoryview) else data
+            if sum(len(piece) for piece in pieces) <= HOLD_BYTES:
+                self._held = b"".join(pieces)
+                return
         await to_thread.run_sync(self._write, data, final)
 
     def _commit(self, final: Path, sync_dir: bool) -> None:
@@ -314,6 +347,7 @@ class LocalUploadSink:
         return lambda: self._commit(final, False)
 
     def _abort(self) -> None:
+        self._held = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp)
         if self._fd is not None:
@@ -325,6 +359,10 @@ class LocalUploadSink:
             self._fd = None
 
     async def abort(self) -> None:
+        with self._state:
+            if not self._created:  # nothing reached the disk: nothing to remove, no thread call
+                self._held, self._aborted = None, True
+                return
         await to_thread.run_sync(self._abort)
 
 

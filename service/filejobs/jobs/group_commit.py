@@ -8,8 +8,10 @@ directory once, and commits them all in one transaction: under load N uploads sh
 and alone an upload waits for no one.
 
 Each job with an Idempotency-Key runs its ``before_commit`` in a savepoint of its own, so one that
-lost its key (409) does not undo the others. The files are already in place and fsynced by their
-uploads; only their directory entries wait for the batch's directory fsync.
+lost its key (409) does not undo the others. Each upload's file is moved into place first (its
+``place``: fsync, rename; a small file its sink held in memory is written then too) on a small
+pool as soon as its insert is queued, so the files' fsyncs overlap each other and the batch being
+committed; then the batch's directory fsync.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Most rows in one transaction.
 MAX_BATCH = 256
+#: Files of one batch written and fsynced at once.
+PLACE_THREADS = 8
 
 BeforeCommit = Callable[[Session], None]
 
@@ -44,6 +49,8 @@ class _Insert:
     place: Callable[[], None] | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None] = field(repr=False)
+    #: ``place`` running on the pool (started at once: it overlaps the batch being committed).
+    placed: Future[BaseException | None] | None = field(default=None, repr=False)
 
 
 class GroupCommitter:
@@ -57,6 +64,8 @@ class GroupCommitter:
         self._lock = threading.Lock()
         self._closed = False
         self._table = Job.__table__  # type: ignore[attr-defined]
+        #: Places (writes, fsyncs, renames) the uploads' files in parallel.
+        self._places = ThreadPoolExecutor(max_workers=PLACE_THREADS, thread_name_prefix="filejobs-place")
         self.batches = 0  # for tests and curiosity: transactions committed
         self.rows = 0
 
@@ -73,6 +82,8 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         item = _Insert(job.model_dump(), before_commit, place, loop, loop.create_future())
         self._start()
+        if place is not None:
+            item.placed = self._places.submit(_place, place)
         self._queue.put(item)
         await asyncio.shield(item.future)  # a cancelled request must not lose track of its row
 
@@ -92,6 +103,7 @@ class GroupCommitter:
         if thread is not None:
             self._queue.put(None)
             thread.join()
+        self._places.shutdown()
 
     # ---- the committing thread --------------------------------------------------------------------
 
@@ -116,13 +128,9 @@ class GroupCommitter:
                 return
 
     def _commit(self, batch: list[_Insert]) -> None:
-        outcomes: list[BaseException | None] = [None] * len(batch)
-        for index, item in enumerate(batch):
-            if item.place is not None:
-                try:
-                    item.place()
-                except Exception as exc:  # e.g. a full disk: this job only
-                    outcomes[index] = exc
+        # Each file was being moved into place since its insert was queued (its fsync beside
+        # the previous batch's); the directory's fsync must follow them all.
+        outcomes = [item.placed.result() if item.placed is not None else None for item in batch]
         try:
             self.sync_dir()
             with self.db.write() as session:
@@ -149,6 +157,15 @@ class GroupCommitter:
         for item, outcome in zip(batch, outcomes, strict=True):
             with contextlib.suppress(RuntimeError):  # its event loop is gone (shut down)
                 item.loop.call_soon_threadsafe(_settle, item.future, outcome)
+
+
+def _place(place: Callable[[], None]) -> BaseException | None:
+    """Move one upload's file into place; its error (e.g. a full disk) fails this job only."""
+    try:
+        place()
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _settle(future: asyncio.Future[None], outcome: BaseException | None) -> None:
