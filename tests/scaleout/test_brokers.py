@@ -125,7 +125,9 @@ def test_broker_restart_loses_published_message(
             job_id = submit(client)["id"]
         wait_until(lambda: cluster.job(job_id).dispatched_at is not None, timeout=20, what="the publish")
         published_at = cluster.job(job_id).dispatched_at
-        assert broker.llen(cluster.queue) == 1, "the message is not in Redis"
+        # One message, or two: a sweep that ran before the API's own publish had recorded itself
+        # (a loaded machine) publishes the job too; duplicates are harmless (the claim is conditional).
+        assert broker.llen(cluster.queue) in (1, 2), "the message is not in Redis"
         original = task_ids(broker, cluster.queue)
 
         private_broker.stop()
