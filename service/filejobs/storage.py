@@ -225,7 +225,8 @@ def open_storage(settings: Settings) -> Storage:
     raise ValueError(f"FILEJOBS_STORAGE_URL {url!r}: expected file:///path or s3://bucket/prefix.")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory: the names created, renamed or removed in it are on disk."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -333,7 +334,7 @@ class LocalUploadSink:
         fd, self._fd = self._fd, None
         os.close(fd)  # the lock goes only now: a sweep never sees the temp file unlocked
         if sync_dir:
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
 
     async def commit(self, key: str, *, sync_dir: bool = True) -> None:
         """Make the file durable under ``key``. ``sync_dir=False`` leaves the fsync of its
@@ -423,7 +424,7 @@ class LocalStorage:
             os.unlink(final)
             os.link(path, final)
         if sync_dir:
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
 
     def output_dir(self, job_id: str, attempt: int) -> Path:
         """A fresh, empty directory for this attempt's outputs; earlier attempts' are removed."""
@@ -476,7 +477,7 @@ class LocalStorage:
 
     def sync_uploads_dir(self) -> None:
         """fsync ``uploads/``: makes the renames of files committed with ``sync_dir=False`` durable."""
-        _fsync_dir(self.root / "uploads")
+        fsync_dir(self.root / "uploads")
 
     def remove_stale_scratch(self, max_age: float) -> int:
         """Nothing to do: jobs read their input where it is stored."""

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from anyio import to_thread
 
-from filejobs.errors import Locked, TooManyRequests
-from filejobs.storage import Buffers, Storage, UploadSink, Writeback
-from filejobs.tus.store import UploadInfo, Usage
+from filejobs.errors import Locked
+from filejobs.storage import Buffers, Storage, UploadSink, Writeback, fsync_dir
+from filejobs.tus.store import UploadInfo, Usage, check_bounds
 
 ID = re.compile(r"[0-9a-f]{32}")
 INFO = "info.json"
@@ -57,14 +57,6 @@ def owner_dir_name(owner: str) -> str:
     return hashlib.sha256(b"filejobs-tus:" + owner.encode()).hexdigest()[:32]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_info(directory: Path, info: UploadInfo) -> None:
     temp = directory / f".{INFO}.{uuid.uuid4().hex}"
     data = json.dumps(dataclasses.asdict(info), separators=(",", ":")).encode()
@@ -75,7 +67,7 @@ def _write_info(directory: Path, info: UploadInfo) -> None:
     finally:
         os.close(fd)
     os.replace(temp, directory / INFO)
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def _read_info(directory: Path) -> UploadInfo | None:
@@ -242,7 +234,7 @@ class LocalUpload:
             path = self.directory / OFFSET
             if not path.exists():  # an upload made before the offset file
                 _make_offset_file(self.directory)
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
             newest = _read_slots(self.directory)
             self._seq = newest[0] if newest is not None else 0
             self._slots_fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -330,29 +322,18 @@ class LocalUploadStore:
         owner_dir = self.root / owner_dir_name(info.owner)
         if not owner_dir.exists():
             owner_dir.mkdir(exist_ok=True)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         fd = os.open(owner_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # the bounds hold under concurrent creations
             used = self._usage(owner_dir)
-            if used.uploads >= max_uploads:
-                raise TooManyRequests(
-                    f"This key has {max_uploads} incomplete resumable uploads; finish or terminate "
-                    "some (DELETE) or wait for them to expire.",
-                    headers={"Retry-After": "60"},
-                )
-            if max_bytes and used.bytes + (info.length or 0) > max_bytes:
-                raise TooManyRequests(
-                    f"This key's incomplete resumable uploads would hold more than {max_bytes} bytes; "
-                    "finish or terminate some first.",
-                    headers={"Retry-After": "60"},
-                )
+            check_bounds(used, info.length, max_uploads=max_uploads, max_bytes=max_bytes)
             temp = owner_dir / f".new-{info.id}"
             temp.mkdir()
             _make_offset_file(temp)  # made here: the rename and the directory's fsync cover it
             _write_info(temp, info)
             os.rename(temp, owner_dir / info.id)
-            _fsync_dir(owner_dir)
+            fsync_dir(owner_dir)
         finally:
             os.close(fd)
 

@@ -37,13 +37,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from filejobs.errors import Gone, TooManyRequests
+from filejobs.errors import Gone
 from filejobs.ids import new_job_id
 from filejobs.object_storage.store import RESUMABLE_MARKERS, S3Storage
 from filejobs.storage import UploadSink, upload_key
 from filejobs.tus.local import ID, owner_dir_name
 from filejobs.tus.locks import Hold, UploadLocks, hold
-from filejobs.tus.store import UploadInfo, Usage
+from filejobs.tus.store import UploadInfo, Usage, check_bounds
 
 log = logging.getLogger(__name__)
 
@@ -361,18 +361,7 @@ class S3UploadStore:
         owner_lock = hold(self.locks, f"owner:{owner_dir_name(info.owner)}", CREATE_WAIT)
         try:  # the bounds hold under concurrent creations
             used = self.usage(info.owner)
-            if used.uploads >= max_uploads:
-                raise TooManyRequests(
-                    f"This key has {max_uploads} incomplete resumable uploads; finish or terminate "
-                    "some (DELETE) or wait for them to expire.",
-                    headers={"Retry-After": "60"},
-                )
-            if max_bytes and used.bytes + (info.length or 0) > max_bytes:
-                raise TooManyRequests(
-                    f"This key's incomplete resumable uploads would hold more than {max_bytes} bytes; "
-                    "finish or terminate some first.",
-                    headers={"Retry-After": "60"},
-                )
+            check_bounds(used, info.length, max_uploads=max_uploads, max_bytes=max_bytes)
             self.write_state(State(info))
         finally:
             owner_lock.release()

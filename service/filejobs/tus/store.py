@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from filejobs.errors import TooManyRequests
 from filejobs.storage import UploadSink
 
 
@@ -105,3 +106,20 @@ class UploadStore(Protocol):
 
     def remove_expired(self, now: float) -> int:
         """Remove uploads (and finished records) past their expiry that no request holds; how many."""
+
+
+def check_bounds(used: Usage, length: int | None, *, max_uploads: int, max_bytes: int) -> None:
+    """Refuse (429) a new upload of ``length`` bytes of a key whose incomplete uploads are ``used``
+    when it would have more than ``max_uploads`` of them or hold more than ``max_bytes`` (0: no bound)."""
+    if used.uploads >= max_uploads:
+        raise TooManyRequests(
+            f"This key has {max_uploads} incomplete resumable uploads; finish or terminate "
+            "some (DELETE) or wait for them to expire.",
+            headers={"Retry-After": "60"},
+        )
+    if max_bytes and used.bytes + (length or 0) > max_bytes:
+        raise TooManyRequests(
+            f"This key's incomplete resumable uploads would hold more than {max_bytes} bytes; "
+            "finish or terminate some first.",
+            headers={"Retry-After": "60"},
+        )
