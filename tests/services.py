@@ -7,10 +7,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from filejobs import testing
+from filejobs.db import Database
+from filejobs.migrate import upgrade
+from filejobs.settings import Settings
 from filejobs.testing import POSTGRES_ADMIN_URL as POSTGRES_ADMIN_URL
 from filejobs.testing import Unavailable
 
@@ -49,3 +53,17 @@ def fresh_postgres_database() -> Iterator[str]:
     require_port("PostgreSQL", "127.0.0.1", 5432)
     with testing.fresh_postgres_database() as url:
         yield url
+
+
+@contextlib.contextmanager
+def migrated_database(kind: str, tmp_path: Path) -> Iterator[Database]:
+    """A fresh database at the schema's head: ``"sqlite"`` (in ``tmp_path``) or ``"postgresql"``."""
+    with contextlib.ExitStack() as stack:
+        if kind == "sqlite":
+            url = Settings(data_dir=tmp_path).resolved_database_url
+        else:
+            url = Settings(database_url=stack.enter_context(fresh_postgres_database())).resolved_database_url
+        upgrade(url)
+        database = Database(url)
+        stack.callback(database.dispose)
+        yield database

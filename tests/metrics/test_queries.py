@@ -10,30 +10,15 @@ import pytest
 
 from filejobs.db import Database
 from filejobs.jobs import repository
-from filejobs.migrate import upgrade
 from filejobs.models import JobStatus, utcnow
-from filejobs.settings import Settings
 from tests.jobs.helpers import make_job
-from tests.services import fresh_postgres_database
+from tests.services import migrated_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = Settings(data_dir=tmp_path).resolved_database_url
-        upgrade(url)
-        database = Database(url)
+    with migrated_database(request.param, tmp_path) as database:
         yield database
-        database.dispose()
-        return
-    with fresh_postgres_database() as plain_url:
-        url = Settings(database_url=plain_url).resolved_database_url
-        upgrade(url)
-        database = Database(url)
-        try:
-            yield database
-        finally:
-            database.dispose()
 
 
 def test_empty_table(db: Database) -> None:

@@ -12,32 +12,17 @@ import pytest
 from sqlalchemy import insert, select
 
 from filejobs.db import Database
-from filejobs.migrate import upgrade
 from filejobs.models import WebhookDelivery, WebhookEndpoint, utcnow
-from filejobs.settings import Settings
 from filejobs.webhooks import deliveries, outbox
-from tests.services import fresh_postgres_database
+from tests.services import migrated_database
 
 DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = Settings(data_dir=tmp_path).resolved_database_url
-        upgrade(url)
-        database = Database(url)
+    with migrated_database(request.param, tmp_path) as database:
         yield database
-        database.dispose()
-        return
-    with fresh_postgres_database() as plain_url:
-        url = Settings(database_url=plain_url).resolved_database_url
-        upgrade(url)
-        database = Database(url)
-        try:
-            yield database
-        finally:
-            database.dispose()
 
 
 def _endpoint(db: Database, owner: str = "k1") -> str:
