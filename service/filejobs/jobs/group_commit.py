@@ -7,9 +7,10 @@ one upload per fsync. Here one thread takes every insert waiting at that moment,
 directory once, and commits them all in one transaction: under load N uploads share two fsyncs,
 and alone an upload waits for no one.
 
-Each job with an Idempotency-Key runs its ``before_commit`` in a savepoint of its own, so one that
-lost its key (409) does not undo the others. The files are already in place and fsynced by their
-uploads; only their directory entries wait for the batch's directory fsync.
+Each job with a ``prepare`` (linking its file: :func:`filejobs.jobs.files.link`) or a
+``before_commit`` (an Idempotency-Key) runs in a savepoint of its own, so one that lost its key
+(409) or whose content is gone (428) does not undo the others. The files are already in place
+and fsynced by their uploads; only their directory entries wait for the batch's directory fsync.
 """
 
 from __future__ import annotations
@@ -35,12 +36,14 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 
 BeforeCommit = Callable[[Session], None]
+Prepare = Callable[[Session, dict[str, Any]], None]
 
 
 @dataclass
 class _Insert:
     values: dict[str, Any]
     before_commit: BeforeCommit | None
+    prepare: Prepare | None
     place: Callable[[], None] | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None] = field(repr=False)
@@ -65,13 +68,15 @@ class GroupCommitter:
         job: Job,
         *,
         before_commit: BeforeCommit | None = None,
+        prepare: Prepare | None = None,
         place: Callable[[], None] | None = None,
     ) -> None:
         """Insert ``job`` durably: ``place`` (moving its file into ``uploads/``) first, then the
-        directory's fsync, then the transaction. Raise what ``place``, ``before_commit`` or the
+        directory's fsync, then the transaction: ``prepare`` (may change the row's values), the
+        insert, ``before_commit``. Raise what ``place``, ``prepare``, ``before_commit`` or the
         database raised (then nothing of this job is committed)."""
         loop = asyncio.get_running_loop()
-        item = _Insert(job.model_dump(), before_commit, place, loop, loop.create_future())
+        item = _Insert(job.model_dump(), before_commit, prepare, place, loop, loop.create_future())
         self._start()
         self._queue.put(item)
         await asyncio.shield(item.future)  # a cancelled request must not lose track of its row
@@ -129,13 +134,16 @@ class GroupCommitter:
                 for index, item in enumerate(batch):
                     if outcomes[index] is not None:
                         continue
-                    if item.before_commit is None:
+                    if item.before_commit is None and item.prepare is None:
                         session.execute(insert(self._table), [item.values])
                         continue
                     nested = session.begin_nested()
                     try:
+                        if item.prepare is not None:
+                            item.prepare(session, item.values)
                         session.execute(insert(self._table), [item.values])
-                        item.before_commit(session)
+                        if item.before_commit is not None:
+                            item.before_commit(session)
                     except Exception as exc:  # this job's own failure (its key was taken over)
                         nested.rollback()
                         outcomes[index] = exc
