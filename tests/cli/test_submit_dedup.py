@@ -3,11 +3,22 @@ and says so; ``--no-reuse`` / ``reuse=False`` ask for fresh runs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from filejobs.client import Client
 from filejobs.testing import Server
-from tests.cli.helpers import all_jobs, make_tree, run_cli
+from tests.cli.helpers import all_jobs, make_tree, run_cli, server_env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of this module's own, with result reuse on (the service's default)."""
+    root = tmp_path_factory.mktemp("server")
+    with Server(root / "data", env=server_env(reuse="true"), log_path=root / "server.log") as shared:
+        yield shared
 
 
 def test_a_rerun_sends_no_byte_and_reuses_every_result(server: Server, tmp_path: Path) -> None:

@@ -54,7 +54,8 @@ def stored_rows(services: Services) -> list[StoredFile]:
 
 @pytest.fixture
 def settings(data_dir: Path) -> Settings:
-    return make_settings(data_dir, rate_limit=0)  # the timing test makes hundreds of requests
+    # Reuse on (the service's default; the suite's is off); the timing test makes hundreds of requests.
+    return make_settings(data_dir, rate_limit=0, reuse=True)
 
 
 @pytest.fixture
@@ -245,7 +246,7 @@ def test_reuse_can_be_turned_off_for_the_service(tmp_path: Path) -> None:
     from filejobs.app import create_app
     from filejobs.jobs.dispatch import InMemoryDispatcher
 
-    settings = make_settings(tmp_path / "data", reuse=False)
+    settings = make_settings(tmp_path / "data", reuse=False)  # as the service's FILEJOBS_REUSE=false
     with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
         services: Services = client.app_state["services"]
         first = submit(client, CONTENT, processor="upper")["id"]

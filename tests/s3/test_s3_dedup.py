@@ -27,7 +27,7 @@ SHA = hashlib.sha256(CONTENT).hexdigest()
 
 @pytest.fixture
 def s3_settings(data_dir: Path, s3_bucket: S3Bucket) -> Settings:
-    return make_settings(data_dir, s3_part_size=5 * MiB, **s3_bucket.settings)
+    return make_settings(data_dir, s3_part_size=5 * MiB, reuse=True, **s3_bucket.settings)
 
 
 @pytest.fixture

@@ -134,7 +134,7 @@ def run(ctx: Context) -> list[Figure]:
     folder = make_folder(root / "folder", files, size)
     total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     ctx.say(f"   {files} files, {total / 2**20:.1f} MiB")
-    with filejobs_server(root / "batch", filejobs_env()) as server:
+    with filejobs_server(root / "batch", filejobs_env(FILEJOBS_REUSE="true")) as server:
         first_wall, first_bytes, line = submit_folder(server.base_url, folder)
         ctx.say(f"   first run   {first_wall:7.2f} s  {line} ({first_bytes / 2**20:.1f} MiB sent)")
         again_wall, again_bytes, line = submit_folder(server.base_url, folder)
@@ -145,7 +145,9 @@ def run(ctx: Context) -> list[Figure]:
 
     results: dict[str, list[WrkResult]] = {"reuse on": [], "reuse off": []}
     with (
-        filejobs_server(root / "on", filejobs_env(FILEJOBS_WORKERS="0"), scalable=True) as on,
+        filejobs_server(
+            root / "on", filejobs_env(FILEJOBS_WORKERS="0", FILEJOBS_REUSE="true"), scalable=True
+        ) as on,
         filejobs_server(
             root / "off", filejobs_env(FILEJOBS_WORKERS="0", FILEJOBS_REUSE="false"), scalable=True
         ) as off,
