@@ -342,3 +342,49 @@ def test_the_built_in_processors_declare_a_version() -> None:
         assert "version" in vars(load_spec(spec)), spec
     assert Upper.version == "1"
     assert Upper.reusable
+
+
+def test_a_reused_job_finishes_through_the_same_path_webhooks_and_metrics(
+    client: TestClient, services: Services
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from filejobs.models import WebhookDelivery
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    services.settings.webhook_allow_http = True
+    services.settings.webhook_allow_private = True
+    hook = client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"})
+    assert hook.status_code == 201, hook.text
+    first = submit(client, CONTENT, processor="upper")["id"]
+    burst_worker(services).drain()
+    reused_before = sample("filejobs_jobs_reused_total", processor="upper")
+    skipped_before = sample("filejobs_upload_skipped_bytes_total")
+
+    reused = by_hash(client, processor="upper").json()
+    assert reused["reused_from"] == first
+    assert reused["notification"] == "pending"  # its webhook queued in the transaction that made it
+    with services.db.read() as session:
+        rows = session.exec(select(WebhookDelivery).where(WebhookDelivery.job_id == reused["id"])).all()
+    assert [(row.event_type, row.status) for row in rows] == [("job.succeeded", "pending")]
+    assert sample("filejobs_jobs_reused_total", processor="upper") == reused_before + 1
+    assert sample("filejobs_upload_skipped_bytes_total") == skipped_before + len(CONTENT)
+
+
+def test_a_finished_resumable_upload_shares_the_stored_content(
+    client: TestClient, services: Services, data_dir: Path
+) -> None:
+    from tests.tus.helpers import created, patch
+
+    first = submit(client, CONTENT)["id"]
+    url = created(client, len(CONTENT), filename="again.txt", processor="upper", reuse="false")
+    done = patch(client, url, 0, CONTENT)
+    assert done.status_code == 204, done.text
+    jobs = [job for job in client.get("/v1/jobs").json()["items"] if job["id"] != first]
+    assert len(jobs) == 1
+    assert row(services.db, jobs[0]["id"]).storage_key == f"uploads/{first}"
+    assert uploads(data_dir) == [first]
+    burst_worker(services).drain()
+    assert client.get(f"/v1/jobs/{jobs[0]['id']}/result").content == CONTENT.upper()
