@@ -388,3 +388,99 @@ def test_a_finished_resumable_upload_shares_the_stored_content(
     assert uploads(data_dir) == [first]
     burst_worker(services).drain()
     assert client.get(f"/v1/jobs/{jobs[0]['id']}/result").content == CONTENT.upper()
+
+
+def test_on_postgresql_links_and_deletes_racing_never_lose_a_file_in_use(tmp_path: Path) -> None:
+    """Uploads by hash racing the deletes of the jobs that hold the content (PostgreSQL, row
+    locks): every job left has its bytes, and once all are gone, so are the bytes."""
+    import threading
+
+    from filejobs.app import create_app
+    from filejobs.jobs.dispatch import InMemoryDispatcher
+    from tests.services import fresh_postgres_database
+
+    with fresh_postgres_database() as url:
+        settings = make_settings(tmp_path / "data", database_url=url, reuse=True, rate_limit=0)
+        with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
+            services: Services = client.app_state["services"]
+            made = [submit(client, CONTENT)["id"]]
+            lock = threading.Lock()
+            errors: list[str] = []
+
+            def linker() -> None:
+                for _ in range(25):
+                    answer = by_hash(client)
+                    if answer.status_code == 202:
+                        with lock:
+                            made.append(answer.json()["id"])
+                    elif answer.status_code == 428:  # every holder deleted meanwhile: send the bytes
+                        with lock:
+                            made.append(submit(client, CONTENT)["id"])
+                    else:
+                        errors.append(answer.text)
+
+            def deleter() -> None:
+                for _ in range(40):
+                    with lock:
+                        victim = made.pop(0) if len(made) > 1 else None
+                    if victim is not None:
+                        status = client.delete(f"/v1/jobs/{victim}").status_code
+                        if status != 204:
+                            errors.append(f"delete {status}")
+
+            threads = [threading.Thread(target=linker) for _ in range(2)] + [threading.Thread(target=deleter)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert errors == []
+            for job_id in made:
+                assert (services.storage.root / row(services.db, job_id).storage_key).is_file()  # type: ignore[attr-defined]
+            for job_id in made:
+                assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+            assert uploads(tmp_path / "data") == []
+            assert stored_rows(services) == []
+
+
+def test_on_postgresql_a_delete_waits_for_a_link_in_flight_and_counts_it(tmp_path: Path) -> None:
+    """The race itself, step by step: a job linking to the content holds its ``files`` row until it
+    commits; deleting the content's last other job waits for that, then counts the new reference
+    and keeps the bytes."""
+    import threading
+
+    from sqlalchemy import insert, text
+
+    from filejobs.app import create_app
+    from filejobs.ids import new_job_id
+    from filejobs.jobs.dispatch import InMemoryDispatcher
+    from filejobs.models import Job, new_job
+    from tests.services import fresh_postgres_database
+
+    with fresh_postgres_database() as url:
+        settings = make_settings(tmp_path / "data", database_url=url, reuse=True)
+        with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
+            services: Services = client.app_state["services"]
+            holder = row(services.db, submit(client, CONTENT)["id"])
+            now = utcnow()
+            values = new_job(
+                **{**holder.model_dump(), "id": new_job_id(), "storage_key": "", "created_at": now}
+            ).model_dump()
+            outcome: list[files.Garbage] = []
+            with services.db.write() as session:
+                files.link(session, values, stored=False, reuse=False, now=now)  # the row locked
+                session.execute(insert(Job.__table__), [values])  # type: ignore[attr-defined]
+                deleting = threading.Thread(
+                    target=lambda: outcome.append(repository.delete_job_releasing(services.db, holder.id)[1])
+                )
+                deleting.start()
+                deadline = time.monotonic() + 10
+                waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                with services.db.read_connection() as conn:
+                    while not conn.execute(waiting).scalar():
+                        assert time.monotonic() < deadline, "the delete did not wait for the link"
+                        time.sleep(0.01)
+                assert outcome == []
+            deleting.join(10)
+            assert outcome[0].keys == []  # the new job's reference was counted: the bytes stay
+            assert (services.storage.root / values["storage_key"]).is_file()  # type: ignore[attr-defined]
+            assert values["storage_key"] == holder.storage_key

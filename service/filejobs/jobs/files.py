@@ -108,8 +108,10 @@ def link(session: Session, values: dict[str, Any], *, stored: bool, reuse: bool,
     kept succeeded job to take the result of."""
     linked = Linked()
     owner, sha256 = values["owner"], values["file_sha256"]
-    if stored:
-        new_content = _insert_ignore(
+    conn = session.connection()
+    row = None
+    for _ in range(3):  # the row can go between the two statements (its last job deleted)
+        if stored and _insert_ignore(
             session,
             {
                 "owner": owner,
@@ -119,11 +121,11 @@ def link(session: Session, values: dict[str, Any], *, stored: bool, reuse: bool,
                 "content_type": values["file_content_type"],
                 "created_at": now,
             },
-        )
-        if new_content:
+        ):
             return linked  # nothing of this owner has this content: nothing to share or reuse
-    conn = session.connection()
-    row = conn.execute(_FILE_BY_HASH_LOCKED, {"b_owner": owner, "b_sha256": sha256}).mappings().first()
+        row = conn.execute(_FILE_BY_HASH_LOCKED, {"b_owner": owner, "b_sha256": sha256}).mappings().first()
+        if row is not None or not stored:
+            break
     if row is None:
         raise NotStored(sha256)
     if row["storage_key"] != values["storage_key"]:
@@ -200,9 +202,17 @@ def output_home(key: str | None) -> str | None:
     return key.split("/", 2)[1]
 
 
+def lock_content(session: Session, *, owner: str, sha256: str) -> None:
+    """Lock the ``files`` row of this content (if any) for the transaction, before the job rows
+    (:func:`link` takes them in that order too): a job linking to the content waits for a delete
+    releasing it, or the delete counts its reference (PostgreSQL; SQLite's writers take turns)."""
+    session.connection().execute(_FILE_BY_HASH_LOCKED, {"b_owner": owner, "b_sha256": sha256}).first()
+
+
 def release(session: Session, job: Job) -> Garbage:
-    """After ``job``'s row was deleted in ``session``: what of its files no remaining job needs.
-    Its ``files`` row goes in this transaction with the last reference to its key."""
+    """After ``job``'s row was deleted in ``session`` (its content locked first:
+    :func:`lock_content`): what of its files no remaining job needs. Its ``files`` row goes in this
+    transaction with the last reference to its key."""
     garbage = Garbage()
     if job.storage_key and not _referenced(session, _JOBS.c.storage_key, job.storage_key):
         session.execute(

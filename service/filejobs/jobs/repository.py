@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 from filejobs.db import Database
 from filejobs.errors import BadRequest, Conflict, NotFound
 from filejobs.ids import is_job_id
-from filejobs.jobs.files import Garbage, release
+from filejobs.jobs.files import Garbage, lock_content, release
 from filejobs.models import Job, JobStatus, utcnow
 from filejobs.webhooks.outbox import record_job_event
 
@@ -331,9 +331,17 @@ def delete_job_releasing(db: Database, job_id: str, *, owner: str | None = None)
     """Remove the row and, in the same transaction, its references to stored files: returns what
     it was and the bytes no remaining job references (delete them after this returns)."""
     with db.write() as session:
+        _lock_content_of(session, job_id, owner)
         job = _locked(session, job_id, owner)
         session.exec(delete(Job).where(col(Job.id) == job_id))
         return job, release(session, job)
+
+
+def _lock_content_of(session: Session, job_id: str, owner: str | None) -> None:
+    """Lock the ``files`` row of the job's content before the job's row (the order new jobs take)."""
+    seen = _by_id(session, job_id, owner, locked=False) if is_job_id(job_id) else None
+    if seen is not None:
+        lock_content(session, owner=seen.owner, sha256=seen.file_sha256)
 
 
 # ---- the worker's side ----------------------------------------------------------------------
@@ -604,6 +612,7 @@ def delete_finished(db: Database, job_id: str, *, cutoff: datetime) -> Garbage |
     transaction: the bytes no remaining job references (None: not deleted)."""
     finished = [JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value]
     with db.write() as session:
+        _lock_content_of(session, job_id, None)
         job = _by_id(session, job_id, None, locked=True)
         if job is None or job.status not in finished or job.finished_at is None or job.finished_at >= cutoff:
             return None
