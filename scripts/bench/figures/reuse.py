@@ -45,10 +45,12 @@ def _png(rng: random.Random, size: int) -> bytes:
 
 def _csv(rng: random.Random, size: int) -> bytes:
     rows = ["id,name,value,when"]
-    while sum(len(r) + 1 for r in rows) < size:
+    written = len(rows[0]) + 1
+    while written < size:
         rows.append(
             f"{len(rows)},item-{rng.randrange(10**6)},{rng.random():.6f},2026-12-{rng.randint(1, 28):02d}"
         )
+        written += len(rows[-1]) + 1
     return ("\n".join(rows) + "\n").encode()
 
 
