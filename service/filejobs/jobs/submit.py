@@ -5,6 +5,13 @@ object completed in the bucket), then the row commits, then (in the caller of
 :func:`filejobs.jobs.intake.submit_upload`) the answer goes out, then the id is dispatched. If the
 process dies after the rename but before the commit, the sweeper finds a file with no row and
 removes it.
+
+In the row's transaction the job's file is linked to its owner's content
+(:func:`filejobs.jobs.files.link`): content the owner has stored already is shared (this upload's
+own bytes are deleted after the commit) and a kept succeeded job with the same file, processor,
+processor version and params gives its result at once (result reuse). An upload by hash
+(``file_sha256`` and no file part) stores nothing: it is answered 428 unless the owner has the
+content.
 """
 
 from __future__ import annotations
