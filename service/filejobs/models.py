@@ -85,7 +85,8 @@ class Job(SQLModel, table=True):
         Index("ix_jobs_updated_at", "updated_at"),
         Index("ix_jobs_storage_key", "storage_key"),
         Index("ix_jobs_output_key", "output_key"),
-        Index("ix_jobs_owner_file_sha256_processor", "owner", "file_sha256", "processor"),
+        # Result reuse's lookup: only the succeeded jobs of this content, processor and params.
+        Index("ix_jobs_reuse", "owner", "file_sha256", "processor", "params_digest", "status"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
