@@ -93,11 +93,17 @@ class NotStored(Exception):
     """Upload by hash of content the owner does not have (any more): the client sends the bytes."""
 
 
+# INSERT … ON CONFLICT DO NOTHING, one statement per dialect built once (its compiled form cached).
+_INSERT_IGNORE = {
+    "postgresql": postgresql.insert(_FILES).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(_FILES).on_conflict_do_nothing(),
+}
+
+
 def _insert_ignore(session: Session, values: dict[str, Any]) -> int:
-    dialect = session.connection().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(_FILES).values(**values).on_conflict_do_nothing()
-    return int(session.connection().execute(statement).rowcount)
+    """Insert the ``files`` row unless one exists: 1 when inserted (new content), else 0."""
+    conn = session.connection()
+    return int(conn.execute(_INSERT_IGNORE[conn.dialect.name], values).rowcount)
 
 
 def link(session: Session, values: dict[str, Any], *, stored: bool, reuse: bool, now: Any) -> Linked:
