@@ -228,6 +228,7 @@ class Batch:
                 on_upload_url=began,
                 reuse=self.options.reuse,
                 on_skipped=lambda size: skipped.append(size),
+                sha256=state.sha256,
             )
         except BaseException:
             self.display.skip(state.path, state.size)

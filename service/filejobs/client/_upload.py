@@ -92,18 +92,20 @@ def prepare_upload(
     filename: str | None,
     key: str | None,
     reuse: bool = True,
+    sha256: str | None = None,
 ) -> Upload:
     """Resolve ``file`` (a path, or a binary file object read from its current position).
 
     Hashes the content (for an upload by hash, and without ``key`` for :func:`idempotency_key`;
-    a stream that cannot seek gets a random key and no hash: it can only be read once).
+    a stream that cannot seek gets a random key and no hash: it can only be read once). A path's
+    ``sha256`` when the caller has it already (a batch hashed the file) is not computed again.
     """
     fields = form_fields(processor, params, reuse=reuse)
     if isinstance(file, str | os.PathLike):
         path = Path(file)
         size = os.stat(path).st_size
         name = filename or path.name or "upload"
-        sha256 = file_sha256(path)
+        sha256 = sha256 or file_sha256(path)
         if key is None:
             key = idempotency_key(sha256, size, processor, params, name=name, reuse=reuse)
         return Upload(name, size, key, _framing(fields, name), path=path, sha256=sha256, fields=fields)

@@ -125,6 +125,7 @@ class AsyncClient:
         reuse: bool = True,
         by_hash: bool = True,
         on_skipped: Callable[[int], None] | None = None,
+        sha256: str | None = None,
     ) -> Job:
         """See :meth:`filejobs.client.sync.Client.submit`; ``on_progress``, ``on_upload_url`` and
         ``on_skipped`` run on the event loop."""
@@ -137,6 +138,7 @@ class AsyncClient:
                 filename=filename,
                 key=idempotency_key,
                 reuse=reuse,
+                sha256=sha256,
             )
         )
         if by_hash and upload.sha256 is not None and upload.size and upload_url is None:

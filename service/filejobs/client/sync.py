@@ -118,13 +118,15 @@ class Client:
         reuse: bool = True,
         by_hash: bool = True,
         on_skipped: Callable[[int], None] | None = None,
+        sha256: str | None = None,
     ) -> Job:
         """Upload ``file`` (a path, or a binary file object read from its position) as a new job.
 
         ``by_hash``: first ask by the content's SHA-256 (one small request): when the server holds
         this content for the key, the job is made without sending a byte (``on_skipped(size)`` is
-        told), else the file is sent. ``reuse=False`` asks for a fresh run even where a kept result
-        of the same file, processor and params could be reused.
+        told), else the file is sent (``sha256``: a path's hash when the caller has it).
+        ``reuse=False`` asks for a fresh run even where a kept result of the same file, processor
+        and params could be reused.
 
         ``resumable``: ``"auto"`` sends a file of at least ``resumable_threshold`` bytes (64 MiB)
         with tus in ``chunk_size`` chunks, resuming from the server's offset after a failure;
@@ -137,7 +139,13 @@ class Client:
         the same file is recognisable. A file object that cannot seek is sent once, without retries.
         """
         upload = prepare_upload(
-            file, processor=processor, params=params, filename=filename, key=idempotency_key, reuse=reuse
+            file,
+            processor=processor,
+            params=params,
+            filename=filename,
+            key=idempotency_key,
+            reuse=reuse,
+            sha256=sha256,
         )
         if by_hash and upload.sha256 is not None and upload.size and upload_url is None:
             found = self._submit_by_hash(upload)
