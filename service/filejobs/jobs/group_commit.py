@@ -44,6 +44,7 @@ class _Insert:
     values: dict[str, Any]
     before_commit: BeforeCommit | None
     prepare: Prepare | None
+    isolated: bool
     place: Callable[[], None] | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None] = field(repr=False)
@@ -69,14 +70,18 @@ class GroupCommitter:
         *,
         before_commit: BeforeCommit | None = None,
         prepare: Prepare | None = None,
+        isolated: bool | None = None,
         place: Callable[[], None] | None = None,
     ) -> None:
         """Insert ``job`` durably: ``place`` (moving its file into ``uploads/``) first, then the
         directory's fsync, then the transaction: ``prepare`` (may change the row's values), the
         insert, ``before_commit``. Raise what ``place``, ``prepare``, ``before_commit`` or the
-        database raised (then nothing of this job is committed)."""
+        database raised (then nothing of this job is committed). ``isolated`` (default: when there
+        is a ``before_commit``) runs them in a savepoint of their own, for a job whose own failure
+        must not undo the others'."""
         loop = asyncio.get_running_loop()
-        item = _Insert(job.model_dump(), before_commit, prepare, place, loop, loop.create_future())
+        isolated = before_commit is not None if isolated is None else isolated
+        item = _Insert(job.model_dump(), before_commit, prepare, isolated, place, loop, loop.create_future())
         self._start()
         self._queue.put(item)
         await asyncio.shield(item.future)  # a cancelled request must not lose track of its row
@@ -134,8 +139,12 @@ class GroupCommitter:
                 for index, item in enumerate(batch):
                     if outcomes[index] is not None:
                         continue
-                    if item.before_commit is None and item.prepare is None:
+                    if not item.isolated:
+                        if item.prepare is not None:
+                            item.prepare(session, item.values)
                         session.execute(insert(self._table), [item.values])
+                        if item.before_commit is not None:
+                            item.before_commit(session)
                         continue
                     nested = session.begin_nested()
                     try:

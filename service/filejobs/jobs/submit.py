@@ -300,7 +300,12 @@ async def record_job(
         if committer is not None:
             # The committer moves the file into place, fsyncs uploads/ once for all the uploads
             # it commits together, then inserts their rows in one transaction.
-            await committer.insert(job, before_commit=before_commit, prepare=prepare, place=place)
+            # A savepoint of its own only where this job alone may fail: its Idempotency-Key taken
+            # over (409), or the content of an upload by hash gone meanwhile (428).
+            isolated = claim is not None or not received.stored
+            await committer.insert(
+                job, before_commit=before_commit, prepare=prepare, isolated=isolated, place=place
+            )
         else:
             await to_thread.run_sync(
                 partial(repository.insert_job, db, job, before_commit=before_commit, prepare=prepare)
