@@ -331,17 +331,21 @@ def delete_job_releasing(db: Database, job_id: str, *, owner: str | None = None)
     """Remove the row and, in the same transaction, its references to stored files: returns what
     it was and the bytes no remaining job references (delete them after this returns)."""
     with db.write() as session:
-        _lock_content_of(session, job_id, owner)
+        if not _lock_content_of(session, job_id, owner):  # one statement for an unknown id too
+            raise NotFound(f"No job with id {job_id!r}.")
         job = _locked(session, job_id, owner)
         session.exec(delete(Job).where(col(Job.id) == job_id))
         return job, release(session, job)
 
 
-def _lock_content_of(session: Session, job_id: str, owner: str | None) -> None:
-    """Lock the ``files`` row of the job's content before the job's row (the order new jobs take)."""
+def _lock_content_of(session: Session, job_id: str, owner: str | None) -> bool:
+    """Lock the ``files`` row of the job's content before the job's row (the order new jobs take);
+    False when there is no such job (of ``owner``)."""
     seen = _by_id(session, job_id, owner, locked=False) if is_job_id(job_id) else None
-    if seen is not None:
-        lock_content(session, owner=seen.owner, sha256=seen.file_sha256)
+    if seen is None:
+        return False
+    lock_content(session, owner=seen.owner, sha256=seen.file_sha256)
+    return True
 
 
 # ---- the worker's side ----------------------------------------------------------------------
