@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from functools import partial
+from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel
 
 from filejobs.api.auth import CallerDep, authenticate
@@ -40,7 +41,11 @@ class StoredFileInfo(BaseModel):
         **problem_docs(401, 404, 422, 429),
     },
 )
-async def has_file(sha256: str, services: ServicesDep, caller: CallerDep) -> Response:
+async def has_file(
+    sha256: Annotated[str, Path(pattern=f"^{_SHA256.pattern}$", description="The file's SHA-256 (hex).")],
+    services: ServicesDep,
+    caller: CallerDep,
+) -> Response:
     """200 with its size (also in ``X-File-Size``) or 404: this key has no such content."""
     if not _SHA256.fullmatch(sha256):
         raise Unprocessable("The SHA-256 must be 64 hexadecimal digits.")
