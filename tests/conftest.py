@@ -52,6 +52,9 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "progress_interval": 0.0,
         "retention": timedelta(days=7),
         "processors": TEST_PROCESSORS,
+        # Every submit runs: the suite's tests often submit the same file again and expect a run.
+        # Result reuse is tested where it is turned on (tests/jobs/test_dedup.py and its kin).
+        "reuse": False,
     }
     values.update(overrides)
     return Settings(**values)

@@ -42,7 +42,8 @@ def test_get_job_has_the_contract_body(client: TestClient) -> None:
     body = response.json()
     assert set(body) == {
         "id", "status", "processor", "params", "file", "progress", "message", "attempts", "error",
-        "result", "created_at", "started_at", "finished_at", "updated_at", "version", "notification", "links",
+        "result", "created_at", "started_at", "finished_at", "updated_at", "version", "notification",
+        "reused_from", "links",
     }  # fmt: skip
     assert body["status"] == "queued"
     assert body["file"]["name"] == "notes.txt"

@@ -40,6 +40,7 @@ GROUPS = {
     "storage": "scripts.bench.figures.storage:run",  # S3 backend: 1 GiB vs boto3, RSS, tail, 1 KiB/s
     "webhooks": "scripts.bench.figures.webhooks:run",  # finished -> webhook vs SSE; an endpoint's accept cost
     "resumable": "scripts.bench.figures.resumable:run",  # 1 GiB via tus vs POST /v1/jobs; cut and resumed
+    "reuse": "scripts.bench.figures.reuse:run",  # a batch again / 1 in 10 changed; dedup's upload cost
 }
 
 

@@ -23,7 +23,18 @@ from filejobs.api.fast_status import StatusApp
 from filejobs.api.fast_upload import FastUpload
 from filejobs.api.head import HeadAsGet
 from filejobs.api.problems import ProblemDetails, install_handlers
-from filejobs.api.routes import dashboard, docs, events, health, jobs, metrics, processors, uploads, webhooks
+from filejobs.api.routes import (
+    dashboard,
+    docs,
+    events,
+    files,
+    health,
+    jobs,
+    metrics,
+    processors,
+    uploads,
+    webhooks,
+)
 from filejobs.api.security_headers import SecurityHeaders
 from filejobs.api.tus_headers import TusHeaders
 from filejobs.jobs.dispatch import Dispatcher
@@ -184,6 +195,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.add_middleware(Cors)
     app.include_router(jobs.router)
     app.include_router(uploads.router)
+    app.include_router(files.router)
     app.include_router(processors.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

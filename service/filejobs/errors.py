@@ -112,6 +112,12 @@ class PreconditionFailed(Problem):
     status = 412
 
 
+class PreconditionRequired(Problem):
+    """428: the request needs what it left out (an upload by hash of content not stored: the file)."""
+
+    status = 428
+
+
 class Locked(Problem):
     status = 423
 

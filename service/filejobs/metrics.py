@@ -82,6 +82,17 @@ EVENT_STREAMS = Gauge(
     multiprocess_mode="livesum",
 )
 UPLOADED_BYTES = Counter("filejobs_uploaded_bytes", "Bytes of the files of accepted uploads.")
+UPLOAD_BYTES_SKIPPED = Counter(
+    "filejobs_upload_skipped_bytes",
+    "Bytes not uploaded: jobs made by hash from content the key had already stored.",
+)
+STORED_BYTES_SHARED = Counter(
+    "filejobs_stored_shared_bytes",
+    "Bytes uploaded again whose content the key already had: not kept twice (the job shares them).",
+)
+JOBS_REUSED = Counter(
+    "filejobs_jobs_reused", "Jobs that took a kept result instead of running, by processor.", ["processor"]
+)
 UPLOAD_DURATION = Histogram(
     "filejobs_upload_duration_seconds",
     "Seconds from the start of an accepted upload's body to its job being recorded (the 202).",

@@ -83,6 +83,10 @@ class Job(SQLModel, table=True):
         Index("ix_jobs_owner_status_id", "owner", "status", "id"),
         Index("ix_jobs_owner_processor_id", "owner", "processor", "id"),
         Index("ix_jobs_updated_at", "updated_at"),
+        Index("ix_jobs_storage_key", "storage_key"),
+        Index("ix_jobs_output_key", "output_key"),
+        # Result reuse's lookup: only the succeeded jobs of this content, processor and params.
+        Index("ix_jobs_reuse", "owner", "file_sha256", "processor", "params_digest", "status"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -125,6 +129,12 @@ class Job(SQLModel, table=True):
     version: int = 1
     #: The webhook notification of its last finish: None (none asked for), pending, delivered, failed.
     notification: str | None = Field(default=None, max_length=16)
+    #: The processor's ``version`` when the job was made (result reuse matches on it).
+    processor_version: str | None = Field(default=None, max_length=100)
+    #: SHA-256 of the canonical JSON of all its params (secret ones too): result reuse matches on it.
+    params_digest: str | None = Field(default=None, max_length=64)
+    #: The job whose result this one took instead of running (None: it ran, or will).
+    reused_from: str | None = Field(default=None, max_length=36)
     #: A one-off URL told of this job's finish (the ``callback_url`` form field), signed with the
     #: key's default secret (:class:`WebhookSecret`).
     callback_url: str | None = Field(default=None, max_length=2048)
@@ -140,6 +150,22 @@ def new_job(**values: Any) -> Job:
         for default in [info.get_default(call_default_factory=True)]
     }
     return Job.model_construct(**defaults, **values)
+
+
+class StoredFile(SQLModel, table=True):
+    """One content a tenant has stored: its bytes are kept once per (owner, SHA-256), under
+    ``storage_key``, for as long as a job of that owner references the key (the count is derived:
+    the jobs whose ``storage_key`` it is; the row goes in the transaction that removes the last)."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_storage_key", "storage_key"),)
+
+    owner: str = Field(primary_key=True, max_length=36)
+    sha256: str = Field(primary_key=True, max_length=64)
+    storage_key: str = Field(max_length=255)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    content_type: str = Field(max_length=255)
+    created_at: datetime = _ts(nullable=False)
 
 
 class ApiKey(SQLModel, table=True):
@@ -290,6 +316,8 @@ class JobPublic(BaseModel):
     version: int
     #: Its webhook notification: null (no endpoint wanted it), pending, delivered or failed.
     notification: str | None = None
+    #: The job whose kept result this one took instead of running (null: it ran, or will).
+    reused_from: str | None = None
     links: JobLinks
 
 
@@ -334,6 +362,7 @@ def job_public(job: Job) -> JobPublic:
         updated_at=job.updated_at,
         version=job.version,
         notification=job.notification,
+        reused_from=job.reused_from,
         links=JobLinks(self=f"/v1/jobs/{job.id}", result=f"/v1/jobs/{job.id}/result"),
     )
 

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     )
     job_timeout: float = Field(default=3600.0, gt=0, description="Seconds before a job's process is killed.")
     max_attempts: int = Field(default=3, ge=1)
+    reuse: bool = Field(
+        default=True,
+        description="Reuse results: a job whose file (same key's SHA-256), processor, processor "
+        "version and params match a kept succeeded job's completes at once with its result "
+        "(false: every job runs).",
+    )
     retry_backoff: float = Field(default=2.0, ge=0, description="Seconds before the first retry; doubles.")
     retry_backoff_max: float = Field(default=300.0, ge=0)
     lease_seconds: float = Field(

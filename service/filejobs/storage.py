@@ -203,6 +203,10 @@ class Storage(Protocol):
         """The job ids of the stored uploads written over ``seconds`` ago (orphan candidates)."""
         ...
 
+    def outputs_older_than(self, seconds: float) -> list[str]:
+        """The job ids of the stored outputs written over ``seconds`` ago (orphan candidates)."""
+        ...
+
 
 def upload_key(job_id: str) -> str:
     return f"uploads/{job_id}"
@@ -492,6 +496,17 @@ class LocalStorage:
         for entry in os.scandir(self.root / "uploads"):
             try:
                 if entry.is_file() and entry.stat().st_mtime < cutoff:
+                    old.append(entry.name)
+            except FileNotFoundError:
+                continue
+        return old
+
+    def outputs_older_than(self, seconds: float) -> list[str]:
+        cutoff = time.time() - seconds
+        old = []
+        for entry in os.scandir(self.root / "outputs"):
+            try:
+                if entry.is_dir() and entry.stat().st_mtime < cutoff:
                     old.append(entry.name)
             except FileNotFoundError:
                 continue

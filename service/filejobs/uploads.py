@@ -58,6 +58,8 @@ MAX_PART_HEADER_BYTES = 8 * 1024
 #: Room for the boundaries and part headers on top of the file and the form fields.
 ENVELOPE_BYTES = 64 * 1024
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+#: The form field naming the file's SHA-256: alone (no file part) it is an upload by hash.
+BY_HASH_FIELD = "file_sha256"
 
 
 @dataclass
@@ -82,6 +84,9 @@ class ReceivedFile:
     content_type: str
     declared_content_type: str | None
     fields: dict[str, str] = field(default_factory=dict)
+    #: False for an upload by hash (a ``file_sha256`` field and no file part): no byte was stored,
+    #: ``size`` and ``sha256`` are what the client said, ``content_type`` is unknown ("").
+    stored: bool = True
 
 
 FieldCheck = Callable[[dict[str, str]], object]
@@ -466,6 +471,9 @@ async def receive_upload(
             watch.stop()
         if not receiver.ended:
             raise MalformedMultipart("The multipart body ended before its closing boundary.")
+        if not receiver.file_seen and BY_HASH_FIELD in receiver.fields:
+            await _abort(receiver, sink)
+            return _by_hash(sink, receiver.fields)
         if not receiver.file_seen:
             raise Unprocessable("The form has no 'file' field.")
         if receiver.size == 0:
@@ -499,6 +507,23 @@ async def receive_upload(
         content_type=await _sniff(bytes(receiver.sample)),
         declared_content_type=receiver.file_declared_type,
         fields=receiver.fields,
+    )
+
+
+def _by_hash(sink: UploadSink, fields: dict[str, str]) -> ReceivedFile:
+    """An upload by hash: the content named by ``file_sha256`` (checked by the intake)."""
+    size_text = fields.get("file_size", "")
+    if size_text and not (size_text.isascii() and size_text.isdigit()):
+        raise Unprocessable("'file_size' must be a whole number of bytes.")
+    return ReceivedFile(
+        sink=sink,
+        name=display_name(fields.get("file_name") or "upload"),
+        size=int(size_text) if size_text else -1,
+        sha256=fields[BY_HASH_FIELD],
+        content_type="",
+        declared_content_type=None,
+        fields=fields,
+        stored=False,
     )
 
 

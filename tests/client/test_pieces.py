@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -74,7 +75,11 @@ def test_the_upload_body_is_well_formed_with_fields_first(text_file: Path) -> No
     script = Script(accepted())
     with Client(BASE, transport=script.transport()) as client:
         client.submit(
-            text_file, processor="sleep", params={"seconds": 1, "note": "ünï"}, filename="ré sumé.txt"
+            text_file,
+            processor="sleep",
+            params={"seconds": 1, "note": "ünï"},
+            filename="ré sumé.txt",
+            by_hash=False,  # the scripted server answers the upload itself
         )
     request, body = script.requests[0], script.bodies[0]
     assert int(request.headers["Content-Length"]) == len(body)
@@ -118,7 +123,7 @@ def test_a_file_that_changes_size_while_uploading_is_refused(tmp_path: Path) -> 
         Client(BASE, transport=script.transport()) as client,
         pytest.raises(UploadError, match="changed size"),
     ):
-        client.submit(path, on_progress=grow)
+        client.submit(path, on_progress=grow, by_hash=False)
     with pytest.raises(UploadError):
         ChunkReader(io.BytesIO(b""), 10).read()
     reader = ChunkReader(io.BytesIO(b"short"), 10)
@@ -267,3 +272,23 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     explicit = Client("http://given.test", settings=ClientSettings(url="http://ignored.test", api_key="x"))
     assert explicit.base_url == "http://given.test"
     explicit.close()
+
+
+def test_the_upload_by_hash_is_a_form_of_text_fields_then_the_file_after_a_428(text_file: Path) -> None:
+    from tests.client.fakes import problem as problem_answer
+
+    script = Script(problem_answer(428), accepted())
+    with Client(BASE, transport=script.transport()) as client:
+        client.submit(text_file, processor="sleep", reuse=False)
+    first, second = script.bodies
+    boundary = script.requests[0].headers["Content-Type"].partition("; boundary=")[2]
+    fields = {p[0]["content-disposition"].split('"')[1]: p[1] for p in parse_multipart(first, boundary)}
+    assert fields == {
+        "processor": b"sleep",
+        "reuse": b"false",
+        "file_sha256": hashlib.sha256(text_file.read_bytes()).hexdigest().encode(),
+        "file_name": b"hello.txt",
+        "file_size": str(text_file.stat().st_size).encode(),
+    }
+    assert script.requests[0].headers["Idempotency-Key"] == script.requests[1].headers["Idempotency-Key"]
+    assert second.count(text_file.read_bytes()) == 1

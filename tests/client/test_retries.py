@@ -37,6 +37,8 @@ def unavailable(retry_after: str | None = None) -> httpx.Response:
     return problem(503, "busy", **({"Retry-After": retry_after} if retry_after is not None else {}))
 
 
+# The scripted server answers the upload itself: the submits here skip the try by hash first
+# (by_hash=False); it is tested against a real server in tests/cli/test_submit_dedup.py.
 def fast_client(script: Script, **kwargs: object) -> Client:
     kwargs.setdefault("backoff", 0.0)
     return Client("http://filejobs.test", transport=script.transport(), **kwargs)  # type: ignore[arg-type]
@@ -97,7 +99,7 @@ def test_503_with_retry_after_is_waited_out_and_the_upload_repeated(text_file: P
     size = text_file.stat().st_size
     with fast_client(script, backoff=10.0) as client:  # a backoff would be far longer: Retry-After rules
         started = time.monotonic()
-        job = client.submit(text_file, on_progress=progress.append)
+        job = client.submit(text_file, on_progress=progress.append, by_hash=False)
         elapsed = time.monotonic() - started
     assert job.id == JOB_ID
     assert 2.0 <= elapsed < 4.0
@@ -117,7 +119,7 @@ def test_an_upload_still_in_progress_409_or_a_short_disk_507_is_waited_out(text_
         accepted(),
     )
     with fast_client(script) as client:
-        assert client.submit(text_file).id == JOB_ID
+        assert client.submit(text_file, by_hash=False).id == JOB_ID
     assert len(script.requests) == 3
     assert len({r.headers["Idempotency-Key"] for r in script.requests}) == 1
 
@@ -129,7 +131,7 @@ def test_a_409_without_retry_after_or_on_another_request_is_not_retried(text_fil
     assert len(script.requests) == 1
     final = Script(problem(409, "a different conflict"))
     with fast_client(final) as client, pytest.raises(Conflict):
-        client.submit(text_file)
+        client.submit(text_file, by_hash=False)
     assert len(final.requests) == 1
 
 
@@ -155,7 +157,7 @@ def test_a_retry_after_beyond_the_limit_is_not_waited_for() -> None:
 def test_retries_run_out_into_the_error(text_file: Path) -> None:
     script = Script(unavailable())
     with fast_client(script, retries=2) as client, pytest.raises(ServiceUnavailable) as info:
-        client.submit(text_file)
+        client.submit(text_file, by_hash=False)
     assert len(script.requests) == 3
     assert info.value.status == 503
     assert info.value.detail == "busy"
@@ -169,7 +171,7 @@ def test_other_errors_are_not_retried(text_file: Path, status: int, error: type[
     script = Script(problem(status))
     with fast_client(script) as client:
         with pytest.raises(error):
-            client.submit(text_file)
+            client.submit(text_file, by_hash=False)
         with pytest.raises(error):
             client.get(JOB_ID)
     assert len(script.requests) == 2
@@ -181,7 +183,7 @@ def test_other_errors_are_not_retried(text_file: Path, status: int, error: type[
 def test_a_connection_error_then_success(text_file: Path) -> None:
     script = Script(httpx.ConnectError("refused"), accepted())
     with fast_client(script) as client:
-        assert client.submit(text_file).id == JOB_ID
+        assert client.submit(text_file, by_hash=False).id == JOB_ID
         assert len(script.requests) == 2
     script = Script(httpx.ReadError("reset"), httpx.Response(200, json=job_body()))
     with fast_client(script) as client:
@@ -193,7 +195,7 @@ def test_on_retry_hears_of_each_retry_before_its_wait(text_file: Path) -> None:
     heard: list[Retrying] = []
     script = Script(httpx.ConnectError("refused"), unavailable("0"), accepted())
     with fast_client(script, on_retry=heard.append) as client:
-        assert client.submit(text_file).id == JOB_ID
+        assert client.submit(text_file, by_hash=False).id == JOB_ID
     assert [(r.retry, r.retries, r.reason) for r in heard] == [(1, 5, "ConnectError: refused"), (2, 5, "503")]
     assert heard[0].request == "POST http://filejobs.test/v1/jobs"
     assert heard[1].delay == 0.0
@@ -262,7 +264,9 @@ def test_async_retries_on_503_and_connection_errors(text_file: Path) -> None:
             "http://filejobs.test", transport=script.async_transport(), backoff=0.0
         ) as client:
             started = time.monotonic()
-            await client.submit(io.BytesIO(b"in memory\n"), filename="m.txt", on_progress=progress.append)
+            await client.submit(
+                io.BytesIO(b"in memory\n"), filename="m.txt", on_progress=progress.append, by_hash=False
+            )
             return time.monotonic() - started
 
     elapsed = anyio.run(main)

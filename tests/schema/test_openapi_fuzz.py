@@ -538,6 +538,7 @@ REACHED = {
     "POST /v1/jobs/{job_id}/retry": 202,
     "DELETE /v1/jobs/{job_id}": 204,
     "GET /v1/processors": 200,
+    "GET /v1/files/{sha256}": 404,  # a generated hash nobody stored
     "POST /v1/webhooks": 422,
     "GET /v1/webhooks": 200,
     "GET /v1/webhooks/{webhook_id}": 404,

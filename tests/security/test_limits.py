@@ -133,8 +133,8 @@ def test_a_key_with_too_many_unfinished_jobs_gets_429_until_one_finishes(open_ap
     services = services_of(open_app)
     alice = keys.create_key(services.db, "alice")[1]
     bob = keys.create_key(services.db, "bob")[1]
-    submit(open_app, key=alice)["id"]
-    submit(open_app, key=alice)["id"]
+    submit(open_app, b"first\n", key=alice)["id"]  # two contents: one key's same bytes are stored once
+    submit(open_app, b"second\n", key=alice)["id"]
 
     refused = post_file(open_app, b"one too many\n", key=alice)
 

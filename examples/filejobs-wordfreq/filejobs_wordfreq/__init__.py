@@ -24,6 +24,7 @@ class Params(BaseModel):
 
 class WordFrequency(Processor):
     name = "word-frequency"
+    version = "1"
     description = "Counts the words of a text file and reports the most frequent ones (example plugin)."
     accepts = ("text/*",)
     Params = Params

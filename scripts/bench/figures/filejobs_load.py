@@ -26,6 +26,8 @@ OPEN_LIMITS = {
     "FILEJOBS_MAX_UNFINISHED_JOBS": "100000000",
     "FILEJOBS_MAX_QUEUE_DEPTH": "100000000",
     "FILEJOBS_MIN_FREE_DISK": "0",
+    # Every job runs: the figures upload the same file again and again (the reuse group turns it on).
+    "FILEJOBS_REUSE": "false",
 }
 TERMINAL = {"succeeded", "failed", "cancelled"}
 

@@ -104,6 +104,8 @@ def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "Invalid parameters (for uploads: missing or empty file, a 'file' part that is not a file, "
         "an unknown form field, unknown processor, bad params, an Idempotency-Key used for a "
         "different request).",
+        428: "An upload by hash ('file_sha256' and no file) of content this key has not stored: "
+        "send the file itself.",
         429: "Over the key's rate limit, unfinished-job limit or share of event streams (with Retry-After).",
         503: "Not ready, or the queue is too deep, or (for an upload) the server is shutting down or "
         "the file storage (a bucket) is unavailable (with Retry-After).",

@@ -166,7 +166,14 @@ class Batch:
             self._set(state, "hashing")
             state.sha256 = await asyncio.to_thread(hash_file, state.path, self.stop)
         options = self.options  # the relative path keeps identical files at two paths two jobs
-        state.key = make_key(state.sha256, state.size, options.processor, options.params, name=state.relpath)
+        state.key = make_key(
+            state.sha256,
+            state.size,
+            options.processor,
+            options.params,
+            name=state.relpath,
+            reuse=options.reuse,
+        )
         if before is not None and before.key == state.key:  # the same content with the same options
             state.job_id, state.error = before.job_id, before.error
             state.result_path, state.submitted_at = before.result_path, before.submitted_at
@@ -201,6 +208,8 @@ class Batch:
         """Send the file; the bytes bar keeps what was sent, and drops from its total what won't be.
         A resumable upload's URL goes into the ledger as soon as it exists, and a re-run resumes it."""
 
+        skipped: list[int] = []
+
         def began(url: str) -> None:
             state.upload_url = url
             if self.ledger is not None:  # durable before the first byte is sent (one small fsync)
@@ -217,11 +226,17 @@ class Batch:
                 resumable=self.options.resumable,
                 upload_url=state.upload_url,
                 on_upload_url=began,
+                reuse=self.options.reuse,
+                on_skipped=lambda size: skipped.append(size),
+                sha256=state.sha256,
             )
         except BaseException:
             self.display.skip(state.path, state.size)
             raise
-        self.display.uploaded(state.path, state.size)
+        if skipped:
+            self.display.not_sent(state.path, state.size)
+        else:
+            self.display.uploaded(state.path, state.size)
         return job
 
     async def _fail(self, state: FileState, status: str, error: dict[str, Any]) -> None:

@@ -29,6 +29,8 @@ class Options:
     resumable: Literal["auto", "always", "never"] = "auto"
     resumable_threshold: int = 64 * 1024 * 1024
     chunk_size: int = 64 * 1024 * 1024
+    #: False: ask the server for fresh runs (no reuse of kept results of the same file and options).
+    reuse: bool = True
 
 
 class Fatal(Exception):

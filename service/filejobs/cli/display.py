@@ -20,6 +20,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from filejobs.cli.common import human_bytes
+
 #: The order (and colour) statuses are shown in; others follow in the order first seen.
 STYLES = {
     "pending": "dim",
@@ -38,8 +40,9 @@ STYLES = {
 
 
 class _Counts:
-    def __init__(self, counts: Counter[str]) -> None:
+    def __init__(self, counts: Counter[str], display: Display) -> None:
         self.counts = counts
+        self.display = display
 
     def __rich__(self) -> RenderableType:
         text = Text("  ")
@@ -49,6 +52,8 @@ class _Counts:
             if index:
                 text.append("  ")
             text.append(f"{status} {self.counts[status]}", style=STYLES.get(status, ""))
+        if self.display.skipped_bytes:
+            text.append(f"  · {human_bytes(self.display.skipped_bytes)} not sent (already on the server)")
         return text
 
 
@@ -59,6 +64,8 @@ class Display:
         self.enabled = enabled
         self.counts: Counter[str] = Counter()
         self._sent: dict[str, int] = {}
+        #: Bytes of files not sent: the server already held them (jobs made by hash).
+        self.skipped_bytes = 0
         self.bytes = Progress(
             TextColumn("{task.description:<9}"),
             BarColumn(),
@@ -77,7 +84,7 @@ class Display:
         self._upload: TaskID = self.bytes.add_task("uploaded", total=total)
         self._done: TaskID = self.jobs.add_task("finished", total=files)
         self._live = Live(
-            Group(self.bytes, self.jobs, _Counts(self.counts)),
+            Group(self.bytes, self.jobs, _Counts(self.counts, self)),
             console=console,
             refresh_per_second=8,
             transient=False,
@@ -110,6 +117,11 @@ class Display:
         """``path`` (``size`` bytes, in the total) will not be sent, or not all of it: refused by
         the server, failed, or not uploaded at all (a job from the ledger). What was sent stays."""
         self._grow(self._sent.pop(path, 0) - size)
+
+    def not_sent(self, path: str, size: int) -> None:
+        """``path`` (``size`` bytes) needs no upload: the server holds its content already."""
+        self.skip(path, size)
+        self.skipped_bytes += size
 
     def _grow(self, size: int) -> None:
         self.bytes.update(self._upload, total=(self.bytes.tasks[0].total or 0) + size)

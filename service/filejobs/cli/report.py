@@ -42,7 +42,13 @@ def json_record(state: FileState) -> dict[str, Any]:
 
 
 def summary(
-    console: Console, states: list[FileState], *, wait: bool, uploaded: float, elapsed: float
+    console: Console,
+    states: list[FileState],
+    *,
+    wait: bool,
+    uploaded: float,
+    elapsed: float,
+    skipped: int = 0,
 ) -> None:
     counts = Counter(s.status for s in states)
     parts = [
@@ -52,6 +58,7 @@ def summary(
     noun = "file" if len(states) == 1 else "files"
     console.print(
         f"{len(states)} {noun}: {', '.join(parts)} · {human_bytes(uploaded)} uploaded in {elapsed:.1f} s"
+        + (f" · {human_bytes(skipped)} not sent (already on the server)" if skipped else "")
     )
     if not wait:
         accepted = [s for s in states if s.job_id is not None and s.status in ok_statuses(wait)]

@@ -66,6 +66,8 @@ class Run:
     json: bool
     retries: int = 5
     uploaded: float = 0.0
+    #: Bytes not sent: the server already held those files (made the jobs by hash).
+    skipped: int = 0
     fatal: Fatal | None = None
     started: float = field(default_factory=time.monotonic)
 
@@ -110,6 +112,7 @@ async def _run(run: Run, server: str | None, api_key: str | None, ledger_path: P
                     run.fatal = next(e for e in group.exceptions if isinstance(e, Fatal))
         finally:
             run.uploaded = display.uploaded_bytes
+            run.skipped = display.skipped_bytes
             if ledger is not None:
                 ledger.close()
 
@@ -210,6 +213,14 @@ def submit(
     chunk_size: Annotated[
         str, typer.Option(help="Bytes per resumable PATCH (what a failure may send again): 16MiB, 64MiB.")
     ] = "64MiB",
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            "--reuse/--no-reuse",
+            help="Let the server reuse the kept result of the same file, processor and params "
+            "(--no-reuse: run every job afresh). Files the server already holds are never sent again.",
+        ),
+    ] = True,
     json_output: JsonOption = False,
 ) -> None:
     """Submit files and folders as jobs, N at a time, with progress; optionally wait and fetch results.
@@ -230,6 +241,7 @@ def submit(
         resumable=resumable.value,
         resumable_threshold=_size("--resumable-threshold", resumable_threshold),
         chunk_size=_size("--chunk-size", chunk_size, least=1),
+        reuse=reuse,
     )
     run = Run([], options, json_output, retries)
     try:
@@ -272,7 +284,9 @@ def _finish(run: Run, ctx: typer.Context, ledger: Path | None) -> None:
         fail(f"The server refused the batch: {escape(str(run.fatal))}", run.fatal.exit_code)
     wait = run.options.wait
     if not run.json:
-        report.summary(stdout(), run.states, wait=wait, uploaded=run.uploaded, elapsed=_elapsed(run))
+        report.summary(
+            stdout(), run.states, wait=wait, uploaded=run.uploaded, elapsed=_elapsed(run), skipped=run.skipped
+        )
     ok = report.ok_statuses(wait)
     if any(s.status not in ok for s in run.states):
         if ledger is not None and any(s.status in ("error", "pending", "uploading") for s in run.states):

@@ -16,6 +16,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from filejobs import __version__
+from filejobs.client._multipart import text_form
 from filejobs.client._retry import parse_retry_after
 from filejobs.client._upload import Upload
 from filejobs.client.errors import ProblemError, UnexpectedResponse, problem_class
@@ -157,6 +158,28 @@ def submit_call(upload: Upload) -> Call:
     if length is not None:
         headers["Content-Length"] = str(length)
     return Call("POST", JOBS, headers=headers)
+
+
+def by_hash_call(upload: Upload) -> tuple[Call, bytes]:
+    """The upload by hash: the form's fields with ``file_sha256``, ``file_name`` and ``file_size``
+    and no file (428 when the server has not stored this content for the key: send the bytes)."""
+    assert upload.sha256 is not None
+    assert upload.size is not None
+    fields = {
+        **(upload.fields or {}),
+        "file_sha256": upload.sha256,
+        "file_name": upload.filename,
+        "file_size": str(upload.size),
+    }
+    framing = text_form(fields)
+    headers = {"Content-Type": framing.content_type, "Idempotency-Key": upload.key}
+    return Call("POST", JOBS, headers=headers), framing.head + framing.tail
+
+
+def send_the_bytes(exc: ProblemError) -> bool:
+    """True for the answer to an upload by hash of content the server has not stored for the key
+    (428), and for a server that does not know uploads by hash (422 naming the field)."""
+    return exc.status == 428 or (exc.status == 422 and "file_sha256" in exc.detail)
 
 
 def build_request(http: httpx.Client | httpx.AsyncClient, call: Call, content: Any = None) -> httpx.Request:

@@ -73,3 +73,15 @@ def frame(
         head="".join(parts).encode("utf-8"),
         tail=f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
     )
+
+
+def text_form(fields: Mapping[str, str], *, boundary: str | None = None) -> Framing:
+    """A form of text fields only (an upload by hash): ``head + tail`` is the whole body."""
+    boundary = boundary or new_boundary()
+    parts = [
+        f"--{boundary}{CRLF}Content-Disposition: form-data; name={_quoted(name)}{CRLF}{CRLF}{value}{CRLF}"
+        for name, value in fields.items()
+    ]
+    return Framing(
+        boundary=boundary, head="".join(parts).encode("utf-8"), tail=f"--{boundary}--{CRLF}".encode("ascii")
+    )

@@ -67,6 +67,8 @@ def metadata(upload: Upload, processor: str | None, params: dict[str, Any] | Non
         values["processor"] = processor
     if params is not None:
         values["params"] = json.dumps(params, ensure_ascii=False, allow_nan=False)
+    if (upload.fields or {}).get("reuse") == "false":
+        values["reuse"] = "false"
     return ",".join(f"{key} {_encode(value)}" for key, value in values.items())
 
 

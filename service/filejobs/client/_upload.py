@@ -33,6 +33,10 @@ class Upload:
     start: int = 0
     #: False for a stream that cannot seek: it can be sent once, so the upload is not retried.
     rewindable: bool = True
+    #: The content's SHA-256 (None: a stream that cannot seek), for an upload by hash first.
+    sha256: str | None = None
+    #: The form's text fields (processor, params, reuse).
+    fields: dict[str, str] | None = None
 
     @property
     def content_length(self) -> int | None:
@@ -67,12 +71,16 @@ def _stream_name(stream: BinaryIO) -> str | None:
     return None
 
 
-def form_fields(processor: str | None, params: dict[str, Any] | None) -> dict[str, str]:
+def form_fields(
+    processor: str | None, params: dict[str, Any] | None, *, reuse: bool = True
+) -> dict[str, str]:
     fields: dict[str, str] = {}
     if processor is not None:
         fields["processor"] = processor
     if params is not None:
         fields["params"] = json.dumps(params, ensure_ascii=False, allow_nan=False)
+    if not reuse:
+        fields["reuse"] = "false"
     return fields
 
 
@@ -83,33 +91,39 @@ def prepare_upload(
     params: dict[str, Any] | None,
     filename: str | None,
     key: str | None,
+    reuse: bool = True,
+    sha256: str | None = None,
 ) -> Upload:
     """Resolve ``file`` (a path, or a binary file object read from its current position).
 
-    Without ``key``, hashes the content for :func:`idempotency_key` (a stream that cannot seek
-    gets a random key: it can only be read once).
+    Hashes the content (for an upload by hash, and without ``key`` for :func:`idempotency_key`;
+    a stream that cannot seek gets a random key and no hash: it can only be read once). A path's
+    ``sha256`` when the caller has it already (a batch hashed the file) is not computed again.
     """
-    fields = form_fields(processor, params)
+    fields = form_fields(processor, params, reuse=reuse)
     if isinstance(file, str | os.PathLike):
         path = Path(file)
         size = os.stat(path).st_size
         name = filename or path.name or "upload"
+        sha256 = sha256 or file_sha256(path)
         if key is None:
-            key = idempotency_key(file_sha256(path), size, processor, params, name=name)
-        return Upload(name, size, key, _framing(fields, name), path=path)
+            key = idempotency_key(sha256, size, processor, params, name=name, reuse=reuse)
+        return Upload(name, size, key, _framing(fields, name), path=path, sha256=sha256, fields=fields)
 
     name = filename or _stream_name(file) or "upload"
     if not _seekable(file):
         key = key or uuid.uuid4().hex
-        return Upload(name, None, key, _framing(fields, name), stream=file, rewindable=False)
+        return Upload(name, None, key, _framing(fields, name), stream=file, rewindable=False, fields=fields)
     start = file.tell()
     size = file.seek(0, os.SEEK_END) - start
     file.seek(start)
+    digest, hashed = stream_sha256(file)
+    file.seek(start)
     if key is None:
-        digest, hashed = stream_sha256(file)
-        file.seek(start)
-        key = idempotency_key(digest, hashed, processor, params, name=name)
-    return Upload(name, size, key, _framing(fields, name), stream=file, start=start)
+        key = idempotency_key(digest, hashed, processor, params, name=name, reuse=reuse)
+    return Upload(
+        name, size, key, _framing(fields, name), stream=file, start=start, sha256=digest, fields=fields
+    )
 
 
 def _framing(fields: dict[str, str], filename: str) -> Framing:

@@ -122,9 +122,13 @@ class AsyncClient:
         resumable: tus.Resumable = "auto",
         upload_url: str | None = None,
         on_upload_url: tus.UploadUrlCallback | None = None,
+        reuse: bool = True,
+        by_hash: bool = True,
+        on_skipped: Callable[[int], None] | None = None,
+        sha256: str | None = None,
     ) -> Job:
-        """See :meth:`filejobs.client.sync.Client.submit`; ``on_progress`` and ``on_upload_url``
-        run on the event loop."""
+        """See :meth:`filejobs.client.sync.Client.submit`; ``on_progress``, ``on_upload_url`` and
+        ``on_skipped`` run on the event loop."""
         upload = await to_thread.run_sync(
             partial(
                 prepare_upload,
@@ -133,8 +137,16 @@ class AsyncClient:
                 params=params,
                 filename=filename,
                 key=idempotency_key,
+                reuse=reuse,
+                sha256=sha256,
             )
         )
+        if by_hash and upload.sha256 is not None and upload.size and upload_url is None:
+            found = await self._submit_by_hash(upload)
+            if found is not None:
+                if on_skipped is not None:
+                    on_skipped(upload.size)
+                return found
         if tus.wanted(resumable, upload, self.resumable_threshold):
             return await self._submit_resumable(
                 upload, processor, params, on_progress, upload_url, on_upload_url
@@ -152,6 +164,20 @@ class AsyncClient:
             with anyio.CancelScope(shield=True):
                 await to_thread.run_sync(upload.close, source)
         return api.parse_job(response)
+
+    async def _submit_by_hash(self, upload: Upload) -> Job | None:
+        """See :meth:`filejobs.client.sync.Client._submit_by_hash`."""
+        call, content = api.by_hash_call(upload)
+
+        async def body(retry: int) -> AsyncIterator[bytes]:
+            yield content
+
+        try:
+            return api.parse_job(await self._send(call, body))
+        except ProblemError as exc:
+            if api.send_the_bytes(exc):
+                return None
+            raise
 
     async def _submit_resumable(
         self,

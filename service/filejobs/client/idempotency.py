@@ -39,6 +39,7 @@ def idempotency_key(
     params: dict[str, Any] | None,
     *,
     name: str | None = None,
+    reuse: bool = True,
 ) -> str:
     """A stable key (64 hex digits) for submitting this content, under this name, with these options.
 
@@ -55,6 +56,8 @@ def idempotency_key(
     }
     if name is not None:  # absent rather than null, so keys made without a name never change
         document["name"] = name
+    if not reuse:  # a fresh run asked for is another request (absent when true: keys stay as they were)
+        document["reuse"] = False
     canonical = json.dumps(
         document, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
     )

@@ -58,6 +58,8 @@ class Job(_Body):
     finished_at: datetime | None = None
     #: The job's webhook notification: None (none asked for), pending, delivered or failed.
     notification: str | None = None
+    #: The job whose kept result this one took instead of running (None: it ran, or will).
+    reused_from: str | None = None
     links: JobLinks
 
     @property

@@ -115,8 +115,18 @@ class Client:
         resumable: tus.Resumable = "auto",
         upload_url: str | None = None,
         on_upload_url: tus.UploadUrlCallback | None = None,
+        reuse: bool = True,
+        by_hash: bool = True,
+        on_skipped: Callable[[int], None] | None = None,
+        sha256: str | None = None,
     ) -> Job:
         """Upload ``file`` (a path, or a binary file object read from its position) as a new job.
+
+        ``by_hash``: first ask by the content's SHA-256 (one small request): when the server holds
+        this content for the key, the job is made without sending a byte (``on_skipped(size)`` is
+        told), else the file is sent (``sha256``: a path's hash when the caller has it).
+        ``reuse=False`` asks for a fresh run even where a kept result of the same file, processor
+        and params could be reused.
 
         ``resumable``: ``"auto"`` sends a file of at least ``resumable_threshold`` bytes (64 MiB)
         with tus in ``chunk_size`` chunks, resuming from the server's offset after a failure;
@@ -129,8 +139,20 @@ class Client:
         the same file is recognisable. A file object that cannot seek is sent once, without retries.
         """
         upload = prepare_upload(
-            file, processor=processor, params=params, filename=filename, key=idempotency_key
+            file,
+            processor=processor,
+            params=params,
+            filename=filename,
+            key=idempotency_key,
+            reuse=reuse,
+            sha256=sha256,
         )
+        if by_hash and upload.sha256 is not None and upload.size and upload_url is None:
+            found = self._submit_by_hash(upload)
+            if found is not None:
+                if on_skipped is not None:
+                    on_skipped(upload.size)
+                return found
         if tus.wanted(resumable, upload, self.resumable_threshold):
             return self._submit_resumable(upload, processor, params, on_progress, upload_url, on_upload_url)
         source = upload.open()
@@ -146,6 +168,16 @@ class Client:
         finally:
             upload.close(source)
         return api.parse_job(response)
+
+    def _submit_by_hash(self, upload: Upload) -> Job | None:
+        """The job made from content the server holds (None: it asks for the bytes)."""
+        call, body = api.by_hash_call(upload)
+        try:
+            return api.parse_job(self._send(call, lambda retry: iter([body])))
+        except ProblemError as exc:
+            if api.send_the_bytes(exc):
+                return None
+            raise
 
     def _submit_resumable(
         self,

@@ -15,7 +15,7 @@ from anyio import to_thread
 from filejobs.db import Database
 from filejobs.events.feed import ChangeFeed
 from filejobs.events.hub import ChangeHub
-from filejobs.jobs import repository
+from filejobs.jobs import files, repository
 from filejobs.jobs.backpressure import Admission
 from filejobs.jobs.dispatch import Dispatcher
 from filejobs.jobs.fast_read import JobReader
@@ -87,11 +87,11 @@ async def delete_job(
     owner: str,
 ) -> None:
     """Delete a job of ``owner`` and its files, cancelling it first if it is still running."""
-    job = await to_thread.run_sync(partial(repository.delete_job, db, job_id, owner=owner))
+    job, garbage = await to_thread.run_sync(partial(repository.delete_job_releasing, db, job_id, owner=owner))
     dispatcher.cancelled(job_id)
     feed.deleted(job_id, job.owner)
     hub.notify(job_id)
     try:
-        await to_thread.run_sync(storage.delete_job_files, job.id)
+        await to_thread.run_sync(files.collect, storage, garbage)
     except StorageUnavailable as exc:  # the row is gone: the sweeper's orphan scan removes them later
         log.warning("job %s deleted; its files stay until the storage is back: %s", job.id, exc)

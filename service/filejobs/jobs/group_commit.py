@@ -7,11 +7,12 @@ one upload per fsync. Here one thread takes every insert waiting at that moment,
 directory once, and commits them all in one transaction: under load N uploads share two fsyncs,
 and alone an upload waits for no one.
 
-Each job with an Idempotency-Key runs its ``before_commit`` in a savepoint of its own, so one that
-lost its key (409) does not undo the others. Each upload's file is moved into place first (its
-``place``: fsync, rename; a small file its sink held in memory is written then too) on a small
-pool as soon as its insert is queued, so the files' fsyncs overlap each other and the batch being
-committed; then the batch's directory fsync.
+Each job with a ``prepare`` (linking its file: :func:`filejobs.jobs.files.link`) that may fail on
+its own, or a ``before_commit`` (an Idempotency-Key), runs in a savepoint of its own, so one that
+lost its key (409) or whose content is gone (428) does not undo the others. Each upload's file is
+moved into place first (its ``place``: fsync, rename; a small file its sink held in memory is
+written then too) on a small pool as soon as its insert is queued, so the files' fsyncs overlap
+each other and the batch being committed; then the batch's directory fsync.
 """
 
 from __future__ import annotations
@@ -40,12 +41,15 @@ MAX_BATCH = 256
 PLACE_THREADS = 8
 
 BeforeCommit = Callable[[Session], None]
+Prepare = Callable[[Session, dict[str, Any]], None]
 
 
 @dataclass
 class _Insert:
     values: dict[str, Any]
     before_commit: BeforeCommit | None
+    prepare: Prepare | None
+    isolated: bool
     place: Callable[[], None] | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None] = field(repr=False)
@@ -75,12 +79,18 @@ class GroupCommitter:
         *,
         before_commit: BeforeCommit | None = None,
         place: Callable[[], None] | None = None,
+        prepare: Prepare | None = None,
+        isolated: bool | None = None,
     ) -> None:
         """Insert ``job`` durably: ``place`` (moving its file into ``uploads/``) first, then the
-        directory's fsync, then the transaction. Raise what ``place``, ``before_commit`` or the
-        database raised (then nothing of this job is committed)."""
+        directory's fsync, then the transaction: ``prepare`` (may change the row's values), the
+        insert, ``before_commit``. Raise what ``place``, ``prepare``, ``before_commit`` or the
+        database raised (then nothing of this job is committed). ``isolated`` (default: when there
+        is a ``before_commit``) runs them in a savepoint of their own, for a job whose own failure
+        must not undo the others'."""
         loop = asyncio.get_running_loop()
-        item = _Insert(job.model_dump(), before_commit, place, loop, loop.create_future())
+        isolated = before_commit is not None if isolated is None else isolated
+        item = _Insert(job.model_dump(), before_commit, prepare, isolated, place, loop, loop.create_future())
         self._start()
         if place is not None:
             item.placed = self._places.submit(_place, place)
@@ -137,13 +147,20 @@ class GroupCommitter:
                 for index, item in enumerate(batch):
                     if outcomes[index] is not None:
                         continue
-                    if item.before_commit is None:
+                    if not item.isolated:
+                        if item.prepare is not None:
+                            item.prepare(session, item.values)
                         session.execute(insert(self._table), [item.values])
+                        if item.before_commit is not None:
+                            item.before_commit(session)
                         continue
                     nested = session.begin_nested()
                     try:
+                        if item.prepare is not None:
+                            item.prepare(session, item.values)
                         session.execute(insert(self._table), [item.values])
-                        item.before_commit(session)
+                        if item.before_commit is not None:
+                            item.before_commit(session)
                     except Exception as exc:  # this job's own failure (its key was taken over)
                         nested.rollback()
                         outcomes[index] = exc

@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 from filejobs.db import Database
 from filejobs.errors import BadRequest, Conflict, NotFound
 from filejobs.ids import is_job_id
+from filejobs.jobs.files import Garbage, lock_content, release
 from filejobs.models import Job, JobStatus, utcnow
 from filejobs.webhooks.outbox import record_job_event
 
@@ -211,11 +212,21 @@ def queue_stats(db: Database, *, now: datetime | None = None) -> tuple[int, date
 # ---- creation and client actions ------------------------------------------------------------
 
 
-def insert_job(db: Database, job: Job, *, before_commit: Callable[[Session], None] | None = None) -> Job:
-    """Insert the row; ``before_commit`` runs in the same transaction (and may raise to undo it).
-    A Core INSERT of the job's values, so a :func:`~filejobs.models.new_job` is fine too."""
+def insert_job(
+    db: Database,
+    job: Job,
+    *,
+    before_commit: Callable[[Session], None] | None = None,
+    prepare: Callable[[Session, dict[str, Any]], None] | None = None,
+) -> Job:
+    """Insert the row; ``prepare`` may change its values first and ``before_commit`` runs after
+    it, both in the same transaction (either may raise to undo it). A Core INSERT of the job's
+    values, so a :func:`~filejobs.models.new_job` is fine too."""
+    values = job.model_dump()
     with db.write() as session:
-        session.execute(insert(Job.__table__), [job.model_dump()])  # type: ignore[attr-defined]
+        if prepare is not None:
+            prepare(session, values)
+        session.execute(insert(Job.__table__), [values])  # type: ignore[attr-defined]
         if before_commit is not None:
             before_commit(session)
     return job
@@ -311,11 +322,30 @@ def retry_job(db: Database, job_id: str, *, max_attempts: int, owner: str | None
 
 
 def delete_job(db: Database, job_id: str, *, owner: str | None = None) -> Job:
-    """Remove the row (a running job's worker sees the row gone and stops). Returns what it was."""
+    """Remove the row (a running job's worker sees the row gone and stops). Returns what it was;
+    its files' bytes are left to the orphan scan (:func:`delete_job_releasing` says which go)."""
+    return delete_job_releasing(db, job_id, owner=owner)[0]
+
+
+def delete_job_releasing(db: Database, job_id: str, *, owner: str | None = None) -> tuple[Job, Garbage]:
+    """Remove the row and, in the same transaction, its references to stored files: returns what
+    it was and the bytes no remaining job references (delete them after this returns)."""
     with db.write() as session:
+        if not _lock_content_of(session, job_id, owner):  # one statement for an unknown id too
+            raise NotFound(f"No job with id {job_id!r}.")
         job = _locked(session, job_id, owner)
         session.exec(delete(Job).where(col(Job.id) == job_id))
-        return job
+        return job, release(session, job)
+
+
+def _lock_content_of(session: Session, job_id: str, owner: str | None) -> bool:
+    """Lock the ``files`` row of the job's content before the job's row (the order new jobs take);
+    False when there is no such job (of ``owner``)."""
+    seen = _by_id(session, job_id, owner, locked=False) if is_job_id(job_id) else None
+    if seen is None:
+        return False
+    lock_content(session, owner=seen.owner, sha256=seen.file_sha256)
+    return True
 
 
 # ---- the worker's side ----------------------------------------------------------------------
@@ -578,16 +608,20 @@ def expired_jobs(db: Database, *, cutoff: datetime, limit: int = 500) -> Sequenc
 
 
 def delete_if_finished(db: Database, job_id: str, *, cutoff: datetime) -> bool:
+    return delete_finished(db, job_id, cutoff=cutoff) is not None
+
+
+def delete_finished(db: Database, job_id: str, *, cutoff: datetime) -> Garbage | None:
+    """Delete the job if it finished before ``cutoff`` (retention), releasing its files in the same
+    transaction: the bytes no remaining job references (None: not deleted)."""
     finished = [JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value]
     with db.write() as session:
-        return (
-            session.exec(
-                delete(Job).where(
-                    col(Job.id) == job_id, col(Job.status).in_(finished), col(Job.finished_at) < cutoff
-                )
-            ).rowcount
-            == 1
-        )
+        _lock_content_of(session, job_id, None)
+        job = _by_id(session, job_id, None, locked=True)
+        if job is None or job.status not in finished or job.finished_at is None or job.finished_at >= cutoff:
+            return None
+        session.exec(delete(Job).where(col(Job.id) == job_id))
+        return release(session, job)
 
 
 def job_exists(db: Database, job_id: str) -> bool:

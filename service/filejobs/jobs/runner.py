@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from filejobs import metrics
 from filejobs.db import Database
-from filejobs.jobs import repository
+from filejobs.jobs import files, repository
 from filejobs.jobs.executor import ChildProcess, Control, Outcome
 from filejobs.jobs.messages import Done, Failed, RunRequest
 from filejobs.models import Job, JobStatus, utcnow
@@ -119,7 +119,8 @@ def _fail(ctx: RunContext, job: Job, failure: Failed) -> Ran:
 def _lost(ctx: RunContext, job: Job) -> Ran:
     """The row is no longer ours: remove what this attempt wrote (everything if the row is gone)."""
     if not repository.job_exists(ctx.db, job.id):
-        ctx.storage.delete_job_files(job.id)
+        # Deleted: what is stored under its id and no other job references (its input may be shared).
+        files.collect(ctx.storage, files.unreferenced(ctx.db, [job.id]))
     else:
         ctx.storage.delete_outputs(job.id, job.attempts)
     return Ran(None)

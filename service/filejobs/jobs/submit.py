@@ -5,10 +5,20 @@ object completed in the bucket), then the row commits, then (in the caller of
 :func:`filejobs.jobs.intake.submit_upload`) the answer goes out, then the id is dispatched. If the
 process dies after the rename but before the commit, the sweeper finds a file with no row and
 removes it.
+
+In the row's transaction the job's file is linked to its owner's content
+(:func:`filejobs.jobs.files.link`): content the owner has stored already is shared (this upload's
+own bytes are deleted after the commit) and a kept succeeded job with the same file, processor,
+processor version and params gives its result at once (result reuse). An upload by hash
+(``file_sha256`` and no file part) stores nothing: it is answered 428 unless the owner has the
+content.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -18,11 +28,17 @@ from anyio import to_thread
 from pydantic import BaseModel, SecretStr, ValidationError
 from sqlmodel import Session
 
-from filejobs import client_json
+from filejobs import client_json, metrics
 from filejobs.db import Database
-from filejobs.errors import Conflict, InsufficientStorage, Unprocessable, UnsupportedMediaType
+from filejobs.errors import (
+    Conflict,
+    InsufficientStorage,
+    PreconditionRequired,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 from filejobs.ids import new_job_id
-from filejobs.jobs import repository
+from filejobs.jobs import files, repository
 from filejobs.jobs.group_commit import GroupCommitter
 from filejobs.jobs.idempotency import Claim, Existing, complete, fingerprint
 from filejobs.models import Job, JobStatus, new_job, utcnow
@@ -39,9 +55,16 @@ from filejobs.uploads import (
     unknown_fields,
 )
 from filejobs.webhooks import endpoints
+from filejobs.webhooks.outbox import record_job_event
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PROCESSOR = "inspect"
-KNOWN_FIELDS = frozenset({"processor", "params", "callback_url"})
+KNOWN_FIELDS = frozenset(
+    {"processor", "params", "callback_url", "reuse", "file_sha256", "file_name", "file_size"}
+)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_FLAGS = {"true": True, "1": True, "false": False, "0": False}
 
 
 @dataclass(frozen=True)
@@ -70,6 +93,11 @@ def validate_fields(registry: Registry, fields: Mapping[str, str]) -> Submission
             f"Unknown processor {name!r}. Available: {', '.join(registry.names())}.",
             processors=registry.names(),
         )
+    if "reuse" in fields and fields["reuse"].strip().lower() not in _FLAGS:
+        raise Unprocessable("'reuse' must be true or false.")
+    sha256 = fields.get("file_sha256")
+    if sha256 is not None and not _SHA256.fullmatch(sha256.strip().lower()):
+        raise Unprocessable("'file_sha256' must be the file's SHA-256: 64 hexadecimal digits.")
     raw = fields.get("params") or "{}"
     try:
         params = client_json.loads(raw)
@@ -188,6 +216,7 @@ async def record_job(
     try:
         submission = validate_fields(registry, received.fields)
         processor = submission.entry.processor
+        received = await _check_content(db, received, owner)
         if not processor.accepts_type(received.content_type):
             raise UnsupportedMediaType(
                 f"Processor {processor.name!r} does not accept {received.content_type} files "
@@ -224,10 +253,11 @@ async def record_job(
     # store named its object when the upload began; else a new id.
     job_id = job_id or received.sink.job_id or new_job_id()
     key = storage.upload_key(job_id)
-    place = received.sink.placer(key) if committer is not None else None
-    if place is None:  # no group commit, or a sink that must complete before the row (S3)
+    place = received.sink.placer(key) if committer is not None and received.stored else None
+    if place is None and received.stored:  # no group commit, or a sink that must complete first (S3)
         await commit_or_abort(received.sink, key)
     now = utcnow()
+    all_params = {**public, **secret}
     job = new_job(
         id=job_id,
         owner=owner,
@@ -246,29 +276,94 @@ async def record_job(
         created_at=now,
         updated_at=now,
         run_after=now,
+        processor_version=processor.version,
+        params_digest=files.params_digest(all_params),
     )
     claim = idempotency.claim if idempotency is not None else None
+    reuse = (
+        settings.reuse
+        and processor.reusable
+        and _FLAGS.get(received.fields.get("reuse", "true").strip().lower(), True)
+    )
+    linked: list[files.Linked] = []
 
-    def complete_key(session: Session) -> None:
+    def prepare(session: Session, values: dict[str, Any]) -> None:
+        linked.append(files.link(session, values, stored=received.stored, reuse=reuse, now=now))
+
+    def before_commit(session: Session) -> None:
         if claim is not None and not complete(session, claim, job_id=job_id, fingerprint=request_print):
             raise Conflict("Another request took this Idempotency-Key over while this one was uploading.")
+        if linked and linked[-1].reused_from is not None:  # finished at once: the finish's webhooks
+            record_job_event(session, job_id, max_pending=settings.webhook_max_pending)
 
     try:
         if committer is not None:
             # The committer moves the file into place, fsyncs uploads/ once for all the uploads
             # it commits together, then inserts their rows in one transaction.
+            # A savepoint of its own only where this job alone may fail: its Idempotency-Key taken
+            # over (409), or the content of an upload by hash gone meanwhile (428).
+            isolated = claim is not None or not received.stored
             await committer.insert(
-                job,
-                before_commit=complete_key if claim is not None else None,
-                place=place,
+                job, before_commit=before_commit, prepare=prepare, isolated=isolated, place=place
             )
         else:
-            await to_thread.run_sync(partial(repository.insert_job, db, job, before_commit=complete_key))
+            await to_thread.run_sync(
+                partial(repository.insert_job, db, job, before_commit=before_commit, prepare=prepare)
+            )
     except BaseException as exc:
         await received.sink.abort()  # an object store's sink deletes the object it completed
-        if received.sink.job_id is None:  # a local file, moved into place by the commit
+        if received.sink.job_id is None and received.stored:  # a local file, moved into place
             storage.delete(key)
+        if isinstance(exc, files.NotStored):
+            raise _send_the_bytes() from None
         if isinstance(exc, OSError) and exc.errno in DISK_FULL:
             raise InsufficientStorage("The server has no room for this file right now.") from None
         raise
+    return await _linked(db, storage, job, linked[-1], stored=received.stored)
+
+
+def _send_the_bytes() -> PreconditionRequired:
+    return PreconditionRequired(
+        "No file with this 'file_sha256' is stored for this key: send the file itself in the "
+        "'file' field (with the same fields).",
+        send_file=True,
+    )
+
+
+async def _check_content(db: Database, received: ReceivedFile, owner: str) -> ReceivedFile:
+    """The upload's ``file_sha256`` (and ``file_size``) checked against its bytes (422 when they
+    differ); an upload by hash completed from the owner's stored content (428 when there is none)."""
+    claimed = received.fields.get("file_sha256")
+    if received.stored:
+        if claimed is not None and claimed.strip().lower() != received.sha256:
+            raise Unprocessable("The file's content does not match its 'file_sha256': nothing was stored.")
+        size = received.fields.get("file_size")
+        if size is not None and size.strip() != str(received.size):
+            raise Unprocessable("The file's size does not match its 'file_size': nothing was stored.")
+        return received
+    sha256 = received.sha256.strip().lower()
+    stored = await to_thread.run_sync(partial(files.find_file, db, owner=owner, sha256=sha256))
+    if stored is None:
+        raise _send_the_bytes()
+    if received.size >= 0 and received.size != stored.size:
+        raise Unprocessable("'file_size' does not match the size of the stored file with this 'file_sha256'.")
+    return dataclasses.replace(received, sha256=sha256, size=stored.size, content_type=stored.content_type)
+
+
+async def _linked(db: Database, storage: Storage, job: Job, linked: files.Linked, *, stored: bool) -> Job:
+    """The committed job as :func:`files.link` made it; the bytes this upload stored in vain go."""
+    if not stored:
+        metrics.UPLOAD_BYTES_SKIPPED.inc(job.file_size)
+    if linked.changes:
+        job = new_job(**{**job.model_dump(), **linked.changes})
+    if linked.redundant_key is not None:
+        metrics.STORED_BYTES_SHARED.inc(job.file_size)
+        try:
+            await to_thread.run_sync(storage.delete, linked.redundant_key)
+        except Exception as exc:  # the orphan scan removes it later
+            log.warning("job %s: its redundant upload stays until the orphan scan: %r", job.id, exc)
+    if linked.reused_from is not None:
+        metrics.JOBS_REUSED.labels(job.processor).inc()
+        fresh = await to_thread.run_sync(partial(repository.get_job, db, job.id))
+        return fresh or job
     return job

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from filejobs import metrics
 from filejobs.db import Database
-from filejobs.jobs import idempotency, repository
+from filejobs.jobs import files, idempotency, repository
 from filejobs.jobs.dispatch import Dispatcher
 from filejobs.jobs.liveness import owner_is_dead_here
 from filejobs.models import JobStatus, utcnow
@@ -65,10 +65,11 @@ def sweep(
         report.orphans_removed = remove_orphan_uploads(db=db, storage=storage, min_age=settings.temp_max_age)
     cutoff = utcnow() - settings.retention
     for job in repository.expired_jobs(db, cutoff=cutoff):
-        if repository.delete_if_finished(db, job.id, cutoff=cutoff):
+        garbage = repository.delete_finished(db, job.id, cutoff=cutoff)
+        if garbage is not None:
             report.expired += 1
             try:
-                storage.delete_job_files(job.id)
+                files.collect(storage, garbage)  # only what no remaining job references
             except StorageUnavailable as exc:  # the row is gone: a later orphan scan removes them
                 log.warning("expired job %s: its files stay until the storage is back: %s", job.id, exc)
     report.idempotency_expired = idempotency.expire(db)
@@ -105,11 +106,7 @@ def dispatch_due(*, db: Database, settings: Settings, dispatcher: Dispatcher) ->
 
 
 def remove_orphan_uploads(*, db: Database, storage: Storage, min_age: float) -> int:
-    """Uploads stored (renamed into place, or completed in the bucket) whose row never committed
-    (the process died in between), once they are ``min_age`` s old."""
-    removed = 0
-    for job_id in storage.uploads_older_than(min_age):
-        if not repository.job_exists(db, job_id):
-            storage.delete_job_files(job_id)
-            removed += 1
-    return removed
+    """Stored uploads and outputs no row references, once ``min_age`` s old: an upload whose row
+    never committed (the process died in between), bytes whose last reference went in a
+    transaction the process died after (:func:`filejobs.jobs.files.remove_orphans`)."""
+    return files.remove_orphans(db=db, storage=storage, min_age=min_age)

@@ -233,6 +233,17 @@ class S3Storage:
             if item["LastModified"].timestamp() < cutoff and is_job_id(item["Key"][start:])
         ]
 
+    def outputs_older_than(self, seconds: float) -> list[str]:
+        """The job ids under ``outputs/`` whose newest object was written over ``seconds`` ago."""
+        cutoff = datetime.now(UTC).timestamp() - seconds
+        start = len(self.bucket.object_key("outputs/"))
+        newest: dict[str, float] = {}
+        for item in self._list("outputs/"):
+            job_id = item["Key"][start:].split("/", 1)[0]
+            written = item["LastModified"].timestamp()
+            newest[job_id] = max(written, newest.get(job_id, written))
+        return [job_id for job_id, written in newest.items() if written < cutoff and is_job_id(job_id)]
+
     def remove_stale_temp(self, max_age: float) -> int:
         """Abort the multipart uploads nothing was written to for ``max_age`` s (their API process
         died, or could not abort them), and remove this node's stale scratch directories.

@@ -108,6 +108,11 @@ class Processor(ABC):
     description: ClassVar[str]
     accepts: ClassVar[tuple[str, ...]] = ("*/*",)
     Params: ClassVar[type[BaseModel]] = NoParams
+    #: The version of what ``run`` does: a job's result is reused only for the same version, so
+    #: change it whenever the same file and params would give another result.
+    version: ClassVar[str] = "1"
+    #: False for a processor whose run must happen every time (side effects): never reused.
+    reusable: ClassVar[bool] = True
 
     @abstractmethod
     def run(self, ctx: Context, params: BaseModel) -> Output:

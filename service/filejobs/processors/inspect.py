@@ -63,6 +63,7 @@ class _TextCounter:
 
 class Inspect(Processor):
     name = "inspect"
+    version = "1"
     description = (
         "Reports the file's size, SHA-256 and MD5, its MIME type sniffed from the content, whether it is "
         "text, and for text its encoding, line count and word count."

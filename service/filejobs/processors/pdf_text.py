@@ -259,6 +259,7 @@ def _extract(
 
 class PdfText(Processor):
     name = "pdf-text"
+    version = "1"
     description = (
         "Extracts the text of a PDF page by page into a UTF-8 .txt file (pages separated by form feeds), "
         "with the page count, character counts and the document's metadata."

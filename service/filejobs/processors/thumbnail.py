@@ -264,6 +264,7 @@ def _icc_profile(source_mode: str, out: Image.Image, info: dict[Any, Any]) -> by
 
 class Thumbnail(Processor):
     name = "thumbnail"
+    version = "1"
     description = (
         "Makes a thumbnail of a JPEG, PNG, GIF, WebP, BMP or TIFF image: longest edge `size` pixels "
         "(never enlarged), aspect ratio kept, EXIF orientation applied, first frame of animations; "

@@ -118,7 +118,11 @@ class Server(HttpProcess):
         ]
 
     def env(self) -> dict[str, str]:
-        return base_env({"FILEJOBS_DATA_DIR": str(self.data_dir), **self.extra_env})
+        # Every job runs (no reuse of a kept result) unless ``env`` says FILEJOBS_REUSE=true: the
+        # harness's scenarios count runs and timings of jobs that often repeat the same file.
+        return base_env(
+            {"FILEJOBS_DATA_DIR": str(self.data_dir), "FILEJOBS_REUSE": "false", **self.extra_env}
+        )
 
     def spawn(self) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,7 @@ UPLOAD_BODY: dict[str, Any] = {
             "model": JobPublic,
         },
         202: {"description": "Accepted: the job is queued. `Location` names it."},
-        **problem_docs(400, 401, 408, 409, 413, 415, 422, 429, 503, 507),
+        **problem_docs(400, 401, 408, 409, 413, 415, 422, 428, 429, 503, 507),
     },
 )
 async def submit_job(

@@ -319,6 +319,7 @@ class _Profile:
 
 class CsvProfile(Processor):
     name = "csv-profile"
+    version = "1"
     description = (
         "Profiles a CSV/TSV file of any size in one streaming pass: encoding, delimiter and header "
         "detection, row count, malformed rows, and per column the inferred type (integer, float, "
