@@ -227,8 +227,9 @@ def test_the_openapi_schema_documents_401_on_every_v1_operation(client: TestClie
     ]
     # jobs: submit, list, get, result, cancel, retry, delete, events; all events; processors;
     # webhooks: create, list, get, patch, delete, rotate-secret, test, deliveries, retry; callback-secret;
-    # uploads (tus): create, head, patch, delete (OPTIONS, discovery without a key, is not listed)
-    assert len(operations) == 24
+    # uploads (tus): create, head, patch, delete (OPTIONS, discovery without a key, is not listed);
+    # files: get by SHA-256 (HEAD is answered as the GET)
+    assert len(operations) == 25
 
     for method, path, operation in operations:
         assert "401" in operation["responses"], (method, path)
