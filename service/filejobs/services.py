@@ -21,7 +21,7 @@ from filejobs.processors.registry import Registry, build_registry
 from filejobs.schema_version import at_head
 from filejobs.settings import Settings
 from filejobs.shutdown import Shutdown
-from filejobs.storage import Storage, open_storage
+from filejobs.storage import LocalStorage, Storage, open_storage
 from filejobs.tus.local import LocalUploadStore
 from filejobs.tus.receive import Hashes
 from filejobs.tus.store import UploadStore
@@ -77,6 +77,7 @@ def upload_store(settings: Settings, db: Database, storage: Storage) -> UploadSt
         return S3UploadStore(
             storage, upload_locks(db, settings.data_dir), expiry=settings.upload_expiry.total_seconds()
         )
+    assert isinstance(storage, LocalStorage)
     return LocalUploadStore(settings.data_dir / "tus", storage)
 
 

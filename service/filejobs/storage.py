@@ -179,12 +179,6 @@ class Storage(Protocol):
         """The file of ``key`` when it is a local file (None: the backend has no paths)."""
         ...
 
-    def store_file(self, path: Path, key: str, *, sync_dir: bool = True) -> None:
-        """Store the finished, fsynced local file ``path`` as ``key`` (a completed resumable
-        upload): the local backend links it in place (``sync_dir``: and fsyncs its directory); an
-        object store uploads it."""
-        ...
-
     def delete(self, key: str) -> None: ...
 
     def delete_outputs(self, job_id: str, attempt: int | None = None) -> None: ...
@@ -419,7 +413,9 @@ class LocalStorage:
     def key_for(self, path: Path) -> str:
         return path.resolve().relative_to(self.root).as_posix()
 
-    def store_file(self, path: Path, key: str, *, sync_dir: bool = True) -> None:
+    def link_file(self, path: Path, key: str, *, sync_dir: bool = True) -> None:
+        """Store the finished, fsynced file ``path`` (a completed resumable upload, on this disk)
+        as ``key`` by a hard link; ``sync_dir``: and fsync its directory."""
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         try:

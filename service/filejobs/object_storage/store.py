@@ -116,10 +116,6 @@ class S3Storage:
         finally:
             body.close()
 
-    def store_file(self, path: Path, key: str, *, sync_dir: bool = True) -> None:
-        """A finished local file (a resumable upload) goes up as ``key``; ``sync_dir`` is moot."""
-        self.upload_file(path, key)
-
     def upload_file(self, path: Path, key: str, keep_alive: Callable[[], None] | None = None) -> None:
         """Store the file ``path`` as ``key`` (the transfer manager: multipart when large).
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from anyio import to_thread
 
 from filejobs.errors import Locked
-from filejobs.storage import Buffers, Storage, UploadSink, Writeback, fsync_dir
+from filejobs.storage import Buffers, LocalStorage, UploadSink, Writeback, fsync_dir
 from filejobs.tus.store import UploadInfo, Usage, check_bounds
 
 ID = re.compile(r"[0-9a-f]{32}")
@@ -136,13 +136,13 @@ def _lock(fd: int, wait: float) -> bool:
 
 class FinishedFile:
     """An :class:`~filejobs.storage.UploadSink` over a finished upload's (already fsynced) file:
-    ``commit`` stores it under the job's key (a hard link on the local backend); ``abort``
-    leaves it to the upload."""
+    ``commit`` links it under the job's key; ``abort`` leaves it to the upload. (On the S3 backend
+    an upload completes in the bucket: :mod:`filejobs.tus.s3`.)"""
 
     #: The job's id is chosen by the upload (recorded before the job is made), not by the sink.
     job_id: str | None = None
 
-    def __init__(self, source: Path, storage: Storage) -> None:
+    def __init__(self, source: Path, storage: LocalStorage) -> None:
         self.source = source
         self.storage = storage
 
@@ -150,14 +150,11 @@ class FinishedFile:
         raise TypeError("a finished upload takes no more bytes")
 
     async def commit(self, key: str, *, sync_dir: bool = True) -> None:
-        await to_thread.run_sync(partial(self.storage.store_file, self.source, key, sync_dir=sync_dir))
+        await to_thread.run_sync(partial(self.storage.link_file, self.source, key, sync_dir=sync_dir))
 
-    def placer(self, key: str) -> Callable[[], None] | None:
-        """The group committer's step on the local backend (None: an object store's upload must be
-        complete before the row, so it is committed first)."""
-        if not self.storage.on_disk:
-            return None
-        return partial(self.storage.store_file, self.source, key, sync_dir=False)
+    def placer(self, key: str) -> Callable[[], None]:
+        """The group committer's step: the link (the batch fsyncs the directory once)."""
+        return partial(self.storage.link_file, self.source, key, sync_dir=False)
 
     async def abort(self) -> None:
         return None
@@ -166,7 +163,7 @@ class FinishedFile:
 class LocalUpload:
     """One locked upload (see :class:`filejobs.tus.store.OpenUpload`)."""
 
-    def __init__(self, directory: Path, info: UploadInfo, lock_fd: int, storage: Storage) -> None:
+    def __init__(self, directory: Path, info: UploadInfo, lock_fd: int, storage: LocalStorage) -> None:
         self.storage = storage
         self.directory = directory
         self.info = info
@@ -308,7 +305,7 @@ class LocalUpload:
 class LocalUploadStore:
     """Uploads under ``root`` (``<data dir>/tus``), handed to ``storage`` once complete."""
 
-    def __init__(self, root: Path, storage: Storage) -> None:
+    def __init__(self, root: Path, storage: LocalStorage) -> None:
         self.root = root
         self.storage = storage
         root.mkdir(parents=True, exist_ok=True)
