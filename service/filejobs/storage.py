@@ -483,30 +483,25 @@ class LocalStorage:
         """Nothing to do: jobs read their input where it is stored."""
         return 0
 
-    def upload_job_ids(self) -> list[str]:
-        return [entry.name for entry in os.scandir(self.root / "uploads") if entry.is_file()]
-
     def uploads_older_than(self, seconds: float) -> list[str]:
-        cutoff = time.time() - seconds
-        old = []
-        for entry in os.scandir(self.root / "uploads"):
-            try:
-                if entry.is_file() and entry.stat().st_mtime < cutoff:
-                    old.append(entry.name)
-            except FileNotFoundError:
-                continue
-        return old
+        return _names_older_than(self.root / "uploads", seconds, directories=False)
 
     def outputs_older_than(self, seconds: float) -> list[str]:
-        cutoff = time.time() - seconds
-        old = []
-        for entry in os.scandir(self.root / "outputs"):
-            try:
-                if entry.is_dir() and entry.stat().st_mtime < cutoff:
-                    old.append(entry.name)
-            except FileNotFoundError:
-                continue
-        return old
+        return _names_older_than(self.root / "outputs", seconds, directories=True)
+
+
+def _names_older_than(parent: Path, seconds: float, *, directories: bool) -> list[str]:
+    """The names of ``parent``'s files (or ``directories``) last changed over ``seconds`` ago."""
+    cutoff = time.time() - seconds
+    old = []
+    for entry in os.scandir(parent):
+        try:
+            kind_matches = entry.is_dir() if directories else entry.is_file()
+            if kind_matches and entry.stat().st_mtime < cutoff:
+                old.append(entry.name)
+        except FileNotFoundError:
+            continue
+    return old
 
 
 class LocalWorkspace:
