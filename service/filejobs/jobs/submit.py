@@ -225,6 +225,7 @@ async def record_job(
                 accepts=list(processor.accepts),
             )
         public, secret = split_secrets(submission.params)
+        all_params = {**public, **secret}
         callback_url = received.fields.get("callback_url") or None
         if callback_url is not None:
             await check_callback(db=db, settings=settings, owner=owner, url=callback_url)
@@ -232,7 +233,7 @@ async def record_job(
         if idempotency is not None:
             request_print = fingerprint(
                 processor=processor.name,
-                params={**public, **secret},
+                params=all_params,
                 sha256=received.sha256,
                 size=received.size,
                 name=received.name,
@@ -257,7 +258,6 @@ async def record_job(
     if place is None and received.stored:  # no group commit, or a sink that must complete first (S3)
         await commit_or_abort(received.sink, key)
     now = utcnow()
-    all_params = {**public, **secret}
     job = new_job(
         id=job_id,
         owner=owner,
