@@ -200,13 +200,17 @@ def test_broker_restart_around_upload(
     with api.client() as client:
         kept_id = submit(client, b"published before the restart\n", name="kept.txt")["id"]
     wait_until(lambda: cluster.job(kept_id).dispatched_at is not None, timeout=20, what="the publish")
-    published_at = cluster.job(kept_id).dispatched_at
     api.terminate()
     assert api.wait(30) == 0
-    assert amqp_ready_messages(private_broker.url, cluster.queue) == 1
+    # Read once the API is gone, so no publish can still be recording itself.
+    published_at = cluster.job(kept_id).dispatched_at
+    # One message, or two: a sweep that ran before the API's own publish had recorded itself
+    # (a loaded machine) publishes the job too; duplicates are harmless (the claim is conditional).
+    waiting = amqp_ready_messages(private_broker.url, cluster.queue)
+    assert waiting in (1, 2), "the message is not in RabbitMQ"
     private_broker.stop()
     private_broker.start()
-    assert amqp_ready_messages(private_broker.url, cluster.queue) == 1, "the restart lost the message"
+    assert amqp_ready_messages(private_broker.url, cluster.queue) == waiting, "the restart lost a message"
     cluster.started_worker(1, **FAST)
     assert_ran_once(cluster, [down_id, kept_id], timeout=60)
     assert cluster.job(kept_id).dispatched_at == published_at, "the message was published again"
