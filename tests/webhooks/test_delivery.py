@@ -208,6 +208,23 @@ def test_a_jobs_callback_url_is_signed_with_the_keys_default_secret(
     wait_until(lambda: client.get(f"/v1/jobs/{job_id}").json()["notification"] == "delivered")
 
 
+def test_a_callback_url_is_part_of_the_idempotent_request(client: TestClient, receiver: Receiver) -> None:
+    client.post("/v1/callback-secret")
+    files = {"file": ("a.txt", b"abc\n", "text/plain")}
+    headers = {"Idempotency-Key": "callback-1"}
+    first = client.post("/v1/jobs", files=files, data={"callback_url": receiver.url + "?a"}, headers=headers)
+    assert first.status_code == 202, first.text
+    again = client.post("/v1/jobs", files=files, data={"callback_url": receiver.url + "?a"}, headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    for form in ({"callback_url": receiver.url + "?b"}, {}):
+        other = client.post("/v1/jobs", files=files, data=form, headers=headers)
+        assert other.status_code == 422, other.text
+        assert "different request" in other.json()["detail"]
+    assert [job["id"] for job in client.get("/v1/jobs").json()["items"]] == [first.json()["id"]]
+
+
 def test_a_refused_callback_url_is_422_and_leaves_nothing(data_dir: Any) -> None:
     from filejobs.app import create_app
     from filejobs.jobs.dispatch import InMemoryDispatcher

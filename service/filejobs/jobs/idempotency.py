@@ -65,12 +65,29 @@ def parse_key(value: str) -> str:
     return value
 
 
-def fingerprint(*, processor: str, params: dict[str, Any], sha256: str, size: int, name: str) -> str:
-    document = json.dumps(
-        {"processor": processor, "params": params, "sha256": sha256, "size": size, "name": name},
-        sort_keys=True,
-        default=str,
-    )
+def fingerprint(
+    *,
+    processor: str,
+    params: dict[str, Any],
+    sha256: str,
+    size: int,
+    name: str,
+    callback_url: str | None = None,
+) -> str:
+    """What makes two requests under one Idempotency-Key the same request.
+
+    ``callback_url`` counts only when given, so a key recorded before it counted keeps its print.
+    """
+    fields: dict[str, Any] = {
+        "processor": processor,
+        "params": params,
+        "sha256": sha256,
+        "size": size,
+        "name": name,
+    }
+    if callback_url is not None:
+        fields["callback_url"] = callback_url
+    document = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(document.encode()).hexdigest()
 
 

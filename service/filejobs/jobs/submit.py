@@ -237,6 +237,7 @@ async def record_job(
                 sha256=received.sha256,
                 size=received.size,
                 name=received.name,
+                callback_url=callback_url,
             )
             if idempotency.existing is not None and request_print != idempotency.existing.fingerprint:
                 raise Unprocessable(
