@@ -16,9 +16,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from filejobs import keys
 from filejobs.api import fast_upload
 from filejobs.api.responses import job_json
 from filejobs.models import Job, JobStatus, job_public
+from filejobs.services import Services
 from filejobs.testing import make_job, post_file
 
 WHEN = datetime(2026, 12, 6, 14, 0, 0, 123456, tzinfo=UTC)
@@ -117,3 +119,33 @@ def test_the_fast_202_is_the_routes_202(
         assert answer.content == polled.content  # the same row, rendered the same way
         assert answer.headers["etag"] == polled.headers["etag"]
         assert answer.headers["content-length"] == str(len(answer.content))
+
+
+def test_an_expired_auth_gate_is_read_again_by_the_fast_path(
+    client: TestClient, services: Services, answered: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether keys are required is known for a second at a time; a plain upload that finds it
+    unknown reads it (once for all the uploads arriving meanwhile) instead of going to the route."""
+    reads: list[bool] = []
+    real = services.auth.required
+
+    def counting() -> bool:
+        reads.append(real())
+        return reads[-1]
+
+    monkeypatch.setattr(services.auth, "required", counting)
+    monkeypatch.setattr(services.auth, "ttl", 0.0)  # never known: every upload reads it
+    first = post_file(client)
+    second = post_file(client)
+    assert first.status_code == second.status_code == 202
+    assert answered == [first.json()["id"], second.json()["id"]]
+    assert reads
+    assert not any(reads)
+
+    keys.create_key(services.db, "alice")  # keys are required from now on: the route refuses
+    refused = post_file(client)
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert reads[-1] is True
+    assert len(answered) == 2
+    assert client.get(f"/v1/jobs/{first.json()['id']}").status_code == 401
