@@ -100,7 +100,7 @@ def validate_fields(registry: Registry, fields: Mapping[str, str]) -> Submission
         raise Unprocessable("'file_sha256' must be the file's SHA-256: 64 hexadecimal digits.")
     raw = fields.get("params") or "{}"
     try:
-        params = client_json.loads(raw)
+        params = {} if raw == "{}" else client_json.loads(raw)  # no params: no JSON decoder made
     except client_json.ClientJSONError as exc:
         raise Unprocessable(f"'params' {exc}.") from None
     if not isinstance(params, dict):
