@@ -20,8 +20,8 @@ ones included. The layers, top to bottom (a module may import its own layer and 
   processor interface and the built-ins), ``storage`` (and its S3 backend, ``object_storage``),
   ``db``, ``models``, ``migrate``, ``schema_version``, ``settings``, ``errors``, ``metrics`` (the
   counters; the database gauges are the API's), ``shutdown``, ``background``, ``ids``,
-  ``filenames``, ``sniff``, ``magic``, ``client_json``, ``memory``, ``lazy`` and the package's
-  ``__init__`` (its version).
+  ``filenames``, ``multipart_whole``, ``sniff``, ``magic``, ``client_json``, ``memory``, ``lazy`` and the
+  package's ``__init__`` (its version).
 - **client** stands beside them: ``client`` imports nothing of the server but the package's
   version (it is installed without the server's dependencies), and nothing but the CLI imports it.
 
@@ -72,6 +72,7 @@ LAYERS: dict[str, int] = {
             "background",
             "ids",
             "filenames",
+            "multipart_whole",  # the whole-body multipart split uploads uses
             "sniff",
             "magic",
             "client_json",

@@ -140,16 +140,28 @@ class Job(SQLModel, table=True):
     callback_url: str | None = Field(default=None, max_length=2048)
 
 
+#: Job's fields whose default is one immutable value, and the others' (made anew for each job).
+_FIXED_DEFAULTS: dict[str, Any] = {}
+_FRESH_DEFAULTS: list[str] = []
+for _name, _info in Job.model_fields.items():
+    if _info.default_factory is None and (_info.default is PydanticUndefined or _info.default is None):
+        _FIXED_DEFAULTS[_name] = None  # required (always given by the service) or None
+    elif _info.default_factory is None and isinstance(_info.default, int | float | str | bool | enum.Enum):
+        _FIXED_DEFAULTS[_name] = _info.default  # immutable: shared by every job
+    else:
+        _FRESH_DEFAULTS.append(_name)
+
+
 def new_job(**values: Any) -> Job:
     """A :class:`Job` from values the service made itself: every field set (defaults filled in),
     without validation (about ten times cheaper than ``Job(...)``)."""
-    defaults: dict[str, Any] = {
-        name: None if default is PydanticUndefined else default
-        for name, info in Job.model_fields.items()
-        if name not in values
-        for default in [info.get_default(call_default_factory=True)]
-    }
-    return Job.model_construct(**defaults, **values)
+    fields = Job.model_fields
+    defaults = {**_FIXED_DEFAULTS, **values}
+    for name in _FRESH_DEFAULTS:
+        if name not in values:
+            default = fields[name].get_default(call_default_factory=True)
+            defaults[name] = None if default is PydanticUndefined else default
+    return Job.model_construct(**defaults)
 
 
 class StoredFile(SQLModel, table=True):

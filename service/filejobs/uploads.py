@@ -37,6 +37,7 @@ from filejobs.errors import (
     UnsupportedMediaType,
 )
 from filejobs.filenames import display_name, parse_content_disposition
+from filejobs.multipart_whole import split_whole
 from filejobs.shutdown import RETRY_AFTER, Shutdown
 from filejobs.sniff import SNIFF_BYTES, sniff, sniff_is_cheap
 from filejobs.storage import StorageUnavailable, UploadSink
@@ -87,6 +88,9 @@ class ReceivedFile:
     #: False for an upload by hash (a ``file_sha256`` field and no file part): no byte was stored,
     #: ``size`` and ``sha256`` are what the client said, ``content_type`` is unknown ("").
     stored: bool = True
+    #: What ``check_fields`` returned for exactly these ``fields`` (all of them came before the
+    #: file and none after it), or None: the caller need not check them a second time.
+    checked: object = None
 
 
 FieldCheck = Callable[[dict[str, str]], object]
@@ -157,6 +161,8 @@ class _Receiver:
         self.check_fields = check_fields
         self.field_names = field_names
         self.fields: dict[str, str] = {}
+        #: How many fields ``check_fields`` saw (when the file part began) and what it returned.
+        self.checked: tuple[int, object] | None = None
         #: Body bytes received so far.
         self.received = 0
         #: True while :meth:`flush` waits for the writer to take a chunk (a slow disk, not an idle client).
@@ -209,10 +215,32 @@ class _Receiver:
         self._header_value += data[start:end]
 
     def on_header_end(self) -> None:
-        name = self._header_name.decode("latin-1").strip().lower()
-        self._headers[name] = self._header_value.decode("utf-8", errors="replace").strip()
+        self.header(self._header_name, self._header_value)
         self._header_name.clear()
         self._header_value.clear()
+
+    def header(self, name: bytes | bytearray, value: bytes | bytearray) -> None:
+        text = value.decode("utf-8", errors="replace")
+        self._headers[name.decode("latin-1").strip().lower()] = text.strip()
+
+    def take_whole(self, body: bytes, boundary: bytes) -> bool:
+        """Parse ``body``, the whole request body, without python-multipart when it is plainly
+        framed (:func:`filejobs.multipart_whole.split_whole`): the same callbacks, in the same
+        order, with the same values as python-multipart would make. False (nothing done) when it
+        is not: the caller hands it to python-multipart."""
+        parts = split_whole(body, boundary, MAX_PART_HEADERS, MAX_PART_HEADER_BYTES)
+        if parts is None:
+            return False
+        for headers, start, end in parts:
+            self.on_part_begin()
+            for name, value in headers:
+                self.header(name, value)
+            self.on_headers_finished()
+            if end > start:
+                self.on_part_data(body, start, end)
+            self.on_part_end()
+        self.on_end()
+        return True
 
     def on_headers_finished(self) -> None:
         disposition = self._headers.get("content-disposition")
@@ -230,8 +258,8 @@ class _Receiver:
             self._in_file = True
             self.file_name = display_name(filename)
             self.file_declared_type = self._headers.get("content-type") or None
-            if self.fields:
-                self.check_fields(dict(self.fields))  # fail fast, before the file streams in
+            if self.fields:  # fail fast, before the file streams in
+                self.checked = (len(self.fields), self.check_fields(dict(self.fields)))
             return
         if filename is not None and name not in self.field_names:  # -F upload=@path
             raise unknown_fields([name], self.field_names)
@@ -444,15 +472,10 @@ async def receive_upload(
     ``shutdown``, 503.
     """
     boundary = multipart_boundary(headers.get("content-type"))
-    declared_length(headers.get("content-length"), limits)
+    length = declared_length(headers.get("content-length"), limits)
     sink = open_sink()
     receiver = _Receiver(sink, limits, check_fields, field_names)
-    parser = MultipartParser(
-        boundary,
-        receiver.callbacks(),  # type: ignore[arg-type]
-        max_header_count=MAX_PART_HEADERS,
-        max_header_size=MAX_PART_HEADER_BYTES,
-    )
+    parser: MultipartParser | None = None
     watch = _Watch(receiver, idle_timeout, shutdown)
     try:
         watch.start()
@@ -464,6 +487,19 @@ async def receive_upload(
                         raise PayloadTooLarge(
                             f"The request body is larger than {limits.max_body_bytes} bytes.",
                             max_file_bytes=limits.max_file_bytes,
+                        )
+                    if receiver.ended:  # python-multipart ignores what follows the closing delimiter
+                        continue
+                    if parser is None:
+                        # The whole body in its first chunk (a small upload): parsed in a few finds.
+                        if length == len(chunk) and receiver.take_whole(chunk, boundary):
+                            await receiver.flush()
+                            continue
+                        parser = MultipartParser(
+                            boundary,
+                            receiver.callbacks(),  # type: ignore[arg-type]
+                            max_header_count=MAX_PART_HEADERS,
+                            max_header_size=MAX_PART_HEADER_BYTES,
                         )
                     parser.write(chunk)
                     await receiver.flush()
@@ -499,6 +535,7 @@ async def receive_upload(
     except BaseException:
         await _abort(receiver, sink)
         raise
+    checked = receiver.checked
     return ReceivedFile(
         sink=sink,
         name=receiver.file_name or "upload",
@@ -507,6 +544,8 @@ async def receive_upload(
         content_type=await _sniff(bytes(receiver.sample)),
         declared_content_type=receiver.file_declared_type,
         fields=receiver.fields,
+        # A field cannot appear twice, so the same count is the same fields.
+        checked=checked[1] if checked is not None and checked[0] == len(receiver.fields) else None,
     )
 
 

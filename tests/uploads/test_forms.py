@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -372,3 +373,48 @@ def test_create_job_with_a_generator_body_succeeds(
     assert job.declared_content_type == "text/plain"
     assert stored_upload(data_dir, job.id).read_bytes() == content
     assert client.get(f"/v1/jobs/{job.id}").json()["file"]["sha256"] == job.file_sha256
+
+
+@pytest.mark.parametrize(
+    ("parts", "checks"),
+    [
+        # every field before the file and none after: the early check's result is the form's
+        (lambda: (part("processor", "sleep"), part("params", '{"steps": 4}'), file_part()), 1),
+        (lambda: (part("processor", "sleep"), file_part()), 1),
+        (lambda: (part("callback_url", ""), file_part()), 1),
+        # params before the file wait for the processor: checked in full at the end only
+        (lambda: (part("params", '{"steps": 4}'), file_part(), part("processor", "sleep")), 2),
+        # a field after the file: the form is checked again, in full
+        (lambda: (part("processor", "sleep"), file_part(), part("params", '{"steps": 4}')), 2),
+        (lambda: (file_part(), part("processor", "sleep")), 1),  # nothing before the file to check early
+    ],
+)
+def test_the_form_is_validated_again_only_when_the_early_check_did_not_see_it_whole(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, parts: Any, checks: int
+) -> None:
+    from filejobs.jobs import submit
+
+    calls: list[dict[str, str]] = []
+    real = submit.validate_fields
+
+    def counting(registry: Any, fields: Any) -> Any:
+        calls.append(dict(fields))
+        return real(registry, fields)
+
+    monkeypatch.setattr(submit, "validate_fields", counting)
+    response = client.post("/v1/jobs", content=multipart(*parts()), headers=MULTIPART)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["processor"] == "sleep" or "processor" not in calls[-1]
+    if any(b'name="params"' in p for p in parts()):
+        assert job["params"] == {**SLEEP_DEFAULTS, "steps": 4}
+    assert len(calls) == checks
+
+
+def test_a_bad_field_after_the_file_is_refused_though_those_before_it_passed(
+    client: TestClient, data_dir: Path, dispatcher: InMemoryDispatcher
+) -> None:
+    body = multipart(part("processor", "sleep"), file_part(), part("params", '{"steps": "many"}'))
+    response = client.post("/v1/jobs", content=body, headers=MULTIPART)
+    assert_problem(response, 422, data_dir)
+    assert_nothing_left(client, data_dir, dispatcher)

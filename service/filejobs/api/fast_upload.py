@@ -10,6 +10,10 @@ else goes to the route, which also documents the endpoint in OpenAPI.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from anyio import to_thread
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,24 +22,42 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from filejobs.api.auth import open_without_lookup
 from filejobs.api.deps import scope_services
 from filejobs.api.problems import problem_response
-from filejobs.api.responses import submitted_response
-from filejobs.api.security_headers import secured
+from filejobs.api.responses import RETRY_AFTER, job_json, submitted_response
+from filejobs.api.security_headers import headers_for, secured
 from filejobs.api.upload_body import upload_body
 from filejobs.errors import ClientGone, Problem
 from filejobs.jobs.commands import dispatch
 from filejobs.jobs.intake import submit_upload
 from filejobs.keys import ANONYMOUS
+from filejobs.models import Job, etag_of
 from filejobs.services import Services
 
+log = logging.getLogger(__name__)
 PATH = "/v1/jobs"
+_AFTER = ((b"retry-after", RETRY_AFTER.encode()),)
+_JSON_AND_SECURITY = ((b"content-type", b"application/json"), *headers_for(PATH))
+
+
+def queued_answer(job: Job) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and body of :func:`filejobs.api.responses.queued_response` (then
+    :func:`secured`) for ``job``: the same headers in the same order, the same bytes."""
+    body = job_json(job)
+    return [
+        (b"etag", etag_of(job).encode()),
+        (b"location", f"{PATH}/{job.id}".encode()),
+        *_AFTER,
+        (b"content-length", str(len(body)).encode()),
+        *_JSON_AND_SECURITY,
+    ], body
 
 
 class FastUpload:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._reading: asyncio.Future[bool] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        services = self._services(scope)
+        services = await self._services(scope)
         if services is None:
             await self.app(scope, receive, send)
             return
@@ -53,11 +75,15 @@ class FastUpload:
         except Problem as problem:
             await secured(problem_response(problem, request), PATH)(scope, receive, send)
             return
-        await secured(submitted_response(submitted), PATH)(scope, receive, send)
+        if submitted.replayed:  # never here (no Idempotency-Key), but answered right all the same
+            await secured(submitted_response(submitted), PATH)(scope, receive, send)
+        else:  # the route's 202, byte for byte, without a Response object
+            headers, body = queued_answer(submitted.job)
+            await send({"type": "http.response.start", "status": 202, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
         await dispatch(hub=services.hub, dispatcher=services.dispatcher, job_id=submitted.job.id)
 
-    @staticmethod
-    def _services(scope: Scope) -> Services | None:
+    async def _services(self, scope: Scope) -> Services | None:
         """The services when this request is a plain upload this middleware answers, else None."""
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
             return None
@@ -67,8 +93,28 @@ class FastUpload:
         if services is None:
             return None
         headers = Headers(scope=scope)
-        if "idempotency-key" in headers or not open_without_lookup(
-            services.auth, headers.get("authorization")
-        ):
+        if "idempotency-key" in headers:
             return None
-        return services
+        authorization = headers.get("authorization")
+        if open_without_lookup(services.auth, authorization):
+            return services
+        if authorization or services.auth.known() is not None:
+            return None  # a key to check, or keys required: the route answers
+        # Whether keys are required is re-read every second: ask the database here (once for all
+        # the uploads arriving meanwhile) rather than sending them all through the route.
+        return services if await self._keys_required(services) is False else None
+
+    async def _keys_required(self, services: Services) -> bool | None:
+        """:meth:`AuthGate.required`, read in a thread, one read at a time for all the uploads
+        asking; None when it fails (the route answers, and meets the same failure)."""
+        reading = self._reading
+        if reading is None or reading.get_loop() is not asyncio.get_running_loop():
+            reading = self._reading = asyncio.ensure_future(to_thread.run_sync(services.auth.required))
+        try:
+            return await asyncio.shield(reading)
+        except Exception:
+            log.debug("reading whether keys are required failed; the route answers", exc_info=True)
+            return None
+        finally:
+            if reading.done() and self._reading is reading:
+                self._reading = None

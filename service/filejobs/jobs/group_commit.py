@@ -39,6 +39,18 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 #: Files of one batch written and fsynced at once.
 PLACE_THREADS = 8
+_COLUMNS = tuple(Job.model_fields)
+_COLUMN_SET = frozenset(_COLUMNS)
+
+
+def row_values(job: Job) -> dict[str, Any]:
+    """``job.model_dump()``: for a job made by :func:`filejobs.models.new_job` (every field in its
+    ``__dict__``) read from there, at half the cost of pydantic's serializer."""
+    state = job.__dict__
+    if state.keys() >= _COLUMN_SET:
+        return {name: state[name] for name in _COLUMNS}
+    return job.model_dump()
+
 
 BeforeCommit = Callable[[Session], None]
 Prepare = Callable[[Session, dict[str, Any]], None]
@@ -90,7 +102,7 @@ class GroupCommitter:
         must not undo the others'."""
         loop = asyncio.get_running_loop()
         isolated = before_commit is not None if isolated is None else isolated
-        item = _Insert(job.model_dump(), before_commit, prepare, isolated, place, loop, loop.create_future())
+        item = _Insert(row_values(job), before_commit, prepare, isolated, place, loop, loop.create_future())
         self._start()
         if place is not None:
             item.placed = self._places.submit(_place, place)

@@ -100,7 +100,7 @@ def validate_fields(registry: Registry, fields: Mapping[str, str]) -> Submission
         raise Unprocessable("'file_sha256' must be the file's SHA-256: 64 hexadecimal digits.")
     raw = fields.get("params") or "{}"
     try:
-        params = client_json.loads(raw)
+        params = {} if raw == "{}" else client_json.loads(raw)  # no params: no JSON decoder made
     except client_json.ClientJSONError as exc:
         raise Unprocessable(f"'params' {exc}.") from None
     if not isinstance(params, dict):
@@ -116,12 +116,16 @@ def validate_fields(registry: Registry, fields: Mapping[str, str]) -> Submission
     return Submission(entry=entry, params=model)
 
 
-def validate_early_fields(registry: Registry, fields: Mapping[str, str]) -> None:
+def validate_early_fields(registry: Registry, fields: Mapping[str, str]) -> Submission | None:
     """The fields sent before the file: refuse now what cannot pass later. ``params`` waits for
-    ``processor`` when that is still to come (after the file), as it is checked against it."""
-    if "processor" not in fields:
+    ``processor`` when that is still to come (after the file), as it is checked against it.
+    The :class:`Submission` of these fields when all of them were checked (None when ``params``
+    waits): when no field follows the file, it is the form's and need not be made again."""
+    if "processor" not in fields and "params" in fields:
         fields = {name: value for name, value in fields.items() if name != "params"}
-    validate_fields(registry, fields)
+        validate_fields(registry, fields)
+        return None
+    return validate_fields(registry, fields)
 
 
 def split_secrets(params: BaseModel) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -214,7 +218,9 @@ async def record_job(
     (as :func:`create_job` after the body is in; a finished resumable upload comes here directly).
     ``job_id`` (default: a new one) lets a caller that must make exactly one job name it first."""
     try:
-        submission = validate_fields(registry, received.fields)
+        submission = received.checked
+        if not isinstance(submission, Submission):  # fields after the file, or none before it
+            submission = validate_fields(registry, received.fields)
         processor = submission.entry.processor
         received = await _check_content(db, received, owner)
         if not processor.accepts_type(received.content_type):
