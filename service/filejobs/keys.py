@@ -8,6 +8,7 @@ in listings.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -16,6 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from anyio import to_thread
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -136,6 +138,7 @@ class AuthGate:
         self._lock = threading.Lock()
         self._value = False
         self._read_at = float("-inf")
+        self._reading: asyncio.Future[bool] | None = None
 
     def known(self) -> bool | None:
         """:meth:`required` if it can be answered without the database (else None)."""
@@ -154,3 +157,18 @@ class AuthGate:
         with self._lock:
             self._value, self._read_at = value, time.monotonic()
         return value
+
+    async def arequired(self) -> bool:
+        """:meth:`required` on the event loop: when the database must be asked, one read in a
+        thread for every request asking meanwhile."""
+        known = self.known()
+        if known is not None:
+            return known
+        reading = self._reading
+        if reading is None or reading.get_loop() is not asyncio.get_running_loop():
+            reading = self._reading = asyncio.ensure_future(to_thread.run_sync(self.required))
+        try:
+            return await asyncio.shield(reading)
+        finally:
+            if reading.done() and self._reading is reading:
+                self._reading = None

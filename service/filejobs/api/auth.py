@@ -7,6 +7,7 @@ caller is then rate-limited (per key, per process).
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from anyio import to_thread
@@ -19,6 +20,7 @@ from filejobs.errors import Unauthorized
 from filejobs.keys import ANONYMOUS, AuthGate, Caller
 from filejobs.services import Services
 
+log = logging.getLogger(__name__)
 REALM = 'Bearer realm="filejobs"'
 
 
@@ -52,6 +54,23 @@ def open_without_lookup(gate: AuthGate, header: str | None) -> bool:
     """True when the caller is anonymous (no ``Authorization``) and the service is known to be
     open without asking the database: then no thread hop is needed to know who is calling."""
     return not header and gate.known() is False
+
+
+async def anonymous_and_open(gate: AuthGate, header: str | None) -> bool:
+    """True when the caller is anonymous and the service open: known in memory, or (once the
+    answer is a second old) read in a thread shared by every request asking meanwhile. False when
+    a key is sent, keys are required, or the read failed (the route answers, and meets the same
+    failure). For the fast paths, which answer anonymous callers of an open service themselves."""
+    if header:
+        return False
+    known = gate.known()
+    if known is not None:
+        return not known
+    try:
+        return not await gate.arequired()
+    except Exception:
+        log.debug("reading whether keys are required failed; the route answers", exc_info=True)
+        return False
 
 
 async def authenticate(request: Request, services: ServicesDep) -> Caller:

@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from filejobs.api.auth import open_without_lookup
+from filejobs.api.auth import anonymous_and_open
 from filejobs.api.deps import scope_services
 from filejobs.api.security_headers import headers_for
 from filejobs.ids import is_job_id
@@ -126,7 +126,7 @@ class StatusApp(FastAPI):
                 if_none_match = value.decode("latin-1")
             elif name == b"origin" and cors:
                 return None  # a browser on another origin: the route answers, inside the CORS middleware
-        if not open_without_lookup(services.auth, authorization):
+        if not await anonymous_and_open(services.auth, authorization):
             return None  # a key to check: the route does it
         reader: JobReader = services.reader
         row = await reader.aget_row(job_id, owner=ANONYMOUS.scope)

@@ -10,16 +10,14 @@ else goes to the route, which also documents the endpoint in OpenAPI.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from anyio import to_thread
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from filejobs.api.auth import open_without_lookup
+from filejobs.api.auth import anonymous_and_open
 from filejobs.api.deps import scope_services
 from filejobs.api.problems import problem_response
 from filejobs.api.responses import RETRY_AFTER, job_json, submitted_response
@@ -54,7 +52,6 @@ def queued_answer(job: Job) -> tuple[list[tuple[bytes, bytes]], bytes]:
 class FastUpload:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._reading: asyncio.Future[bool] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         services = await self._services(scope)
@@ -95,26 +92,5 @@ class FastUpload:
         headers = Headers(scope=scope)
         if "idempotency-key" in headers:
             return None
-        authorization = headers.get("authorization")
-        if open_without_lookup(services.auth, authorization):
-            return services
-        if authorization or services.auth.known() is not None:
-            return None  # a key to check, or keys required: the route answers
-        # Whether keys are required is re-read every second: ask the database here (once for all
-        # the uploads arriving meanwhile) rather than sending them all through the route.
-        return services if await self._keys_required(services) is False else None
-
-    async def _keys_required(self, services: Services) -> bool | None:
-        """:meth:`AuthGate.required`, read in a thread, one read at a time for all the uploads
-        asking; None when it fails (the route answers, and meets the same failure)."""
-        reading = self._reading
-        if reading is None or reading.get_loop() is not asyncio.get_running_loop():
-            reading = self._reading = asyncio.ensure_future(to_thread.run_sync(services.auth.required))
-        try:
-            return await asyncio.shield(reading)
-        except Exception:
-            log.debug("reading whether keys are required failed; the route answers", exc_info=True)
-            return None
-        finally:
-            if reading.done() and self._reading is reading:
-                self._reading = None
+        # A key to check, or keys required: the route answers.
+        return services if await anonymous_and_open(services.auth, headers.get("authorization")) else None
