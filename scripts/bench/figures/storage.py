@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from filejobs.testing.ports import free_port
+from filejobs.testing.s3 import s3_server_process
 from scripts.bench.common import MB, Body, Context, MiB, RssSampler, filejobs_server
 from scripts.bench.figures.filejobs_load import filejobs_env, median
 from scripts.bench.figures.small_uploads import post_small
@@ -47,25 +44,8 @@ START_TIMEOUT = 30.0
 @contextlib.contextmanager
 def moto_server(log: Path) -> Iterator[str]:
     """``python -m moto.server`` on a free loopback port; yields its endpoint URL."""
-    port = free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto's S3 server did not start (see {log})")
-                time.sleep(0.1)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.kill()
-            proc.wait(10)
+    with s3_server_process(log) as server:
+        yield server.endpoint
 
 
 def s3_client(endpoint: str) -> Any:
