@@ -218,6 +218,56 @@ def test_a_part_body_reads_its_pieces_as_one_file() -> None:
     assert body.read(10) == b""
 
 
+def test_parts_are_exactly_part_size_and_the_last_goes_beside_those_in_flight(
+    data_dir: Path, s3_bucket: S3Bucket
+) -> None:
+    import random
+    import threading
+
+    storage = S3Storage.from_settings(make_settings(data_dir, s3_part_size=PART, **s3_bucket.settings))
+    sizes: list[int] = []
+    sending = 0
+    most_at_once = 0
+    lock = threading.Lock()
+    call = storage.bucket.call
+
+    def counting(operation: str, /, **kwargs: object) -> object:
+        nonlocal sending, most_at_once
+        if operation != "upload_part":
+            return call(operation, **kwargs)
+        with lock:
+            sending += 1
+            most_at_once = max(most_at_once, sending)
+            sizes.append(len(kwargs["Body"]))  # type: ignore[arg-type]
+        try:
+            return call(operation, **kwargs)
+        finally:
+            with lock:
+                sending -= 1
+
+    storage.bucket.call = counting  # type: ignore[method-assign]
+    rng = random.Random(16)
+    # Pieces of every size: views, bytes, one longer than two parts (cut into three parts).
+    pieces: list[bytes | memoryview] = [rng.randbytes(rng.randint(1, 700 * 1024)) for _ in range(12)]
+    pieces.insert(5, memoryview(rng.randbytes(2 * PART + 777))[3:])
+    whole = b"".join(pieces)
+
+    async def upload() -> str:
+        sink = storage.open_upload()
+        for start in range(0, len(pieces), 3):
+            await sink.write(pieces[start : start + 3])
+        await sink.write(b"", final=True)
+        await sink.commit(sink.key)
+        return sink.key
+
+    key = asyncio.run(upload())
+    assert sizes[:-1] == [PART] * (len(whole) // PART)
+    assert sum(sizes) == len(whole)
+    assert most_at_once <= storage.parts_in_flight + 1
+    assert s3_bucket.read(key) == whole
+    assert s3_bucket.multipart_uploads() == []
+
+
 def test_delete_while_the_store_is_down_is_204_and_the_orphan_scan_cleans_up(
     data_dir: Path, s3_bucket: S3Bucket
 ) -> None:

@@ -1,14 +1,15 @@
 """An upload streamed into the bucket as it arrives.
 
-Bytes are gathered (as the receiver's views, not copied) until a part's worth is there, then
-sent (read where they are) as one part of an S3 multipart upload from a worker thread, at most
-``parts_in_flight`` parts at a time: while they are all in flight, :meth:`S3UploadSink.write`
-waits, and so does the receiver (memory stays at about ``parts_in_flight + 1`` parts per upload);
-the last part goes at once, beside them.
-A file smaller than one part goes up in a single PUT. :meth:`S3UploadSink.commit` sends the rest
-and completes the object: the caller commits the row only after that, so a ``202`` still means
-the file is durably stored. :meth:`S3UploadSink.abort` (any failure, a client gone) waits for the
-parts in flight, then aborts the multipart upload (or deletes the object it completed).
+Bytes are gathered (as the receiver's views, not copied) until a part's worth is there (exactly
+``part_size`` bytes: the piece that crosses the line is cut in two views), then sent (read where
+they are) as one part of an S3 multipart upload from a worker thread, at most ``parts_in_flight``
+parts at a time: while they are all in flight, :meth:`S3UploadSink.write` waits, and so does the
+receiver (memory stays at about ``parts_in_flight + 1`` parts per upload); the last part goes at
+once, beside them. A file smaller than one part goes up in a single PUT.
+:meth:`S3UploadSink.commit` sends the rest and completes the object: the caller commits the row
+only after that, so a ``202`` still means the file is durably stored. :meth:`S3UploadSink.abort`
+(any failure, a client gone) waits for the parts in flight, then aborts the multipart upload (or
+deletes the object it completed).
 
 The object's key holds the job's id, chosen when the upload opens (an object cannot be renamed):
 ``uploads/<job id>``, as on the local backend.
@@ -102,12 +103,22 @@ class S3UploadSink:
     async def write(self, data: Buffers, *, final: bool = False) -> None:
         if self._aborted or self._stored:
             raise RuntimeError("write to an upload that has ended")
+        part_size = self._storage.part_size
         for piece in [data] if isinstance(data, bytes | memoryview) else data:
-            if len(piece):
-                self._pieces.append(piece)
-                self._buffered += len(piece)
-        if self._buffered >= self._storage.part_size:
-            await self._send_part()
+            while len(piece):
+                # A part is exactly part_size bytes: the piece that crosses the line is cut (two
+                # views of it, no copy), so an upload holds no more than whole parts.
+                take = min(len(piece), part_size - self._buffered)
+                if take == len(piece):
+                    self._pieces.append(piece)
+                    piece = b""
+                else:
+                    view = memoryview(piece).cast("B")
+                    self._pieces.append(view[:take])
+                    piece = view[take:]
+                self._buffered += take
+                if self._buffered >= part_size:
+                    await self._send_part()
         if final:
             await self._complete()
 

@@ -55,7 +55,7 @@ class S3Storage:
         bucket: Bucket,
         *,
         scratch_root: Path,
-        part_size: int = 8 * MiB,
+        part_size: int = 5 * MiB,
         parts_in_flight: int = 2,
     ) -> None:
         self.bucket = bucket
