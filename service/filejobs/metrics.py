@@ -105,6 +105,14 @@ STORAGE_OPERATIONS = Counter(
     "get_object, ...), whatever their outcome.",
     ["operation"],
 )
+STORAGE_DURATION = Histogram(
+    "filejobs_storage_operation_duration_seconds",
+    "Seconds each request to the object store (the S3 backend) took, by operation, whatever its "
+    "outcome (the client's retries included): e.g. complete_multipart_upload, the store's share of "
+    "an upload's last byte -> 202.",
+    ["operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
 STORAGE_ERRORS = Counter(
     "filejobs_storage_errors",
     "Object store requests that failed, by operation and kind: not_found, unreachable (no "
@@ -138,9 +146,11 @@ def job_attempt_ended(processor: str, status: JobStatus | None, seconds: float) 
     JOBS_FINISHED.labels(processor, label).inc()
 
 
-def storage_call(operation: str, error_kind: str | None = None) -> None:
-    """One request to the object store; ``error_kind`` when it failed."""
+def storage_call(operation: str, error_kind: str | None = None, seconds: float | None = None) -> None:
+    """One request to the object store, which took ``seconds``; ``error_kind`` when it failed."""
     STORAGE_OPERATIONS.labels(operation).inc()
+    if seconds is not None:
+        STORAGE_DURATION.labels(operation).observe(seconds)
     if error_kind is not None:
         STORAGE_ERRORS.labels(operation, error_kind).inc()
 

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         description="The S3 API's URL for a bucket not on AWS (MinIO, R2, Ceph): http://host:9000.",
     )
     s3_part_size: int = Field(
-        default=8 * MiB,
+        default=5 * MiB,
         ge=5 * MiB,
         le=64 * MiB,
         description="Bytes per part of an upload streamed to S3 (a file smaller than one part goes up "

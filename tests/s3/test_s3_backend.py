@@ -213,6 +213,13 @@ def test_readyz_heads_the_bucket_and_metrics_count_storage_calls(
     metrics = s3_client.get("/metrics").text
     assert 'filejobs_storage_operations_total{operation="put_object"}' in metrics
     assert 'filejobs_storage_operations_total{operation="head_bucket"}' in metrics
+    timed = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('filejobs_storage_operation_duration_seconds_count{operation="put_object"}')
+    ]
+    assert len(timed) == 1
+    assert float(timed[0].rsplit(" ", 1)[1]) >= 1
     s3_bucket.drop()
     not_ready = s3_client.get("/readyz")
     assert not_ready.status_code == 503

@@ -1,7 +1,7 @@
-"""The S3 backend when things go wrong: a store that cannot be reached or has no such bucket
-(503 + Retry-After at upload time, no row, nothing half-written; ``serve`` and ``worker`` refuse
-to start with one line), a client gone mid-upload and a part that fails (the multipart upload is
-aborted)."""
+"""The S3 backend when things go wrong: a store that cannot be reached, has no such bucket or
+refuses the credentials (503 + Retry-After at upload time, no row, nothing half-written;
+``serve`` and ``worker`` refuse to start with one line), a client gone mid-upload and a part
+that fails (the multipart upload is aborted)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.object_storage import S3Storage
 from filejobs.settings import MiB
 from filejobs.testing import base_env, free_port, post_file, submit
-from filejobs.testing.s3 import S3Bucket
+from filejobs.testing.s3 import CREDENTIALS as S3_CREDENTIALS
+from filejobs.testing.s3 import S3Bucket, s3_server_process
 from filejobs.uploads import Limits, receive_upload
 from tests.conftest import make_settings
 
@@ -88,6 +90,51 @@ def test_serve_and_worker_fail_fast_naming_the_bucket(
     assert len(lines) == 1, done.stderr
     assert "no-such-bucket-here" in lines[0]
     assert "no_bucket" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def strict_s3(tmp_path: Path) -> Iterator[S3Bucket]:
+    """A moto server of its own that, once the test's bucket is made, checks every request's
+    credentials: the tests' (like any others) are then wrong, answered 403 InvalidAccessKeyId."""
+    with s3_server_process(tmp_path / "moto.log", authenticate_after=1) as server:
+        client = server.client()
+        name = f"fj-{uuid.uuid4().hex[:16]}"
+        client.create_bucket(Bucket=name)
+        yield S3Bucket(server=server, name=name, client=client)
+
+
+def test_wrong_credentials_at_upload_time_are_503_and_leave_nothing(
+    data_dir: Path, strict_s3: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    settings = make_settings(data_dir, s3_part_size=PART, **strict_s3.settings)
+    with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
+        for content in (b"small file\n", b"x" * (PART + 100)):  # a single PUT, a multipart upload
+            response = post_file(client, content)
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"]
+            assert response.headers["content-type"] == "application/problem+json"
+            assert "storage is unavailable" in response.json()["detail"]
+        assert client.get("/v1/jobs").json()["items"] == []
+        metrics = client.get("/metrics").text
+        assert 'filejobs_storage_errors_total{kind="denied",operation="put_object"}' in metrics
+        assert 'filejobs_storage_errors_total{kind="denied",operation="create_multipart_upload"}' in metrics
+    strict_s3.server.stop_authenticating()
+    assert strict_s3.keys() == []
+    assert strict_s3.multipart_uploads() == []
+
+
+def test_serve_fails_fast_on_wrong_credentials_naming_the_bucket(tmp_path: Path, strict_s3: S3Bucket) -> None:
+    env = base_env({**strict_s3.env, "FILEJOBS_DATA_DIR": str(tmp_path / "data")})
+    args = [sys.executable, "-m", "filejobs.cli", "serve", "--port", str(free_port())]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert strict_s3.name in lines[0]
+    assert "denied" in lines[0]
     assert "Traceback" not in done.stderr
 
 
@@ -169,6 +216,56 @@ def test_a_part_body_reads_its_pieces_as_one_file() -> None:
         assert body.read(size) == whole[position : position + size]
     assert body.seek(0, 2) == len(whole)
     assert body.read(10) == b""
+
+
+def test_parts_are_exactly_part_size_and_the_last_goes_beside_those_in_flight(
+    data_dir: Path, s3_bucket: S3Bucket
+) -> None:
+    import random
+    import threading
+
+    storage = S3Storage.from_settings(make_settings(data_dir, s3_part_size=PART, **s3_bucket.settings))
+    sizes: list[int] = []
+    sending = 0
+    most_at_once = 0
+    lock = threading.Lock()
+    call = storage.bucket.call
+
+    def counting(operation: str, /, **kwargs: object) -> object:
+        nonlocal sending, most_at_once
+        if operation != "upload_part":
+            return call(operation, **kwargs)
+        with lock:
+            sending += 1
+            most_at_once = max(most_at_once, sending)
+            sizes.append(len(kwargs["Body"]))  # type: ignore[arg-type]
+        try:
+            return call(operation, **kwargs)
+        finally:
+            with lock:
+                sending -= 1
+
+    storage.bucket.call = counting  # type: ignore[method-assign]
+    rng = random.Random(16)
+    # Pieces of every size: views, bytes, one longer than two parts (cut into three parts).
+    pieces: list[bytes | memoryview] = [rng.randbytes(rng.randint(1, 700 * 1024)) for _ in range(12)]
+    pieces.insert(5, memoryview(rng.randbytes(2 * PART + 777))[3:])
+    whole = b"".join(pieces)
+
+    async def upload() -> str:
+        sink = storage.open_upload()
+        for start in range(0, len(pieces), 3):
+            await sink.write(pieces[start : start + 3])
+        await sink.write(b"", final=True)
+        await sink.commit(sink.key)
+        return sink.key
+
+    key = asyncio.run(upload())
+    assert sizes[:-1] == [PART] * (len(whole) // PART)
+    assert sum(sizes) == len(whole)
+    assert most_at_once <= storage.parts_in_flight + 1
+    assert s3_bucket.read(key) == whole
+    assert s3_bucket.multipart_uploads() == []
 
 
 def test_delete_while_the_store_is_down_is_204_and_the_orphan_scan_cleans_up(

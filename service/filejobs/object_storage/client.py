@@ -1,11 +1,15 @@
 """The boto3 client of a bucket: every request goes through :meth:`Bucket.call`, which counts it
-(``filejobs_storage_operations``/``_errors``) and turns its failure into what the service knows:
+(``filejobs_storage_operations``/``_errors``, and how long it took:
+``filejobs_storage_operation_duration_seconds``) and turns its failure into what the service knows:
 :class:`FileNotFoundError` for an object (or multipart upload) that is not there,
 :class:`~filejobs.storage.StorageUnavailable` for a store that cannot be reached or refuses.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -74,9 +78,57 @@ def error_kind(exc: BaseException, operation: str) -> str:
     return "other"
 
 
+#: glibc's ``mallopt`` parameter for the size from which an allocation gets its own mapping.
+M_MMAP_THRESHOLD = -3
+#: Allocations from this size on are mapped, and unmapped when freed (glibc's starting value).
+MMAP_THRESHOLD = 128 * 1024
+_threshold_fixed = False
+
+
+def fix_mmap_threshold() -> bool:
+    """Keep glibc's mmap threshold at 128 KiB in a process that streams to S3 (once per process;
+    False where libc has no ``mallopt``).
+
+    glibc raises the threshold (up to 32 MiB) each time a mapped block is freed; after the first
+    parts of an upload, the request's chunks and botocore's 1 MiB reads (checksum, payload hash)
+    come from the heap instead, where what is freed by one thread stays in its arena and RSS keeps
+    8-20 MB more than the bytes in flight (measured: docs/performance.md, "Object storage"). At a
+    fixed threshold they are mapped and returned when freed."""
+    global _threshold_fixed
+    if _threshold_fixed:
+        return True
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    _threshold_fixed = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    return _threshold_fixed
+
+
+#: botocore's data loader, shared by every client of this process (see :func:`_loader`).
+_LOADER: Any = None
+
+
+def _loader() -> Any:
+    """One botocore data loader for the process: it keeps what it parsed (S3's service model, its
+    endpoint rules, the partitions: about 13 MB of Python objects), so a second client (``serve``
+    checks the bucket with one before the app makes its own; tests make many) costs 0.5 MB, not 13."""
+    global _LOADER
+    if _LOADER is None:
+        from botocore.loaders import create_loader
+
+        _LOADER = create_loader()
+    return _LOADER
+
+
 def make_client(endpoint_url: str | None, timeout: float) -> Any:
-    """A thread-safe S3 client: standard retries, bounded timeouts and connection pool."""
+    """A thread-safe S3 client: standard retries, bounded timeouts and connection pool. Each
+    client has a session of its own (credentials are looked up afresh), all share one loader."""
     import boto3
+    import botocore.session
     from botocore.config import Config
 
     config = Config(
@@ -87,7 +139,13 @@ def make_client(endpoint_url: str | None, timeout: float) -> Any:
         # Path-style for a custom endpoint: MinIO and moto serve no bucket subdomains.
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=config)
+    core = botocore.session.get_session()
+    loader = _loader()
+    core.register_component("data_loader", loader)
+    session = boto3.session.Session(botocore_session=core)
+    # boto3 adds its own data directory to the loader's search path for each session: once is enough.
+    loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))
+    return session.client("s3", endpoint_url=endpoint_url or None, config=config)
 
 
 class Bucket:
@@ -108,17 +166,18 @@ class Bucket:
 
     def call(self, operation: str, /, **kwargs: Any) -> Any:
         """``client.<operation>(Bucket=..., **kwargs)``, counted, its errors translated."""
+        started = time.perf_counter()
         try:
             result = getattr(self.client, operation)(Bucket=self.name, **kwargs)
         except Exception as exc:
             kind = error_kind(exc, operation)
-            metrics.storage_call(operation, kind)
+            metrics.storage_call(operation, kind, time.perf_counter() - started)
             if kind == "not_found":
                 raise FileNotFoundError(kwargs.get("Key", operation)) from exc
             if kind == "other":
                 raise
             raise StorageUnavailable(f"{self.describe()}: {kind}: {_first_line(exc)}") from exc
-        metrics.storage_call(operation)
+        metrics.storage_call(operation, seconds=time.perf_counter() - started)
         return result
 
 

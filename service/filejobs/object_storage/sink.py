@@ -1,13 +1,15 @@
 """An upload streamed into the bucket as it arrives.
 
-Bytes are gathered (as the receiver's views, not copied) until a part's worth is there, then
-joined and sent as one part of an S3 multipart upload from a worker thread, at most
-``parts_in_flight`` parts at a time: while they are all in flight, :meth:`S3UploadSink.write`
-waits, and so does the receiver (memory stays at about ``parts_in_flight + 1`` parts per upload).
-A file smaller than one part goes up in a single PUT. :meth:`S3UploadSink.commit` sends the rest
-and completes the object: the caller commits the row only after that, so a ``202`` still means
-the file is durably stored. :meth:`S3UploadSink.abort` (any failure, a client gone) waits for the
-parts in flight, then aborts the multipart upload (or deletes the object it completed).
+Bytes are gathered (as the receiver's views, not copied) until a part's worth is there (exactly
+``part_size`` bytes: the piece that crosses the line is cut in two views), then sent (read where
+they are) as one part of an S3 multipart upload from a worker thread, at most ``parts_in_flight``
+parts at a time: while they are all in flight, :meth:`S3UploadSink.write` waits, and so does the
+receiver (memory stays at about ``parts_in_flight + 1`` parts per upload); the last part goes at
+once, beside them. A file smaller than one part goes up in a single PUT.
+:meth:`S3UploadSink.commit` sends the rest and completes the object: the caller commits the row
+only after that, so a ``202`` still means the file is durably stored. :meth:`S3UploadSink.abort`
+(any failure, a client gone) waits for the parts in flight, then aborts the multipart upload (or
+deletes the object it completed).
 
 The object's key holds the job's id, chosen when the upload opens (an object cannot be renamed):
 ``uploads/<job id>``, as on the local backend.
@@ -101,16 +103,29 @@ class S3UploadSink:
     async def write(self, data: Buffers, *, final: bool = False) -> None:
         if self._aborted or self._stored:
             raise RuntimeError("write to an upload that has ended")
+        part_size = self._storage.part_size
         for piece in [data] if isinstance(data, bytes | memoryview) else data:
-            if len(piece):
-                self._pieces.append(piece)
-                self._buffered += len(piece)
-        if self._buffered >= self._storage.part_size:
-            await self._send_part()
+            while len(piece):
+                # A part is exactly part_size bytes: the piece that crosses the line is cut (two
+                # views of it, no copy), so an upload holds no more than whole parts.
+                take = min(len(piece), part_size - self._buffered)
+                if take == len(piece):
+                    self._pieces.append(piece)
+                    piece = b""
+                else:
+                    view = memoryview(piece).cast("B")
+                    self._pieces.append(view[:take])
+                    piece = view[take:]
+                self._buffered += take
+                if self._buffered >= part_size:
+                    await self._send_part()
         if final:
             await self._complete()
 
-    async def _send_part(self) -> None:
+    async def _send_part(self, *, last: bool = False) -> None:
+        """Send the part gathered so far, once fewer than ``parts_in_flight`` are in flight; the
+        ``last`` part at once (it is held in memory either way, and nothing fills after it: one
+        more request in flight shortens the wait after the last byte, at no cost in memory)."""
         pieces, self._pieces, self._buffered = self._pieces, [], 0
         if self._upload_id is None:
             created = await to_thread.run_sync(
@@ -130,7 +145,7 @@ class S3UploadSink:
             for task in self._parts:
                 if task.done():
                     task.result()  # a failed part ends the upload now
-            if len(pending) < self._storage.parts_in_flight:
+            if last or len(pending) < self._storage.parts_in_flight:
                 break
             await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         number = len(self._parts) + 1
@@ -158,7 +173,7 @@ class S3UploadSink:
             await to_thread.run_sync(self._put, pieces)
         else:
             if self._pieces:
-                await self._send_part()  # the last part may be smaller than the others
+                await self._send_part(last=True)  # it may be smaller than the others
             parts = await asyncio.gather(*self._parts)
             await to_thread.run_sync(
                 partial(

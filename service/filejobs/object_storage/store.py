@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from filejobs.ids import is_job_id
-from filejobs.object_storage.client import Bucket, Location, make_client
+from filejobs.object_storage.client import Bucket, Location, fix_mmap_threshold, make_client
 from filejobs.object_storage.sink import S3UploadSink
 from filejobs.settings import MiB, Settings
 from filejobs.storage import NODE, StorageUnavailable, upload_key
@@ -55,7 +55,7 @@ class S3Storage:
         bucket: Bucket,
         *,
         scratch_root: Path,
-        part_size: int = 8 * MiB,
+        part_size: int = 5 * MiB,
         parts_in_flight: int = 2,
     ) -> None:
         self.bucket = bucket
@@ -67,6 +67,7 @@ class S3Storage:
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Storage:
         location = Location.parse(settings.storage_url.strip())
+        fix_mmap_threshold()
         client = make_client(settings.s3_endpoint_url, settings.s3_timeout)
         # A part size large enough for the largest upload in 10,000 parts, within S3's limits.
         needed = math.ceil(settings.max_upload_bytes / MAX_PARTS)

@@ -1,17 +1,26 @@
-"""A real S3 server for tests and scripts: moto's standalone server (``moto[server]``, a thread of
-this process) on 127.0.0.1, and fresh buckets on it. Raises :class:`Unavailable` where moto is not
-installed (``tests/conftest.py`` makes that a skip, or a failure under
-``FILEJOBS_REQUIRE_SERVICES=1``)."""
+"""A real S3 server for tests and scripts: moto's standalone server (``moto[server]``, a thread
+of this process or a process of its own) on 127.0.0.1, and fresh buckets on it. Raises
+:class:`Unavailable` where moto is not installed (``tests/conftest.py`` makes that a skip, or a
+failure under ``FILEJOBS_REQUIRE_SERVICES=1``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import httpx
+
+from filejobs.testing.ports import free_port
 from filejobs.testing.services import Unavailable
 
 #: moto takes any credentials; these are what the service's processes are given.
@@ -25,6 +34,10 @@ CREDENTIALS = {
 }
 
 
+#: Seconds a moto server process may take to listen.
+START_TIMEOUT = 30.0
+
+
 def require_moto() -> Any:
     try:
         from moto.server import ThreadedMotoServer
@@ -36,6 +49,10 @@ def require_moto() -> Any:
 @dataclass
 class S3Server:
     endpoint: str
+
+    def stop_authenticating(self) -> None:
+        """Take any credentials again (a server of :func:`s3_server_process`)."""
+        httpx.post(f"{self.endpoint}/moto-api/reset-auth", content=b"inf", timeout=10).raise_for_status()
 
     def client(self) -> Any:
         import boto3
@@ -108,6 +125,38 @@ class S3Bucket:
             if objects:
                 self.client.delete_objects(Bucket=self.name, Delete={"Objects": objects})
         self.client.delete_bucket(Bucket=self.name)
+
+
+@contextmanager
+def s3_server_process(log: Path, *, authenticate_after: int | None = None) -> Iterator[S3Server]:
+    """``python -m moto.server`` in a process of its own on a free loopback port (its output in
+    ``log``). ``authenticate_after=N``: after its first N requests, moto checks every request's
+    signature against the access keys its IAM holds (none: every key is then a wrong one, answered
+    ``403 InvalidAccessKeyId``) until :meth:`S3Server.stop_authenticating`."""
+    require_moto()
+    port = free_port()
+    env = dict(os.environ)
+    if authenticate_after is not None:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(authenticate_after)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto's S3 server did not start (see {log})")
+                time.sleep(0.1)
+            yield S3Server(endpoint=f"http://127.0.0.1:{port}")
+        finally:
+            proc.kill()
+            proc.wait(10)
 
 
 @contextmanager
