@@ -1,7 +1,9 @@
 """The local backend's worker pool: N threads, each owning one child process.
 
 Threads only wait: on the queue of job ids, and on their child's pipe. The processor runs in the
-child. ``drain()`` is the burst mode for tests and scripts: run every due job, then return.
+child. A succeeded job's final status is handed to the pool's :class:`~filejobs.jobs.finisher.Finisher`,
+which commits the successes of all threads in batches while the threads go on to their next jobs.
+``drain()`` is the burst mode for tests and scripts: run every due job, then return.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from datetime import datetime
 from filejobs.db import Database
 from filejobs.jobs import repository
 from filejobs.jobs.executor import ChildError
+from filejobs.jobs.finisher import Finisher
 from filejobs.jobs.runner import RunContext, run_job
 from filejobs.models import JobStatus, utcnow
 from filejobs.processors.registry import Registry
@@ -58,8 +61,10 @@ class LocalWorker:
         self._accepting = threading.Event()
         self._must_stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: Commits the pool's succeeded jobs in batches (:mod:`filejobs.jobs.finisher`); one per start.
+        self._finisher: Finisher | None = None
 
-    def context(self, index: int) -> RunContext:
+    def context(self, index: int, finisher: Finisher | None = None) -> RunContext:
         return RunContext(
             db=self.db,
             storage=self.storage,
@@ -69,14 +74,18 @@ class LocalWorker:
             on_change=self.on_change,
             cancel_hint=self._was_cancelled,
             must_stop=self._must_stop.is_set,
+            finisher=finisher,
         )
 
     # ---- control --------------------------------------------------------------------------
 
     def start(self) -> None:
         self._accepting.set()
+        finisher = self._finisher = Finisher(self.db)
         for index in range(self.size):
-            thread = threading.Thread(target=self._loop, args=(index,), name=f"filejobs-worker-{index}")
+            thread = threading.Thread(
+                target=self._loop, args=(index, finisher), name=f"filejobs-worker-{index}"
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -140,11 +149,14 @@ class LocalWorker:
             thread.join()
         deadline.cancel()
         self._threads.clear()
+        if self._finisher is not None:  # the successes the threads handed over are committed
+            self._finisher.close()
+            self._finisher = None
 
     # ---- running --------------------------------------------------------------------------
 
-    def _loop(self, index: int) -> None:
-        ctx = self.context(index)
+    def _loop(self, index: int, finisher: Finisher) -> None:
+        ctx = self.context(index, finisher)
         try:
             ctx.child.start()
         except (ChildError, OSError):
