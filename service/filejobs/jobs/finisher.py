@@ -27,6 +27,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlmodel import Session
 
@@ -45,8 +46,17 @@ Write = Callable[[Session], bool]
 Then = Callable[[bool | None], None]
 
 
+class Finishes(Protocol):
+    """What commits final statuses in batches: a :class:`Finisher`, or the API process's
+    :class:`~filejobs.jobs.group_commit.GroupCommitter` (new jobs' rows and final statuses share its
+    transactions)."""
+
+    def finish(self, write: Write, then: Then) -> None:
+        """Commit ``write`` soon, with others; then call ``then`` (on the committing thread)."""
+
+
 @dataclass(frozen=True, slots=True)
-class _Finish:
+class Finish:
     write: Write
     then: Then
 
@@ -56,14 +66,14 @@ class Finisher:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._queue: queue.SimpleQueue[_Finish | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Finish | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
         self.batches = 0  # for tests and curiosity: transactions committed
         self.rows = 0
 
-    def submit(self, write: Write, then: Then) -> None:
+    def finish(self, write: Write, then: Then) -> None:
         """Commit ``write`` (with whatever else is waiting), then call ``then`` on this object's thread."""
         with self._lock:
             if self._closed:
@@ -71,7 +81,7 @@ class Finisher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="filejobs-finisher", daemon=True)
                 self._thread.start()
-        self._queue.put(_Finish(write, then))
+        self._queue.put(Finish(write, then))
 
     def close(self) -> None:
         """Commit what was submitted (and run its ``then``), then stop the thread."""
@@ -108,7 +118,7 @@ class Finisher:
             if stop:
                 return
 
-    def _commit(self, batch: list[_Finish]) -> list[bool | None]:
+    def _commit(self, batch: list[Finish]) -> list[bool | None]:
         """Write and commit ``batch`` in one transaction; if one write raised, each alone."""
         written: list[bool] = []
         committing = False

@@ -24,7 +24,7 @@ from filejobs import metrics
 from filejobs.db import Database
 from filejobs.jobs import files, repository
 from filejobs.jobs.executor import ChildProcess, Control, Outcome
-from filejobs.jobs.finisher import Finisher
+from filejobs.jobs.finisher import Finishes
 from filejobs.jobs.messages import Done, Failed, RunRequest
 from filejobs.models import Job, JobStatus, utcnow
 from filejobs.processors.base import Limits
@@ -57,7 +57,7 @@ class RunContext:
     child: ChildProcess = field(default_factory=ChildProcess)
     #: Commits a succeeded job's final status in a batch with others (the local pool's); None: the
     #: thread that ran the job commits it and waits (Celery's workers, burst mode).
-    finisher: Finisher | None = None
+    finisher: Finishes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +225,7 @@ def _succeeded(
         def write(session: Session) -> bool:
             return repository.succeed_in(session, params, max_pending_webhooks=max_pending)
 
-        ctx.finisher.submit(write, partial(_finished, job, ctx, claimed_at))
+        ctx.finisher.finish(write, partial(_finished, job, ctx, claimed_at))
         return Ran(JobStatus.succeeded, finishing=True)
     with ctx.db.write() as session:
         owned = repository.succeed_in(session, params, max_pending_webhooks=max_pending)

@@ -20,7 +20,7 @@ from datetime import datetime
 from filejobs.db import Database
 from filejobs.jobs import repository
 from filejobs.jobs.executor import ChildError
-from filejobs.jobs.finisher import Finisher
+from filejobs.jobs.finisher import Finisher, Finishes
 from filejobs.jobs.runner import RunContext, run_job
 from filejobs.models import JobStatus, utcnow
 from filejobs.processors.registry import Registry
@@ -45,6 +45,7 @@ class LocalWorker:
         settings: Settings,
         on_change: Callable[[str], None] = lambda job_id: None,
         threads: int | None = None,
+        committer: Finishes | None = None,
     ) -> None:
         self.db = db
         self.storage = storage
@@ -61,10 +62,12 @@ class LocalWorker:
         self._accepting = threading.Event()
         self._must_stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        #: Commits the pool's succeeded jobs in batches (:mod:`filejobs.jobs.finisher`); one per start.
+        #: Commits the pool's succeeded jobs in batches (:mod:`filejobs.jobs.finisher`): the API
+        #: process's group committer when there is one (``committer``), else one of our own per start.
+        self.committer = committer
         self._finisher: Finisher | None = None
 
-    def context(self, index: int, finisher: Finisher | None = None) -> RunContext:
+    def context(self, index: int, finisher: Finishes | None = None) -> RunContext:
         return RunContext(
             db=self.db,
             storage=self.storage,
@@ -81,7 +84,11 @@ class LocalWorker:
 
     def start(self) -> None:
         self._accepting.set()
-        finisher = self._finisher = Finisher(self.db)
+        finisher: Finishes
+        if self.committer is not None:
+            finisher = self.committer
+        else:
+            finisher = self._finisher = Finisher(self.db)
         for index in range(self.size):
             thread = threading.Thread(
                 target=self._loop, args=(index, finisher), name=f"filejobs-worker-{index}"
@@ -150,12 +157,13 @@ class LocalWorker:
         deadline.cancel()
         self._threads.clear()
         if self._finisher is not None:  # the successes the threads handed over are committed
+            # (a shared committer commits them before it closes, after this pool has stopped)
             self._finisher.close()
             self._finisher = None
 
     # ---- running --------------------------------------------------------------------------
 
-    def _loop(self, index: int, finisher: Finisher) -> None:
+    def _loop(self, index: int, finisher: Finishes) -> None:
         ctx = self.context(index, finisher)
         try:
             ctx.child.start()
