@@ -403,8 +403,8 @@ def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) ->
         "b_owner": owner,
         "b_lease_expires_at": now + timedelta(seconds=lease_seconds),
     }
-    with db.write(durable=False) as session:  # lost to a power cut: harmless
-        row = session.connection().execute(_CLAIM, params).mappings().first()
+    with db.write_connection(durable=False) as conn:  # lost to a power cut: harmless
+        row = conn.execute(_CLAIM, params).mappings().first()
     return Job.model_construct(**row) if row is not None else None
 
 
