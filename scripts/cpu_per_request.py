@@ -12,8 +12,14 @@ connections; the server process's own CPU time (user + system, all its threads; 
 
 ``status`` polls one finished job (the fast path: ``GET /v1/jobs/{id}``); ``upload`` posts 1 KiB
 multipart uploads (``FILEJOBS_WORKERS=0``: the jobs are not run, so the figure is the accept path
-alone). The baseline revision is checked out into a temporary git worktree (either import name:
-``service`` before the rename, ``filejobs`` after). Needs ``wrk`` (Debian's package).
+alone). ``job`` runs them too: each round submits ``--jobs`` 1 KiB ``inspect`` jobs from the jobs
+figure's 16 uploader threads (``scripts/bench/figures/jobs.py``) to a server with its default
+local workers, waits until all of them succeeded, and divides the CPU of the server process and
+its job children by the jobs; it also prints, as a hint only, the round's end-to-end jobs/s as a
+ratio to its accept rate (the jobs figure's two rates).
+
+The baseline revision is checked out into a temporary git worktree (either import name: ``service``
+before the rename, ``filejobs`` after). Needs ``wrk`` (Debian's package).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 
 from filejobs.testing.ports import free_port
 
@@ -53,8 +60,9 @@ wrk.body = "--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"proce
 class Checkout:
     """A server of one checkout: its source root, its import name, its process."""
 
-    def __init__(self, label: str, root: Path, work: Path) -> None:
+    def __init__(self, label: str, root: Path, work: Path, *, workers: bool = False) -> None:
         self.label = label
+        self.workers = workers
         self.root = root
         self.work = work
         source = root / "service"
@@ -72,11 +80,14 @@ class Checkout:
         env.update(
             PYTHONPATH=self.pythonpath,
             FILEJOBS_DATA_DIR=str(self.work / "data"),
-            FILEJOBS_WORKERS="0",  # nothing runs beside the requests
             # Nothing finishes (no workers): without these, rounds past 10,000 uploads measured 429s.
             FILEJOBS_MAX_UNFINISHED_JOBS="0",
             FILEJOBS_MAX_QUEUE_DEPTH="0",
         )
+        if not self.workers:
+            env["FILEJOBS_WORKERS"] = "0"  # nothing runs beside the requests
+        else:  # as the jobs figure runs it: every job runs (the same file each time: no reuse)
+            env.update(FILEJOBS_REUSE="false", FILEJOBS_MIN_FREE_DISK="0")
         log = open(self.work / "server.log", "ab")  # noqa: SIM115 - handed to the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"{self.package}.cli", "serve", "--port", str(self.port), *QUIET],
@@ -106,8 +117,17 @@ class Checkout:
                 self.proc.kill()
                 self.proc.wait()
 
-    def cpu_seconds(self) -> float:
+    def cpu_seconds(self, tree: bool = False) -> float:
+        """The server process's CPU time (and its children's: ``tree``)."""
         assert self.proc is not None
+        if tree:
+            procs = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+            total = 0.0
+            for proc in procs:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+            return total
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
@@ -146,6 +166,16 @@ def cpu_per_request(server: Checkout, url: str, seconds: float, script: Path | N
     return (server.cpu_seconds() - before) / requests * 1e6, requests / seconds
 
 
+def cpu_per_job(server: Checkout, jobs: int) -> tuple[float, float]:
+    """Microseconds of the server's and its job children's CPU per job (accepted and run), and the
+    round's end-to-end jobs/s as a ratio to its accept rate (a hint only on a loaded machine)."""
+    from scripts.bench.figures.jobs import one_round
+
+    before = server.cpu_seconds(tree=True)
+    run = one_round(server.base_url, jobs)
+    return (server.cpu_seconds(tree=True) - before) / jobs * 1e6, run.jobs_per_s / run.accept_per_s
+
+
 @contextlib.contextmanager
 def worktree(revision: str, where: Path) -> Iterator[Path]:
     subprocess.run(
@@ -162,11 +192,12 @@ def worktree(revision: str, where: Path) -> Iterator[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, help="a git revision to compare with")
-    parser.add_argument("--what", choices=["status", "upload"], default="status")
+    parser.add_argument("--what", choices=["status", "upload", "job"], default="status")
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs per round (--what job)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
+    if shutil.which("wrk") is None and args.what != "job":
         raise SystemExit("cpu_per_request needs wrk (apt-get install wrk)")
     with (
         tempfile.TemporaryDirectory(prefix="fj-cpu-") as tmp,
@@ -176,7 +207,7 @@ def main() -> None:
         for label, root in (("baseline", base_root), ("this checkout", REPO)):
             work = Path(tmp) / f"run-{label.replace(' ', '-')}"
             work.mkdir()
-            servers.append(Checkout(label, root, work))
+            servers.append(Checkout(label, root, work, workers=args.what == "job"))
         script = None
         if args.what == "upload":
             script = Path(tmp) / "upload.lua"
@@ -184,17 +215,24 @@ def main() -> None:
         try:
             for server in servers:
                 server.start()
-            urls = [server.target(args.what) for server in servers]
+            urls = [server.target(args.what) for server in servers] if args.what != "job" else []
+            if args.what == "job":  # warm up: worker children, imports, caches
+                for server in servers:
+                    cpu_per_job(server, 50)
             results: list[list[float]] = [[], []]
             rates: list[list[float]] = [[], []]
             for round_no in range(1, args.rounds + 1):
                 for index, server in enumerate(servers):
-                    cpu, rate = cpu_per_request(server, urls[index], args.seconds, script)
+                    if args.what == "job":
+                        cpu, rate = cpu_per_job(server, args.jobs)
+                    else:
+                        cpu, rate = cpu_per_request(server, urls[index], args.seconds, script)
                     results[index].append(cpu)
                     rates[index].append(rate)
+                base_rate, rate = _rate(args.what, rates[0][-1]), _rate(args.what, rates[1][-1])
                 print(
-                    f"round {round_no}: baseline {results[0][-1]:7.1f} us ({rates[0][-1]:.0f}/s), "
-                    f"this checkout {results[1][-1]:7.1f} us ({rates[1][-1]:.0f}/s) per {args.what}"
+                    f"round {round_no}: baseline {results[0][-1]:7.1f} us ({base_rate}), "
+                    f"this checkout {results[1][-1]:7.1f} us ({rate}) per {args.what}"
                 )
         finally:
             for server in servers:
@@ -202,9 +240,14 @@ def main() -> None:
     base, mine = statistics.median(results[0]), statistics.median(results[1])
     print(
         f"server CPU per {args.what} (median of {args.rounds}): baseline {args.baseline} {base:.1f} us, "
-        f"this checkout {mine:.1f} us, ratio {mine / base:.3f}; requests/s {statistics.median(rates[0]):.0f} "
-        f"vs {statistics.median(rates[1]):.0f}"
+        f"this checkout {mine:.1f} us, ratio {mine / base:.3f}; "
+        f"{'jobs/s to accept rate' if args.what == 'job' else 'requests/s'} "
+        f"{_rate(args.what, statistics.median(rates[0]))} vs {_rate(args.what, statistics.median(rates[1]))}"
     )
+
+
+def _rate(what: str, value: float) -> str:
+    return f"{value:.2f}x accept" if what == "job" else f"{value:.0f}/s"
 
 
 if __name__ == "__main__":

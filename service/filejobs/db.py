@@ -95,6 +95,14 @@ class Database:
                 raise
 
     @contextmanager
+    def write_connection(self, *, durable: bool = True) -> Iterator[Connection]:
+        """:meth:`write` as a Core connection (no ORM session: for one hot statement, e.g. the
+        worker's claim, whose session cost more than the statement)."""
+        engine = self.engine if durable else self._relaxed_engine
+        with self._write_turn, engine.begin() as conn:
+            yield conn
+
+    @contextmanager
     def read(self) -> Iterator[Session]:
         """A read-only session (a deferred transaction on SQLite; never upgrades to a write)."""
         # Closing (not rolling back) keeps loaded objects usable; the pool ends the transaction.

@@ -106,6 +106,7 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
     feed.on_notify(webhooks.wake)
     auth = AuthGate(db, always=settings.require_auth)
     worker = None
+    committer = GroupCommitter(db, sync_dir=storage.sync_uploads_dir)
     if dispatcher is None:
         if settings.backend == "celery":
             from filejobs.jobs.celery_dispatch import CeleryDispatcher
@@ -114,7 +115,12 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         else:
             if settings.workers > 0:
                 worker = LocalWorker(
-                    db=db, storage=storage, registry=registry, settings=settings, on_change=hub.notify
+                    db=db,
+                    storage=storage,
+                    registry=registry,
+                    settings=settings,
+                    on_change=hub.notify,
+                    committer=committer,  # jobs' final statuses share the new rows' commits
                 )
             dispatcher = LocalDispatcher(worker)
     return Services(
@@ -132,7 +138,7 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
         rate_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
         admission=Admission(settings, db),
         reader=JobReader(db),
-        committer=GroupCommitter(db, sync_dir=storage.sync_uploads_dir),
+        committer=committer,
         webhooks=webhooks,
         uploads=upload_store(settings, db, storage),
         upload_hashes=Hashes(),

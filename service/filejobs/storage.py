@@ -405,6 +405,8 @@ class LocalStorage:
     def path(self, key: str) -> Path:
         if key.startswith("uploads/") and is_job_id(key[8:]):  # ours: no need to resolve symlinks
             return self.root / key
+        if key.startswith("outputs/") and _is_output_dir_key(key):  # every job attempt's, twice
+            return self.root / key
         path = (self.root / key).resolve()
         if not path.is_relative_to(self.root) or path == self.root:
             raise ValueError("storage key escapes the data directory")
@@ -530,3 +532,12 @@ class LocalWorkspace:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def _is_output_dir_key(key: str) -> bool:
+    """``outputs/<job id>`` or ``outputs/<job id>/<attempt>``, as this module names them: nothing in
+    it can leave the data directory, so it needs no ``resolve()`` (several ``lstat`` calls)."""
+    parts = key.split("/")
+    if len(parts) not in (2, 3) or not is_job_id(parts[1]):
+        return False
+    return len(parts) == 2 or (parts[2].isascii() and parts[2].isdigit())

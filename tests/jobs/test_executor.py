@@ -81,8 +81,21 @@ def test_runs_inspect(child: ChildProcess, work: Path) -> None:
     assert result["md5"] == hashlib.md5(content).hexdigest()
     assert (result["lines"], result["words"]) == (2000, 3000)
     assert outcome.done.file is None
-    assert ticks.progress[-1][0] == 1.0
+    assert all(fraction < 1.0 for fraction, _ in ticks.progress)  # a bare 1.0 is left to the Done
     assert child.alive()
+
+
+def test_a_trivial_job_sends_only_its_answer(child: ChildProcess, work: Path) -> None:
+    """inspect on a small file reports progress once, 1.0 with no message: the Done says it, so
+    that progress is not sent (one message each way per trivial job)."""
+    child.start()
+    child._send(request(work, INSPECT, content=b"a b c\n"))
+    replies = []
+    while not replies or isinstance(replies[-1], Progress):
+        reply = child._next_message(20.0)
+        assert reply is not None, "no answer from the child"
+        replies.append(reply)
+    assert [type(reply).__name__ for reply in replies] == ["Done"]
 
 
 def test_child_is_reused_between_runs(child: ChildProcess, work: Path) -> None:

@@ -87,7 +87,8 @@ def _run(request: RunRequest, channel: Channel, cancelled: threading.Event) -> m
     def progress(fraction: float, message: str | None = None) -> None:
         nonlocal last
         now = time.monotonic()
-        if message is None and now - last < PROGRESS_EVERY and fraction < 1.0:
+        # A bare 1.0 is not sent: the Done that follows records it (a trivial job's one message back).
+        if message is None and (fraction >= 1.0 or now - last < PROGRESS_EVERY):
             return
         last = now
         channel.send(messages.Progress(float(fraction), message))

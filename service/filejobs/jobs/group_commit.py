@@ -13,6 +13,13 @@ lost its key (409) or whose content is gone (428) does not undo the others. Each
 moved into place first (its ``place``: fsync, rename; a small file its sink held in memory is
 written then too) on a small pool as soon as its insert is queued, so the files' fsyncs overlap
 each other and the batch being committed; then the batch's directory fsync.
+
+The worker pool of the same process hands it jobs' final statuses too (:meth:`GroupCommitter.finish`,
+the :class:`~filejobs.jobs.finisher.Finishes` of :mod:`filejobs.jobs.finisher`): they commit in the
+same transactions as the new rows, so under load a batch of uploads and a batch of finished jobs
+share one fsync instead of queueing for the write lock one fsync each. Each final status is written
+in a savepoint of its own (a job whose change raises is left to the sweeper, the others commit),
+and its ``then`` runs after the commit, on this thread.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from filejobs.db import Database
+from filejobs.jobs.finisher import Finish, Then, Write
 from filejobs.models import Job
 
 log = logging.getLogger(__name__)
@@ -75,7 +83,7 @@ class GroupCommitter:
     def __init__(self, db: Database, sync_dir: Callable[[], None]) -> None:
         self.db = db
         self.sync_dir = sync_dir
-        self._queue: queue.SimpleQueue[_Insert | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Insert | Finish | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -84,6 +92,7 @@ class GroupCommitter:
         self._places = ThreadPoolExecutor(max_workers=PLACE_THREADS, thread_name_prefix="filejobs-place")
         self.batches = 0  # for tests and curiosity: transactions committed
         self.rows = 0
+        self.finished = 0  # final statuses committed
 
     async def insert(
         self,
@@ -108,6 +117,13 @@ class GroupCommitter:
             item.placed = self._places.submit(_place, place)
         self._queue.put(item)
         await asyncio.shield(item.future)  # a cancelled request must not lose track of its row
+
+    def finish(self, write: Write, then: Then) -> None:
+        """Commit a job's final status (``write``, in a savepoint of the next batch's transaction),
+        then call ``then`` with what it returned (None: not committed) on this object's thread.
+        Returns at once; RuntimeError once closed."""
+        self._start()
+        self._queue.put(Finish(write, then))
 
     def _start(self) -> None:
         with self._lock:
@@ -149,12 +165,16 @@ class GroupCommitter:
             if stop:
                 return
 
-    def _commit(self, batch: list[_Insert]) -> None:
+    def _commit(self, items: list[_Insert | Finish]) -> None:
+        batch = [item for item in items if isinstance(item, _Insert)]
+        finishes = [item for item in items if isinstance(item, Finish)]
         # Each file was being moved into place since its insert was queued (its fsync beside
         # the previous batch's); the directory's fsync must follow them all.
         outcomes = [item.placed.result() if item.placed is not None else None for item in batch]
+        finished: list[bool | None] = [None] * len(finishes)
         try:
-            self.sync_dir()
+            if batch:
+                self.sync_dir()
             with self.db.write() as session:
                 for index, item in enumerate(batch):
                     if outcomes[index] is not None:
@@ -178,14 +198,38 @@ class GroupCommitter:
                         outcomes[index] = exc
                     else:
                         nested.commit()
+                for index, finish in enumerate(finishes):
+                    finished[index] = _write_final(session, finish.write)
             self.batches += 1
             self.rows += sum(1 for outcome in outcomes if outcome is None)
+            self.finished += sum(1 for written in finished if written)
         except BaseException as exc:  # the transaction failed: no row of the batch is in
-            log.warning("committing %d new job(s) failed: %r", len(batch), exc)
+            log.warning(
+                "committing %d new job(s), %d final status(es) failed: %r", len(batch), len(finishes), exc
+            )
             outcomes = [outcome or exc for outcome in outcomes]
+            finished = [None] * len(finishes)  # left running: the sweeper queues them again
         for item, outcome in zip(batch, outcomes, strict=True):
             with contextlib.suppress(RuntimeError):  # its event loop is gone (shut down)
                 item.loop.call_soon_threadsafe(_settle, item.future, outcome)
+        for finish, written in zip(finishes, finished, strict=True):
+            try:
+                finish.then(written)
+            except Exception:
+                log.exception("after a job's final status: its follow-up failed")
+
+
+def _write_final(session: Session, write: Write) -> bool | None:
+    """One job's final status in a savepoint: what ``write`` returned, None if it raised (undone)."""
+    nested = session.begin_nested()
+    try:
+        written = write(session)
+    except Exception:
+        nested.rollback()
+        log.exception("a job's final status could not be written; the sweeper will take it")
+        return None
+    nested.commit()
+    return written
 
 
 def _place(place: Callable[[], None]) -> BaseException | None:

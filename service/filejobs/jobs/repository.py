@@ -403,8 +403,8 @@ def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) ->
         "b_owner": owner,
         "b_lease_expires_at": now + timedelta(seconds=lease_seconds),
     }
-    with db.write(durable=False) as session:  # lost to a power cut: harmless
-        row = session.connection().execute(_CLAIM, params).mappings().first()
+    with db.write_connection(durable=False) as conn:  # lost to a power cut: harmless
+        row = conn.execute(_CLAIM, params).mappings().first()
     return Job.model_construct(**row) if row is not None else None
 
 
@@ -451,7 +451,31 @@ def finish_succeeded(
     max_pending_webhooks: int = MAX_PENDING_WEBHOOKS,
 ) -> bool:
     """running (ours) → succeeded; the key's webhooks for it are queued in the same transaction."""
-    params = {
+    params = succeeded_params(
+        job_id,
+        owner=owner,
+        result=result,
+        output_key=output_key,
+        output_name=output_name,
+        output_content_type=output_content_type,
+        message=message,
+    )
+    with db.write() as session:
+        return succeed_in(session, params, max_pending_webhooks=max_pending_webhooks)
+
+
+def succeeded_params(
+    job_id: str,
+    *,
+    owner: str,
+    result: dict[str, Any],
+    output_key: str | None,
+    output_name: str | None,
+    output_content_type: str | None,
+    message: str | None = None,
+) -> dict[str, Any]:
+    """The bind parameters of :func:`succeed_in` (``finished_at``: now)."""
+    return {
         "b_job_id": job_id,
         "b_owner": owner,
         "b_result": result,
@@ -461,11 +485,17 @@ def finish_succeeded(
         "b_message": message,
         "b_now": utcnow(),
     }
-    with db.write() as session:
-        if session.connection().execute(_FINISH_SUCCEEDED, params).rowcount != 1:
-            return False
-        record_job_event(session, job_id, max_pending=max_pending_webhooks)
-        return True
+
+
+def succeed_in(session: Session, params: dict[str, Any], *, max_pending_webhooks: int) -> bool:
+    """running (ours) → succeeded in ``session``'s transaction, the key's webhooks for it queued in
+    the same one (:func:`succeeded_params` builds ``params``). False when the job is no longer ours.
+    :func:`finish_succeeded` commits it alone; the worker pool's :class:`~filejobs.jobs.finisher.Finisher`
+    commits many of them in one transaction."""
+    if session.connection().execute(_FINISH_SUCCEEDED, params).rowcount != 1:
+        return False
+    record_job_event(session, params["b_job_id"], max_pending=max_pending_webhooks)
+    return True
 
 
 @dataclass(frozen=True)

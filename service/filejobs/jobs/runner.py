@@ -14,14 +14,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
 
 from filejobs import metrics
 from filejobs.db import Database
 from filejobs.jobs import files, repository
 from filejobs.jobs.executor import ChildProcess, Control, Outcome
+from filejobs.jobs.finisher import Finishes
 from filejobs.jobs.messages import Done, Failed, RunRequest
 from filejobs.models import Job, JobStatus, utcnow
 from filejobs.processors.base import Limits
@@ -52,6 +55,9 @@ class RunContext:
     #: True once shutdown's grace period is over: stop the child, return the job to the queue.
     must_stop: Callable[[], bool] = lambda: False
     child: ChildProcess = field(default_factory=ChildProcess)
+    #: Commits a succeeded job's final status in a batch with others (the local pool's); None: the
+    #: thread that ran the job commits it and waits (Celery's workers, burst mode).
+    finisher: Finishes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,9 @@ class Ran:
 
     status: JobStatus | None
     due_at: datetime | None = None
+    #: The status is handed to ``RunContext.finisher`` and not committed yet: the finisher records
+    #: the attempt (metrics, change hook, log) once it is.
+    finishing: bool = False
 
 
 def backoff_seconds(settings: Settings, attempts: int) -> float:
@@ -77,10 +86,14 @@ def run_job(job_id: str, ctx: RunContext) -> Ran:
     claimed_at = time.monotonic()
     ctx.on_change(job_id)
     log.info("job %s: running %s (attempt %d)", job_id, job.processor, job.attempts)
+    ran: Ran | None = None
     try:
-        ran = _execute(job, ctx)
+        ran = _execute(job, ctx, claimed_at)
     finally:
-        ctx.on_change(job_id)
+        if ran is None or not ran.finishing:
+            ctx.on_change(job_id)
+    if ran.finishing:
+        return ran
     status = ran.status
     metrics.job_attempt_ended(job.processor, status, time.monotonic() - claimed_at)
     log.info("job %s: %s", job_id, status.value if status else "no longer ours")
@@ -126,7 +139,7 @@ def _lost(ctx: RunContext, job: Job) -> Ran:
     return Ran(None)
 
 
-def _execute(job: Job, ctx: RunContext) -> Ran:
+def _execute(job: Job, ctx: RunContext, claimed_at: float) -> Ran:
     entry = ctx.registry.get(job.processor)
     if entry is None:
         return _fail(ctx, job, Failed("unknown_processor", f"No processor named {job.processor!r} here."))
@@ -164,12 +177,14 @@ def _execute(job: Job, ctx: RunContext) -> Ran:
             timeout=settings.job_timeout,
             cancel_grace=settings.cancel_grace,
         )
-        return _record(job, ctx, outcome, workspace, ticker)
+        return _record(job, ctx, outcome, workspace, ticker, claimed_at)
 
 
-def _record(job: Job, ctx: RunContext, outcome: Outcome, workspace: Workspace, ticker: _Ticker) -> Ran:
+def _record(
+    job: Job, ctx: RunContext, outcome: Outcome, workspace: Workspace, ticker: _Ticker, claimed_at: float
+) -> Ran:
     if isinstance(outcome.reply, Done):
-        return _succeeded(job, ctx, outcome.reply, workspace, ticker)
+        return _succeeded(job, ctx, outcome.reply, workspace, ticker, claimed_at)
     if isinstance(outcome.reply, Failed):  # error, timeout, crashed
         return _fail(ctx, job, outcome.reply)
     if outcome.kind == "stopped" and repository.release_job(ctx.db, job.id, owner=ctx.owner):
@@ -177,7 +192,9 @@ def _record(job: Job, ctx: RunContext, outcome: Outcome, workspace: Workspace, t
     return _lost(ctx, job)  # cancelled: we stopped it because the row was no longer ours
 
 
-def _succeeded(job: Job, ctx: RunContext, done: Done, workspace: Workspace, ticker: _Ticker) -> Ran:
+def _succeeded(
+    job: Job, ctx: RunContext, done: Done, workspace: Workspace, ticker: _Ticker, claimed_at: float
+) -> Ran:
     output_key = output_name = content_type = None
     if done.file:
         path = Path(done.file)
@@ -194,18 +211,41 @@ def _succeeded(job: Job, ctx: RunContext, done: Done, workspace: Workspace, tick
         output_name = done.file_name or path.name
         guessed = mimetypes.guess_type(output_name)[0]
         content_type = done.content_type or guessed or "application/octet-stream"
-    if repository.finish_succeeded(
-        ctx.db,
+    params = repository.succeeded_params(
         job.id,
         owner=ctx.owner,
         result=done.result or {},
         output_key=output_key,
         output_name=output_name,
         output_content_type=content_type,
-        max_pending_webhooks=ctx.settings.webhook_max_pending,
-    ):
-        return Ran(JobStatus.succeeded)
-    return _lost(ctx, job)
+    )
+    max_pending = ctx.settings.webhook_max_pending
+    if ctx.finisher is not None:
+
+        def write(session: Session) -> bool:
+            return repository.succeed_in(session, params, max_pending_webhooks=max_pending)
+
+        ctx.finisher.finish(write, partial(_finished, job, ctx, claimed_at))
+        return Ran(JobStatus.succeeded, finishing=True)
+    with ctx.db.write() as session:
+        owned = repository.succeed_in(session, params, max_pending_webhooks=max_pending)
+    return Ran(JobStatus.succeeded) if owned else _lost(ctx, job)
+
+
+def _finished(job: Job, ctx: RunContext, claimed_at: float, owned: bool | None) -> None:
+    """After the finisher's commit of ``job``'s success (on its thread): what :func:`run_job` does
+    after a status it committed itself."""
+    try:
+        if owned is False:
+            _lost(ctx, job)
+    finally:
+        ctx.on_change(job.id)
+    if owned is None:  # not committed: the job stays running until its lease runs out
+        log.warning("job %s: its success could not be recorded; the sweeper will queue it again", job.id)
+        return
+    status = JobStatus.succeeded if owned else None
+    metrics.job_attempt_ended(job.processor, status, time.monotonic() - claimed_at)
+    log.info("job %s: %s", job.id, status.value if status else "no longer ours")
 
 
 class _Interrupted(Exception):

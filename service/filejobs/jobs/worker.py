@@ -1,7 +1,9 @@
 """The local backend's worker pool: N threads, each owning one child process.
 
 Threads only wait: on the queue of job ids, and on their child's pipe. The processor runs in the
-child. ``drain()`` is the burst mode for tests and scripts: run every due job, then return.
+child. A succeeded job's final status is handed to the pool's :class:`~filejobs.jobs.finisher.Finisher`,
+which commits the successes of all threads in batches while the threads go on to their next jobs.
+``drain()`` is the burst mode for tests and scripts: run every due job, then return.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from datetime import datetime
 from filejobs.db import Database
 from filejobs.jobs import repository
 from filejobs.jobs.executor import ChildError
+from filejobs.jobs.finisher import Finisher, Finishes
 from filejobs.jobs.runner import RunContext, run_job
 from filejobs.models import JobStatus, utcnow
 from filejobs.processors.registry import Registry
@@ -42,6 +45,7 @@ class LocalWorker:
         settings: Settings,
         on_change: Callable[[str], None] = lambda job_id: None,
         threads: int | None = None,
+        committer: Finishes | None = None,
     ) -> None:
         self.db = db
         self.storage = storage
@@ -58,8 +62,12 @@ class LocalWorker:
         self._accepting = threading.Event()
         self._must_stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: Commits the pool's succeeded jobs in batches (:mod:`filejobs.jobs.finisher`): the API
+        #: process's group committer when there is one (``committer``), else one of our own per start.
+        self.committer = committer
+        self._finisher: Finisher | None = None
 
-    def context(self, index: int) -> RunContext:
+    def context(self, index: int, finisher: Finishes | None = None) -> RunContext:
         return RunContext(
             db=self.db,
             storage=self.storage,
@@ -69,14 +77,22 @@ class LocalWorker:
             on_change=self.on_change,
             cancel_hint=self._was_cancelled,
             must_stop=self._must_stop.is_set,
+            finisher=finisher,
         )
 
     # ---- control --------------------------------------------------------------------------
 
     def start(self) -> None:
         self._accepting.set()
+        finisher: Finishes
+        if self.committer is not None:
+            finisher = self.committer
+        else:
+            finisher = self._finisher = Finisher(self.db)
         for index in range(self.size):
-            thread = threading.Thread(target=self._loop, args=(index,), name=f"filejobs-worker-{index}")
+            thread = threading.Thread(
+                target=self._loop, args=(index, finisher), name=f"filejobs-worker-{index}"
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -140,11 +156,15 @@ class LocalWorker:
             thread.join()
         deadline.cancel()
         self._threads.clear()
+        if self._finisher is not None:  # the successes the threads handed over are committed
+            # (a shared committer commits them before it closes, after this pool has stopped)
+            self._finisher.close()
+            self._finisher = None
 
     # ---- running --------------------------------------------------------------------------
 
-    def _loop(self, index: int) -> None:
-        ctx = self.context(index)
+    def _loop(self, index: int, finisher: Finishes) -> None:
+        ctx = self.context(index, finisher)
         try:
             ctx.child.start()
         except (ChildError, OSError):

@@ -1,0 +1,140 @@
+"""Group commit of final statuses: the jobs of a worker pool that finish together commit in one transaction.
+
+A job's final status is a synchronous commit (an fsync of SQLite's WAL, a WAL flush on
+PostgreSQL), and so is every new job's row (:mod:`filejobs.jobs.group_commit`); on SQLite they
+all queue for the one write lock. Committed one per job by the worker thread that ran it, each
+finish held that lock for an fsync while the thread, and the next job, waited. Here the worker
+thread hands its job's final-status change to one thread and goes on to its next job; that thread
+takes every change waiting at that moment and commits them in one transaction: under load N
+finishes share one fsync.
+
+Nothing observable says a job is final before its commit: the change (the conditional UPDATE and,
+in the same transaction, the webhook outbox rows of :func:`~filejobs.webhooks.outbox.record_job_event`)
+is only written here, and each job's ``then`` (its metrics, its change hook, the clean-up of a job
+that was no longer ours) runs after the commit returned. A process killed before the commit
+leaves the job ``running`` under its lease, as a kill between the child's answer and the commit
+always did: the sweeper queues it again.
+
+One job whose change raises (not the commit) does not take the others with it: the batch is
+written again one job per transaction, and only that job is left to the sweeper. A commit that
+raised is not retried (whether it landed is unknown): every job of the batch is left to the sweeper.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlmodel import Session
+
+from filejobs.db import Database
+
+log = logging.getLogger(__name__)
+
+#: Most final statuses in one transaction.
+MAX_BATCH = 256
+
+#: Writes one job's final status in the given session's transaction; False: the job is no longer
+#: ours (cancelled, deleted, or given to another worker), nothing was written.
+Write = Callable[[Session], bool]
+#: Called after the commit with what :data:`Write` returned, or None when the change could not be
+#: committed (the job stays ``running``; its lease runs out and the sweeper queues it again).
+Then = Callable[[bool | None], None]
+
+
+class Finishes(Protocol):
+    """What commits final statuses in batches: a :class:`Finisher`, or the API process's
+    :class:`~filejobs.jobs.group_commit.GroupCommitter` (new jobs' rows and final statuses share its
+    transactions)."""
+
+    def finish(self, write: Write, then: Then) -> None:
+        """Commit ``write`` soon, with others; then call ``then`` (on the committing thread)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    write: Write
+    then: Then
+
+
+class Finisher:
+    """One thread that commits final statuses in batches; :meth:`submit` returns at once."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queue: queue.SimpleQueue[Finish | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.batches = 0  # for tests and curiosity: transactions committed
+        self.rows = 0
+
+    def finish(self, write: Write, then: Then) -> None:
+        """Commit ``write`` (with whatever else is waiting), then call ``then`` on this object's thread."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the finisher is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="filejobs-finisher", daemon=True)
+                self._thread.start()
+        self._queue.put(Finish(write, then))
+
+    def close(self) -> None:
+        """Commit what was submitted (and run its ``then``), then stop the thread."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+
+    # ---- the committing thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            for item, outcome in zip(batch, self._commit(batch), strict=True):
+                try:
+                    item.then(outcome)
+                except Exception:
+                    log.exception("after a job's final status: its follow-up failed")
+            if stop:
+                return
+
+    def _commit(self, batch: list[Finish]) -> list[bool | None]:
+        """Write and commit ``batch`` in one transaction; if one write raised, each alone."""
+        written: list[bool] = []
+        committing = False
+        try:
+            with self.db.write() as session:
+                for item in batch:
+                    written.append(item.write(session))
+                committing = True
+        except Exception:
+            if committing:  # the commit itself: whether it landed is unknown, so nothing is retried
+                log.exception("committing %d final status(es) failed; the sweeper will take them", len(batch))
+                return [None] * len(batch)
+            if len(batch) == 1:
+                log.exception("a job's final status could not be written; the sweeper will take it")
+                return [None]
+            return [self._commit([item])[0] for item in batch]
+        self.batches += 1
+        self.rows += len(batch)
+        return list(written)
