@@ -178,10 +178,11 @@ def test_burst_mode_does_not_run_a_job_before_its_backoff(
     job_id = submit(client, processor="flaky", params={"succeed_on": 2})["id"]
     before = utcnow()
     assert worker.drain() == 1
+    after = utcnow()
     job = row(services.db, job_id)
     assert (job.status, job.attempts) == ("queued", 1)
-    delay = (job.run_after - before).total_seconds()
-    assert 30 * 0.8 - 1 <= delay <= 30 * 1.2 + 1
+    # The attempt failed between before and after: its backoff, 30 s +- 20 %, counts from then.
+    assert before + timedelta(seconds=30 * 0.8) <= job.run_after <= after + timedelta(seconds=30 * 1.2)
 
 
 def test_submit_at_runs_the_job_when_it_becomes_due(
