@@ -219,17 +219,17 @@ def test_timeout_kills_the_child(child: ChildProcess, work: Path) -> None:
     outcome = run(child, request(work, SLEEP, {"seconds": 30, "steps": 300}), timeout=0.5)
     assert outcome.kind == "timeout"
     assert "0.5 s" in outcome.failed.message
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 15  # killed at the timeout, not after the 30 s sleep
     assert process_gone(pid)
 
 
 def test_cooperative_cancel_keeps_the_child(child: ChildProcess, work: Path) -> None:
     ticks = Ticks(lambda t: Control.CANCEL if t.progress else Control.CONTINUE)
     started = time.monotonic()
-    outcome = run(child, request(work, SLEEP, {"seconds": 30, "steps": 300}), ticks, cancel_grace=10)
+    outcome = run(child, request(work, SLEEP, {"seconds": 60, "steps": 600}), ticks, cancel_grace=30)
     assert outcome.kind == "cancelled"
-    assert time.monotonic() - started < 5  # well within the 10 s grace: the processor stopped itself
-    assert child.alive()
+    assert time.monotonic() - started < 20  # well within the 30 s grace
+    assert child.alive()  # not killed: the processor stopped itself
     assert run(child, request(work, INSPECT)).kind == "done"
 
 
@@ -247,7 +247,7 @@ def test_ignored_cancel_is_killed_after_the_grace(child: ChildProcess, work: Pat
     )
     elapsed = time.monotonic() - started
     assert outcome.kind == "cancelled"
-    assert 0.5 <= elapsed < 4
+    assert 0.5 <= elapsed < 15  # killed after the grace, not after the 30 s sleep
     assert not child.alive()
     assert process_gone(pid)
 
