@@ -18,14 +18,14 @@ MAX_JSON_BODY = 64 * 1024
 M = TypeVar("M", bound=BaseModel)
 
 
-async def json_body(request: Request, model: type[M]) -> M:
-    """The body as ``model``: ``413`` past :data:`MAX_JSON_BODY`, ``400`` when it is not JSON,
-    ``422`` (naming each error) when it does not fit the model."""
+async def json_body(request: Request, model: type[M], *, max_bytes: int = MAX_JSON_BODY) -> M:
+    """The body as ``model``: ``413`` past ``max_bytes`` (default :data:`MAX_JSON_BODY`), ``400``
+    when it is not JSON, ``422`` (naming each error) when it does not fit the model."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_JSON_BODY:
-            raise PayloadTooLarge(f"The JSON body is over {MAX_JSON_BODY} bytes.")
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"The JSON body is over {max_bytes} bytes.")
     try:
         return model.model_validate_json(bytes(body))
     except ValidationError as exc:
