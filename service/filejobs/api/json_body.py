@@ -39,10 +39,23 @@ async def json_body(request: Request, model: type[M], *, max_bytes: int = MAX_JS
 
 
 def json_body_docs(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` declaring ``model`` as the required JSON body."""
+    """``openapi_extra`` declaring ``model`` as the required JSON body (the schemas of nested
+    models inlined: a ``$ref`` to ``#/$defs/…`` would point nowhere in the OpenAPI document)."""
+    schema = model.model_json_schema()
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
+            "content": {"application/json": {"schema": _inline(schema, schema.pop("$defs", {}))}},
         }
     }
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: _inline(value, defs) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(value, defs) for value in node]
+    return node
