@@ -12,7 +12,11 @@ connections; the server process's own CPU time (user + system, all its threads; 
 
 ``status`` polls one finished job (the fast path: ``GET /v1/jobs/{id}``); ``upload`` posts 1 KiB
 multipart uploads (``FILEJOBS_WORKERS=0``: the jobs are not run, so the figure is the accept path
-alone). The baseline revision is checked out into a temporary git worktree (either import name:
+alone), the same content every time (after the first, each is a duplicate of stored content);
+``first-upload`` posts 1 KiB uploads whose content differs in every request (first-time uploads).
+``--env``/``--baseline-env NAME=VALUE`` set a variable for this checkout's or the baseline's server:
+``--baseline HEAD --baseline-env FILEJOBS_REUSE=false`` compares reuse on and off on the same code.
+The baseline revision is checked out into a temporary git worktree (either import name:
 ``service`` before the rename, ``filejobs`` after). Needs ``wrk`` (Debian's package).
 """
 
@@ -43,18 +47,34 @@ UPLOAD_LUA = r"""
 wrk.method = "POST"
 local boundary = "cpuPerRequestBoundary"
 wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
-wrk.body = "--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"processor\"\r\n\r\n"
+local before = "--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"processor\"\r\n\r\n"
   .. "inspect\r\n--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"file\"; "
-  .. "filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\n" .. string.rep("x", 1024)
-  .. "\r\n--" .. boundary .. "--\r\n"
+  .. "filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\n"
+local after = "\r\n--" .. boundary .. "--\r\n"
+wrk.body = before .. string.rep("x", 1024) .. after
 """
+#: ``first-upload``: the same request, but the file's first bytes differ in every one (a run's
+#: nonce and a counter), so every upload is content the server has never seen (no deduplication).
+FIRST_UPLOAD_LUA = (
+    UPLOAD_LUA
+    + r"""
+local counter = 0
+local nonce = "%s"
+function request()
+  counter = counter + 1
+  local tag = nonce .. "-" .. counter .. "-"
+  return wrk.format(nil, nil, nil, before .. tag .. string.rep("x", 1024 - #tag) .. after)
+end
+"""
+)
 
 
 class Checkout:
     """A server of one checkout: its source root, its import name, its process."""
 
-    def __init__(self, label: str, root: Path, work: Path) -> None:
+    def __init__(self, label: str, root: Path, work: Path, env: dict[str, str] | None = None) -> None:
         self.label = label
+        self.env = env or {}
         self.root = root
         self.work = work
         source = root / "service"
@@ -77,6 +97,7 @@ class Checkout:
             FILEJOBS_MAX_UNFINISHED_JOBS="0",
             FILEJOBS_MAX_QUEUE_DEPTH="0",
         )
+        env.update(self.env)
         log = open(self.work / "server.log", "ab")  # noqa: SIM115 - handed to the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"{self.package}.cli", "serve", "--port", str(self.port), *QUIET],
@@ -112,7 +133,7 @@ class Checkout:
         return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
     def target(self, what: str) -> str:
-        if what == "upload":
+        if what in ("upload", "first-upload"):
             return f"{self.base_url}/v1/jobs"
         answer = httpx.post(
             f"{self.base_url}/v1/jobs",
@@ -162,7 +183,9 @@ def worktree(revision: str, where: Path) -> Iterator[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, help="a git revision to compare with")
-    parser.add_argument("--what", choices=["status", "upload"], default="status")
+    parser.add_argument("--what", choices=["status", "upload", "first-upload"], default="status")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--baseline-env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
@@ -173,14 +196,18 @@ def main() -> None:
         worktree(args.baseline, Path(tmp) / "checkout") as base_root,
     ):
         servers = []
-        for label, root in (("baseline", base_root), ("this checkout", REPO)):
+        envs = (_env(args.baseline_env), _env(args.env))
+        for (label, root), env in zip((("baseline", base_root), ("this checkout", REPO)), envs, strict=True):
             work = Path(tmp) / f"run-{label.replace(' ', '-')}"
             work.mkdir()
-            servers.append(Checkout(label, root, work))
+            servers.append(Checkout(label, root, work, env))
         script = None
         if args.what == "upload":
             script = Path(tmp) / "upload.lua"
             script.write_text(UPLOAD_LUA)
+        elif args.what == "first-upload":
+            script = Path(tmp) / "first-upload.lua"
+            script.write_text(FIRST_UPLOAD_LUA % os.urandom(8).hex())
         try:
             for server in servers:
                 server.start()
@@ -205,6 +232,16 @@ def main() -> None:
         f"this checkout {mine:.1f} us, ratio {mine / base:.3f}; requests/s {statistics.median(rates[0]):.0f} "
         f"vs {statistics.median(rates[1]):.0f}"
     )
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--env and --baseline-env take NAME=VALUE, not {pair!r}")
+        env[name] = value
+    return env
 
 
 if __name__ == "__main__":
