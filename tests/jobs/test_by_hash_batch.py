@@ -217,3 +217,12 @@ def test_the_key_must_be_valid_before_the_body_is_read(client: TestClient, alice
         "/v1/jobs/by-hash", content=b"not even json", headers={"content-type": "application/json"}
     )
     assert response.status_code == 401
+
+
+def test_other_methods_are_405_naming_post_and_json_types_are_strict(client: TestClient) -> None:
+    for method in ("GET", "DELETE", "PUT", "OPTIONS"):
+        response = client.request(method, "/v1/jobs/by-hash")
+        assert response.status_code == 405, (method, response.text)
+        assert response.headers["allow"] == "POST"
+    for item in ({"file_sha256": SHA_A, "reuse": 0}, {"file_sha256": SHA_A, "file_size": "11"}):
+        assert batch(client, [item]).status_code == 422, item

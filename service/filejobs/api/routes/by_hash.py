@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from filejobs.api.auth import CallerDep
 from filejobs.api.deps import ServicesDep
@@ -51,7 +52,7 @@ IdempotencyKey = Annotated[
 class ByHashItem(BaseModel):
     """One upload by hash: the fields of a ``POST /v1/jobs`` form without its file part."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON's types: no "1" for 1, no 0 for false
 
     file_sha256: Sha256 = Field(description="The content's SHA-256 (64 hex digits).")
     file_size: int | None = Field(
@@ -87,7 +88,7 @@ class ByHashItem(BaseModel):
 
 
 class ByHashRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     items: list[ByHashItem] = Field(min_length=1, max_length=MAX_ITEMS)
 
@@ -161,6 +162,14 @@ async def submit_many_by_hash(
     results = await asyncio.gather(*(one(index, item) for index, item in enumerate(body.items)))
     answer = ByHashAnswer(items=list(results))
     return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+@router.api_route(
+    "/by-hash", methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False
+)
+async def by_hash_other_methods() -> Response:
+    """405 (Allow: POST), not the ``/v1/jobs/{job_id}`` routes: ``by-hash`` is no job's id."""
+    raise StarletteHTTPException(405)
 
 
 def _answer(submitted: Submitted) -> ByHashResult:
