@@ -24,7 +24,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from filejobs.api.auth import CallerDep
@@ -49,7 +49,9 @@ def _whole_number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+FileSize = Annotated[
+    int, BeforeValidator(_whole_number), Field(ge=1), WithJsonSchema({"type": "integer", "minimum": 1})
+]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
 IdempotencyKey = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=f"^{idempotency.KEY_PATTERN.pattern}$")
@@ -62,8 +64,8 @@ class ByHashItem(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # JSON's types: no "1" for 1, no 0 for false
 
     file_sha256: Sha256 = Field(description="The content's SHA-256 (64 hex digits).")
-    file_size: WholeNumber | None = Field(
-        default=None, ge=1, description="The content's size in bytes; checked against the stored file's."
+    file_size: FileSize | None = Field(
+        default=None, description="The content's size in bytes; checked against the stored file's."
     )
     file_name: str | None = Field(
         default=None, max_length=1024, description="The job's file name (default: 'upload')."
