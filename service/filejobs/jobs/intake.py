@@ -217,7 +217,7 @@ def _begin(services: IntakeServices, owner: str, key: str) -> idempotency.Claim 
         lease_seconds=IDEMPOTENCY_LEASE,
         holder_is_dead=owner_is_dead_here,
     )
-    state = begin()
+    state = idempotency.find_done(services.db, scope=owner, key=key) or begin()
     if isinstance(state, idempotency.Existing) and not repository.get_job(
         services.db, state.job_id, owner=owner
     ):
