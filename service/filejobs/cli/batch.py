@@ -31,7 +31,7 @@ from filejobs.cli.batch_options import (
     hash_file,
     waiters,
 )
-from filejobs.cli.by_hash import FALLBACK, HashBatcher
+from filejobs.cli.by_hash import HashBatcher
 from filejobs.cli.common import EXIT_FAILED, EXIT_USAGE, describe_problem
 from filejobs.cli.display import Display
 from filejobs.cli.ledger import FileState, Ledger
@@ -214,7 +214,8 @@ class Batch:
                 answer = await self._batched(state, slot)
                 if isinstance(answer, Job):
                     job = answer
-                by_hash = answer is FALLBACK  # a 428 asked for the bytes: no second question
+                # a 428 asked for the bytes: no second question; a 409 or 429 asks again, alone
+                by_hash = not (isinstance(answer, ProblemError) and answer.status == 428)
             if job is None:
                 job = await self._upload(state, by_hash=by_hash)
         except ProblemError as exc:
@@ -234,8 +235,9 @@ class Batch:
 
     async def _batched(self, state: FileState, slot: _Slot) -> Job | ProblemError | object:
         """Ask for ``state``'s job by hash together with other files (:class:`HashBatcher`),
-        without holding an upload slot meanwhile: its job, :data:`FALLBACK` (the single path,
-        by hash first), or the 428 that asks for the bytes. Another problem is raised, as the
+        without holding an upload slot meanwhile: its job, :data:`~filejobs.cli.by_hash.FALLBACK`
+        (the single path, by hash first), the 428 that asks for the bytes, or a 409 or 429 (the
+        single path asks again, alone, after Retry-After). Another problem is raised, as the
         single path's would be. The slot is held again before anything is uploaded."""
         assert self.hashes is not None
         assert state.sha256 is not None
