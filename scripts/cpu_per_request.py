@@ -12,11 +12,15 @@ connections; the server process's own CPU time (user + system, all its threads; 
 
 ``status`` polls one finished job (the fast path: ``GET /v1/jobs/{id}``); ``upload`` posts 1 KiB
 multipart uploads (``FILEJOBS_WORKERS=0``: the jobs are not run, so the figure is the accept path
-alone). ``job`` runs them too: each round submits ``--jobs`` 1 KiB ``inspect`` jobs from the jobs
+alone), the same content every time (after the first, each is a duplicate of stored content);
+``first-upload`` posts 1 KiB uploads whose content differs in every request (first-time uploads).
+``job`` runs them too: each round submits ``--jobs`` 1 KiB ``inspect`` jobs from the jobs
 figure's 16 uploader threads (``scripts/bench/figures/jobs.py``) to a server with its default
 local workers, waits until all of them succeeded, and divides the CPU of the server process and
 its job children by the jobs; it also prints, as a hint only, the round's end-to-end jobs/s as a
 ratio to its accept rate (the jobs figure's two rates).
+``--env``/``--baseline-env NAME=VALUE`` set a variable for this checkout's or the baseline's server:
+``--baseline HEAD --baseline-env FILEJOBS_REUSE=false`` compares reuse on and off on the same code.
 
 The baseline revision is checked out into a temporary git worktree (either import name: ``service``
 before the rename, ``filejobs`` after). Needs ``wrk`` (Debian's package).
@@ -50,18 +54,36 @@ UPLOAD_LUA = r"""
 wrk.method = "POST"
 local boundary = "cpuPerRequestBoundary"
 wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
-wrk.body = "--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"processor\"\r\n\r\n"
+local before = "--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"processor\"\r\n\r\n"
   .. "inspect\r\n--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"file\"; "
-  .. "filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\n" .. string.rep("x", 1024)
-  .. "\r\n--" .. boundary .. "--\r\n"
+  .. "filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\n"
+local after = "\r\n--" .. boundary .. "--\r\n"
+wrk.body = before .. string.rep("x", 1024) .. after
 """
+#: ``first-upload``: the same request, but the file's first bytes differ in every one (a run's
+#: nonce and a counter), so every upload is content the server has never seen (no deduplication).
+FIRST_UPLOAD_LUA = (
+    UPLOAD_LUA
+    + r"""
+local counter = 0
+local nonce = "%s"
+function request()
+  counter = counter + 1
+  local tag = nonce .. "-" .. counter .. "-"
+  return wrk.format(nil, nil, nil, before .. tag .. string.rep("x", 1024 - #tag) .. after)
+end
+"""
+)
 
 
 class Checkout:
     """A server of one checkout: its source root, its import name, its process."""
 
-    def __init__(self, label: str, root: Path, work: Path, *, workers: bool = False) -> None:
+    def __init__(
+        self, label: str, root: Path, work: Path, env: dict[str, str] | None = None, *, workers: bool = False
+    ) -> None:
         self.label = label
+        self.env = env or {}
         self.workers = workers
         self.root = root
         self.work = work
@@ -88,6 +110,7 @@ class Checkout:
             env["FILEJOBS_WORKERS"] = "0"  # nothing runs beside the requests
         else:  # as the jobs figure runs it: every job runs (the same file each time: no reuse)
             env.update(FILEJOBS_REUSE="false", FILEJOBS_MIN_FREE_DISK="0")
+        env.update(self.env)
         log = open(self.work / "server.log", "ab")  # noqa: SIM115 - handed to the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"{self.package}.cli", "serve", "--port", str(self.port), *QUIET],
@@ -132,7 +155,7 @@ class Checkout:
         return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
     def target(self, what: str) -> str:
-        if what == "upload":
+        if what in ("upload", "first-upload"):
             return f"{self.base_url}/v1/jobs"
         answer = httpx.post(
             f"{self.base_url}/v1/jobs",
@@ -192,8 +215,10 @@ def worktree(revision: str, where: Path) -> Iterator[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, help="a git revision to compare with")
-    parser.add_argument("--what", choices=["status", "upload", "job"], default="status")
+    parser.add_argument("--what", choices=["status", "upload", "first-upload", "job"], default="status")
     parser.add_argument("--jobs", type=int, default=1000, help="jobs per round (--what job)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--baseline-env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
@@ -204,14 +229,18 @@ def main() -> None:
         worktree(args.baseline, Path(tmp) / "checkout") as base_root,
     ):
         servers = []
-        for label, root in (("baseline", base_root), ("this checkout", REPO)):
+        envs = (_env(args.baseline_env), _env(args.env))
+        for (label, root), env in zip((("baseline", base_root), ("this checkout", REPO)), envs, strict=True):
             work = Path(tmp) / f"run-{label.replace(' ', '-')}"
             work.mkdir()
-            servers.append(Checkout(label, root, work, workers=args.what == "job"))
+            servers.append(Checkout(label, root, work, env, workers=args.what == "job"))
         script = None
         if args.what == "upload":
             script = Path(tmp) / "upload.lua"
             script.write_text(UPLOAD_LUA)
+        elif args.what == "first-upload":
+            script = Path(tmp) / "first-upload.lua"
+            script.write_text(FIRST_UPLOAD_LUA % os.urandom(8).hex())
         try:
             for server in servers:
                 server.start()
@@ -248,6 +277,16 @@ def main() -> None:
 
 def _rate(what: str, value: float) -> str:
     return f"{value:.2f}x accept" if what == "job" else f"{value:.0f}/s"
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--env and --baseline-env take NAME=VALUE, not {pair!r}")
+        env[name] = value
+    return env
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ cores, one for wrk and one for the server).
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -35,9 +36,26 @@ if body_path ~= nil then
   f:close()
 end
 
+local unique_at = %(unique_at)s
+if unique_at ~= nil then
+  -- every request's body differs: a tag (the run's nonce, the thread, a counter) overwrites the
+  -- bytes from unique_at on (the start of the file's content: every upload is new content)
+  local counter = 0
+  local head = string.sub(wrk.body, 1, unique_at)
+  local rest = string.sub(wrk.body, unique_at + 1)
+  function request()
+    counter = counter + 1
+    local tag = %(nonce)s .. "-" .. tostring(thread_id or 0) .. "-" .. counter .. "-"
+    return wrk.format(nil, nil, nil, head .. tag .. string.sub(rest, #tag + 1))
+  end
+end
+
 local threads = {}
+local started = 0
 
 function setup(thread)
+  started = started + 1
+  thread:set("thread_id", started)
   table.insert(threads, thread)
 end
 
@@ -126,8 +144,11 @@ def _lua_string(value: str) -> str:
     return f"[{eq}[{value}]{eq}]"
 
 
-def lua_script(method: str, headers: Mapping[str, str], body_path: Path | None) -> str:
-    """The Lua script for one request shape (see the module docstring)."""
+def lua_script(
+    method: str, headers: Mapping[str, str], body_path: Path | None, unique_at: int | None = None
+) -> str:
+    """The Lua script for one request shape (see the module docstring); ``unique_at``: a tag
+    unique to each request overwrites the body from that offset on (the same length)."""
     header_lines = "\n".join(
         f"wrk.headers[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in headers.items()
     )
@@ -137,6 +158,8 @@ def lua_script(method: str, headers: Mapping[str, str], body_path: Path | None) 
         "headers": header_lines,
         "mark": MARK,
         "percentiles": ", ".join(f"{p:g}" for p in PERCENTILES),
+        "unique_at": "nil" if unique_at is None else str(unique_at),
+        "nonce": _lua_string(secrets.token_hex(8)),
     }
 
 
@@ -160,9 +183,11 @@ def run_wrk(
     body: bytes | None = None,
     headers: Mapping[str, str] | None = None,
     timeout_s: int = 10,
+    unique_at: int | None = None,
 ) -> WrkResult:
     """Run ``wrk --latency -t<threads> -c<connections> -d<seconds>s`` against ``url`` sending
-    ``method`` with ``body`` (Content-Length is set by wrk); raise :class:`WrkFailed` unless every
+    ``method`` with ``body`` (Content-Length is set by wrk; with ``unique_at``, each request's
+    body differs from that offset on: see :func:`lua_script`); raise :class:`WrkFailed` unless every
     completed request got a 2xx and no socket error or timeout happened."""
     with tempfile.TemporaryDirectory(prefix="fj-wrk-") as tmp:
         body_path = None
@@ -170,7 +195,7 @@ def run_wrk(
             body_path = Path(tmp) / "body.bin"
             body_path.write_bytes(body)
         script = Path(tmp) / "bench.lua"
-        script.write_text(lua_script(method, headers or {}, body_path))
+        script.write_text(lua_script(method, headers or {}, body_path, unique_at))
         command = [
             wrk_binary(),
             *(f"-t{threads}", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout_s}s"),

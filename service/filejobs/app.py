@@ -24,6 +24,7 @@ from filejobs.api.fast_upload import FastUpload
 from filejobs.api.head import HeadAsGet
 from filejobs.api.problems import ProblemDetails, install_handlers
 from filejobs.api.routes import (
+    by_hash,
     dashboard,
     docs,
     events,
@@ -193,6 +194,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.add_middleware(SecurityHeaders)
     app.add_middleware(FastUpload)
     app.add_middleware(Cors)
+    app.include_router(by_hash.router)
     app.include_router(jobs.router)
     app.include_router(uploads.router)
     app.include_router(files.router)

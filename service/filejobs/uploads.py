@@ -40,7 +40,7 @@ from filejobs.filenames import display_name, parse_content_disposition
 from filejobs.multipart_whole import split_whole
 from filejobs.shutdown import RETRY_AFTER, Shutdown
 from filejobs.sniff import SNIFF_BYTES, sniff, sniff_is_cheap
-from filejobs.storage import StorageUnavailable, UploadSink
+from filejobs.storage import Buffers, StorageUnavailable, UploadSink
 
 log = logging.getLogger(__name__)
 
@@ -547,6 +547,32 @@ async def receive_upload(
         # A field cannot appear twice, so the same count is the same fields.
         checked=checked[1] if checked is not None and checked[0] == len(receiver.fields) else None,
     )
+
+
+class NothingStored:
+    """The sink of an upload by hash that came without a multipart body (``POST /v1/jobs/by-hash``):
+    no byte arrives, so there is nothing to write, commit or abort."""
+
+    job_id: str | None = None
+
+    async def write(self, data: Buffers, *, final: bool = False) -> None:
+        raise RuntimeError("an upload by hash has no bytes to write")
+
+    async def commit(self, key: str, *, sync_dir: bool = True) -> None:
+        raise RuntimeError("an upload by hash has no bytes to commit")
+
+    def placer(self, key: str) -> Callable[[], None] | None:
+        return None
+
+    async def abort(self) -> None:
+        return None
+
+
+def by_hash_file(fields: dict[str, str]) -> ReceivedFile:
+    """An upload by hash from its fields alone (``file_sha256`` and, optionally, ``file_name``,
+    ``file_size``, ``processor``, ``params``, ``reuse``, ``callback_url``), as the multipart
+    receiver makes one from a form without a file part."""
+    return _by_hash(NothingStored(), fields)
 
 
 def _by_hash(sink: UploadSink, fields: dict[str, str]) -> ReceivedFile:

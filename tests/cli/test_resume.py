@@ -209,8 +209,10 @@ def test_a_second_ctrl_c_stops_at_once(start_server: ServerFactory, tmp_path: Pa
     proc = spawn_cli(*batch_args(src, server, ledger), cwd=tmp_path, log=tmp_path / "first")
 
     def uploads_hanging() -> bool:
+        # The 2 uploads, and (without an upload slot) the files after them waiting for the answer
+        # of their batch of uploads by hash.
         last = {r["path"]: r for r in ledger_records(ledger)}
-        return sum(1 for r in last.values() if r["event"] == "submit") == 2
+        return sum(1 for r in last.values() if r["event"] == "submit") >= 2
 
     try:
         poll(

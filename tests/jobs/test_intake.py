@@ -56,3 +56,21 @@ def test_another_request_under_the_same_key_is_422(client: TestClient, services:
 
     with pytest.raises(Unprocessable):
         submit(client, services, b"something else\n", "key-1")
+
+
+def test_a_finished_key_is_found_without_the_write_lock_until_it_expires(
+    client: TestClient, services: Services
+) -> None:
+    from datetime import timedelta
+
+    from filejobs.jobs import idempotency
+    from filejobs.models import utcnow
+
+    made = submit(client, services, b"read first\n", "read-first")
+    found = idempotency.find_done(services.db, scope="", key="read-first")
+    assert found is not None
+    assert found.job_id == made.job.id
+    assert idempotency.find_done(services.db, scope="", key="never-used") is None
+    assert idempotency.find_done(services.db, scope="other-key", key="read-first") is None
+    later = utcnow() + services.settings.idempotency_ttl + timedelta(seconds=1)
+    assert idempotency.find_done(services.db, scope="", key="read-first", now=later) is None

@@ -539,6 +539,7 @@ REACHED = {
     "DELETE /v1/jobs/{job_id}": 204,
     "GET /v1/processors": 200,
     "GET /v1/files/{sha256}": 404,  # a generated hash nobody stored
+    "POST /v1/jobs/by-hash": 200,  # generated hashes nobody stored: each item 428
     "POST /v1/webhooks": 422,
     "GET /v1/webhooks": 200,
     "GET /v1/webhooks/{webhook_id}": 404,

@@ -52,6 +52,7 @@ def endpoints(job_id: str) -> list[tuple[str, str]]:
     return [
         ("GET", "/v1/jobs"),
         ("POST", "/v1/jobs"),
+        ("POST", "/v1/jobs/by-hash"),
         ("GET", f"/v1/jobs/{job_id}"),
         ("GET", f"/v1/jobs/{job_id}?wait=0.05"),
         ("GET", f"/v1/jobs/{job_id}/result"),
@@ -65,6 +66,8 @@ def endpoints(job_id: str) -> list[tuple[str, str]]:
 def call(client: TestClient, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
     if (method, path) == ("POST", "/v1/jobs"):
         return client.post("/v1/jobs", files={"file": ("a.txt", b"abc\n", "text/plain")}, headers=headers)
+    if (method, path) == ("POST", "/v1/jobs/by-hash"):
+        return client.post("/v1/jobs/by-hash", json={"items": [{"file_sha256": "0" * 64}]}, headers=headers)
     return client.request(method, path, headers=headers)
 
 
@@ -228,8 +231,8 @@ def test_the_openapi_schema_documents_401_on_every_v1_operation(client: TestClie
     # jobs: submit, list, get, result, cancel, retry, delete, events; all events; processors;
     # webhooks: create, list, get, patch, delete, rotate-secret, test, deliveries, retry; callback-secret;
     # uploads (tus): create, head, patch, delete (OPTIONS, discovery without a key, is not listed);
-    # files: get by SHA-256 (HEAD is answered as the GET)
-    assert len(operations) == 25
+    # files: get by SHA-256 (HEAD is answered as the GET); jobs by hash (many in one request)
+    assert len(operations) == 26
 
     for method, path, operation in operations:
         assert "401" in operation["responses"], (method, path)

@@ -592,3 +592,30 @@ def test_the_details_show_the_webhook_delivery(page: Page, start_server: ServerF
         # the change of the job's notification arrives over the event stream too
         expect(page.get_by_test_id("details-notification")).to_have_text("delivered", timeout=JOB_TIMEOUT_MS)
         receiver.wait_count(1)
+
+
+def test_a_reused_job_links_to_the_job_whose_result_it_reused(
+    page: Page, start_server: ServerFactory
+) -> None:
+    server = start_server(reuse="true")
+    with server.client() as client:
+        first = submit(client, "scan.txt", b"the same scan\n", content_type="text/plain")
+        wait_for(client, first["id"], status_is("succeeded"), timeout=JOB_TIMEOUT_MS / 1000)
+        again = submit(client, "scan-again.txt", b"the same scan\n", content_type="text/plain")
+    assert again["status"] == "succeeded"
+    assert again["reused_from"] == first["id"]
+
+    open_dashboard(page, server.base_url)
+    row(page, first["id"]).get_by_test_id("job-open").click()
+    expect(page.get_by_test_id("details-id")).to_have_text(first["id"])
+    expect(page.get_by_test_id("details-reused-from")).to_have_count(0)  # it ran: no such line
+    page.get_by_test_id("details-close").click()
+
+    row(page, again["id"]).get_by_test_id("job-open").click()
+    expect(page.get_by_test_id("details-info-attempts")).to_have_text("0")
+    link = page.get_by_test_id("details-reused-from").get_by_role("link")
+    expect(link).to_have_text(first["id"])
+    link.click()
+    expect(page.get_by_test_id("details-id")).to_have_text(first["id"])
+    expect(page.locator("#details-title")).to_have_text("scan.txt")
+    expect(page.get_by_test_id("details-info-attempts")).to_have_text("1")

@@ -18,14 +18,14 @@ MAX_JSON_BODY = 64 * 1024
 M = TypeVar("M", bound=BaseModel)
 
 
-async def json_body(request: Request, model: type[M]) -> M:
-    """The body as ``model``: ``413`` past :data:`MAX_JSON_BODY`, ``400`` when it is not JSON,
-    ``422`` (naming each error) when it does not fit the model."""
+async def json_body(request: Request, model: type[M], *, max_bytes: int = MAX_JSON_BODY) -> M:
+    """The body as ``model``: ``413`` past ``max_bytes`` (default :data:`MAX_JSON_BODY`), ``400``
+    when it is not JSON, ``422`` (naming each error) when it does not fit the model."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_JSON_BODY:
-            raise PayloadTooLarge(f"The JSON body is over {MAX_JSON_BODY} bytes.")
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"The JSON body is over {max_bytes} bytes.")
     try:
         return model.model_validate_json(bytes(body))
     except ValidationError as exc:
@@ -39,10 +39,23 @@ async def json_body(request: Request, model: type[M]) -> M:
 
 
 def json_body_docs(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` declaring ``model`` as the required JSON body."""
+    """``openapi_extra`` declaring ``model`` as the required JSON body (the schemas of nested
+    models inlined: a ``$ref`` to ``#/$defs/…`` would point nowhere in the OpenAPI document)."""
+    schema = model.model_json_schema()
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
+            "content": {"application/json": {"schema": _inline(schema, schema.pop("$defs", {}))}},
         }
     }
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: _inline(value, defs) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(value, defs) for value in node]
+    return node

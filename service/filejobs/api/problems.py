@@ -76,12 +76,20 @@ def install_handlers(app: FastAPI) -> None:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """The methods the OpenAPI schema has for the request's path (whatever routes serve them)."""
-    methods: set[str] = set()
-    for template, operations in request.app.openapi().get("paths", {}).items():
-        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
-        if re.fullmatch(pattern, request.url.path):
-            methods.update(method.upper() for method in operations)
+    """The methods the OpenAPI schema has for the request's path (whatever routes serve them). A
+    concrete path is matched before the templated ones (OpenAPI's rule): ``/v1/jobs/by-hash`` is
+    not ``/v1/jobs/{job_id}``."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    path = request.url.path
+    if path in paths:
+        matched = [paths[path]]
+    else:
+        matched = [
+            operations
+            for template, operations in paths.items()
+            if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path)
+        ]
+    methods = {method.upper() for operations in matched for method in operations}
     if "GET" in methods:
         methods.add("HEAD")  # filejobs.api.head answers it
     return sorted(methods)

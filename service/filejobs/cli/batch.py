@@ -31,12 +31,21 @@ from filejobs.cli.batch_options import (
     hash_file,
     waiters,
 )
+from filejobs.cli.by_hash import HashBatcher
 from filejobs.cli.common import EXIT_FAILED, EXIT_USAGE, describe_problem
 from filejobs.cli.display import Display
 from filejobs.cli.ledger import FileState, Ledger
 from filejobs.cli.reconcile import reconcile
 from filejobs.cli.results import Results, exists
-from filejobs.client import AsyncClient, FilejobsError, Job, ProblemError, TransportError, WaitTimeout
+from filejobs.client import (
+    AsyncClient,
+    ByHash,
+    FilejobsError,
+    Job,
+    ProblemError,
+    TransportError,
+    WaitTimeout,
+)
 from filejobs.client import idempotency_key as make_key
 
 
@@ -67,6 +76,8 @@ class Batch:
         self._pool: list[asyncio.Task[None]] = []
         self.interrupted = False
         self.results = None if options.results is None else Results(client, options, self.previous.values())
+        #: Uploads by hash, many per request; None: one request per file (``--no-batch-hashes``).
+        self.hashes = HashBatcher(client) if options.batch_hashes else None
         for state in states:
             display.status(None, state.status)
 
@@ -96,6 +107,8 @@ class Batch:
                     task.cancel()
         finally:
             self.stop.set()
+            if self.hashes is not None:
+                self.hashes.close()
             if self._writes:  # records on their way reach the disk before the ledger closes
                 await asyncio.wait(set(self._writes))
         if self.interrupted:
@@ -142,6 +155,7 @@ class Batch:
     # ---- prepare and submit -----------------------------------------------------------------------
 
     async def _start(self, state: FileState) -> None:
+        slot = _Slot(self.slots)
         try:
             try:
                 await self._prepare(state)
@@ -151,12 +165,12 @@ class Batch:
                     state, "error", error("unreadable", f"{exc.strerror}: {state.relpath}")
                 )
             if state.job_id is None:
-                await self._submit(state)
+                await self._submit(state, slot)
             else:
                 self.display.skip(state.path, state.size)  # the ledger's job: nothing to upload
                 await self._resume(state)
         finally:
-            self.slots.release()
+            slot.release()
 
     async def _prepare(self, state: FileState) -> None:
         before = self.previous.get(state.path)
@@ -180,7 +194,7 @@ class Batch:
             state.upload_url = before.upload_url
             self._set(state, before.status if before.job_id else "pending")
 
-    async def _submit(self, state: FileState) -> None:
+    async def _submit(self, state: FileState, slot: _Slot | None = None) -> None:
         state.job_id, state.error, state.result_path = None, None, None
         state.submitted_at = round(time.time(), 3)
         self._set(state, "uploading")
@@ -188,7 +202,22 @@ class Batch:
         if self.interrupted:
             return self._set(state, "pending")  # no upload began: the ledger's intent is harmless
         try:
-            job = await self._upload(state)
+            by_hash = True
+            job = None
+            if (
+                slot is not None
+                and self.hashes is not None
+                and state.size
+                and state.sha256
+                and not state.upload_url
+            ):
+                answer = await self._batched(state, slot)
+                if isinstance(answer, Job):
+                    job = answer
+                # a 428 asked for the bytes: no second question; a 409 or 429 asks again, alone
+                by_hash = not (isinstance(answer, ProblemError) and answer.status == 428)
+            if job is None:
+                job = await self._upload(state, by_hash=by_hash)
         except ProblemError as exc:
             if exc.status in FATAL_STATUSES:
                 raise Fatal(describe_problem(exc), EXIT_FAILED) from None
@@ -204,7 +233,38 @@ class Batch:
         await self._record("accepted", state)
         await self._after_submit(state, job)
 
-    async def _upload(self, state: FileState) -> Job:
+    async def _batched(self, state: FileState, slot: _Slot) -> Job | ProblemError | object:
+        """Ask for ``state``'s job by hash together with other files (:class:`HashBatcher`),
+        without holding an upload slot meanwhile: its job, :data:`~filejobs.cli.by_hash.FALLBACK`
+        (the single path, by hash first), the 428 that asks for the bytes, or a 409 or 429 (the
+        single path asks again, alone, after Retry-After). Another problem is raised, as the
+        single path's would be. The slot is held again before anything is uploaded."""
+        assert self.hashes is not None
+        assert state.sha256 is not None
+        item = ByHash(
+            state.sha256,
+            state.size,
+            Path(state.relpath).name,
+            processor=self.options.processor,
+            params=self.options.params,
+            reuse=self.options.reuse,
+            idempotency_key=state.key,
+        )
+        await self.hashes.room.acquire()
+        slot.release()
+        try:
+            answer = await self.hashes.submit(item)
+        finally:
+            await slot.acquire()
+        if isinstance(answer, Job):
+            self.display.not_sent(state.path, state.size)
+            return answer
+        if isinstance(answer, ProblemError) and answer.status not in (409, 428, 429):
+            self.display.skip(state.path, state.size)
+            raise answer
+        return answer  # 409 and 429: the single path waits and tries again
+
+    async def _upload(self, state: FileState, *, by_hash: bool = True) -> Job:
         """Send the file; the bytes bar keeps what was sent, and drops from its total what won't be.
         A resumable upload's URL goes into the ledger as soon as it exists, and a re-run resumes it."""
 
@@ -229,6 +289,7 @@ class Batch:
                 reuse=self.options.reuse,
                 on_skipped=lambda size: skipped.append(size),
                 sha256=state.sha256,
+                by_hash=by_hash,
             )
         except BaseException:
             self.display.skip(state.path, state.size)
@@ -341,3 +402,21 @@ class Batch:
                 return await self._fail(state, "error", error("result", str(exc)))
             await self._record("result", state)
         self._done(state)
+
+
+class _Slot:
+    """A file's hold on one of the batch's upload slots, let go while it waits for a batch."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self.slots = slots
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.slots.release()
+
+    async def acquire(self) -> None:
+        if not self.held:
+            await self.slots.acquire()
+            self.held = True

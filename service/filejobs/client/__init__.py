@@ -12,6 +12,7 @@
 Errors are described in :mod:`filejobs.client.errors`; retries in :mod:`filejobs.client._retry`.
 """
 
+from filejobs.client._common import ByHash
 from filejobs.client._retry import Retrying
 from filejobs.client.async_ import AsyncClient
 from filejobs.client.errors import (
@@ -50,6 +51,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "AsyncClient",
     "BadRequest",
+    "ByHash",
     "Client",
     "ClientSettings",
     "Conflict",

@@ -176,6 +176,103 @@ def by_hash_call(upload: Upload) -> tuple[Call, bytes]:
     return Call("POST", JOBS, headers=headers), framing.head + framing.tail
 
 
+#: The most items ``POST /v1/jobs/by-hash`` takes in one request, and its largest body.
+BY_HASH_ITEMS = 100
+BY_HASH_BODY = 1024 * 1024
+BY_HASH_PATH = f"{JOBS}/by-hash"
+
+
+@dataclass(frozen=True)
+class ByHash:
+    """One file to submit by hash (:meth:`~filejobs.client.sync.Client.submit_many_by_hash`): its
+    content's SHA-256, size and name, and the options of its job."""
+
+    sha256: str
+    size: int
+    filename: str
+    processor: str | None = None
+    params: dict[str, Any] | None = None
+    reuse: bool = True
+    #: This item's Idempotency-Key: with one on every item, a failed request is safely sent again.
+    idempotency_key: str | None = None
+
+    def item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {"file_sha256": self.sha256, "file_size": self.size}
+        item["file_name"] = self.filename
+        if self.processor is not None:
+            item["processor"] = self.processor
+        if self.params is not None:
+            item["params"] = self.params
+        if not self.reuse:
+            item["reuse"] = False
+        if self.idempotency_key is not None:
+            item["idempotency_key"] = self.idempotency_key
+        return item
+
+
+def by_hash_batches(files: list[ByHash]) -> list[tuple[Call, bytes, int]]:
+    """``POST /v1/jobs/by-hash`` requests for ``files``, in order: each of at most
+    :data:`BY_HASH_ITEMS` items and :data:`BY_HASH_BODY` bytes; the call, its body and its count."""
+    batches: list[tuple[Call, bytes, int]] = []
+    encoded: list[bytes] = []
+    safe = True
+
+    def flush() -> None:
+        nonlocal encoded, safe
+        if encoded:
+            body = b'{"items":[' + b",".join(encoded) + b"]}"
+            headers = {"Content-Type": "application/json"}
+            batches.append((Call("POST", BY_HASH_PATH, headers=headers, safe=safe), body, len(encoded)))
+        encoded, safe = [], True
+
+    size = 0
+    for file in files:
+        item = json.dumps(file.item(), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        if len(item) + 16 > BY_HASH_BODY:
+            raise ValueError(f"{file.filename!r}: its item is over {BY_HASH_BODY} bytes (params too large)")
+        if len(encoded) == BY_HASH_ITEMS or size + len(item) + 16 > BY_HASH_BODY:
+            flush()
+            size = 0
+        encoded.append(item)
+        size += len(item) + 1
+        safe = safe and file.idempotency_key is not None
+    flush()
+    return batches
+
+
+def parse_by_hash(response: httpx.Response, count: int) -> list[Job | ProblemError]:
+    """Each item's job, or its problem as the :class:`ProblemError` a single submit would raise
+    (``428``: the server has not stored this content for the key, send the file with ``submit``)."""
+    check(response)
+    try:
+        items = json.loads(response.content)["items"]
+        if not isinstance(items, list) or len(items) != count:
+            raise ValueError(f"{count} items sent, {len(items)} answered")
+        return [_by_hash_item(item) for item in items]
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        raise UnexpectedResponse(
+            f"{response.request.method} {response.request.url} answered {response.status_code} with a "
+            f"body that is not one result per item: {exc}",
+            status=response.status_code,
+        ) from None
+
+
+def _by_hash_item(item: dict[str, Any]) -> Job | ProblemError:
+    status = int(item["status"])
+    if status < 400:
+        return Job.model_validate(item["job"])
+    body = item.get("problem") or {}
+    title, detail = str(body.get("title") or "Error"), str(body.get("detail") or "")
+    retry_after = body.get("retry_after")
+    return problem_class(status)(
+        status,
+        title,
+        detail,
+        body=body,
+        retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
+    )
+
+
 def send_the_bytes(exc: ProblemError) -> bool:
     """True for the answer to an upload by hash of content the server has not stored for the key
     (428), and for a server that does not know uploads by hash (422 naming the field)."""

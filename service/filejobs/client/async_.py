@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +21,7 @@ from anyio import to_thread
 
 from filejobs.client import _common as api
 from filejobs.client import _tus as tus
-from filejobs.client._common import Call
+from filejobs.client._common import ByHash, Call
 from filejobs.client._files import AtomicFile, resolve_target
 from filejobs.client._retry import Attempts, Retrying, RetryPolicy
 from filejobs.client._upload import ChunkReader, FileArg, Upload, prepare_upload
@@ -164,6 +164,17 @@ class AsyncClient:
             with anyio.CancelScope(shield=True):
                 await to_thread.run_sync(upload.close, source)
         return api.parse_job(response)
+
+    async def submit_many_by_hash(self, files: Sequence[ByHash]) -> list[Job | ProblemError]:
+        """See :meth:`filejobs.client.sync.Client.submit_many_by_hash`."""
+        answers: list[Job | ProblemError] = []
+        for call, content, count in api.by_hash_batches(list(files)):
+
+            async def body(retry: int, content: bytes = content) -> AsyncIterator[bytes]:
+                yield content
+
+            answers.extend(api.parse_by_hash(await self._send(call, body), count))
+        return answers
 
     async def _submit_by_hash(self, upload: Upload) -> Job | None:
         """See :meth:`filejobs.client.sync.Client._submit_by_hash`."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -14,7 +14,7 @@ import httpx
 
 from filejobs.client import _common as api
 from filejobs.client import _tus as tus
-from filejobs.client._common import Call
+from filejobs.client._common import ByHash, Call
 from filejobs.client._files import AtomicFile, resolve_target
 from filejobs.client._retry import Attempts, Retrying, RetryPolicy
 from filejobs.client._upload import ChunkReader, FileArg, Upload, prepare_upload
@@ -168,6 +168,23 @@ class Client:
         finally:
             upload.close(source)
         return api.parse_job(response)
+
+    def submit_many_by_hash(self, files: Sequence[ByHash]) -> list[Job | ProblemError]:
+        """Make a job of each file the server holds already for this key, many per request
+        (``POST /v1/jobs/by-hash``, up to 100 a request): the job of each, in order, or the
+        :class:`ProblemError` its single submit would have raised; a ``428`` one
+        (``status == 428``) asks for the bytes: send that file with :meth:`submit`.
+
+        A request that fails as a whole raises (a server without the endpoint: 404 or 405). It is
+        sent again after a dropped connection only when every item has an ``idempotency_key``."""
+        answers: list[Job | ProblemError] = []
+        for call, content, count in api.by_hash_batches(list(files)):
+
+            def body(retry: int, content: bytes = content) -> Iterator[bytes]:
+                return iter([content])
+
+            answers.extend(api.parse_by_hash(self._send(call, body), count))
+        return answers
 
     def _submit_by_hash(self, upload: Upload) -> Job | None:
         """The job made from content the server holds (None: it asks for the bytes)."""

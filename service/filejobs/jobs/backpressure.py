@@ -45,6 +45,26 @@ class RateLimiter:
                 )
             self._buckets[scope] = (tokens - 1.0, now)
 
+    def take(self, scope: str, wanted: int) -> int:
+        """Up to ``wanted`` more requests' worth of ``scope``'s tokens, without raising: how many
+        it got (the items of a batch past them are answered 429 one by one)."""
+        if self.rate <= 0 or wanted <= 0:
+            return max(0, wanted)
+        now = time.monotonic()
+        with self._lock:
+            tokens, then = self._buckets.get(scope, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+            granted = min(wanted, int(tokens))
+            self._buckets[scope] = (tokens - granted, now)
+        return granted
+
+    def retry_after(self, scope: str) -> int:
+        """Seconds until ``scope`` has a whole token again (at least 1)."""
+        with self._lock:
+            tokens, then = self._buckets.get(scope, (float(self.burst), time.monotonic()))
+        tokens = min(float(self.burst), tokens + (time.monotonic() - then) * self.rate)
+        return max(1, math.ceil((1.0 - tokens) / self.rate)) if self.rate > 0 else 1
+
 
 class Admission:
     """May a new job be made now? Each check runs before the body is read.

@@ -136,6 +136,20 @@ def begin(
     )
 
 
+def find_done(db: Database, *, scope: str, key: str, now: datetime | None = None) -> Existing | None:
+    """What ``key`` made, when a finished request used it and it has not expired: what
+    :func:`begin` would answer, read without taking the write lock (a replay, such as a batch run
+    again, is the common case). None: ask :func:`begin`."""
+    now = now or utcnow()
+    with db.read() as session:
+        record = session.get(IdempotencyKey, (scope, key))
+        if record is None or record.state != DONE or not record.job_id or not record.fingerprint:
+            return None
+        if record.expires_at <= now:
+            return None
+        return Existing(scope=scope, key=key, job_id=record.job_id, fingerprint=record.fingerprint)
+
+
 def _stale(record: IdempotencyKey, now: datetime, holder_is_dead: Any) -> bool:
     if record.expires_at <= now:
         return True

@@ -37,7 +37,7 @@ from filejobs.processors.registry import Registry
 from filejobs.settings import Settings
 from filejobs.shutdown import Shutdown
 from filejobs.storage import Storage
-from filejobs.uploads import ReceivedFile
+from filejobs.uploads import ReceivedFile, by_hash_file
 
 #: Seconds an upload holds its Idempotency-Key without renewing (it renews every third of it).
 IDEMPOTENCY_LEASE = 60.0
@@ -143,6 +143,36 @@ async def submit_received(
     return Submitted(made)
 
 
+async def submit_by_hash(
+    *,
+    services: IntakeServices,
+    owner: str,
+    fields: dict[str, str],
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """Record the job of an upload by hash given as its fields alone (one item of
+    ``POST /v1/jobs/by-hash``): what :func:`submit_upload` does for a multipart form with a
+    ``file_sha256`` field and no file part, without the multipart body. 428 when ``owner`` has not
+    stored that content, 429 when it has too many unfinished jobs; the Idempotency-Key as there."""
+    received = by_hash_file(fields)
+    async with _holding(services, owner, idempotency_key) as plan:
+        if (plan is None or plan.existing is None) and not services.admission.check_new_job_cached(owner):
+            await to_thread.run_sync(services.admission.check_new_job, owner)
+        made = await record_job(
+            db=services.db,
+            storage=services.storage,
+            registry=services.registry,
+            settings=services.settings,
+            received=received,
+            owner=owner,
+            idempotency=plan,
+            committer=services.committer,
+        )
+    if isinstance(made, idempotency.Existing):
+        return Submitted(await _replayed(services, owner, made), replayed=True)
+    return Submitted(made)
+
+
 @contextlib.asynccontextmanager
 async def _holding(
     services: IntakeServices, owner: str, idempotency_key: str | None
@@ -187,7 +217,7 @@ def _begin(services: IntakeServices, owner: str, key: str) -> idempotency.Claim 
         lease_seconds=IDEMPOTENCY_LEASE,
         holder_is_dead=owner_is_dead_here,
     )
-    state = begin()
+    state = idempotency.find_done(services.db, scope=owner, key=key) or begin()
     if isinstance(state, idempotency.Existing) and not repository.get_job(
         services.db, state.job_id, owner=owner
     ):

@@ -126,6 +126,7 @@ export function renderDetails() {
     ['Status', job.status, 'details-info-status'],
     ['Processor', job.processor, 'details-info-processor'],
     ['Attempts', job.attempts, 'details-info-attempts'],
+    ...(job.reused_from ? [['Reused from', reusedLink(job.reused_from), 'details-reused-from']] : []),
     ['Created', timeElement(job.created_at), 'details-created'],
     ['Started', timeElement(job.started_at), 'details-started'],
     ['Finished', timeElement(job.finished_at), 'details-finished'],
@@ -157,6 +158,40 @@ export function renderDetails() {
   ) {
     e.close.focus();
   }
+}
+
+// A reused job (issue 19) finished at once with the kept result of an earlier job of the same
+// file, processor and params: a link opens that job here (fetched when this page has not seen it).
+function reusedLink(id) {
+  return h(
+    'a',
+    {
+      href: `#job-${encodeURIComponent(id)}`,
+      class: 'reused-from',
+      title: 'The job whose kept result this job reused (it did not run again)',
+      onclick: (event) => {
+        event.preventDefault();
+        showJob(id, event.currentTarget);
+      },
+    },
+    h('code', {}, id),
+  );
+}
+
+async function showJob(id, link) {
+  if (!state.known.has(id)) {
+    try {
+      applyJob(await apiJson(jobPath(id)), 'action');
+    } catch (error) {
+      if (isAbort(error)) return;
+      const gone = error instanceof ApiError && error.status === 404;
+      details.el.feedback.textContent = gone
+        ? 'The job it reused has been deleted.'
+        : `Could not load the job it reused: ${errorText(error)}`;
+      return;
+    }
+  }
+  openDetails(id, link);
 }
 
 export function openDetails(id, opener) {
