@@ -27,7 +27,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlmodel import Session
 
@@ -37,6 +37,26 @@ log = logging.getLogger(__name__)
 
 #: Most final statuses in one transaction.
 MAX_BATCH = 256
+
+
+def next_batch(waiting: queue.Queue[Any] | queue.SimpleQueue[Any], most: int) -> tuple[list[Any], bool]:
+    """What a committing thread takes at once: the next item (waited for), then whatever else is
+    already waiting, up to ``most``; and whether ``None`` (stop) was met meanwhile (an empty batch
+    when it came first)."""
+    first = waiting.get()
+    if first is None:
+        return [], True
+    batch = [first]
+    while len(batch) < most:
+        try:
+            item = waiting.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return batch, True
+        batch.append(item)
+    return batch, False
+
 
 #: Writes one job's final status in the given session's transaction; False: the job is no longer
 #: ours (cancelled, deleted, or given to another worker), nothing was written.
@@ -96,20 +116,10 @@ class Finisher:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
+            batch: list[Finish]
+            batch, stop = next_batch(self._queue, MAX_BATCH)
+            if not batch:
                 return
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
             for item, outcome in zip(batch, self._commit(batch), strict=True):
                 try:
                     item.then(outcome)

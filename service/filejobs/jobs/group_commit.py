@@ -38,7 +38,7 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from filejobs.db import Database
-from filejobs.jobs.finisher import Finish, Then, Write
+from filejobs.jobs.finisher import Finish, Then, Write, next_batch
 from filejobs.models import Job
 
 log = logging.getLogger(__name__)
@@ -147,20 +147,10 @@ class GroupCommitter:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
+            batch: list[_Insert | Finish]
+            batch, stop = next_batch(self._queue, MAX_BATCH)
+            if not batch:
                 return
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
             self._commit(batch)
             if stop:
                 return
