@@ -226,3 +226,34 @@ def test_other_methods_are_405_naming_post_and_json_types_are_strict(client: Tes
         assert response.headers["allow"] == "POST"
     for item in ({"file_sha256": SHA_A, "reuse": 0}, {"file_sha256": SHA_A, "file_size": "11"}):
         assert batch(client, [item]).status_code == 422, item
+
+
+def test_a_full_batch_works_on_a_few_items_at_once(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 items do not take the process's thread pool (and database connections) from every
+    other request: at most ITEMS_AT_ONCE are worked on at a time."""
+    import asyncio
+
+    from filejobs.api.routes import by_hash
+
+    submit(client, A)
+    running = peak = 0
+    real = by_hash.submit_by_hash
+
+    async def counted(**kwargs: Any) -> Any:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await asyncio.sleep(0.001)  # let the other items start, if they may
+            return await real(**kwargs)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(by_hash, "submit_by_hash", counted)
+    items = [{"file_sha256": SHA_A, "file_name": f"a{n}.txt"} for n in range(MAX_ITEMS)]
+    response = batch(client, items)
+    assert response.status_code == 200, response.text
+    assert [item["status"] for item in response.json()["items"]] == [202] * MAX_ITEMS
+    assert peak == by_hash.ITEMS_AT_ONCE

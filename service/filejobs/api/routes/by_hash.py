@@ -42,6 +42,10 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_ITEMS = 100
 #: The largest body (100 items with a few KiB of params each).
 MAX_BODY = 1024 * 1024
+#: Items of one request worked on at once: each makes a few database round trips in threads, and
+#: a request of 100 at once would take the process's whole thread pool (and more connections than
+#: the pool keeps) from every other request.
+ITEMS_AT_ONCE = 4
 
 
 def _whole_number(value: Any) -> Any:
@@ -146,7 +150,13 @@ async def submit_many_by_hash(
     if caller.key_id is not None:  # the request's own token was the first item's
         allowed = 1 + services.rate_limiter.take(owner, len(body.items) - 1)
 
+    at_once = asyncio.Semaphore(ITEMS_AT_ONCE)
+
     async def one(index: int, item: ByHashItem) -> ByHashResult:
+        async with at_once:
+            return await _one(index, item)
+
+    async def _one(index: int, item: ByHashItem) -> ByHashResult:
         if index >= allowed:
             wait = services.rate_limiter.retry_after(owner)
             return _problem(
