@@ -257,3 +257,48 @@ def test_a_full_batch_works_on_a_few_items_at_once(
     assert response.status_code == 200, response.text
     assert [item["status"] for item in response.json()["items"]] == [202] * MAX_ITEMS
     assert peak == by_hash.ITEMS_AT_ONCE
+
+
+def test_replays_are_read_together_and_answer_as_the_single_path(
+    client: TestClient, services: Services, alice: str, bob: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch sent again (a re-run) is answered from one read of its keys and jobs; anything the
+    read cannot tell alone (another request under the key, no ``file_size``, a deleted job, another
+    key's items) goes the single path, with the single path's answer."""
+    from filejobs.api.routes import by_hash
+
+    submit(client, A, key=alice)
+    submit(client, B, key=alice)
+    a = {"file_sha256": SHA_A, "file_size": len(A), "file_name": "a.txt", "idempotency_key": "re/a"}
+    b = {"file_sha256": SHA_B.upper(), "file_size": len(B), "file_name": "b.txt", "idempotency_key": "re/b"}
+    c = {"file_sha256": SHA_A, "file_name": "c.txt", "params": {}, "idempotency_key": "re/c"}  # no size
+    first = batch(client, [a, b, c], key=alice).json()["items"]
+    assert [item["status"] for item in first] == [202, 202, 202]
+
+    single = []
+    real = by_hash.submit_by_hash
+
+    async def counted(**kwargs: Any) -> Any:
+        single.append(kwargs["idempotency_key"])
+        return await real(**kwargs)
+
+    monkeypatch.setattr(by_hash, "submit_by_hash", counted)
+    again = batch(client, [a, b, c], key=alice).json()["items"]
+    assert [(item["status"], item.get("replayed")) for item in again] == [(200, True)] * 3
+    assert [item["job"]["id"] for item in again] == [item["job"]["id"] for item in first]
+    assert single == ["re/c"]  # a and b from the read; c's print holds the stored size
+
+    single.clear()
+    other = batch(client, [{**a, "file_name": "renamed.txt"}, {**b, "params": {"x": 1}}], key=alice).json()
+    assert [item["status"] for item in other["items"]] == [422, 422]
+    assert single == ["re/a", "re/b"]
+
+    client.delete(f"/v1/jobs/{first[0]['job']['id']}", headers=bearer(alice))
+    single.clear()
+    renewed = batch(client, [a, b], key=alice).json()["items"]
+    assert [item["status"] for item in renewed] == [202, 200]  # a deleted job's key is free again
+    assert renewed[0]["job"]["id"] != first[0]["job"]["id"]
+    assert single == ["re/a"]
+
+    theirs = batch(client, [b], key=bob).json()["items"]  # bob's "re/b" is his own key
+    assert theirs[0]["status"] == 428

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from filejobs.db import Database
 from filejobs.errors import BadRequest, Conflict
@@ -148,6 +148,29 @@ def find_done(db: Database, *, scope: str, key: str, now: datetime | None = None
         if record.expires_at <= now:
             return None
         return Existing(scope=scope, key=key, job_id=record.job_id, fingerprint=record.fingerprint)
+
+
+def find_done_many(
+    db: Database, *, scope: str, keys: list[str], now: datetime | None = None
+) -> dict[str, Existing]:
+    """:func:`find_done` for many keys in one read: the finished, unexpired ones among ``keys``."""
+    if not keys:
+        return {}
+    now = now or utcnow()
+    query = select(IdempotencyKey).where(
+        col(IdempotencyKey.scope) == scope,
+        col(IdempotencyKey.key).in_(keys),
+        col(IdempotencyKey.state) == DONE,
+        col(IdempotencyKey.expires_at) > now,
+    )
+    with db.read() as session:
+        return {
+            record.key: Existing(
+                scope=scope, key=record.key, job_id=record.job_id, fingerprint=record.fingerprint
+            )
+            for record in session.exec(query)
+            if record.job_id and record.fingerprint
+        }
 
 
 def _stale(record: IdempotencyKey, now: datetime, holder_is_dead: Any) -> bool:

@@ -25,13 +25,13 @@ from anyio import to_thread
 
 from filejobs import metrics
 from filejobs.db import Database
-from filejobs.errors import Conflict
+from filejobs.errors import Conflict, Problem
 from filejobs.jobs import idempotency, repository
 from filejobs.jobs.backpressure import Admission
 from filejobs.jobs.fast_read import JobReader
 from filejobs.jobs.group_commit import GroupCommitter
 from filejobs.jobs.liveness import owner_is_dead_here
-from filejobs.jobs.submit import IdempotencyPlan, create_job, record_job
+from filejobs.jobs.submit import IdempotencyPlan, create_job, record_job, split_secrets, validate_fields
 from filejobs.models import Job
 from filejobs.processors.registry import Registry
 from filejobs.settings import Settings
@@ -171,6 +171,51 @@ async def submit_by_hash(
     if isinstance(made, idempotency.Existing):
         return Submitted(await _replayed(services, owner, made), replayed=True)
     return Submitted(made)
+
+
+Replays = dict[str, tuple[idempotency.Existing, Job]]
+
+
+async def known_replays(services: IntakeServices, owner: str, keys: list[str]) -> Replays:
+    """Which of ``keys`` (Idempotency-Keys of ``owner``) finished requests made, with their jobs,
+    in two reads for all of them: a batch by hash sent again (a re-run) is mostly replays."""
+    return await to_thread.run_sync(_known_replays, services.db, owner, keys)
+
+
+def _known_replays(db: Database, owner: str, keys: list[str]) -> Replays:
+    found = idempotency.find_done_many(db, scope=owner, keys=keys)
+    jobs = repository.get_jobs(db, [existing.job_id for existing in found.values()], owner=owner)
+    return {
+        key: (existing, jobs[existing.job_id]) for key, existing in found.items() if existing.job_id in jobs
+    }
+
+
+def replay_by_hash(
+    services: IntakeServices, fields: dict[str, str], known: tuple[idempotency.Existing, Job]
+) -> Submitted | None:
+    """The answer to an upload by hash whose Idempotency-Key a finished request used (``known``,
+    from :func:`known_replays`), when this is that same request; None when that cannot be told
+    without the single path (no ``file_size``, a bad field, another request: it answers those)."""
+    existing, job = known
+    try:
+        received = by_hash_file(fields)
+        submission = validate_fields(services.registry, fields)
+    except Problem:
+        return None
+    if received.size < 0:  # the size the key's print holds is the stored file's: the single path reads it
+        return None
+    public, secret = split_secrets(submission.params)
+    request_print = idempotency.fingerprint(
+        processor=submission.entry.processor.name,
+        params={**public, **secret},
+        sha256=received.sha256.strip().lower(),
+        size=received.size,
+        name=received.name,
+        callback_url=fields.get("callback_url") or None,
+    )
+    if request_print != existing.fingerprint:
+        return None
+    return Submitted(job, replayed=True)
 
 
 @contextlib.asynccontextmanager
