@@ -81,19 +81,21 @@ def error_kind(exc: BaseException, operation: str) -> str:
 #: glibc's ``mallopt`` parameter for the size from which an allocation gets its own mapping.
 M_MMAP_THRESHOLD = -3
 #: Allocations from this size on are mapped, and unmapped when freed (glibc's starting value).
-MMAP_THRESHOLD = 128 * 1024
+MMAP_THRESHOLD = 2 * 1024 * 1024
 _threshold_fixed = False
 
 
 def fix_mmap_threshold() -> bool:
-    """Keep glibc's mmap threshold at 128 KiB in a process that streams to S3 (once per process;
+    """Keep glibc's mmap threshold at 2 MiB in a process that streams to S3 (once per process;
     False where libc has no ``mallopt``).
 
     glibc raises the threshold (up to 32 MiB) each time a mapped block is freed; after the first
     parts of an upload, the request's chunks and botocore's 1 MiB reads (checksum, payload hash)
     come from the heap instead, where what is freed by one thread stays in its arena and RSS keeps
     8-20 MB more than the bytes in flight (measured: docs/performance.md, "Object storage"). At a
-    fixed threshold they are mapped and returned when freed."""
+    fixed threshold the parts are mapped and returned when freed. Not lower: at 128 KiB every
+    chunk and every 1 MiB read was a fresh mapping (page faults and zeroing) and an upload went at
+    half the speed (51 against 91 MB/s to moto, docs/performance.md)."""
     global _threshold_fixed
     if _threshold_fixed:
         return True
