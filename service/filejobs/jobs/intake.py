@@ -31,7 +31,14 @@ from filejobs.jobs.backpressure import Admission
 from filejobs.jobs.fast_read import JobReader
 from filejobs.jobs.group_commit import GroupCommitter
 from filejobs.jobs.liveness import owner_is_dead_here
-from filejobs.jobs.submit import IdempotencyPlan, create_job, record_job, split_secrets, validate_fields
+from filejobs.jobs.submit import (
+    IdempotencyPlan,
+    create_job,
+    record_job,
+    request_fingerprint,
+    split_secrets,
+    validate_fields,
+)
 from filejobs.models import Job
 from filejobs.processors.registry import Registry
 from filejobs.settings import Settings
@@ -110,9 +117,7 @@ async def submit_upload(
             )
             if isinstance(made, Job):
                 upload.accepted(made.file_size)
-    if isinstance(made, idempotency.Existing):
-        return Submitted(await _replayed(services, owner, made), replayed=True)
-    return Submitted(made)
+    return await _submitted(services, owner, made)
 
 
 async def submit_received(
@@ -127,20 +132,8 @@ async def submit_received(
     when it was created): the same validation, idempotency, row and group commit as
     :func:`submit_upload`, under the id ``job_id`` the caller chose."""
     async with _holding(services, owner, idempotency_key) as plan:
-        made = await record_job(
-            db=services.db,
-            storage=services.storage,
-            registry=services.registry,
-            settings=services.settings,
-            received=received,
-            owner=owner,
-            idempotency=plan,
-            committer=services.committer,
-            job_id=job_id,
-        )
-    if isinstance(made, idempotency.Existing):
-        return Submitted(await _replayed(services, owner, made), replayed=True)
-    return Submitted(made)
+        made = await _record(services, owner, received, plan, job_id=job_id)
+    return await _submitted(services, owner, made)
 
 
 async def submit_by_hash(
@@ -158,16 +151,34 @@ async def submit_by_hash(
     async with _holding(services, owner, idempotency_key) as plan:
         if (plan is None or plan.existing is None) and not services.admission.check_new_job_cached(owner):
             await to_thread.run_sync(services.admission.check_new_job, owner)
-        made = await record_job(
-            db=services.db,
-            storage=services.storage,
-            registry=services.registry,
-            settings=services.settings,
-            received=received,
-            owner=owner,
-            idempotency=plan,
-            committer=services.committer,
-        )
+        made = await _record(services, owner, received, plan)
+    return await _submitted(services, owner, made)
+
+
+async def _record(
+    services: IntakeServices,
+    owner: str,
+    received: ReceivedFile,
+    plan: IdempotencyPlan | None,
+    *,
+    job_id: str | None = None,
+) -> Job | idempotency.Existing:
+    """:func:`record_job` with this intake's services."""
+    return await record_job(
+        db=services.db,
+        storage=services.storage,
+        registry=services.registry,
+        settings=services.settings,
+        received=received,
+        owner=owner,
+        idempotency=plan,
+        committer=services.committer,
+        job_id=job_id,
+    )
+
+
+async def _submitted(services: IntakeServices, owner: str, made: Job | idempotency.Existing) -> Submitted:
+    """The answer: the new job, or the one the same request made before."""
     if isinstance(made, idempotency.Existing):
         return Submitted(await _replayed(services, owner, made), replayed=True)
     return Submitted(made)
@@ -205,15 +216,10 @@ def replay_by_hash(
     if received.size < 0:  # the size the key's print holds is the stored file's: the single path reads it
         return None
     public, secret = split_secrets(submission.params)
-    request_print = idempotency.fingerprint(
-        processor=submission.entry.processor.name,
-        params={**public, **secret},
-        sha256=received.sha256.strip().lower(),
-        size=received.size,
-        name=received.name,
-        callback_url=fields.get("callback_url") or None,
-    )
-    if request_print != existing.fingerprint:
+    if (
+        request_fingerprint(submission.entry.processor.name, {**public, **secret}, received)
+        != existing.fingerprint
+    ):
         return None
     return Submitted(job, replayed=True)
 

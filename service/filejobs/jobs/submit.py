@@ -128,6 +128,19 @@ def validate_early_fields(registry: Registry, fields: Mapping[str, str]) -> Subm
     return validate_fields(registry, fields)
 
 
+def request_fingerprint(processor: str, params: dict[str, Any], received: ReceivedFile) -> str:
+    """The Idempotency-Key print of a request for ``processor`` with ``params`` (public and secret)
+    on ``received`` (an upload by hash: its size is the stored file's once the intake checked it)."""
+    return fingerprint(
+        processor=processor,
+        params=params,
+        sha256=received.sha256.strip().lower(),
+        size=received.size,
+        name=received.name,
+        callback_url=received.fields.get("callback_url") or None,
+    )
+
+
 def split_secrets(params: BaseModel) -> tuple[dict[str, Any], dict[str, Any]]:
     """The params as shown in the job body (``SecretStr`` fields masked) and the secret values."""
     public: dict[str, Any] = params.model_dump(mode="json")
@@ -237,14 +250,7 @@ async def record_job(
             await check_callback(db=db, settings=settings, owner=owner, url=callback_url)
         request_print = ""
         if idempotency is not None:
-            request_print = fingerprint(
-                processor=processor.name,
-                params=all_params,
-                sha256=received.sha256,
-                size=received.size,
-                name=received.name,
-                callback_url=callback_url,
-            )
+            request_print = request_fingerprint(processor.name, all_params, received)
             if idempotency.existing is not None and request_print != idempotency.existing.fingerprint:
                 raise Unprocessable(
                     "This Idempotency-Key was used for a different request (another file or other "
