@@ -27,7 +27,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlmodel import Session
 
@@ -35,8 +35,10 @@ from filejobs.db import Database
 
 log = logging.getLogger(__name__)
 
-#: Most final statuses in one transaction.
+#: Most final statuses (or new rows) in one transaction.
 MAX_BATCH = 256
+
+T = TypeVar("T")
 
 
 def next_batch(waiting: queue.Queue[Any] | queue.SimpleQueue[Any], most: int) -> tuple[list[Any], bool]:
@@ -56,6 +58,53 @@ def next_batch(waiting: queue.Queue[Any] | queue.SimpleQueue[Any], most: int) ->
             return batch, True
         batch.append(item)
     return batch, False
+
+
+class CommitThread(Generic[T]):
+    """One thread, started on first use, that takes what is queued in batches (:func:`next_batch`,
+    up to :data:`MAX_BATCH`) and hands each to :meth:`_take`; :meth:`close` lets it take what is
+    queued, then stops it. Subclasses queue with ``self._start()`` then ``self._queue.put(item)``."""
+
+    #: In the thread's name and in the error raised once closed.
+    what = "committer"
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[T | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def _start(self) -> None:
+        """The thread started if it was not; RuntimeError once closed."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"the {self.what} is closed")
+            if self._thread is None:
+                name = f"filejobs-{self.what.replace(' ', '-')}"
+                self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+                self._thread.start()
+
+    def close(self) -> None:
+        """Take what is queued, then stop the thread."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            batch: list[T]
+            batch, stop = next_batch(self._queue, MAX_BATCH)
+            if not batch:
+                return
+            self._take(batch)
+            if stop:
+                return
+
+    def _take(self, batch: list[T]) -> None:
+        raise NotImplementedError
 
 
 #: Writes one job's final status in the given session's transaction; False: the job is no longer
@@ -81,52 +130,30 @@ class Finish:
     then: Then
 
 
-class Finisher:
-    """One thread that commits final statuses in batches; :meth:`submit` returns at once."""
+class Finisher(CommitThread[Finish]):
+    """One thread that commits final statuses in batches; :meth:`finish` returns at once."""
+
+    what = "finisher"
 
     def __init__(self, db: Database) -> None:
+        super().__init__()
         self.db = db
-        self._queue: queue.SimpleQueue[Finish | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._closed = False
         self.batches = 0  # for tests and curiosity: transactions committed
         self.rows = 0
 
     def finish(self, write: Write, then: Then) -> None:
         """Commit ``write`` (with whatever else is waiting), then call ``then`` on this object's thread."""
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the finisher is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="filejobs-finisher", daemon=True)
-                self._thread.start()
+        self._start()
         self._queue.put(Finish(write, then))
-
-    def close(self) -> None:
-        """Commit what was submitted (and run its ``then``), then stop the thread."""
-        with self._lock:
-            self._closed = True
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(None)
-            thread.join()
 
     # ---- the committing thread ----------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            batch: list[Finish]
-            batch, stop = next_batch(self._queue, MAX_BATCH)
-            if not batch:
-                return
-            for item, outcome in zip(batch, self._commit(batch), strict=True):
-                try:
-                    item.then(outcome)
-                except Exception:
-                    log.exception("after a job's final status: its follow-up failed")
-            if stop:
-                return
+    def _take(self, batch: list[Finish]) -> None:
+        for item, outcome in zip(batch, self._commit(batch), strict=True):
+            try:
+                item.then(outcome)
+            except Exception:
+                log.exception("after a job's final status: its follow-up failed")
 
     def _commit(self, batch: list[Finish]) -> list[bool | None]:
         """Write and commit ``batch`` in one transaction; if one write raised, each alone."""

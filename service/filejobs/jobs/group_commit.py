@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,13 +36,11 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from filejobs.db import Database
-from filejobs.jobs.finisher import Finish, Then, Write, next_batch
+from filejobs.jobs.finisher import CommitThread, Finish, Then, Write
 from filejobs.models import Job
 
 log = logging.getLogger(__name__)
 
-#: Most rows in one transaction.
-MAX_BATCH = 256
 #: Files of one batch written and fsynced at once.
 PLACE_THREADS = 8
 _COLUMNS = tuple(Job.model_fields)
@@ -77,16 +73,15 @@ class _Insert:
     placed: Future[BaseException | None] | None = field(default=None, repr=False)
 
 
-class GroupCommitter:
+class GroupCommitter(CommitThread[_Insert | Finish]):
     """One thread that inserts jobs in batches; ``await insert(job)`` returns once it committed."""
 
+    what = "group committer"
+
     def __init__(self, db: Database, sync_dir: Callable[[], None]) -> None:
+        super().__init__()
         self.db = db
         self.sync_dir = sync_dir
-        self._queue: queue.SimpleQueue[_Insert | Finish | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._closed = False
         self._table = Job.__table__  # type: ignore[attr-defined]
         #: Places (writes, fsyncs, renames) the uploads' files in parallel.
         self._places = ThreadPoolExecutor(max_workers=PLACE_THREADS, thread_name_prefix="filejobs-place")
@@ -125,35 +120,15 @@ class GroupCommitter:
         self._start()
         self._queue.put(Finish(write, then))
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the group committer is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="filejobs-group-commit", daemon=True)
-                self._thread.start()
-
     def close(self) -> None:
         """Commit what is queued, then stop the thread."""
-        with self._lock:
-            self._closed = True
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(None)
-            thread.join()
+        super().close()
         self._places.shutdown()
 
     # ---- the committing thread --------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            batch: list[_Insert | Finish]
-            batch, stop = next_batch(self._queue, MAX_BATCH)
-            if not batch:
-                return
-            self._commit(batch)
-            if stop:
-                return
+    def _take(self, batch: list[_Insert | Finish]) -> None:
+        self._commit(batch)
 
     def _commit(self, items: list[_Insert | Finish]) -> None:
         batch = [item for item in items if isinstance(item, _Insert)]
