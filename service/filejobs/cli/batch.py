@@ -187,6 +187,7 @@ class Batch:
             options.params,
             name=state.relpath,
             reuse=options.reuse,
+            callback_url=options.callback_url,
         )
         if before is not None and before.key == state.key:  # the same content with the same options
             state.job_id, state.error = before.job_id, before.error
@@ -248,6 +249,7 @@ class Batch:
             processor=self.options.processor,
             params=self.options.params,
             reuse=self.options.reuse,
+            callback_url=self.options.callback_url,
             idempotency_key=state.key,
         )
         await self.hashes.room.acquire()
@@ -287,6 +289,7 @@ class Batch:
                 upload_url=state.upload_url,
                 on_upload_url=began,
                 reuse=self.options.reuse,
+                callback_url=self.options.callback_url,
                 on_skipped=lambda size: skipped.append(size),
                 sha256=state.sha256,
                 by_hash=by_hash,

@@ -31,6 +31,8 @@ class Options:
     chunk_size: int = 64 * 1024 * 1024
     #: False: ask the server for fresh runs (no reuse of kept results of the same file and options).
     reuse: bool = True
+    #: Each job's final status is sent there (signed with the key's default secret).
+    callback_url: str | None = None
     #: Uploads by hash many per request (``POST /v1/jobs/by-hash``); False: one request per file.
     batch_hashes: bool = True
 

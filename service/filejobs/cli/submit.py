@@ -221,6 +221,13 @@ def submit(
             "(--no-reuse: run every job afresh). Files the server already holds are never sent again.",
         ),
     ] = True,
+    callback_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Send each job's final status to this https URL, signed with the key's default "
+            "secret (make it once: filejobs webhooks rotate --default).",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Submit files and folders as jobs, N at a time, with progress; optionally wait and fetch results.
@@ -242,6 +249,7 @@ def submit(
         resumable_threshold=_size("--resumable-threshold", resumable_threshold),
         chunk_size=_size("--chunk-size", chunk_size, least=1),
         reuse=reuse,
+        callback_url=callback_url,
     )
     run = Run([], options, json_output, retries)
     try:

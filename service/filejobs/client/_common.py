@@ -193,6 +193,8 @@ class ByHash:
     processor: str | None = None
     params: dict[str, Any] | None = None
     reuse: bool = True
+    #: Called with the job's final status (signed with the key's default secret).
+    callback_url: str | None = None
     #: This item's Idempotency-Key: with one on every item, a failed request is safely sent again.
     idempotency_key: str | None = None
 
@@ -205,6 +207,8 @@ class ByHash:
             item["params"] = self.params
         if not self.reuse:
             item["reuse"] = False
+        if self.callback_url is not None:
+            item["callback_url"] = self.callback_url
         if self.idempotency_key is not None:
             item["idempotency_key"] = self.idempotency_key
         return item

@@ -69,6 +69,8 @@ def metadata(upload: Upload, processor: str | None, params: dict[str, Any] | Non
         values["params"] = json.dumps(params, ensure_ascii=False, allow_nan=False)
     if (upload.fields or {}).get("reuse") == "false":
         values["reuse"] = "false"
+    if callback_url := (upload.fields or {}).get("callback_url"):
+        values["callback_url"] = callback_url
     return ",".join(f"{key} {_encode(value)}" for key, value in values.items())
 
 

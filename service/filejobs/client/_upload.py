@@ -35,7 +35,7 @@ class Upload:
     rewindable: bool = True
     #: The content's SHA-256 (None: a stream that cannot seek), for an upload by hash first.
     sha256: str | None = None
-    #: The form's text fields (processor, params, reuse).
+    #: The form's text fields (processor, params, reuse, callback_url).
     fields: dict[str, str] | None = None
 
     @property
@@ -72,7 +72,11 @@ def _stream_name(stream: BinaryIO) -> str | None:
 
 
 def form_fields(
-    processor: str | None, params: dict[str, Any] | None, *, reuse: bool = True
+    processor: str | None,
+    params: dict[str, Any] | None,
+    *,
+    reuse: bool = True,
+    callback_url: str | None = None,
 ) -> dict[str, str]:
     fields: dict[str, str] = {}
     if processor is not None:
@@ -81,6 +85,8 @@ def form_fields(
         fields["params"] = json.dumps(params, ensure_ascii=False, allow_nan=False)
     if not reuse:
         fields["reuse"] = "false"
+    if callback_url is not None:
+        fields["callback_url"] = callback_url
     return fields
 
 
@@ -93,6 +99,7 @@ def prepare_upload(
     key: str | None,
     reuse: bool = True,
     sha256: str | None = None,
+    callback_url: str | None = None,
 ) -> Upload:
     """Resolve ``file`` (a path, or a binary file object read from its current position).
 
@@ -100,14 +107,16 @@ def prepare_upload(
     a stream that cannot seek gets a random key and no hash: it can only be read once). A path's
     ``sha256`` when the caller has it already (a batch hashed the file) is not computed again.
     """
-    fields = form_fields(processor, params, reuse=reuse)
+    fields = form_fields(processor, params, reuse=reuse, callback_url=callback_url)
     if isinstance(file, str | os.PathLike):
         path = Path(file)
         size = os.stat(path).st_size
         name = filename or path.name or "upload"
         sha256 = sha256 or file_sha256(path)
         if key is None:
-            key = idempotency_key(sha256, size, processor, params, name=name, reuse=reuse)
+            key = idempotency_key(
+                sha256, size, processor, params, name=name, reuse=reuse, callback_url=callback_url
+            )
         return Upload(name, size, key, _framing(fields, name), path=path, sha256=sha256, fields=fields)
 
     name = filename or _stream_name(file) or "upload"
@@ -120,7 +129,9 @@ def prepare_upload(
     digest, hashed = stream_sha256(file)
     file.seek(start)
     if key is None:
-        key = idempotency_key(digest, hashed, processor, params, name=name, reuse=reuse)
+        key = idempotency_key(
+            digest, hashed, processor, params, name=name, reuse=reuse, callback_url=callback_url
+        )
     return Upload(
         name, size, key, _framing(fields, name), stream=file, start=start, sha256=digest, fields=fields
     )

@@ -126,6 +126,7 @@ class AsyncClient:
         by_hash: bool = True,
         on_skipped: Callable[[int], None] | None = None,
         sha256: str | None = None,
+        callback_url: str | None = None,
     ) -> Job:
         """See :meth:`filejobs.client.sync.Client.submit`; ``on_progress``, ``on_upload_url`` and
         ``on_skipped`` run on the event loop."""
@@ -139,6 +140,7 @@ class AsyncClient:
                 key=idempotency_key,
                 reuse=reuse,
                 sha256=sha256,
+                callback_url=callback_url,
             )
         )
         if by_hash and upload.sha256 is not None and upload.size and upload_url is None:

@@ -40,6 +40,7 @@ def idempotency_key(
     *,
     name: str | None = None,
     reuse: bool = True,
+    callback_url: str | None = None,
 ) -> str:
     """A stable key (64 hex digits) for submitting this content, under this name, with these options.
 
@@ -58,6 +59,8 @@ def idempotency_key(
         document["name"] = name
     if not reuse:  # a fresh run asked for is another request (absent when true: keys stay as they were)
         document["reuse"] = False
+    if callback_url is not None:  # the server counts it in the key's request when given
+        document["callback_url"] = callback_url
     canonical = json.dumps(
         document, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
     )

@@ -119,6 +119,7 @@ class Client:
         by_hash: bool = True,
         on_skipped: Callable[[int], None] | None = None,
         sha256: str | None = None,
+        callback_url: str | None = None,
     ) -> Job:
         """Upload ``file`` (a path, or a binary file object read from its position) as a new job.
 
@@ -126,7 +127,8 @@ class Client:
         this content for the key, the job is made without sending a byte (``on_skipped(size)`` is
         told), else the file is sent (``sha256``: a path's hash when the caller has it).
         ``reuse=False`` asks for a fresh run even where a kept result of the same file, processor
-        and params could be reused.
+        and params could be reused. ``callback_url``: the job's final status is sent there, signed
+        with the key's default secret (``POST /v1/callback-secret``).
 
         ``resumable``: ``"auto"`` sends a file of at least ``resumable_threshold`` bytes (64 MiB)
         with tus in ``chunk_size`` chunks, resuming from the server's offset after a failure;
@@ -146,6 +148,7 @@ class Client:
             key=idempotency_key,
             reuse=reuse,
             sha256=sha256,
+            callback_url=callback_url,
         )
         if by_hash and upload.sha256 is not None and upload.size and upload_url is None:
             found = self._submit_by_hash(upload)

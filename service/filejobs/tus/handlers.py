@@ -35,6 +35,7 @@ from filejobs.errors import (
     UnsupportedMediaType,
 )
 from filejobs.jobs.intake import IntakeServices, Submitted
+from filejobs.jobs.submit import check_callback
 from filejobs.shutdown import RETRY_AFTER
 from filejobs.storage import StorageUnavailable
 from filejobs.tus import protocol
@@ -137,6 +138,8 @@ async def create(*, services: TusServices, owner: str, headers: Mapping[str, str
         raise Unprocessable("The upload is empty (Upload-Length: 0); a job needs a file with content.")
     metadata = protocol.parse_metadata(headers.get("upload-metadata"))
     check_metadata(services.registry, metadata)
+    if callback_url := metadata.get("callback_url"):  # refused before a byte is sent, as in POST /v1/jobs
+        await check_callback(db=services.db, settings=settings, owner=owner, url=callback_url)
     await to_thread.run_sync(services.admission.check_disk, length)
     await to_thread.run_sync(services.admission.check_new_job, owner)
     now = time.time()

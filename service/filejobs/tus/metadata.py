@@ -1,8 +1,8 @@
 """What filejobs reads from ``Upload-Metadata``, and its checks at creation.
 
 Keys: ``filename`` (or ``name``, as Uppy sends), ``filetype`` (or ``type``), ``processor``, ``reuse``,
-``params`` (a JSON object) and ``idempotency-key``. Other keys are kept and echoed but not used
-(browser clients add their own, e.g. ``relativePath``).
+``params`` (a JSON object), ``callback_url`` and ``idempotency-key``. Other keys are kept and echoed but
+not used (browser clients add their own, e.g. ``relativePath``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from filejobs.jobs.submit import validate_fields
 from filejobs.processors.registry import Registry
 
 IDEMPOTENCY_KEY = "idempotency-key"
-KEYS = ("filename", "filetype", "processor", "params", "reuse", IDEMPOTENCY_KEY)
+#: The keys that are the job's form fields (as in ``POST /v1/jobs``).
+JOB_FIELDS = ("processor", "params", "reuse", "callback_url")
+KEYS = ("filename", "filetype", "processor", "params", "reuse", "callback_url", IDEMPOTENCY_KEY)
 
 
 def upload_name(metadata: Mapping[str, str]) -> str | None:
@@ -29,7 +31,7 @@ def declared_type(metadata: Mapping[str, str]) -> str | None:
 
 def job_fields(metadata: Mapping[str, str]) -> dict[str, str]:
     """The form fields ``POST /v1/jobs`` would have had."""
-    return {name: metadata[name] for name in ("processor", "params", "reuse") if name in metadata}
+    return {name: metadata[name] for name in JOB_FIELDS if name in metadata}
 
 
 def check_metadata(registry: Registry, metadata: Mapping[str, str]) -> None:
