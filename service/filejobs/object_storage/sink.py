@@ -40,12 +40,16 @@ log = logging.getLogger(__name__)
 Piece = bytes | memoryview
 
 
-class PartBody(io.RawIOBase):
-    """The pieces of one part as one seekable file (botocore reads it to checksum, sign, send and,
-    on a retry, again from the start), so a part in flight is held once: as the request's chunks."""
+class PartBody:
+    """The pieces of one part as one seekable file that botocore sends (and, on a retry, sends again
+    from the start), so a part in flight is held once: as the request's chunks.
+
+    :meth:`read` answers a view of the piece at the position (at most ``size`` bytes; a short read
+    at a piece's end), not a copy: urllib3 passes each block it reads straight to the socket, so
+    the bytes of a part are copied only by the kernel. Nothing else reads the body: the part's
+    CRC32 goes with it (:func:`crc32`) and its payload is not hashed for the signature."""
 
     def __init__(self, pieces: list[Piece]) -> None:
-        super().__init__()
         self._pieces = [memoryview(piece).cast("B") for piece in pieces]
         self._size = sum(len(piece) for piece in self._pieces)
         self._pos = 0
@@ -73,19 +77,22 @@ class PartBody(io.RawIOBase):
             self._index += 1
         return self._pos
 
-    def readinto(self, buffer: Any) -> int:
-        out = memoryview(buffer).cast("B")
-        done = 0
-        while done < len(out) and self._index < len(self._pieces):
-            piece = self._pieces[self._index]
-            take = min(len(piece) - self._offset, len(out) - done)
-            out[done : done + take] = piece[self._offset : self._offset + take]
-            done += take
-            self._offset += take
-            if self._offset == len(piece):
-                self._index, self._offset = self._index + 1, 0
-        self._pos += done
-        return done
+    def read(self, size: int = -1) -> memoryview:
+        """Up to ``size`` bytes (all that is left of the current piece when ``size`` < 0) from the
+        position, as a view; empty at the end."""
+        while self._index < len(self._pieces) and self._offset == len(self._pieces[self._index]):
+            self._index, self._offset = self._index + 1, 0
+        if self._index == len(self._pieces):
+            return memoryview(b"")
+        piece = self._pieces[self._index]
+        end = len(piece) if size < 0 else min(len(piece), self._offset + size)
+        view = piece[self._offset : end]
+        self._offset = end
+        self._pos += len(view)
+        return view
+
+    def close(self) -> None:
+        """Nothing to release: the pieces are the request's, freed with the part."""
 
 
 def crc32(pieces: list[Piece]) -> str:
