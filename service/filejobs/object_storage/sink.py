@@ -1,11 +1,12 @@
 """An upload streamed into the bucket as it arrives.
 
 Bytes are gathered (as the receiver's views, not copied) until a part's worth is there (exactly
-``part_size`` bytes: the piece that crosses the line is cut in two views), then sent (read where
-they are) as one part of an S3 multipart upload from a worker thread, at most ``parts_in_flight``
-parts at a time: while they are all in flight, :meth:`S3UploadSink.write` waits, and so does the
-receiver (memory stays at about ``parts_in_flight + 1`` parts per upload); the last part goes at
-once, beside them. A file smaller than one part goes up in a single PUT.
+``part_size`` bytes: the piece that crosses the line is cut in two views), then sent at once (read
+where they are) as one part of an S3 multipart upload from a worker thread. While
+``parts_in_flight`` parts are in flight, :meth:`S3UploadSink.write` waits, and so does the receiver:
+nothing fills meanwhile, so an upload holds at most ``parts_in_flight`` parts (those in flight, or
+fewer and the one filling), and the store always has one less than that, or that many, to work on.
+A file smaller than one part goes up in a single PUT.
 :meth:`S3UploadSink.commit` sends the rest and completes the object: the caller commits the row
 only after that, so a ``202`` still means the file is durably stored. :meth:`S3UploadSink.abort`
 (any failure, a client gone) waits for the parts in flight, then aborts the multipart upload (or
@@ -144,9 +145,9 @@ class S3UploadSink:
             await self._complete()
 
     async def _send_part(self, *, last: bool = False) -> None:
-        """Send the part gathered so far, once fewer than ``parts_in_flight`` are in flight; the
-        ``last`` part at once (it is held in memory either way, and nothing fills after it: one
-        more request in flight shortens the wait after the last byte, at no cost in memory)."""
+        """Send the part gathered so far at once; then, unless it is the ``last``, wait while
+        ``parts_in_flight`` are in flight (no byte is taken meanwhile: the parts in flight are
+        all the upload holds). A failed part ends the upload here."""
         pieces, self._pieces, self._buffered = self._pieces, [], 0
         if self._upload_id is None:
             created = await to_thread.run_sync(
@@ -161,16 +162,20 @@ class S3UploadSink:
                 )
             )
             self._upload_id = str(created["UploadId"])
-        while True:
-            pending = [task for task in self._parts if not task.done()]
-            for task in self._parts:
-                if task.done():
-                    task.result()  # a failed part ends the upload now
-            if last or len(pending) < self._storage.parts_in_flight:
-                break
-            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        self._raise_failed()
         number = len(self._parts) + 1
         self._parts.append(asyncio.ensure_future(to_thread.run_sync(self._upload_part, number, pieces)))
+        while not last:
+            pending = [task for task in self._parts if not task.done()]
+            if len(pending) < self._storage.parts_in_flight:
+                break
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        for task in self._parts:
+            if task.done():
+                task.result()  # a failed part ends the upload now
 
     def _upload_part(self, number: int, pieces: list[Piece]) -> dict[str, Any]:
         body = PartBody(pieces)  # read where they are: no joined copy of the part
