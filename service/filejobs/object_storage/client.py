@@ -95,7 +95,9 @@ def fix_mmap_threshold() -> bool:
     8-20 MB more than the bytes in flight (measured: docs/performance.md, "Object storage"). At a
     fixed threshold the parts are mapped and returned when freed. Not lower: at 128 KiB every
     chunk and every 1 MiB read was a fresh mapping (page faults and zeroing) and an upload went at
-    half the speed (51 against 91 MB/s to moto, docs/performance.md)."""
+    half the speed (51 against 91 MB/s to moto, docs/performance.md). (Measured while botocore still
+    read each part for its checksum and payload hash; it no longer does, see :func:`s3_options` and
+    :func:`filejobs.object_storage.sink.crc32`, but downloads still read the bucket in 1 MiB chunks.)"""
     global _threshold_fixed
     if _threshold_fixed:
         return True
