@@ -53,7 +53,11 @@ class Settings(BaseSettings):
         "in a single PUT); the part grows past this when MAX_UPLOAD_BYTES needs more than 10,000 parts.",
     )
     s3_parts_in_flight: int = Field(
-        default=2, ge=1, le=3, description="Parts of one upload sent to S3 at once (memory: about one more)."
+        default=3,
+        ge=1,
+        le=3,
+        description="Parts of one upload sent to S3 at once; the upload waits (reads nothing more) while "
+        "they are all in flight, so it holds at most this many parts in memory.",
     )
     s3_timeout: float = Field(
         default=30.0, gt=0, description="Seconds to connect to, or wait on a read from, the S3 endpoint."

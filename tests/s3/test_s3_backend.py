@@ -4,11 +4,16 @@ results come back streamed (with Range) or redirected, and every failure leaves 
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -19,6 +24,7 @@ from filejobs.jobs import repository
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.jobs.sweeper import remove_orphan_uploads, sweep
 from filejobs.object_storage import S3Storage
+from filejobs.object_storage.sink import crc32
 from filejobs.services import Services
 from filejobs.settings import MiB, Settings
 from filejobs.testing import post_file, submit
@@ -72,6 +78,50 @@ def test_upload_is_stored_in_the_bucket_before_the_202(
     assert s3_bucket.read(f"uploads/{job['id']}") == content
     assert s3_bucket.multipart_uploads() == []
     assert not (data_dir / "uploads").exists() or not any((data_dir / "uploads").iterdir())
+
+
+def test_each_part_goes_with_its_crc32_and_no_second_pass_over_it(
+    s3_client: TestClient, s3_bucket: S3Bucket
+) -> None:
+    """A part is sent with the CRC32 of its bytes (the store checks it) and without a SHA-256 of
+    its payload in the signature, even over plain http (botocore would read every part once more)."""
+    storage = services_of(s3_client).storage
+    assert isinstance(storage, S3Storage)
+    client = storage.bucket.client
+    sent: dict[int, dict[str, str]] = {}
+
+    def capture(request: Any, **_: Any) -> None:
+        number = int(parse_qs(urlsplit(request.url).query)["partNumber"][0])
+        sent[number] = {
+            name.lower(): value.decode() if isinstance(value, bytes) else value
+            for name, value in request.headers.items()
+        }
+
+    client.meta.events.register("before-send.s3.UploadPart", capture)
+    content = os.urandom(2 * PART + 12345)
+    try:
+        response = post_file(s3_client, content, name="parts.bin")
+    finally:
+        client.meta.events.unregister("before-send.s3.UploadPart", capture)
+    assert response.status_code == 202, response.text
+    assert sorted(sent) == [1, 2, 3]
+    for number, headers in sent.items():
+        part = content[(number - 1) * PART : number * PART]
+        expected = base64.b64encode(zlib.crc32(part).to_bytes(4, "big")).decode()
+        assert headers["x-amz-checksum-crc32"] == expected
+        assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    assert s3_bucket.read(f"uploads/{response.json()['id']}") == content
+
+
+def test_crc32_of_pieces_is_botocores_of_the_whole() -> None:
+    from botocore.httpchecksum import Crc32Checksum
+
+    data = os.urandom(300_000)
+    pieces: list[bytes | memoryview] = [data[:1], memoryview(data)[1:70_000], data[70_000:]]
+    whole = Crc32Checksum()
+    whole.update(data)
+    assert crc32(pieces) == base64.b64encode(whole.digest()).decode()
+    assert crc32([]) == base64.b64encode(bytes(4)).decode()
 
 
 def test_job_reads_its_input_from_the_bucket_and_stores_its_output(

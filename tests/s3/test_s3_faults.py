@@ -208,42 +208,60 @@ def test_a_part_body_reads_its_pieces_as_one_file() -> None:
     pieces[3] = memoryview(pieces[3])[1:]  # the receiver hands over views of the request's chunks
     whole = b"".join(pieces)
     body = PartBody(pieces)
+
+    def read(size: int) -> bytes:
+        """What a reader gets by reading blocks of ``size`` until ``size`` bytes or the end (a read
+        may stop short at a piece's end, as a raw file's may: never empty before the end)."""
+        got = b""
+        while len(got) < size:
+            block = body.read(size - len(got))
+            assert len(block) <= size - len(got)
+            if not block:
+                break
+            got += block
+        return got
+
     assert len(body) == len(whole)
-    assert body.read() == whole
+    assert b"".join(iter(lambda: bytes(body.read(128 * 1024)), b"")) == whole
     for _ in range(300):
         position, size = rng.randint(0, len(whole)), rng.randint(0, 9000)
         assert body.seek(position) == position
-        assert body.read(size) == whole[position : position + size]
+        assert read(size) == whole[position : position + size]
+        assert body.tell() == min(len(whole), position + size)
     assert body.seek(0, 2) == len(whole)
     assert body.read(10) == b""
 
 
-def test_parts_are_exactly_part_size_and_the_last_goes_beside_those_in_flight(
+def test_parts_are_exactly_part_size_and_no_more_than_parts_in_flight_are_held(
     data_dir: Path, s3_bucket: S3Bucket
 ) -> None:
     import random
     import threading
 
     storage = S3Storage.from_settings(make_settings(data_dir, s3_part_size=PART, **s3_bucket.settings))
-    sizes: list[int] = []
+    sizes: dict[int, int] = {}  # by part number: parts in flight may start in any order
     sending = 0
     most_at_once = 0
+    held = 0  # bytes of the parts being sent
     lock = threading.Lock()
     call = storage.bucket.call
 
     def counting(operation: str, /, **kwargs: object) -> object:
-        nonlocal sending, most_at_once
+        nonlocal sending, most_at_once, held
         if operation != "upload_part":
             return call(operation, **kwargs)
+        size = len(kwargs["Body"])  # type: ignore[arg-type]
         with lock:
             sending += 1
+            held += size
             most_at_once = max(most_at_once, sending)
-            sizes.append(len(kwargs["Body"]))  # type: ignore[arg-type]
+            sizes[kwargs["PartNumber"]] = size  # type: ignore[index]
         try:
             return call(operation, **kwargs)
         finally:
             with lock:
                 sending -= 1
+                held -= size
 
     storage.bucket.call = counting  # type: ignore[method-assign]
     rng = random.Random(16)
@@ -256,14 +274,20 @@ def test_parts_are_exactly_part_size_and_the_last_goes_beside_those_in_flight(
         sink = storage.open_upload()
         for start in range(0, len(pieces), 3):
             await sink.write(pieces[start : start + 3])
+            # What a write left behind (sent and filling) is never more than parts_in_flight parts.
+            with lock:
+                assert held + sink._buffered <= storage.parts_in_flight * PART
         await sink.write(b"", final=True)
         await sink.commit(sink.key)
         return sink.key
 
     key = asyncio.run(upload())
-    assert sizes[:-1] == [PART] * (len(whole) // PART)
-    assert sum(sizes) == len(whole)
-    assert most_at_once <= storage.parts_in_flight + 1
+    numbers = sorted(sizes)
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert [sizes[number] for number in numbers[:-1]] == [PART] * (len(whole) // PART)
+    assert sum(sizes.values()) == len(whole)
+    # The last part too: the wait after the part before it left room.
+    assert most_at_once <= storage.parts_in_flight
     assert s3_bucket.read(key) == whole
     assert s3_bucket.multipart_uploads() == []
 

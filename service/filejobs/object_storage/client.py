@@ -95,7 +95,9 @@ def fix_mmap_threshold() -> bool:
     8-20 MB more than the bytes in flight (measured: docs/performance.md, "Object storage"). At a
     fixed threshold the parts are mapped and returned when freed. Not lower: at 128 KiB every
     chunk and every 1 MiB read was a fresh mapping (page faults and zeroing) and an upload went at
-    half the speed (51 against 91 MB/s to moto, docs/performance.md)."""
+    half the speed (51 against 91 MB/s to moto, docs/performance.md). (Measured while botocore still
+    read each part for its checksum and payload hash; it no longer does, see :func:`s3_options` and
+    :func:`filejobs.object_storage.sink.crc32`, but downloads still read the bucket in 1 MiB chunks.)"""
     global _threshold_fixed
     if _threshold_fixed:
         return True
@@ -126,6 +128,21 @@ def _loader() -> Any:
     return _LOADER
 
 
+def s3_options(endpoint_url: str | None) -> dict[str, Any]:
+    """botocore's ``s3`` options for the client.
+
+    Path-style addressing for a custom endpoint (MinIO and moto serve no bucket subdomains).
+    No SHA-256 of the payload in the signature: botocore leaves it out over https when the request
+    carries a checksum, but over plain http it hashes every part once more (a full pass over every
+    upload, a fifth of the API process's CPU per byte sent). The body's integrity is the
+    ``x-amz-checksum-crc32`` header each part and PUT carries (a signed header, checked by the
+    store), as over https; the headers, the key, the upload and part numbers stay signed."""
+    options: dict[str, Any] = {"payload_signing_enabled": False}
+    if endpoint_url:
+        options["addressing_style"] = "path"
+    return options
+
+
 def make_client(endpoint_url: str | None, timeout: float) -> Any:
     """A thread-safe S3 client: standard retries, bounded timeouts and connection pool. Each
     client has a session of its own (credentials are looked up afresh), all share one loader."""
@@ -138,8 +155,7 @@ def make_client(endpoint_url: str | None, timeout: float) -> Any:
         read_timeout=timeout,
         retries={"max_attempts": 3, "mode": "standard"},
         max_pool_connections=POOL_CONNECTIONS,
-        # Path-style for a custom endpoint: MinIO and moto serve no bucket subdomains.
-        s3={"addressing_style": "path"} if endpoint_url else None,
+        s3=s3_options(endpoint_url),
     )
     core = botocore.session.get_session()
     loader = _loader()

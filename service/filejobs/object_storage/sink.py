@@ -1,11 +1,12 @@
 """An upload streamed into the bucket as it arrives.
 
 Bytes are gathered (as the receiver's views, not copied) until a part's worth is there (exactly
-``part_size`` bytes: the piece that crosses the line is cut in two views), then sent (read where
-they are) as one part of an S3 multipart upload from a worker thread, at most ``parts_in_flight``
-parts at a time: while they are all in flight, :meth:`S3UploadSink.write` waits, and so does the
-receiver (memory stays at about ``parts_in_flight + 1`` parts per upload); the last part goes at
-once, beside them. A file smaller than one part goes up in a single PUT.
+``part_size`` bytes: the piece that crosses the line is cut in two views), then sent at once (read
+where they are) as one part of an S3 multipart upload from a worker thread. While
+``parts_in_flight`` parts are in flight, :meth:`S3UploadSink.write` waits, and so does the receiver:
+nothing fills meanwhile, so an upload holds at most ``parts_in_flight`` parts (those in flight, or
+fewer and the one filling), and the store always has one less than that, or that many, to work on.
+A file smaller than one part goes up in a single PUT.
 :meth:`S3UploadSink.commit` sends the rest and completes the object: the caller commits the row
 only after that, so a ``202`` still means the file is durably stored. :meth:`S3UploadSink.abort`
 (any failure, a client gone) waits for the parts in flight, then aborts the multipart upload (or
@@ -18,9 +19,11 @@ The object's key holds the job's id, chosen when the upload opens (an object can
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import logging
+import zlib
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -38,12 +41,16 @@ log = logging.getLogger(__name__)
 Piece = bytes | memoryview
 
 
-class PartBody(io.RawIOBase):
-    """The pieces of one part as one seekable file (botocore reads it to checksum, sign, send and,
-    on a retry, again from the start), so a part in flight is held once: as the request's chunks."""
+class PartBody:
+    """The pieces of one part as one seekable file that botocore sends (and, on a retry, sends again
+    from the start), so a part in flight is held once: as the request's chunks.
+
+    :meth:`read` answers a view of the piece at the position (at most ``size`` bytes; a short read
+    at a piece's end), not a copy: urllib3 passes each block it reads straight to the socket, so
+    the bytes of a part are copied only by the kernel. Nothing else reads the body: the part's
+    CRC32 goes with it (:func:`crc32`) and its payload is not hashed for the signature."""
 
     def __init__(self, pieces: list[Piece]) -> None:
-        super().__init__()
         self._pieces = [memoryview(piece).cast("B") for piece in pieces]
         self._size = sum(len(piece) for piece in self._pieces)
         self._pos = 0
@@ -71,19 +78,34 @@ class PartBody(io.RawIOBase):
             self._index += 1
         return self._pos
 
-    def readinto(self, buffer: Any) -> int:
-        out = memoryview(buffer).cast("B")
-        done = 0
-        while done < len(out) and self._index < len(self._pieces):
-            piece = self._pieces[self._index]
-            take = min(len(piece) - self._offset, len(out) - done)
-            out[done : done + take] = piece[self._offset : self._offset + take]
-            done += take
-            self._offset += take
-            if self._offset == len(piece):
-                self._index, self._offset = self._index + 1, 0
-        self._pos += done
-        return done
+    def read(self, size: int = -1) -> memoryview:
+        """Up to ``size`` bytes (all that is left of the current piece when ``size`` < 0) from the
+        position, as a view; empty at the end."""
+        while self._index < len(self._pieces) and self._offset == len(self._pieces[self._index]):
+            self._index, self._offset = self._index + 1, 0
+        if self._index == len(self._pieces):
+            return memoryview(b"")
+        piece = self._pieces[self._index]
+        end = len(piece) if size < 0 else min(len(piece), self._offset + size)
+        view = piece[self._offset : end]
+        self._offset = end
+        self._pos += len(view)
+        return view
+
+    def close(self) -> None:
+        """Nothing to release: the pieces are the request's, freed with the part."""
+
+
+def crc32(pieces: list[Piece]) -> str:
+    """The CRC32 of the pieces, as S3's ``x-amz-checksum-crc32`` header holds it (base64, big-endian).
+
+    Given with the part, botocore sends it as it is instead of reading the part to compute it (in
+    1 MiB copies); the store checks the part against it. ``zlib.crc32`` reads each piece where it is
+    and lets other threads run meanwhile."""
+    value = 0
+    for piece in pieces:
+        value = zlib.crc32(piece, value)
+    return base64.b64encode(value.to_bytes(4, "big")).decode("ascii")
 
 
 class S3UploadSink:
@@ -123,9 +145,9 @@ class S3UploadSink:
             await self._complete()
 
     async def _send_part(self, *, last: bool = False) -> None:
-        """Send the part gathered so far, once fewer than ``parts_in_flight`` are in flight; the
-        ``last`` part at once (it is held in memory either way, and nothing fills after it: one
-        more request in flight shortens the wait after the last byte, at no cost in memory)."""
+        """Send the part gathered so far at once; then, unless it is the ``last``, wait while
+        ``parts_in_flight`` are in flight (no byte is taken meanwhile: the parts in flight are
+        all the upload holds). A failed part ends the upload here."""
         pieces, self._pieces, self._buffered = self._pieces, [], 0
         if self._upload_id is None:
             created = await to_thread.run_sync(
@@ -140,22 +162,31 @@ class S3UploadSink:
                 )
             )
             self._upload_id = str(created["UploadId"])
-        while True:
-            pending = [task for task in self._parts if not task.done()]
-            for task in self._parts:
-                if task.done():
-                    task.result()  # a failed part ends the upload now
-            if last or len(pending) < self._storage.parts_in_flight:
-                break
-            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        self._raise_failed()
         number = len(self._parts) + 1
         self._parts.append(asyncio.ensure_future(to_thread.run_sync(self._upload_part, number, pieces)))
+        while not last:
+            pending = [task for task in self._parts if not task.done()]
+            if len(pending) < self._storage.parts_in_flight:
+                break
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        for task in self._parts:
+            if task.done():
+                task.result()  # a failed part ends the upload now
 
     def _upload_part(self, number: int, pieces: list[Piece]) -> dict[str, Any]:
         body = PartBody(pieces)  # read where they are: no joined copy of the part
         try:
             sent = self._bucket.call(
-                "upload_part", Key=self._object, UploadId=self._upload_id, PartNumber=number, Body=body
+                "upload_part",
+                Key=self._object,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=body,
+                ChecksumCRC32=crc32(pieces),
             )
         except FileNotFoundError:  # NoSuchUpload: aborted behind our back (a sweeper, an operator)
             raise StorageUnavailable(f"{self._bucket.describe()}: the multipart upload was aborted") from None

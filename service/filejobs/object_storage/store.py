@@ -56,7 +56,7 @@ class S3Storage:
         *,
         scratch_root: Path,
         part_size: int = 5 * MiB,
-        parts_in_flight: int = 2,
+        parts_in_flight: int = 3,
     ) -> None:
         self.bucket = bucket
         self.scratch_root = scratch_root
