@@ -59,6 +59,13 @@ class Settings(BaseSettings):
         description="Parts of one upload sent to S3 at once; the upload waits (reads nothing more) while "
         "they are all in flight, so it holds at most this many parts in memory.",
     )
+    s3_sign_payload: bool = Field(
+        default=False,
+        description="Sign each part's SHA-256 over a plain-http S3 endpoint (botocore's default there; "
+        "a pass over every byte). Off: a part's integrity is its signed CRC32 header, checked by the "
+        "store, as over https, where the payload is never signed. Turn on for plain http across an "
+        "untrusted network.",
+    )
     s3_timeout: float = Field(
         default=30.0, gt=0, description="Seconds to connect to, or wait on a read from, the S3 endpoint."
     )

@@ -113,6 +113,30 @@ def test_each_part_goes_with_its_crc32_and_no_second_pass_over_it(
     assert s3_bucket.read(f"uploads/{response.json()['id']}") == content
 
 
+def test_s3_sign_payload_signs_each_parts_sha256(data_dir: Path, s3_bucket: S3Bucket) -> None:
+    """``S3_SIGN_PAYLOAD=true``: botocore's own choice over plain http, each part's SHA-256 signed."""
+    settings = make_settings(data_dir, s3_part_size=PART, s3_sign_payload=True, **s3_bucket.settings)
+    with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
+        storage = services_of(client).storage
+        assert isinstance(storage, S3Storage)
+        signed: dict[int, str] = {}
+
+        def capture(request: Any, **_: Any) -> None:
+            number = int(parse_qs(urlsplit(request.url).query)["partNumber"][0])
+            value = request.headers["x-amz-content-sha256"]
+            signed[number] = value.decode() if isinstance(value, bytes) else value
+
+        storage.bucket.client.meta.events.register("before-send.s3.UploadPart", capture)
+        content = os.urandom(PART + 777)
+        response = post_file(client, content, name="signed.bin")
+        assert response.status_code == 202, response.text
+        assert signed == {
+            1: hashlib.sha256(content[:PART]).hexdigest(),
+            2: hashlib.sha256(content[PART:]).hexdigest(),
+        }
+        assert s3_bucket.read(f"uploads/{response.json()['id']}") == content
+
+
 def test_crc32_of_pieces_is_botocores_of_the_whole() -> None:
     from botocore.httpchecksum import Crc32Checksum
 

@@ -128,7 +128,7 @@ def _loader() -> Any:
     return _LOADER
 
 
-def s3_options(endpoint_url: str | None) -> dict[str, Any]:
+def s3_options(endpoint_url: str | None, *, sign_payload: bool = False) -> dict[str, Any]:
     """botocore's ``s3`` options for the client.
 
     Path-style addressing for a custom endpoint (MinIO and moto serve no bucket subdomains).
@@ -136,14 +136,16 @@ def s3_options(endpoint_url: str | None) -> dict[str, Any]:
     carries a checksum, but over plain http it hashes every part once more (a full pass over every
     upload, a fifth of the API process's CPU per byte sent). The body's integrity is the
     ``x-amz-checksum-crc32`` header each part and PUT carries (a signed header, checked by the
-    store), as over https; the headers, the key, the upload and part numbers stay signed."""
-    options: dict[str, Any] = {"payload_signing_enabled": False}
+    store), as over https; the headers, the key, the upload and part numbers stay signed.
+    ``sign_payload`` (``S3_SIGN_PAYLOAD``) keeps botocore's own choice: the SHA-256 signed over
+    plain http, where a CRC32 cannot stop someone who rewrites the traffic."""
+    options: dict[str, Any] = {} if sign_payload else {"payload_signing_enabled": False}
     if endpoint_url:
         options["addressing_style"] = "path"
     return options
 
 
-def make_client(endpoint_url: str | None, timeout: float) -> Any:
+def make_client(endpoint_url: str | None, timeout: float, *, sign_payload: bool = False) -> Any:
     """A thread-safe S3 client: standard retries, bounded timeouts and connection pool. Each
     client has a session of its own (credentials are looked up afresh), all share one loader."""
     import boto3
@@ -155,7 +157,7 @@ def make_client(endpoint_url: str | None, timeout: float) -> Any:
         read_timeout=timeout,
         retries={"max_attempts": 3, "mode": "standard"},
         max_pool_connections=POOL_CONNECTIONS,
-        s3=s3_options(endpoint_url),
+        s3=s3_options(endpoint_url, sign_payload=sign_payload),
     )
     core = botocore.session.get_session()
     loader = _loader()

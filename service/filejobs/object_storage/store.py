@@ -68,7 +68,9 @@ class S3Storage:
     def from_settings(cls, settings: Settings) -> S3Storage:
         location = Location.parse(settings.storage_url.strip())
         fix_mmap_threshold()
-        client = make_client(settings.s3_endpoint_url, settings.s3_timeout)
+        client = make_client(
+            settings.s3_endpoint_url, settings.s3_timeout, sign_payload=settings.s3_sign_payload
+        )
         # A part size large enough for the largest upload in 10,000 parts, within S3's limits.
         needed = math.ceil(settings.max_upload_bytes / MAX_PARTS)
         return cls(
