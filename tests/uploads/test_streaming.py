@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from filejobs.errors import ServiceUnavailable
 from filejobs.shutdown import RETRY_AFTER, Shutdown
-from filejobs.storage import Buffers, UploadSink
+from filejobs.storage import Buffers, Digest, UploadSink
 from filejobs.uploads import WRITE_CHUNK, Limits, receive_upload
 from tests.conftest import files_under
 from tests.uploads.helpers import (
@@ -151,8 +151,12 @@ class CountingSink:
         self.reached = asyncio.Event()
         self.aborted = False
 
-    async def write(self, data: Buffers, *, final: bool = False) -> None:
-        size = len(data) if isinstance(data, bytes | memoryview) else sum(len(piece) for piece in data)
+    async def write(self, data: Buffers, *, final: bool = False, digest: Digest | None = None) -> None:
+        pieces = [data] if isinstance(data, bytes | memoryview) else data
+        if digest is not None:
+            for piece in pieces:
+                digest.update(piece)
+        size = sum(len(piece) for piece in pieces)
         self.written += size
         self.writes.append(size)
         if self.written >= self.target:
