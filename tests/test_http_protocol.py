@@ -10,6 +10,7 @@ tests/e2e/test_connection_limits.py and tests/faults/test_malformed_multipart.py
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import json
 from collections.abc import Iterator
@@ -238,3 +239,56 @@ def test_an_oversized_head_pipelined_behind_a_request_closes_the_connection(
     assert not protocol.cycle.response_complete
     assert transport.closed
     assert not transport.written
+
+
+def body_app(received: list[bytes]) -> Any:
+    """An app that keeps every body message it receives and answers 200 once the body ended."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        more = True
+        while more:
+            message = await receive()
+            received.append(message["body"])
+            more = message.get("more_body", False)
+        await ok_app(scope, receive, send)
+
+    return app
+
+
+def test_uvicorn_internals_on_body_relies_on(loop: asyncio.AbstractEventLoop) -> None:
+    """on_body replaces uvicorn's: it reads and sets the cycle's ``body`` (a ``bytearray`` that
+    ``receive`` turns into ``bytes`` and resets), ``message_event`` and the flow control."""
+    source = inspect.getsource(HttpToolsProtocol.on_body)
+    assert "self.cycle.body += body" in source
+    assert "HIGH_WATER_LIMIT" in source
+    receive = inspect.getsource(
+        importlib.import_module(HttpToolsProtocol.__module__).RequestResponseCycle.receive
+    )
+    assert '"body": bytes(self.body)' in receive
+    assert "self.body = bytearray()" in receive
+
+
+@pytest.mark.parametrize("reads_between", [True, False])
+def test_a_body_reaches_the_app_whole_in_order_however_its_pieces_come(
+    loop: asyncio.AbstractEventLoop, reads_between: bool
+) -> None:
+    """Pieces the app takes one by one arrive as they came (``bytes``, no copy made); pieces that
+    arrive while the app has not taken the earlier ones are joined, in order."""
+    received: list[bytes] = []
+    protocol, transport = connect(loop)
+    protocol.app = body_app(received)  # type: ignore[assignment]
+    pieces = [bytes([index]) * size for index, size in enumerate((1, 7000, 70000, 3, 90000, 1))]
+    body = b"".join(pieces)
+    protocol.data_received(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+    for piece in pieces:
+        protocol.data_received(piece)
+        if reads_between:
+            loop.run_until_complete(asyncio.sleep(0))
+    loop.run_until_complete(asyncio.sleep(0))
+    assert b"".join(received) == body
+    assert all(type(message) is bytes for message in received)
+    if reads_between:
+        assert [len(message) for message in received if message] == [len(piece) for piece in pieces]
+    else:
+        assert len([message for message in received if message]) < len(pieces)
+    assert bytes(transport.written).startswith(b"HTTP/1.1 200 OK\r\n")

@@ -15,6 +15,13 @@ When an earlier request's response is still to be written on the connection (pip
 answer can be framed: the connection is closed instead. Bytes of a request pipelined in the same
 read as the end of the previous one are not counted (at most one read, 256 KiB, more than the limit).
 
+A request body reaches the app without uvicorn's two copies of every byte (appending each piece
+to a ``bytearray``, then ``bytes()`` of it for the ASGI message): a piece that arrives while none
+is waiting is kept as the ``bytes`` httptools made, and ``bytes()`` of a ``bytes`` object is that
+object. Only pieces that arrive while an earlier one still waits for the app are joined (into a
+``bytearray``, as uvicorn does). On a 1 GiB upload this saved a fifth of the event loop's CPU
+(0.91 -> 0.74 s; docs/performance.md).
+
 Counting costs the usual small request nothing but a length check and one ``rfind``: lines are
 only looked at once the head has grown past ``MAX_HEADER_LINE_BYTES``. The parser is uvicorn's,
 unchanged. This depends on uvicorn's internals (pyproject pins the versions;
@@ -32,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
@@ -145,6 +153,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._reading_head = True
         self._head_used = self._line_used = 0
+
+    def on_body(self, body: bytes) -> None:
+        """uvicorn's ``on_body`` without the copy into a ``bytearray`` (see the module's docstring)."""
+        if (self.parser.should_upgrade() and self._should_upgrade()) or self.cycle.response_complete:
+            return
+        cycle = self.cycle
+        waiting = cycle.body
+        if not waiting:
+            cycle.body = body  # type: ignore[assignment]  # read once by bytes(): no copy
+        elif isinstance(waiting, bytes):  # a second piece before the app took the first
+            cycle.body = bytearray(waiting)
+            cycle.body += body
+        else:
+            waiting += body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     # ---- counting -------------------------------------------------------------------------------
 

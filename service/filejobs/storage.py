@@ -50,6 +50,14 @@ NODE = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "node"
 OWN_TEMP = f"@{NODE}{TEMP_SUFFIX}"
 #: What a sink's ``write`` takes: bytes, or pieces to write in order.
 Buffers = bytes | memoryview | Sequence[bytes | memoryview]
+
+
+class Digest(Protocol):
+    """A running hash (``hashlib.sha256()``): what a sink's ``write`` may update as it writes."""
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+
 #: Bytes written between two background fdatasyncs of a large upload (see :class:`Writeback`).
 SYNC_EVERY = 16 * 1024 * 1024
 #: Writes smaller than this start no writeback of their own.
@@ -131,7 +139,10 @@ class UploadSink(Protocol):
     #: first byte), or None: the id is chosen when it commits.
     job_id: str | None
 
-    async def write(self, data: Buffers, *, final: bool = False) -> None: ...
+    async def write(self, data: Buffers, *, final: bool = False, digest: Digest | None = None) -> None:
+        """Append ``data``; with ``final``, make it durable. With ``digest``, also update it with
+        ``data`` (before any later write's bytes), off the event loop where the sink writes there."""
+        ...
 
     async def commit(self, key: str, *, sync_dir: bool = True) -> None: ...
 
@@ -272,7 +283,7 @@ class LocalUploadSink:
                     return fd
             os.close(fd)  # a sweep found it unlocked in the instant before the lock and removed it
 
-    def _write(self, data: Buffers, final: bool = False) -> None:
+    def _write(self, data: Buffers, final: bool = False, digest: Digest | None = None) -> None:
         if self._fd is None:
             with self._state:
                 if self._aborted:  # e.g. a cancelled request's held file, reached by the committer
@@ -283,6 +294,8 @@ class LocalUploadSink:
         size = 0
         for piece in [data] if isinstance(data, bytes | memoryview) else data:
             view = memoryview(piece)
+            if digest is not None:  # hashed here, in the writing thread: one thread call for both
+                digest.update(view)
             size += len(view)
             while view:
                 view = view[os.write(self._fd, view) :]
@@ -313,16 +326,19 @@ class LocalUploadSink:
         os.fsync(self._fd)
         self._synced = True
 
-    async def write(self, data: Buffers, *, final: bool = False) -> None:
+    async def write(self, data: Buffers, *, final: bool = False, digest: Digest | None = None) -> None:
         """Append ``data`` (bytes, or pieces written in order: no joining copy); with ``final``,
-        also fsync the file (in the same thread call). A small whole file (``final``, nothing
-        written before, at most :data:`HOLD_BYTES`) is held until its commit instead."""
+        also fsync the file, and with ``digest``, hash it (all in the same thread call). A small
+        whole file (``final``, nothing written before, at most :data:`HOLD_BYTES`) is held until
+        its commit instead."""
         if final and self._fd is None and self._held is None and not self._created:
             pieces = [data] if isinstance(data, bytes | memoryview) else data
             if sum(len(piece) for piece in pieces) <= HOLD_BYTES:
                 self._held = b"".join(pieces)
+                if digest is not None:
+                    digest.update(self._held)
                 return
-        await to_thread.run_sync(self._write, data, final)
+        await to_thread.run_sync(self._write, data, final, digest)
 
     def _commit(self, final: Path, sync_dir: bool) -> None:
         self._finish()

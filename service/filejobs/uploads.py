@@ -1,9 +1,10 @@
 """Streaming multipart upload: parse the request body as it arrives, write the file as it parses.
 
 Nothing is spooled and the file is never held in memory: python-multipart's callback parser feeds
-file bytes into a buffer that is hashed and written (in a worker thread, one write in flight while
-the next buffer fills) whenever it reaches :data:`WRITE_CHUNK`. Limits are checked before the first
-byte (``Content-Length``) and on every chunk. On any failure the temp file is removed.
+file bytes into a buffer that is hashed and written (both in one worker thread call, the sink's
+``write(..., digest=)``, while the next buffer fills) whenever it reaches :data:`WRITE_CHUNK`.
+Limits are checked before the first byte (``Content-Length``) and on every chunk. On any failure
+the temp file is removed.
 
 A timer (:class:`_Watch`, every :data:`TICK` seconds, not per chunk) hands whatever is buffered to
 the writer, so a slow or stalled upload holds no more than what arrived in the last tick; it ends
@@ -40,7 +41,7 @@ from filejobs.filenames import display_name, parse_content_disposition
 from filejobs.multipart_whole import split_whole
 from filejobs.shutdown import RETRY_AFTER, Shutdown
 from filejobs.sniff import SNIFF_BYTES, sniff, sniff_is_cheap
-from filejobs.storage import Buffers, StorageUnavailable, UploadSink
+from filejobs.storage import Buffers, Digest, StorageUnavailable, UploadSink
 
 log = logging.getLogger(__name__)
 
@@ -310,17 +311,17 @@ class _Receiver:
             self.sha256.update(piece)
 
     async def _write_chunks(self) -> None:
-        """The writer: hashes and writes each chunk in order, the two side by side in threads."""
+        """The writer: hashes and writes each chunk in order (one thread call for both)."""
         while (item := await self._chunks.get()) is not None:
             await self._write_chunk(*item)
             item = None  # hold no chunk while the next one is awaited (a stalled upload's memory)
 
-    async def _write_chunk(self, pieces: list[memoryview], size: int) -> None:
+    async def _write_chunk(self, pieces: list[memoryview], size: int, *, final: bool = False) -> None:
         if size < HASH_INLINE:  # hashing a small chunk costs less than a thread hop
             self._hash(pieces)
-            await self.sink.write(pieces)
-        else:
-            await asyncio.gather(asyncio.to_thread(self._hash, pieces), self.sink.write(pieces))
+            await self.sink.write(pieces, final=final)
+        else:  # hashed in the sink's writing thread: one hop, and the event loop only receives
+            await self.sink.write(pieces, final=final, digest=self.sha256)
 
     async def _put(self, item: tuple[list[memoryview], int] | None) -> None:
         """Hand ``item`` to the writer, waiting while it is :data:`WRITES_IN_FLIGHT` chunks behind;
@@ -348,8 +349,7 @@ class _Receiver:
             pieces, size = self._pieces, self._buffered
             self._pieces, self._buffered = [], 0
             if final and self._writer is None:  # a small file, whole in one chunk: one thread call
-                self._hash(pieces)  # writes, fsyncs and closes it
-                await self.sink.write(pieces, final=True)
+                await self._write_chunk(pieces, size, final=True)  # writes, fsyncs and closes it
                 return
             self.writing = True
             try:
@@ -555,7 +555,7 @@ class NothingStored:
 
     job_id: str | None = None
 
-    async def write(self, data: Buffers, *, final: bool = False) -> None:
+    async def write(self, data: Buffers, *, final: bool = False, digest: Digest | None = None) -> None:
         raise RuntimeError("an upload by hash has no bytes to write")
 
     async def commit(self, key: str, *, sync_dir: bool = True) -> None:

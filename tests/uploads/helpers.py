@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.jobs.submit import create_job
 from filejobs.services import Services
-from filejobs.storage import Buffers, UploadSink
+from filejobs.storage import Buffers, Digest, UploadSink
 from filejobs.uploads import WRITES_IN_FLIGHT
 from tests.conftest import files_under
 from tests.test_sniff import png_bytes
@@ -245,17 +245,17 @@ class SpySink:
         sizes = [p.stat().st_size for p in self.tmp_dir.iterdir()]
         self.largest_temp_file = max([self.largest_temp_file, *sizes])
 
-    async def write(self, data: Buffers, *, final: bool = False) -> None:
+    async def write(self, data: Buffers, *, final: bool = False, digest: Digest | None = None) -> None:
         if not isinstance(data, bytes | memoryview):
             data = b"".join(data)
         if self.fail_after is not None and self.written + len(data) > self.fail_after:
             room = self.fail_after - self.written
             if room > 0:
-                await self.real.write(data[:room])
+                await self.real.write(data[:room], digest=digest)
                 self.written += room
             self._look_at_temp_files()
             raise self._error(self.write_errno)
-        await self.real.write(data, final=final)
+        await self.real.write(data, final=final, digest=digest)
         self.written += len(data)
         self._look_at_temp_files()
 

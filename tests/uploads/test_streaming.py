@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from filejobs.errors import ServiceUnavailable
 from filejobs.shutdown import RETRY_AFTER, Shutdown
-from filejobs.storage import Buffers, UploadSink
+from filejobs.storage import Buffers, Digest, UploadSink
 from filejobs.uploads import WRITE_CHUNK, Limits, receive_upload
 from tests.conftest import files_under
 from tests.uploads.helpers import (
@@ -30,6 +30,7 @@ from tests.uploads.helpers import (
     STALL,
     App,
     MiB,
+    agen,
     as_response,
     asgi_post,
     assert_nothing_left,
@@ -76,6 +77,30 @@ def test_streamed_body_in_small_chunks_is_stored_exactly(client: TestClient, dat
     assert job["file"]["sha256"] == hashlib.sha256(content).hexdigest()
     assert stored_upload(data_dir, job["id"]).read_bytes() == content
     assert files_under(data_dir) == [stored_upload(data_dir, job["id"])]
+
+
+def test_a_read_ending_at_any_offset_of_a_delimiter_or_a_near_miss_stores_the_same_file() -> None:
+    """Two reads, cut at every offset around the file's end (a near-miss of the delimiter in the
+    data, the delimiter itself, the next part and the closing delimiter) and around the file's
+    start: always the same size, SHA-256 and fields. The file crosses ``HASH_INLINE``, so both
+    hashing paths are taken (in the sink's write for the full chunk, inline for the tail)."""
+    near_miss = b"\r\n--" + BOUNDARY.encode()[:-1] + b"!"
+    content = random.Random(3).randbytes(WRITE_CHUNK + 5000) + near_miss + b"\r\n-tail"
+    body = multipart(file_part(content, "blob.bin", "application/octet-stream"), part("processor", "inspect"))
+    file_start = body.index(b"\r\n\r\n") + 4
+    assert body[file_start : file_start + len(content)] == content
+    file_end = file_start + len(content)
+    cuts = [*range(1, file_start + 8), *range(file_end - len(near_miss) - 16, len(body))]
+    expected = hashlib.sha256(content).hexdigest()
+    for cut in cuts:
+        sink = CountingSink(target=len(content))
+        received = asyncio.run(receive(agen([body[:cut], body[cut:]]), sink))
+        assert (received.size, received.sha256, received.fields) == (
+            len(content),
+            expected,
+            {"processor": "inspect"},
+        ), cut
+        assert sink.written == len(content), cut
 
 
 # ==== memory ====================================================================================
@@ -151,8 +176,12 @@ class CountingSink:
         self.reached = asyncio.Event()
         self.aborted = False
 
-    async def write(self, data: Buffers, *, final: bool = False) -> None:
-        size = len(data) if isinstance(data, bytes | memoryview) else sum(len(piece) for piece in data)
+    async def write(self, data: Buffers, *, final: bool = False, digest: Digest | None = None) -> None:
+        pieces = [data] if isinstance(data, bytes | memoryview) else data
+        if digest is not None:
+            for piece in pieces:
+                digest.update(piece)
+        size = sum(len(piece) for piece in pieces)
         self.written += size
         self.writes.append(size)
         if self.written >= self.target:

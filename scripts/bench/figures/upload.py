@@ -12,9 +12,9 @@ same load; the figures are the medians over the rounds. Before each measurement 
 what the previous one left dirty, and after it the job is deleted (``DELETE /v1/jobs/{id}``) or the
 tutorial's stored file removed, so the disk never fills.
 
-:func:`run` reports MB/s (with dd, raw and tutorial), bytes written and peak RSS at 1 GiB;
-:func:`run_latency` reports last byte -> 202 at 1 MiB and 1 GiB. :mod:`.concurrent` reuses the
-helpers here.
+:func:`run` reports MB/s (judged against the raw ASGI sink, with dd and the tutorial beside
+it), bytes written and peak RSS at 1 GiB; :func:`run_latency` reports last byte -> 202 at 1 MiB
+and 1 GiB. :mod:`.concurrent` reuses the helpers here.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ LATENCY_SERIES = 20  # 1 MiB uploads per app and round for last byte -> 202
 RSS_LIMIT_BYTES = 100 * MB  # "<= 100 MB"
 RSS_GROWTH_LIMIT_MIB = 10.0  # "flat in size"
 LATENCY_LIMIT_MS = 50.0
+RAW_RATIO_TARGET = 0.8  # the 1 GiB upload's MB/s against the raw ASGI sink's, same round
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 T = TypeVar("T")
 
@@ -375,6 +376,7 @@ def throughput_figure(ctx: Context, rounds: list[UploadRound], large: Payload) -
     tails = ", ".join(f"{n} {median(r.large[n].sent.tail_ms for r in rounds):.0f}" for n in apps)
     cpu = ", ".join(f"{n} {median(r.large[n].cpu_seconds for r in rounds):.1f}" for n in apps)
     per_round = "; ".join(
+        f"{r.large['filejobs'].sent.mbps / r.large['raw'].sent.mbps:.2f}x raw, "
         f"{r.large['filejobs'].sent.mbps / r.dd_mbps:.2f}x dd, "
         f"{r.large['filejobs'].sent.mbps / r.large['tutorial'].sent.mbps:.2f}x tutorial"
         for r in rounds
@@ -385,11 +387,14 @@ def throughput_figure(ctx: Context, rounds: list[UploadRound], large: Payload) -
         unit="MB/s",
         value=value,
         baselines=baselines,
-        target=">= 0.9x dd, >= 1.6x tutorial",
-        met=judged(ctx.smoke, value >= 0.9 * baselines["dd"] and value >= 1.6 * baselines["tutorial"]),
+        target=f">= {RAW_RATIO_TARGET}x raw sink",
+        met=judged(ctx.smoke, value >= RAW_RATIO_TARGET * baselines["raw"]),
         note=(
-            "first byte sent -> 202 received, 10^6 bytes/s, median of rounds; dd: bs=1M conv=fsync "
-            f"into the same filesystem; raw: the HTTP ceiling (no disk). Per round: {per_round}. "
+            "first byte sent -> 202 received, 10^6 bytes/s, median of rounds; raw: the HTTP ceiling "
+            "(the bare ASGI sink under the same uvicorn flags, no parsing, no disk), the baseline the "
+            "target is judged against (issue 20: dd conv=fsync swings too much on this disk to bound "
+            "an upload); dd: bs=1M conv=fsync into the same filesystem and the tutorial, reported "
+            f"beside it. Per round: {per_round}. "
             f"Where the time goes: first -> last byte sent {sending} MB/s; last byte -> 202 {tails} ms; "
             f"server CPU {cpu} s"
         ),

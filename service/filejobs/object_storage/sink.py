@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from anyio import to_thread
 
 from filejobs.ids import new_job_id
-from filejobs.storage import Buffers, StorageUnavailable, upload_key
+from filejobs.storage import Buffers, Digest, StorageUnavailable, upload_key
 
 if TYPE_CHECKING:
     from filejobs.object_storage.store import S3Storage
@@ -122,9 +122,11 @@ class S3UploadSink:
         self._stored = False  # the object is complete (PUT or CompleteMultipartUpload done)
         self._aborted = False
 
-    async def write(self, data: Buffers, *, final: bool = False) -> None:
+    async def write(self, data: Buffers, *, final: bool = False, digest: Digest | None = None) -> None:
         if self._aborted or self._stored:
             raise RuntimeError("write to an upload that has ended")
+        if digest is not None:  # in a thread: the bytes are only buffered here, not written
+            await to_thread.run_sync(_update, digest, data)
         part_size = self._storage.part_size
         for piece in [data] if isinstance(data, bytes | memoryview) else data:
             while len(piece):
@@ -257,3 +259,8 @@ class S3UploadSink:
                     self._bucket.call("abort_multipart_upload", Key=self._object, UploadId=self._upload_id)
         except Exception as exc:
             log.warning("could not clean up the upload %s (the sweeper will): %s", self.key, exc)
+
+
+def _update(digest: Digest, data: Buffers) -> None:
+    for piece in [data] if isinstance(data, bytes | memoryview) else data:
+        digest.update(piece)

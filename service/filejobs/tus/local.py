@@ -35,7 +35,7 @@ from pathlib import Path
 from anyio import to_thread
 
 from filejobs.errors import Locked
-from filejobs.storage import Buffers, LocalStorage, UploadSink, Writeback, fsync_dir
+from filejobs.storage import Buffers, Digest, LocalStorage, UploadSink, Writeback, fsync_dir
 from filejobs.tus.store import UploadInfo, Usage, check_bounds
 
 ID = re.compile(r"[0-9a-f]{32}")
@@ -146,7 +146,7 @@ class FinishedFile:
         self.source = source
         self.storage = storage
 
-    async def write(self, data: Buffers, *, final: bool = False) -> None:
+    async def write(self, data: Buffers, *, final: bool = False, digest: Digest | None = None) -> None:
         raise TypeError("a finished upload takes no more bytes")
 
     async def commit(self, key: str, *, sync_dir: bool = True) -> None:

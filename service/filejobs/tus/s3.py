@@ -40,7 +40,7 @@ from typing import Any
 from filejobs.errors import Gone
 from filejobs.ids import new_job_id
 from filejobs.object_storage.store import RESUMABLE_MARKERS, S3Storage
-from filejobs.storage import UploadSink, upload_key
+from filejobs.storage import Digest, UploadSink, upload_key
 from filejobs.tus.local import ID, owner_dir_name
 from filejobs.tus.locks import Hold, UploadLocks, hold
 from filejobs.tus.store import UploadInfo, Usage, check_bounds
@@ -284,7 +284,7 @@ class ObjectInPlace:
     def __init__(self, job_id: str) -> None:
         self.job_id: str | None = job_id
 
-    async def write(self, data: Any, *, final: bool = False) -> None:
+    async def write(self, data: Any, *, final: bool = False, digest: Digest | None = None) -> None:
         raise TypeError("a finished upload takes no more bytes")
 
     async def commit(self, key: str, *, sync_dir: bool = True) -> None:
