@@ -150,6 +150,7 @@ class CountingSink:
         self.writes: list[int] = []
         self.reached = asyncio.Event()
         self.aborted = False
+        self.held = False
 
     async def write(self, data: Buffers, *, final: bool = False) -> None:
         size = len(data) if isinstance(data, bytes | memoryview) else sum(len(piece) for piece in data)

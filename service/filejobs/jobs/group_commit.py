@@ -37,6 +37,7 @@ from sqlmodel import Session
 
 from filejobs.db import Database
 from filejobs.jobs.finisher import CommitThread, Finish, Then, Write
+from filejobs.jobs.known_content import KnownContent
 from filejobs.models import Job
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class GroupCommitter(CommitThread[_Insert | Finish]):
         self._table = Job.__table__  # type: ignore[attr-defined]
         #: Places (writes, fsyncs, renames) the uploads' files in parallel.
         self._places = ThreadPoolExecutor(max_workers=PLACE_THREADS, thread_name_prefix="filejobs-place")
+        #: Content committed lately (a hint: an upload of it need not write its bytes).
+        self.known = KnownContent()
         self.batches = 0  # for tests and curiosity: transactions committed
         self.rows = 0
         self.finished = 0  # final statuses committed
@@ -138,7 +141,7 @@ class GroupCommitter(CommitThread[_Insert | Finish]):
         outcomes = [item.placed.result() if item.placed is not None else None for item in batch]
         finished: list[bool | None] = [None] * len(finishes)
         try:
-            if batch:
+            if any(item.place is not None for item in batch):  # no file moved: nothing to sync
                 self.sync_dir()
             with self.db.write() as session:
                 for index, item in enumerate(batch):
