@@ -61,6 +61,12 @@ BeforeCommit = Callable[[Session], None]
 Prepare = Callable[[Session, dict[str, Any]], None]
 
 
+class NothingWritten(Exception):
+    """Raised by a ``prepare`` that refuses its job before it wrote anything in the transaction
+    (e.g. the content an upload by hash names is gone): that job fails alone, without the cost of
+    a savepoint of its own, and the batch commits."""
+
+
 @dataclass
 class _Insert:
     values: dict[str, Any]
@@ -106,7 +112,8 @@ class GroupCommitter(CommitThread[_Insert | Finish]):
         insert, ``before_commit``. Raise what ``place``, ``prepare``, ``before_commit`` or the
         database raised (then nothing of this job is committed). ``isolated`` (default: when there
         is a ``before_commit``) runs them in a savepoint of their own, for a job whose own failure
-        must not undo the others'."""
+        must not undo the others'; without it, only a :class:`NothingWritten` from ``prepare``
+        fails this job alone."""
         loop = asyncio.get_running_loop()
         isolated = before_commit is not None if isolated is None else isolated
         item = _Insert(row_values(job), before_commit, prepare, isolated, place, loop, loop.create_future())
@@ -149,7 +156,11 @@ class GroupCommitter(CommitThread[_Insert | Finish]):
                         continue
                     if not item.isolated:
                         if item.prepare is not None:
-                            item.prepare(session, item.values)
+                            try:
+                                item.prepare(session, item.values)
+                            except NothingWritten as exc:  # refused before it wrote: this job only
+                                outcomes[index] = exc
+                                continue
                         session.execute(insert(self._table), [item.values])
                         if item.before_commit is not None:
                             item.before_commit(session)

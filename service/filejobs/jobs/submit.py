@@ -323,16 +323,18 @@ async def record_job(
         if skip:
             assert committer is not None
             try:
-                await committer.insert(job, before_commit=before_commit, prepare=prepare, isolated=True)
+                isolated = claim is not None
+                await committer.insert(job, before_commit=before_commit, prepare=prepare, isolated=isolated)
             except files.NotStored:  # deleted since: write the bytes after all
                 committer.known.forget(owner, received.sha256)
                 skip = False
         if committer is not None and not skip:
             # The committer moves the file into place, fsyncs uploads/ once for all the uploads
             # it commits together, then inserts their rows in one transaction.
-            # A savepoint of its own only where this job alone may fail: its Idempotency-Key taken
-            # over (409), or the content of an upload by hash gone meanwhile (428).
-            isolated = claim is not None or not received.stored
+            # A savepoint of its own only where this job alone may fail after a write: its
+            # Idempotency-Key taken over (409). The content of an upload by hash gone meanwhile
+            # (428) fails it before it wrote anything (NothingWritten): no savepoint needed.
+            isolated = claim is not None
             await committer.insert(
                 job, before_commit=before_commit, prepare=prepare, isolated=isolated, place=place
             )
