@@ -66,8 +66,9 @@ local before = "--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"p
 local after = "\r\n--" .. boundary .. "--\r\n"
 wrk.body = before .. string.rep("x", 1024) .. after
 """
-#: ``first-upload``: the same request, but the file's first bytes differ in every one (a run's
-#: nonce and a counter), so every upload is content the server has never seen (no deduplication).
+#: ``first-upload``: the same request, but the file's first bytes differ in every one (a nonce new
+#: for each wrk run, and a counter), so every upload is content the server has never seen (no
+#: deduplication).
 FIRST_UPLOAD_LUA = (
     UPLOAD_LUA
     + r"""
@@ -312,6 +313,10 @@ def main() -> None:
                     if args.what == "job":
                         cpu, rate = cpu_per_job(server, args.jobs)
                     else:
+                        if args.what == "first-upload" and script is not None:
+                            # A new nonce for every wrk run: its counter starts again at 1, and the
+                            # same bodies again would be content stored by an earlier round.
+                            script.write_text(FIRST_UPLOAD_LUA % os.urandom(8).hex())
                         cpu, rate = cpu_per_request(server, urls[index], args.seconds, script)
                     results[index].append(cpu)
                     rates[index].append(rate)
