@@ -10,10 +10,13 @@ deleted meanwhile, raises :class:`~filejobs.jobs.files.NotStored`, and the uploa
 again with its bytes written, as any other. So the set is only a hint; it may be stale, never
 wrong in what is committed.
 
-Bounded: the oldest entries go first past :data:`MAX_ENTRIES`. Used from the event loop only.
+Bounded: the oldest entries go first past :data:`MAX_ENTRIES`. Thread-safe (a lock around each
+change: the intake runs on an event loop, but nothing here may fail a committed upload's answer).
 """
 
 from __future__ import annotations
+
+import threading
 
 #: (owner, SHA-256) pairs remembered: about 200 bytes each.
 MAX_ENTRIES = 16384
@@ -25,6 +28,7 @@ class KnownContent:
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self.max_entries = max_entries
         self._seen: dict[tuple[str, str], None] = {}
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -37,10 +41,12 @@ class KnownContent:
         key = (owner, sha256)
         if key in self._seen:
             return
-        self._seen[key] = None
-        if len(self._seen) > self.max_entries:
-            del self._seen[next(iter(self._seen))]
+        with self._lock:
+            self._seen[key] = None
+            if len(self._seen) > self.max_entries:
+                del self._seen[next(iter(self._seen))]
 
     def forget(self, owner: str, sha256: str) -> None:
         """The content turned out to be gone (deleted with its last job)."""
-        self._seen.pop((owner, sha256), None)
+        with self._lock:
+            self._seen.pop((owner, sha256), None)
