@@ -23,7 +23,13 @@ ratio to its accept rate (the jobs figure's two rates).
 ``--baseline HEAD --baseline-env FILEJOBS_REUSE=false`` compares reuse on and off on the same code.
 
 The baseline revision is checked out into a temporary git worktree (either import name: ``service``
-before the rename, ``filejobs`` after). Needs ``wrk`` (Debian's package).
+before the rename, ``filejobs`` after). ``--baseline tutorial`` compares with the benchmark's
+FastAPI tutorial app instead (``scripts/bench/apps/tutorial.py``, under uvicorn with the same
+flags; ``upload``, ``first-upload`` and ``status`` only): it fsyncs nothing and keeps its jobs in a
+dict, so the ratio is what filejobs' durability and features cost per request on this machine.
+Needs ``wrk`` (Debian's package).
+
+    python -m scripts.cpu_per_request --baseline tutorial --what upload
 """
 
 from __future__ import annotations
@@ -60,8 +66,9 @@ local before = "--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"p
 local after = "\r\n--" .. boundary .. "--\r\n"
 wrk.body = before .. string.rep("x", 1024) .. after
 """
-#: ``first-upload``: the same request, but the file's first bytes differ in every one (a run's
-#: nonce and a counter), so every upload is content the server has never seen (no deduplication).
+#: ``first-upload``: the same request, but the file's first bytes differ in every one (a nonce new
+#: for each wrk run, and a counter), so every upload is content the server has never seen (no
+#: deduplication).
 FIRST_UPLOAD_LUA = (
     UPLOAD_LUA
     + r"""
@@ -121,6 +128,10 @@ class Checkout:
             stderr=subprocess.STDOUT,
         )
         log.close()
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -165,6 +176,40 @@ class Checkout:
         )
         answer.raise_for_status()
         return f"{self.base_url}/v1/jobs/{answer.json()['id']}"
+
+
+class Tutorial(Checkout):
+    """The benchmark's tutorial app (this checkout's ``scripts.bench.apps.tutorial``) as a baseline."""
+
+    def __init__(self, work: Path) -> None:
+        super().__init__("tutorial", REPO, work)
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FILEJOBS_")}
+        env.update(PYTHONPATH=str(REPO), TUTORIAL_DATA_DIR=str(self.work / "data"))
+        log = open(self.work / "server.log", "ab")  # noqa: SIM115 - handed to the process
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", "scripts.bench.apps.tutorial:app"),
+                *("--host", "127.0.0.1", "--port", str(self.port), "--no-access-log", *QUIET),
+            ],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self._wait_healthy()
+
+    def target(self, what: str) -> str:
+        if what in ("upload", "first-upload"):
+            return f"{self.base_url}/jobs"
+        answer = httpx.post(
+            f"{self.base_url}/jobs", files={"file": ("a.txt", b"hello\n", "text/plain")}, timeout=30
+        )
+        answer.raise_for_status()
+        return f"{self.base_url}/jobs/{answer.json()['id']}"
 
 
 def wrk(url: str, seconds: float, script: Path | None) -> int:
@@ -214,7 +259,11 @@ def worktree(revision: str, where: Path) -> Iterator[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", required=True, help="a git revision to compare with")
+    parser.add_argument(
+        "--baseline",
+        required=True,
+        help="a git revision to compare with, or 'tutorial' (the bench's tutorial app)",
+    )
     parser.add_argument("--what", choices=["status", "upload", "first-upload", "job"], default="status")
     parser.add_argument("--jobs", type=int, default=1000, help="jobs per round (--what job)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
@@ -224,16 +273,25 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None and args.what != "job":
         raise SystemExit("cpu_per_request needs wrk (apt-get install wrk)")
-    with (
-        tempfile.TemporaryDirectory(prefix="fj-cpu-") as tmp,
-        worktree(args.baseline, Path(tmp) / "checkout") as base_root,
-    ):
-        servers = []
-        envs = (_env(args.baseline_env), _env(args.env))
-        for (label, root), env in zip((("baseline", base_root), ("this checkout", REPO)), envs, strict=True):
-            work = Path(tmp) / f"run-{label.replace(' ', '-')}"
+    tutorial = args.baseline == "tutorial"
+    if tutorial and args.what == "job":
+        raise SystemExit("the tutorial baseline runs no jobs: --what upload, first-upload or status")
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="fj-cpu-"))
+        servers: list[Checkout] = []
+        if tutorial:
+            (Path(tmp) / "run-tutorial").mkdir()
+            servers.append(Tutorial(Path(tmp) / "run-tutorial"))
+        else:
+            base_root = stack.enter_context(worktree(args.baseline, Path(tmp) / "checkout"))
+            work = Path(tmp) / "run-baseline"
             work.mkdir()
-            servers.append(Checkout(label, root, work, env, workers=args.what == "job"))
+            servers.append(
+                Checkout("baseline", base_root, work, _env(args.baseline_env), workers=args.what == "job")
+            )
+        work = Path(tmp) / "run-this-checkout"
+        work.mkdir()
+        servers.append(Checkout("this checkout", REPO, work, _env(args.env), workers=args.what == "job"))
         script = None
         if args.what == "upload":
             script = Path(tmp) / "upload.lua"
@@ -255,6 +313,10 @@ def main() -> None:
                     if args.what == "job":
                         cpu, rate = cpu_per_job(server, args.jobs)
                     else:
+                        if args.what == "first-upload" and script is not None:
+                            # A new nonce for every wrk run: its counter starts again at 1, and the
+                            # same bodies again would be content stored by an earlier round.
+                            script.write_text(FIRST_UPLOAD_LUA % os.urandom(8).hex())
                         cpu, rate = cpu_per_request(server, urls[index], args.seconds, script)
                     results[index].append(cpu)
                     rates[index].append(rate)

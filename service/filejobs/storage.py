@@ -139,6 +139,12 @@ class UploadSink(Protocol):
     #: first byte), or None: the id is chosen when it commits.
     job_id: str | None
 
+    @property
+    def held(self) -> bool:
+        """True while the whole file is held in memory and nothing of it was written: a caller
+        that finds the content stored already may abort it unwritten."""
+        ...
+
     async def write(self, data: Buffers, *, final: bool = False, digest: Digest | None = None) -> None:
         """Append ``data``; with ``final``, make it durable. With ``digest``, also update it with
         ``data`` (before any later write's bytes), off the event loop where the sink writes there."""
@@ -271,6 +277,10 @@ class LocalUploadSink:
         #: Set by an abort before anything was created: no file may be created after it.
         self._aborted = False
         self._state = threading.Lock()
+
+    @property
+    def held(self) -> bool:
+        return self._held is not None and not self._created
 
     def _open(self) -> int:
         """Create the temp file, locked for as long as it is open (until renamed or removed)."""

@@ -554,6 +554,7 @@ class NothingStored:
     no byte arrives, so there is nothing to write, commit or abort."""
 
     job_id: str | None = None
+    held = False  # no bytes in memory
 
     async def write(self, data: Buffers, *, final: bool = False, digest: Digest | None = None) -> None:
         raise RuntimeError("an upload by hash has no bytes to write")

@@ -25,6 +25,7 @@ from filejobs.jobs.sweeper import remove_orphan_uploads
 from filejobs.models import StoredFile, utcnow
 from filejobs.services import Services
 from filejobs.settings import Settings
+from filejobs.storage import LocalUploadSink
 from filejobs.testing import bearer, submit
 from tests.conftest import burst_worker, make_settings
 from tests.jobs.helpers import patch_job, row
@@ -85,6 +86,50 @@ def test_the_same_content_is_stored_once_and_goes_with_its_last_job(
     assert client.delete(f"/v1/jobs/{second}").status_code == 204
     assert uploads(data_dir) == []
     assert stored_rows(services) == []
+
+
+def test_a_small_upload_of_content_known_stored_writes_no_bytes(
+    client: TestClient, services: Services, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Content this process saw committed for the key: the held file is never written (no temp
+    file, no fsync, no rename, no delete after the commit); the job shares the stored bytes."""
+    first = submit(client, CONTENT)["id"]
+    assert len(services.committer.known) == 1
+    opened: list[LocalUploadSink] = []
+    real_open = LocalUploadSink._open
+
+    def counted_open(sink: LocalUploadSink) -> int:
+        opened.append(sink)
+        return real_open(sink)
+
+    monkeypatch.setattr(LocalUploadSink, "_open", counted_open)
+    second = submit(client, CONTENT, processor="upper")["id"]
+    assert opened == []
+    assert row(services.db, second).storage_key == f"uploads/{first}"
+    assert uploads(data_dir) == [first]
+    assert list((data_dir / "tmp").iterdir()) == []
+    burst_worker(services).drain()
+    assert client.get(f"/v1/jobs/{second}/result").content == CONTENT.upper()
+    other = submit(client, b"other content\n")["id"]  # unknown content: written as ever
+    assert len(opened) == 1
+    assert sorted(uploads(data_dir)) == sorted([first, other])
+
+
+def test_content_known_but_deleted_since_is_written_after_all(
+    client: TestClient, services: Services, data_dir: Path
+) -> None:
+    """The process's memory of stored content is a hint: content deleted since (with its last job)
+    makes the link fail in the row's transaction, and the upload is recorded with its own bytes."""
+    first = submit(client, CONTENT)["id"]
+    assert client.delete(f"/v1/jobs/{first}").status_code == 204
+    assert uploads(data_dir) == []
+    assert len(services.committer.known) == 1  # stale now
+    second = submit(client, CONTENT, processor="upper")["id"]
+    assert row(services.db, second).storage_key == f"uploads/{second}"
+    assert uploads(data_dir) == [second]
+    assert [(f.sha256, f.storage_key) for f in stored_rows(services)] == [(SHA, f"uploads/{second}")]
+    burst_worker(services).drain()
+    assert client.get(f"/v1/jobs/{second}/result").content == CONTENT.upper()
 
 
 def test_upload_by_hash_makes_a_job_of_stored_content_else_asks_for_the_bytes(

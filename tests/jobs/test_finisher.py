@@ -18,7 +18,7 @@ from sqlmodel import Session
 from filejobs.db import Database
 from filejobs.jobs import repository
 from filejobs.jobs.finisher import Finisher, Finishes
-from filejobs.jobs.group_commit import GroupCommitter
+from filejobs.jobs.group_commit import GroupCommitter, NothingWritten
 from filejobs.models import Job, WebhookDelivery, WebhookEndpoint, utcnow
 from filejobs.webhooks import outbox
 from tests.jobs.helpers import make_job, row
@@ -228,3 +228,50 @@ def test_close_commits_what_was_handed_over(db: Database) -> None:
     assert {row(db, job_id).status for job_id in jobs} == {"succeeded"}
     with pytest.raises(RuntimeError):
         finisher.finish(succeed(jobs[0]), followups.then(jobs[0]))
+
+
+def test_a_row_refused_before_it_wrote_fails_alone_without_a_savepoint(db: Database) -> None:
+    """A ``prepare`` raising :class:`NothingWritten` (an upload by hash whose content went) fails
+    its own job; the rows and final statuses of the same transaction commit, and no savepoint
+    was taken for it."""
+    committer = GroupCommitter(db, sync_dir=lambda: None)
+    savepoints: list[object] = []
+    try:
+        followups = Followups(db, expected=2)
+        good = claimed(db).id
+        kept, refused = make_job(), make_job()
+        release, first = blocked_first(committer, db, followups)
+
+        def refuse(session: Session, values: dict[str, Any]) -> None:
+            raise NothingWritten("gone")
+
+        async def together() -> None:
+            inserts = [
+                asyncio.ensure_future(committer.insert(kept)),
+                asyncio.ensure_future(committer.insert(refused, prepare=refuse)),
+            ]
+            await asyncio.sleep(0)  # both queued before the finish and the release
+            committer.finish(succeed(good), followups.then(good))
+            batches = committer.batches
+            real_begin_nested = Session.begin_nested
+
+            def counted(session: Session) -> Any:
+                savepoints.append(session)
+                return real_begin_nested(session)
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(Session, "begin_nested", counted)
+                release.set()
+                got = await asyncio.gather(*inserts, return_exceptions=True)
+                followups.wait()
+            assert got[0] is None
+            assert isinstance(got[1], NothingWritten)
+            assert committer.batches == batches + 2  # the first finish alone; the rest in one
+
+        asyncio.run(together())
+        assert followups.told == {first: True, good: True}
+        assert row(db, kept.id).status == "queued"
+        assert repository.get_job(db, refused.id) is None
+        assert len(savepoints) == 1  # the final status's own, none for the rows
+    finally:
+        committer.close()

@@ -237,6 +237,10 @@ class SpySink:
         self.aborted = False
         self.committed: str | None = None
 
+    @property
+    def held(self) -> bool:
+        return self.real.held
+
     def _error(self, code: int) -> OSError:
         # Like the real thing, the error names a server path: it must not reach the client.
         return OSError(code, os.strerror(code), str(self.tmp_dir / "upload.part"))

@@ -175,6 +175,7 @@ class CountingSink:
         self.writes: list[int] = []
         self.reached = asyncio.Event()
         self.aborted = False
+        self.held = False
 
     async def write(self, data: Buffers, *, final: bool = False, digest: Digest | None = None) -> None:
         pieces = [data] if isinstance(data, bytes | memoryview) else data

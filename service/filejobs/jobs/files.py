@@ -33,6 +33,7 @@ from sqlmodel import Session
 
 from filejobs.db import Database
 from filejobs.ids import is_job_id
+from filejobs.jobs.group_commit import NothingWritten
 from filejobs.models import Job, JobStatus, StoredFile
 from filejobs.storage import Storage, upload_key
 
@@ -89,8 +90,9 @@ class Linked:
     changes: dict[str, Any] = field(default_factory=dict)
 
 
-class NotStored(Exception):
-    """Upload by hash of content the owner does not have (any more): the client sends the bytes."""
+class NotStored(NothingWritten):
+    """Upload by hash of content the owner does not have (any more): the client sends the bytes.
+    Raised by :func:`link` before it wrote anything (a group commit fails this job alone)."""
 
 
 # INSERT … ON CONFLICT DO NOTHING, one statement per dialect built once (its compiled form cached).

@@ -37,6 +37,7 @@ from sqlmodel import Session
 
 from filejobs.db import Database
 from filejobs.jobs.finisher import CommitThread, Finish, Then, Write
+from filejobs.jobs.known_content import KnownContent
 from filejobs.models import Job
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,12 @@ def row_values(job: Job) -> dict[str, Any]:
 
 BeforeCommit = Callable[[Session], None]
 Prepare = Callable[[Session, dict[str, Any]], None]
+
+
+class NothingWritten(Exception):
+    """Raised by a ``prepare`` that refuses its job before it wrote anything in the transaction
+    (e.g. the content an upload by hash names is gone): that job fails alone, without the cost of
+    a savepoint of its own, and the batch commits."""
 
 
 @dataclass
@@ -85,6 +92,8 @@ class GroupCommitter(CommitThread[_Insert | Finish]):
         self._table = Job.__table__  # type: ignore[attr-defined]
         #: Places (writes, fsyncs, renames) the uploads' files in parallel.
         self._places = ThreadPoolExecutor(max_workers=PLACE_THREADS, thread_name_prefix="filejobs-place")
+        #: Content committed lately (a hint: an upload of it need not write its bytes).
+        self.known = KnownContent()
         self.batches = 0  # for tests and curiosity: transactions committed
         self.rows = 0
         self.finished = 0  # final statuses committed
@@ -103,7 +112,8 @@ class GroupCommitter(CommitThread[_Insert | Finish]):
         insert, ``before_commit``. Raise what ``place``, ``prepare``, ``before_commit`` or the
         database raised (then nothing of this job is committed). ``isolated`` (default: when there
         is a ``before_commit``) runs them in a savepoint of their own, for a job whose own failure
-        must not undo the others'."""
+        must not undo the others'; without it, only a :class:`NothingWritten` from ``prepare``
+        fails this job alone."""
         loop = asyncio.get_running_loop()
         isolated = before_commit is not None if isolated is None else isolated
         item = _Insert(row_values(job), before_commit, prepare, isolated, place, loop, loop.create_future())
@@ -138,7 +148,7 @@ class GroupCommitter(CommitThread[_Insert | Finish]):
         outcomes = [item.placed.result() if item.placed is not None else None for item in batch]
         finished: list[bool | None] = [None] * len(finishes)
         try:
-            if batch:
+            if any(item.place is not None for item in batch):  # no file moved: nothing to sync
                 self.sync_dir()
             with self.db.write() as session:
                 for index, item in enumerate(batch):
@@ -146,7 +156,11 @@ class GroupCommitter(CommitThread[_Insert | Finish]):
                         continue
                     if not item.isolated:
                         if item.prepare is not None:
-                            item.prepare(session, item.values)
+                            try:
+                                item.prepare(session, item.values)
+                            except NothingWritten as exc:  # refused before it wrote: this job only
+                                outcomes[index] = exc
+                                continue
                         session.execute(insert(self._table), [item.values])
                         if item.before_commit is not None:
                             item.before_commit(session)

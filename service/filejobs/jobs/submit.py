@@ -299,9 +299,19 @@ async def record_job(
         and _FLAGS.get(received.fields.get("reuse", "true").strip().lower(), True)
     )
     linked: list[files.Linked] = []
+    # A small file held in memory whose content its owner has (as far as this process saw) is
+    # not written at all: the job links the stored content as an upload by hash does (NotStored,
+    # if it went meanwhile: then it is recorded with its bytes, below). See known_content.py.
+    skip = (
+        committer is not None
+        and place is not None
+        and received.sink.held
+        and (owner, received.sha256) in committer.known
+    )
 
     def prepare(session: Session, values: dict[str, Any]) -> None:
-        linked.append(files.link(session, values, stored=received.stored, reuse=reuse, now=now))
+        stored = received.stored and not skip
+        linked.append(files.link(session, values, stored=stored, reuse=reuse, now=now))
 
     def before_commit(session: Session) -> None:
         if claim is not None and not complete(session, claim, job_id=job_id, fingerprint=request_print):
@@ -310,28 +320,42 @@ async def record_job(
             record_job_event(session, job_id, max_pending=settings.webhook_max_pending)
 
     try:
-        if committer is not None:
+        if skip:
+            assert committer is not None
+            try:
+                isolated = claim is not None
+                await committer.insert(job, before_commit=before_commit, prepare=prepare, isolated=isolated)
+            except files.NotStored:  # deleted since: write the bytes after all
+                committer.known.forget(owner, received.sha256)
+                skip = False
+        if committer is not None and not skip:
             # The committer moves the file into place, fsyncs uploads/ once for all the uploads
             # it commits together, then inserts their rows in one transaction.
-            # A savepoint of its own only where this job alone may fail: its Idempotency-Key taken
-            # over (409), or the content of an upload by hash gone meanwhile (428).
-            isolated = claim is not None or not received.stored
+            # A savepoint of its own only where this job alone may fail after a write: its
+            # Idempotency-Key taken over (409). The content of an upload by hash gone meanwhile
+            # (428) fails it before it wrote anything (NothingWritten): no savepoint needed.
+            isolated = claim is not None
             await committer.insert(
                 job, before_commit=before_commit, prepare=prepare, isolated=isolated, place=place
             )
-        else:
+        elif committer is None:
             await to_thread.run_sync(
                 partial(repository.insert_job, db, job, before_commit=before_commit, prepare=prepare)
             )
     except BaseException as exc:
         await received.sink.abort()  # an object store's sink deletes the object it completed
-        if received.sink.job_id is None and received.stored:  # a local file, moved into place
+        if received.sink.job_id is None and received.stored and not skip:  # a local file, moved into place
             storage.delete(key)
         if isinstance(exc, files.NotStored):
             raise _send_the_bytes() from None
         if isinstance(exc, OSError) and exc.errno in DISK_FULL:
             raise InsufficientStorage("The server has no room for this file right now.") from None
         raise
+    if committer is not None:
+        committer.known.add(owner, job.file_sha256)
+    if skip:  # its bytes were never written: drop them
+        await received.sink.abort()
+        metrics.STORED_BYTES_SHARED.inc(job.file_size)
     return await _linked(db, storage, job, linked[-1], stored=received.stored)
 
 

@@ -109,6 +109,8 @@ def crc32(pieces: list[Piece]) -> str:
 
 
 class S3UploadSink:
+    held = False  # its bytes go to the bucket as they come
+
     def __init__(self, storage: S3Storage) -> None:
         self.job_id: str | None = new_job_id()
         self.key = upload_key(self.job_id)

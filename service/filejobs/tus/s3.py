@@ -281,6 +281,8 @@ class S3Upload:
 class ObjectInPlace:
     """The sink of a sealed upload: its object is the job's input already (``uploads/<job id>``)."""
 
+    held = False  # no bytes in memory
+
     def __init__(self, job_id: str) -> None:
         self.job_id: str | None = job_id
 
