@@ -45,6 +45,7 @@ ENTRY, API, SERVICES, DOMAIN, BASE = 4, 3, 2, 1, 0
 LAYERS: dict[str, int] = {
     "app": ENTRY,
     "cli": ENTRY,
+    "server_process": ENTRY,  # what `filejobs serve` execs into: uvicorn and the app
     "testing": ENTRY,
     "api": API,
     "http_protocol": API,
@@ -91,7 +92,8 @@ ENVIRONMENT: dict[str, tuple[set[str] | None, str]] = {
     "settings": (None, "the one Settings class: it reads the environment"),
     "cli.serve": (
         {"hand_over"},
-        "writes, never reads: the app uvicorn builds (here or in the HTTP processes it spawns) "
+        "writes, never reads: the app uvicorn builds (in the process serve execs into, or in the "
+        "HTTP processes that one spawns) "
         "reads its Settings from the environment, the only way to reach a process that takes no "
         "arguments; serve hands over what it decided there, in one function",
     ),

@@ -106,7 +106,7 @@ class Target:
 
     name: AppName
     base_url: str
-    pid: int  # the uvicorn process (for filejobs: `filejobs serve`, which runs uvicorn in-process)
+    pid: int  # the uvicorn process (for filejobs: `filejobs serve`, which execs into uvicorn: the same pid)
     stored: Path | None = None  # the tutorial's TUTORIAL_DATA_DIR, emptied after each round
 
     def client(self) -> httpx.Client:

@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
 
+from filejobs import server_process
 from filejobs.cli.server_extra import require_server
+from filejobs.server_process import configure_logging
 from filejobs.settings import MULTIPROC_ENV, Settings, get_settings
-from filejobs.shutdown import GRACEFUL_TIMEOUT
-
-
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    sys.exit(0)
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # boto3's chatter ("Found credentials in environment variables") at every client made.
-    for name in ("boto3", "botocore", "s3transfer"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def serve(
@@ -55,11 +42,7 @@ def serve(
 ) -> None:
     """Run the API (and, on the local backend, the worker pool and the sweeper)."""
     require_server("serve")
-    import uvicorn
-
-    from filejobs.http_protocol import PROTOCOL
-
-    _logging(log_level)
+    configure_logging(log_level)
     settings = get_settings()
     check_storage(settings, "serve")
     processes = processes or settings.api_processes
@@ -79,27 +62,15 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
-    # uvicorn handles SIGTERM itself (graceful shutdown), then restores the previous handler and
-    # raises the signal again; with the default handler the process would die by SIGTERM (exit 143)
-    # even though it shut down cleanly. This handler makes a completed graceful shutdown exit 0.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
     prepare_metrics_directory(settings, private=processes > 1)
     if processes > 1:
         _prepare_processes(settings, processes)
-    uvicorn.run(
-        "filejobs.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        log_level=log_level.lower(),
-        # Long-polls end within this; then running jobs get FILEJOBS_SHUTDOWN_GRACE to finish.
-        timeout_graceful_shutdown=int(GRACEFUL_TIMEOUT),
-        server_header=False,
-        # httptools with bounded request heads and idle connections (service/filejobs/http_protocol.py).
-        http=PROTOCOL,
-        workers=processes if processes > 1 else None,
-    )
     del settings
+    # uvicorn runs in this process, replaced by one that loads the app alone (no CLI: less memory).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = server_process.command(host, port, log_level.lower(), processes)
+    os.execv(argv[0], argv)  # noqa: S606 - this interpreter, our module, no shell: arguments are typed options
 
 
 def _prepare_processes(settings: Settings, processes: int) -> None:
@@ -116,11 +87,11 @@ def hand_over(values: Mapping[str, str]) -> None:
     """The one place ``filejobs serve``/``worker`` pass settings on, and the only way there is.
 
     uvicorn builds the app from a name (``filejobs.app:create_app``, whose lifespan reads
-    ``Settings()``) in this process or, with ``--processes``, in processes it spawns, which take no
-    arguments and inherit this process's environment; prometheus-client (in this process and the
-    Celery pool's) takes ``PROMETHEUS_MULTIPROC_DIR`` from it too. So what serve decided is written
-    into this process's environment, here only, as the variables Settings reads (``FILEJOBS_*``);
-    nothing in filejobs reads it back but Settings."""
+    ``Settings()``) in the process serve execs into or, with ``--processes``, in processes that one
+    spawns, which take no arguments and inherit this process's environment; prometheus-client (in
+    this process and the Celery pool's) takes ``PROMETHEUS_MULTIPROC_DIR`` from it too. So what
+    serve decided is written into this process's environment, here only, as the variables Settings
+    reads (``FILEJOBS_*``); nothing in filejobs reads it back but Settings."""
     os.environ.update(values)
 
 
@@ -155,7 +126,7 @@ def worker(
 ) -> None:
     """Run a Celery worker for the celery backend (FILEJOBS_BACKEND=celery, FILEJOBS_BROKER_URL)."""
     require_server("worker")
-    _logging(log_level)
+    configure_logging(log_level)
     settings = get_settings()
     if settings.backend != "celery" or not settings.broker_url:
         typer.echo(

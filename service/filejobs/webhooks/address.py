@@ -14,8 +14,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 MAX_URL_LENGTH = 2048
 
@@ -45,6 +47,8 @@ def check_form(url: str, *, allow_http: bool) -> httpx.URL:
     """The URL parsed, or :class:`RefusedURL` when it is not an absolute http(s) URL we may call."""
     if len(url) > MAX_URL_LENGTH:
         raise RefusedURL(f"The URL is longer than {MAX_URL_LENGTH} characters.")
+    import httpx  # on the first URL checked (see filejobs.webhooks)
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError):

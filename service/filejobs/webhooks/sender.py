@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import Callable
 from functools import partial
 
-import httpx
 from anyio import to_thread
 
 from filejobs import metrics
@@ -155,6 +154,8 @@ class WebhookSender(BackgroundTask):
                 self._wake.set()
 
     async def _attempt(self, item: Claimed) -> None:
+        import httpx  # loaded by the first delivery (see filejobs.webhooks)
+
         settings = self._settings
         status: int | None = None
         error = ""

@@ -12,8 +12,6 @@ import base64
 import os
 from datetime import datetime
 
-from standardwebhooks.webhooks import Webhook
-
 PREFIX = "whsec_"
 #: Bytes of a new secret (the specification asks for 24 to 64).
 SECRET_BYTES = 32
@@ -39,6 +37,8 @@ def signing_secrets(
 
 def headers(*, msg_id: str, timestamp: datetime, body: bytes, secrets: list[str]) -> dict[str, str]:
     """The three Standard Webhooks headers of one attempt (and the JSON content type)."""
+    from standardwebhooks.webhooks import Webhook  # on the first delivery (see filejobs.webhooks)
+
     signatures = " ".join(Webhook(secret).sign(msg_id, timestamp, body) for secret in secrets)
     return {
         "content-type": "application/json",

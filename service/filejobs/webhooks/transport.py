@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import ssl
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 from filejobs.webhooks import address
 
@@ -39,6 +41,8 @@ class PinnedSender:
         key = (url.scheme, url.host, address.port_of(url), ip)
         client = self._pools.get(key)
         if client is None:
+            import httpx  # on the first delivery (see filejobs.webhooks)
+
             client = httpx.AsyncClient(
                 timeout=self._timeout,
                 follow_redirects=False,
