@@ -8,14 +8,15 @@ read transaction tries to upgrade) and :meth:`Database.read` for pure reads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql import Executable
 from sqlmodel import Session, create_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -25,13 +26,18 @@ def make_engine(url: str, *, null_pool: bool = False, synchronous: str = "FULL")
     """Create the engine for ``url``, with SQLite tuned for many threads and processes.
 
     ``null_pool`` opens a connection per use (for one-off tools such as migrations).
-    ``synchronous`` is SQLite's: ``FULL`` (a commit survives power loss) or ``NORMAL`` (a crash
-    of the process loses nothing; a power loss may lose the last commits).
+    ``synchronous``: ``FULL`` (a commit survives power loss) or ``NORMAL`` (a crash of the process
+    loses nothing; a power loss may lose the last commits). On PostgreSQL ``NORMAL`` is
+    ``synchronous_commit=off``: a commit returns before its WAL is flushed (a crash of the server
+    may lose the last ones; the next durable commit, or the WAL writer a moment later, flushes them).
     """
     parsed = make_url(url)
     pooling: dict[str, Any] = {"poolclass": NullPool} if null_pool else {"pool_size": 20, "max_overflow": 40}
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, **pooling)
+        if synchronous == "FULL":
+            return create_engine(url, pool_pre_ping=True, **pooling)
+        options = " ".join(filter(None, [str(parsed.query.get("options", "")), "-c synchronous_commit=off"]))
+        return create_engine(url, pool_pre_ping=True, connect_args={"options": options}, **pooling)
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +75,12 @@ class Database:
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
-        self._relaxed_engine = make_engine(url, synchronous="NORMAL") if self.is_sqlite else self.engine
+        self._relaxed_engine = make_engine(url, synchronous="NORMAL")
+        # PostgreSQL: single statements in autocommit (their own transaction, no BEGIN/COMMIT).
+        self._one_engines = {
+            durable: engine.execution_options(isolation_level="AUTOCOMMIT")
+            for durable, engine in ((True, self.engine), (False, self._relaxed_engine))
+        }
         # Re-entrant: a write may run code that opens another (same thread, same turn).
         self._write_turn: AbstractContextManager[Any] = threading.RLock() if self.is_sqlite else nullcontext()
 
@@ -94,13 +105,18 @@ class Database:
                 session.rollback()
                 raise
 
-    @contextmanager
-    def write_connection(self, *, durable: bool = True) -> Iterator[Connection]:
-        """:meth:`write` as a Core connection (no ORM session: for one hot statement, e.g. the
-        worker's claim, whose session cost more than the statement)."""
-        engine = self.engine if durable else self._relaxed_engine
-        with self._write_turn, engine.begin() as conn:
-            yield conn
+    def write_one(
+        self, statement: Executable, params: Mapping[str, Any], *, durable: bool = True
+    ) -> Sequence[RowMapping]:
+        """One writing statement in a transaction of its own (no ORM session: for a hot statement,
+        e.g. the worker's claim, whose session cost more than the statement); the rows it returned.
+        On PostgreSQL it runs in autocommit: one round trip, no ``BEGIN`` or ``COMMIT`` of its own."""
+        if self.is_sqlite:
+            engine = self.engine if durable else self._relaxed_engine
+            with self._write_turn, engine.begin() as conn:
+                return conn.execute(statement, params).mappings().all()
+        with self._one_engines[durable].connect() as conn:
+            return conn.execute(statement, params).mappings().all()
 
     @contextmanager
     def read(self) -> Iterator[Session]:

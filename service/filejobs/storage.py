@@ -166,8 +166,9 @@ class Workspace(Protocol):
         ``keep_alive`` is called while a copy is made (it renews the job's lease; it raises to stop)."""
         ...
 
-    def output_dir(self) -> Path:
-        """A fresh, empty directory for this attempt's outputs."""
+    def output_dir(self, *, create: bool = True) -> Path:
+        """A fresh, empty directory for this attempt's outputs (``create=False``: its path, made by
+        whoever first writes there; earlier attempts' outputs are removed either way)."""
         ...
 
     def save_output(self, path: Path, keep_alive: Callable[[], None] | None = None) -> str:
@@ -454,11 +455,13 @@ class LocalStorage:
         if sync_dir:
             fsync_dir(final.parent)
 
-    def output_dir(self, job_id: str, attempt: int) -> Path:
-        """A fresh, empty directory for this attempt's outputs; earlier attempts' are removed."""
+    def output_dir(self, job_id: str, attempt: int, *, create: bool = True) -> Path:
+        """A fresh, empty directory for this attempt's outputs; earlier attempts' are removed.
+        ``create=False``: only its path (the job's child makes it if the processor asks for it)."""
         self.delete_outputs(job_id)
         path = self.path(f"outputs/{job_id}/{attempt}")
-        path.mkdir(parents=True)
+        if create:
+            path.mkdir(parents=True)
         return path
 
     def delete(self, key: str) -> None:
@@ -547,8 +550,8 @@ class LocalWorkspace:
             raise FileNotFoundError(key)
         return path
 
-    def output_dir(self) -> Path:
-        return self.storage.output_dir(self.job_id, self.attempt)
+    def output_dir(self, *, create: bool = True) -> Path:
+        return self.storage.output_dir(self.job_id, self.attempt, create=create)
 
     def save_output(self, path: Path, keep_alive: Callable[[], None] | None = None) -> str:
         return self.storage.key_for(path)  # in place: no copy to keep alive

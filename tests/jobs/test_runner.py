@@ -148,6 +148,15 @@ def test_upper_output_is_downloadable(client: TestClient, worker: LocalWorker, d
     assert [p.relative_to(data_dir).as_posix() for p in outputs] == [f"outputs/{job_id}/1/upper.txt"]
 
 
+def test_a_job_that_writes_no_file_makes_no_output_directory(
+    client: TestClient, worker: LocalWorker, data_dir: Path
+) -> None:
+    job_id = submit(client, b"nothing to write\n")["id"]
+    assert worker.drain() == 1
+    assert get(client, job_id)["status"] == "succeeded"
+    assert not (data_dir / "outputs" / job_id).exists()  # made only when the processor asks for it
+
+
 def test_fail_records_the_error(client: TestClient, worker: LocalWorker) -> None:
     job_id = submit(client, processor="fail", params={"code": "bad_page", "message": "page 3 is unreadable"})[
         "id"
@@ -441,7 +450,11 @@ def test_delete_while_running_through_run_job_removes_outputs(
     thread.start()
     try:
         _wait_running(services, job_id)
-        assert (data_dir / "outputs" / job_id / "1").is_dir()
+        # What a processor writing its output would have left (sleep writes none: the child makes
+        # the directory only when a processor asks for it).
+        attempt_dir = data_dir / "outputs" / job_id / "1"
+        attempt_dir.mkdir(parents=True)
+        (attempt_dir / "partial.bin").write_bytes(b"x")
         repository.delete_job(services.db, job_id)  # the row only; the worker removes the files
         thread.join(10)
         assert not thread.is_alive()

@@ -2,7 +2,11 @@
 
 Each pool process (prefork by default) builds its own database engine, storage and processor
 registry after the fork, and each thread in it its own :class:`RunContext`, which owns the child
-process the processor runs in: the same arrangement as a local worker thread.
+process the processor runs in: the same arrangement as a local worker thread. As there, a succeeded
+job's final status is handed to the process's :class:`~filejobs.jobs.finisher.Finisher`, and the task
+returns (its message is acknowledged) while that commits: the next job's message, claim and run
+overlap the commit. A worker killed before the commit leaves the job ``running`` under its lease, as a
+kill while the job ran does (the redelivered message finds it running): the sweeper queues it again.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from filejobs import metrics
 from filejobs.db import Database
 from filejobs.jobs.celery_app import RUN_JOB, make_celery
 from filejobs.jobs.celery_dispatch import CeleryDispatcher
+from filejobs.jobs.finisher import Finisher
 from filejobs.jobs.runner import RunContext, run_job
 from filejobs.jobs.worker import worker_identity
 from filejobs.processors.registry import Registry, build_registry
@@ -44,6 +49,7 @@ class WorkerRuntime:
         self.registry: Registry = build_registry(settings.processors)
         self.dispatcher = CeleryDispatcher(settings, self.db, app=app)
         self.identity = worker_identity()
+        self.finisher = Finisher(self.db)
         self._local = threading.local()
         self._numbers = count()
         self._contexts: list[RunContext] = []
@@ -60,6 +66,7 @@ class WorkerRuntime:
                 settings=self.settings,
                 owner=f"{self.identity}:{next(self._numbers)}",
                 must_stop=self.must_stop,
+                finisher=self.finisher,
             )
             self._local.ctx = ctx
             with self._lock:
@@ -69,6 +76,7 @@ class WorkerRuntime:
     def close(self) -> None:
         with self._lock:
             contexts, self._contexts = self._contexts, []
+        self.finisher.close()  # the successes handed over are committed
         for ctx in contexts:
             ctx.child.kill()
         self.db.dispose()

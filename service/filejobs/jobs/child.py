@@ -62,6 +62,27 @@ class Channel:
             self._out.flush()
 
 
+class _Context(Context):
+    """The processor's :class:`Context`, whose output directory is made when the processor first
+    asks for it (the parent sends only its path: most jobs write no file, and two ``mkdir`` calls
+    per job cost more than a trivial job's processor)."""
+
+    _output_dir: Path
+    _output_made: bool
+
+    @property
+    def output_dir(self) -> Path:
+        if not self._output_made:
+            self._output_dir.mkdir(parents=True, exist_ok=True)
+            self._output_made = True
+        return self._output_dir
+
+    @output_dir.setter
+    def output_dir(self, path: Path) -> None:
+        self._output_dir = path
+        self._output_made = False
+
+
 def _reader(requests: queue.Queue[RunRequest], cancelled: threading.Event) -> None:
     for line in sys.stdin.buffer:
         try:
@@ -105,7 +126,7 @@ def _run(request: RunRequest, channel: Channel, cancelled: threading.Event) -> m
                 "The job's params are no longer accepted by its processor: "
                 f"{exc.errors(include_url=False, include_input=False)[0]['msg']}.",
             ) from None
-        ctx = Context(
+        ctx = _Context(
             input_path=Path(request.input),
             output_dir=Path(request.output_dir),
             file_name=request.file_name,

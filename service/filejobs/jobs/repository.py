@@ -413,9 +413,8 @@ def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) ->
         "b_owner": owner,
         "b_lease_expires_at": now + timedelta(seconds=lease_seconds),
     }
-    with db.write_connection(durable=False) as conn:  # lost to a power cut: harmless
-        row = conn.execute(_CLAIM, params).mappings().first()
-    return Job.model_construct(**row) if row is not None else None
+    rows = db.write_one(_CLAIM, params, durable=False)  # lost to a power cut: harmless
+    return Job.model_construct(**rows[0]) if rows else None
 
 
 def renew_lease(db: Database, job_id: str, *, owner: str, lease_seconds: float) -> bool:

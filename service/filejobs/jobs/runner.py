@@ -161,7 +161,8 @@ def _execute(job: Job, ctx: RunContext, claimed_at: float) -> Ran:
         request = RunRequest(
             spec=entry.spec,
             input=str(input_path),
-            output_dir=str(workspace.output_dir()),
+            # Made by the child when the processor first asks for it: most jobs write no file.
+            output_dir=str(workspace.output_dir(create=False)),
             params={**job.params, **(job.secret_params or {})},
             file_name=job.file_name,
             content_type=job.file_content_type,

@@ -355,9 +355,10 @@ class S3Workspace:
         self.storage.download(key, target, keep_alive)
         return target
 
-    def output_dir(self) -> Path:
+    def output_dir(self, *, create: bool = True) -> Path:
         path = self.root / "out"
-        path.mkdir(exist_ok=True)
+        if create:
+            path.mkdir(exist_ok=True)
         return path
 
     def save_output(self, path: Path, keep_alive: Callable[[], None] | None = None) -> str:
