@@ -118,14 +118,14 @@ class Checkout:
         else:  # as the jobs figure runs it: every job runs (the same file each time: no reuse)
             env.update(FILEJOBS_REUSE="false", FILEJOBS_MIN_FREE_DISK="0")
         env.update(self.env)
+        serve = [sys.executable, "-m", f"{self.package}.cli", "serve", "--port", str(self.port), *QUIET]
+        self._spawn(serve, env)
+
+    def _spawn(self, argv: list[str], env: dict[str, str]) -> None:
+        """Start the server (output in ``server.log``, run from :attr:`root`) and wait until it answers."""
         log = open(self.work / "server.log", "ab")  # noqa: SIM115 - handed to the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"{self.package}.cli", "serve", "--port", str(self.port), *QUIET],
-            cwd=self.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            argv, cwd=self.root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         self._wait_healthy()
@@ -187,20 +187,13 @@ class Tutorial(Checkout):
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FILEJOBS_")}
         env.update(PYTHONPATH=str(REPO), TUTORIAL_DATA_DIR=str(self.work / "data"))
-        log = open(self.work / "server.log", "ab")  # noqa: SIM115 - handed to the process
-        self.proc = subprocess.Popen(
+        self._spawn(
             [
                 *(sys.executable, "-m", "uvicorn", "scripts.bench.apps.tutorial:app"),
                 *("--host", "127.0.0.1", "--port", str(self.port), "--no-access-log", *QUIET),
             ],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            env,
         )
-        log.close()
-        self._wait_healthy()
 
     def target(self, what: str) -> str:
         if what in ("upload", "first-upload"):
