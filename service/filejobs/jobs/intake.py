@@ -100,8 +100,7 @@ async def submit_upload(
     if services.storage.on_disk and not services.admission.check_disk_cached(length):
         await to_thread.run_sync(services.admission.check_disk, length)
     async with _holding(services, owner, idempotency_key) as plan:
-        if (plan is None or plan.existing is None) and not services.admission.check_new_job_cached(owner):
-            await to_thread.run_sync(services.admission.check_new_job, owner)
+        await _admit(services, owner, plan)
         with metrics.track_upload() as upload:
             made = await create_job(
                 db=services.db,
@@ -149,10 +148,15 @@ async def submit_by_hash(
     stored that content, 429 when it has too many unfinished jobs; the Idempotency-Key as there."""
     received = by_hash_file(fields)
     async with _holding(services, owner, idempotency_key) as plan:
-        if (plan is None or plan.existing is None) and not services.admission.check_new_job_cached(owner):
-            await to_thread.run_sync(services.admission.check_new_job, owner)
+        await _admit(services, owner, plan)
         made = await _record(services, owner, received, plan)
     return await _submitted(services, owner, made)
+
+
+async def _admit(services: IntakeServices, owner: str, plan: IdempotencyPlan | None) -> None:
+    """429 when ``owner`` has too many unfinished jobs, unless the request replays its key's job."""
+    if (plan is None or plan.existing is None) and not services.admission.check_new_job_cached(owner):
+        await to_thread.run_sync(services.admission.check_new_job, owner)
 
 
 async def _record(

@@ -319,26 +319,27 @@ async def record_job(
         if linked and linked[-1].reused_from is not None:  # finished at once: the finish's webhooks
             record_job_event(session, job_id, max_pending=settings.webhook_max_pending)
 
+    # A savepoint of its own only where this job alone may fail after a write: its
+    # Idempotency-Key taken over (409). The content of an upload by hash gone meanwhile (428)
+    # fails it before it wrote anything (NothingWritten): no savepoint needed.
+    isolated = claim is not None
     try:
         if skip:
             assert committer is not None
             try:
-                isolated = claim is not None
                 await committer.insert(job, before_commit=before_commit, prepare=prepare, isolated=isolated)
             except files.NotStored:  # deleted since: write the bytes after all
                 committer.known.forget(owner, received.sha256)
                 skip = False
-        if committer is not None and not skip:
+        if skip:
+            pass  # recorded without its bytes
+        elif committer is not None:
             # The committer moves the file into place, fsyncs uploads/ once for all the uploads
             # it commits together, then inserts their rows in one transaction.
-            # A savepoint of its own only where this job alone may fail after a write: its
-            # Idempotency-Key taken over (409). The content of an upload by hash gone meanwhile
-            # (428) fails it before it wrote anything (NothingWritten): no savepoint needed.
-            isolated = claim is not None
             await committer.insert(
                 job, before_commit=before_commit, prepare=prepare, isolated=isolated, place=place
             )
-        elif committer is None:
+        else:
             await to_thread.run_sync(
                 partial(repository.insert_job, db, job, before_commit=before_commit, prepare=prepare)
             )
