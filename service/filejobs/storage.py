@@ -52,6 +52,11 @@ OWN_TEMP = f"@{NODE}{TEMP_SUFFIX}"
 Buffers = bytes | memoryview | Sequence[bytes | memoryview]
 
 
+def pieces_of(data: Buffers) -> Sequence[bytes | memoryview]:
+    """``data`` as the pieces to write in order (one buffer: a piece of its own)."""
+    return [data] if isinstance(data, bytes | memoryview) else data
+
+
 class Digest(Protocol):
     """A running hash (``hashlib.sha256()``): what a sink's ``write`` may update as it writes."""
 
@@ -303,7 +308,7 @@ class LocalUploadSink:
             self._fd = self._open()
             self._writeback = Writeback(self._fd)
         size = 0
-        for piece in [data] if isinstance(data, bytes | memoryview) else data:
+        for piece in pieces_of(data):
             view = memoryview(piece)
             if digest is not None:  # hashed here, in the writing thread: one thread call for both
                 digest.update(view)
@@ -343,7 +348,7 @@ class LocalUploadSink:
         whole file (``final``, nothing written before, at most :data:`HOLD_BYTES`) is held until
         its commit instead."""
         if final and self._fd is None and self._held is None and not self._created:
-            pieces = [data] if isinstance(data, bytes | memoryview) else data
+            pieces = pieces_of(data)
             if sum(len(piece) for piece in pieces) <= HOLD_BYTES:
                 self._held = b"".join(pieces)
                 if digest is not None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from anyio import to_thread
 
 from filejobs.ids import new_job_id
-from filejobs.storage import Buffers, Digest, StorageUnavailable, upload_key
+from filejobs.storage import Buffers, Digest, StorageUnavailable, pieces_of, upload_key
 
 if TYPE_CHECKING:
     from filejobs.object_storage.store import S3Storage
@@ -130,7 +130,7 @@ class S3UploadSink:
         if digest is not None:  # in a thread: the bytes are only buffered here, not written
             await to_thread.run_sync(_update, digest, data)
         part_size = self._storage.part_size
-        for piece in [data] if isinstance(data, bytes | memoryview) else data:
+        for piece in pieces_of(data):
             while len(piece):
                 # A part is exactly part_size bytes: the piece that crosses the line is cut (two
                 # views of it, no copy), so an upload holds no more than whole parts.
@@ -264,5 +264,5 @@ class S3UploadSink:
 
 
 def _update(digest: Digest, data: Buffers) -> None:
-    for piece in [data] if isinstance(data, bytes | memoryview) else data:
+    for piece in pieces_of(data):
         digest.update(piece)
