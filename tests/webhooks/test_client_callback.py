@@ -4,6 +4,7 @@ derived Idempotency-Key tells two callback URLs apart, and tus refuses a bad one
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,8 +134,7 @@ async def test_a_resumable_upload_carries_it(
 
 
 def test_tus_refuses_a_bad_callback_url_at_creation(server: Server) -> None:
-    import base64
-
+    # (tests.tus.helpers.metadata spells keys with hyphens, as idempotency-key: not this one's)
     def metadata(url: str) -> str:
         return (
             "filename "
