@@ -9,7 +9,10 @@ its output through it.
 
 Locally, an upload is written to ``tmp/`` through an :class:`UploadSink` (large writes in worker
 threads), fsynced, renamed into ``uploads/<job id>`` and the directory fsynced, so a file that has
-a row is always complete. Every node of a scale-out deployment must see the same directory.
+a row is always complete. A small file held in memory until its commit is written instead as an
+unnamed file in ``uploads/`` (``O_TMPFILE``), fsynced and linked under its name (:func:`open_unnamed`,
+:func:`link_unnamed`), where the filesystem can. Every node of a scale-out deployment must see the
+same directory.
 
 A temp file is named ``<random>@<node>.part`` (the node: this host's name) and ``flock``-ed by its
 writer until it is renamed or removed. The kernel drops the lock when the writer dies, even by
@@ -263,9 +266,11 @@ class LocalUploadSink:
     (fsync, close, rename, and the directory's fsync unless a group commit does that for many).
 
     A small file that arrives whole (one ``final`` write of at most :data:`HOLD_BYTES`) is held in
-    memory instead: the thread that commits it creates, writes, fsyncs and renames it in one go
-    (the group committer's, for all the uploads finishing together: :meth:`placer`), so a small
-    upload makes no thread call of its own before its row's.
+    memory instead: the thread that commits it (the group committer's place pool, for all the
+    uploads finishing together: :meth:`placer`) creates, writes, fsyncs and names it in one go,
+    so a small upload makes no thread call of its own before its row's. It is made unnamed in its
+    final directory and linked there (no temp name, lock or rename; a crash before the link leaves
+    nothing), or as a temp file where the filesystem refuses unnamed files.
     """
 
     job_id: str | None = None
