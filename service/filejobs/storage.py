@@ -430,10 +430,11 @@ def open_unnamed(directory: Path) -> int | None:
         return None
     flags = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
     try:
-        return os.open(directory, flags, 0o600)
-    except FileNotFoundError:
-        directory.mkdir(parents=True, exist_ok=True)
-        return os.open(directory, flags, 0o600)
+        try:
+            return os.open(directory, flags, 0o600)
+        except FileNotFoundError:  # the directory is made on first use, as a rename would
+            directory.mkdir(parents=True, exist_ok=True)
+            return os.open(directory, flags, 0o600)
     except OSError as exc:
         if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # not on this filesystem
             _UNNAMED["ok"] = False
