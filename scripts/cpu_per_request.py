@@ -26,7 +26,8 @@ The baseline revision is checked out into a temporary git worktree (either impor
 before the rename, ``filejobs`` after). ``--baseline tutorial`` compares with the benchmark's
 FastAPI tutorial app instead (``scripts/bench/apps/tutorial.py``, under uvicorn with the same
 flags; ``upload``, ``first-upload`` and ``status`` only): it fsyncs nothing and keeps its jobs in a
-dict, so the ratio is what filejobs' durability and features cost per request on this machine.
+dict, so the ratio is what filejobs' durability and features cost per request on this machine;
+``--baseline tutorial-durable`` is the same app fsyncing each file and its directory before answering.
 Needs ``wrk`` (Debian's package).
 
     python -m scripts.cpu_per_request --baseline tutorial --what upload
@@ -181,12 +182,17 @@ class Checkout:
 class Tutorial(Checkout):
     """The benchmark's tutorial app (this checkout's ``scripts.bench.apps.tutorial``) as a baseline."""
 
-    def __init__(self, work: Path) -> None:
-        super().__init__("tutorial", REPO, work)
+    def __init__(self, work: Path, *, durable: bool = False) -> None:
+        super().__init__("tutorial-durable" if durable else "tutorial", REPO, work)
+        self.durable = durable
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FILEJOBS_")}
-        env.update(PYTHONPATH=str(REPO), TUTORIAL_DATA_DIR=str(self.work / "data"))
+        env.update(
+            PYTHONPATH=str(REPO),
+            TUTORIAL_DATA_DIR=str(self.work / "data"),
+            TUTORIAL_DURABLE="1" if self.durable else "0",
+        )
         self._spawn(
             [
                 *(sys.executable, "-m", "uvicorn", "scripts.bench.apps.tutorial:app"),
@@ -255,7 +261,8 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         required=True,
-        help="a git revision to compare with, or 'tutorial' (the bench's tutorial app)",
+        help="a git revision to compare with, or 'tutorial' (the bench's tutorial app) or "
+        "'tutorial-durable' (the same, fsyncing each file and its directory)",
     )
     parser.add_argument("--what", choices=["status", "upload", "first-upload", "job"], default="status")
     parser.add_argument("--jobs", type=int, default=1000, help="jobs per round (--what job)")
@@ -266,7 +273,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None and args.what != "job":
         raise SystemExit("cpu_per_request needs wrk (apt-get install wrk)")
-    tutorial = args.baseline == "tutorial"
+    tutorial = args.baseline in ("tutorial", "tutorial-durable")
     if tutorial and args.what == "job":
         raise SystemExit("the tutorial baseline runs no jobs: --what upload, first-upload or status")
     with contextlib.ExitStack() as stack:
@@ -274,7 +281,7 @@ def main() -> None:
         servers: list[Checkout] = []
         if tutorial:
             (Path(tmp) / "run-tutorial").mkdir()
-            servers.append(Tutorial(Path(tmp) / "run-tutorial"))
+            servers.append(Tutorial(Path(tmp) / "run-tutorial", durable=args.baseline == "tutorial-durable"))
         else:
             base_root = stack.enter_context(worktree(args.baseline, Path(tmp) / "checkout"))
             work = Path(tmp) / "run-baseline"

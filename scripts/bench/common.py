@@ -4,6 +4,7 @@ Three servers run under the same uvicorn (uvloop, httptools, log level warning, 
 
 * ``filejobs``: a real ``filejobs serve`` (:class:`filejobs.testing.Server`) with its own data dir;
 * ``tutorial``: :mod:`scripts.bench.apps.tutorial`, FastAPI + UploadFile + aiofiles + a dict;
+  ``tutorial-durable`` is the same app fsyncing each file and its directory before answering;
 * ``raw``: :mod:`scripts.bench.apps.raw_asgi`, a bare ASGI app that only counts body bytes.
 """
 
@@ -32,7 +33,8 @@ MiB = 1024 * 1024
 MB = 1_000_000
 SAMPLE_EVERY = 0.02
 LOG_LEVEL = "warning"
-AppName = Literal["filejobs", "tutorial", "raw"]
+AppName = Literal["filejobs", "tutorial", "tutorial-durable", "raw"]
+BaselineName = Literal["tutorial", "tutorial-durable", "raw"]
 
 
 @dataclass
@@ -76,15 +78,21 @@ def filejobs_server(
 
 
 class UvicornApp(HttpProcess):
-    """A baseline app (``tutorial`` or ``raw``) under uvicorn on a free port; a context manager."""
+    """A baseline app (``tutorial``, ``tutorial-durable`` or ``raw``) under uvicorn on a free port;
+    a context manager."""
 
-    MODULES = {"tutorial": "scripts.bench.apps.tutorial:app", "raw": "scripts.bench.apps.raw_asgi:app"}
+    MODULES = {
+        "tutorial": "scripts.bench.apps.tutorial:app",
+        "tutorial-durable": "scripts.bench.apps.tutorial:app",  # with TUTORIAL_DURABLE=1
+        "raw": "scripts.bench.apps.raw_asgi:app",
+    }
 
-    def __init__(self, name: Literal["tutorial", "raw"], data_dir: Path) -> None:
+    def __init__(self, name: BaselineName, data_dir: Path) -> None:
+        durable = "1" if name == "tutorial-durable" else "0"
         super().__init__(
             cwd=REPO,  # the baseline apps are modules of this checkout's scripts package
             log_path=data_dir.parent / f"{data_dir.name}.log",
-            env={"TUTORIAL_DATA_DIR": str(data_dir)},
+            env={"TUTORIAL_DATA_DIR": str(data_dir), "TUTORIAL_DURABLE": durable},
             name=name,
         )
         self.data_dir = data_dir
@@ -105,8 +113,18 @@ class UvicornApp(HttpProcess):
 
 
 #: Where each app takes uploads and answers status.
-UPLOAD_PATH: dict[AppName, str] = {"filejobs": "/v1/jobs", "tutorial": "/jobs", "raw": "/upload"}
-STATUS_PATH: dict[AppName, str] = {"filejobs": "/v1/jobs/{id}", "tutorial": "/jobs/{id}", "raw": "/"}
+UPLOAD_PATH: dict[AppName, str] = {
+    "filejobs": "/v1/jobs",
+    "tutorial": "/jobs",
+    "tutorial-durable": "/jobs",
+    "raw": "/upload",
+}
+STATUS_PATH: dict[AppName, str] = {
+    "filejobs": "/v1/jobs/{id}",
+    "tutorial": "/jobs/{id}",
+    "tutorial-durable": "/jobs/{id}",
+    "raw": "/",
+}
 
 
 # ---- samplers -------------------------------------------------------------------------------------

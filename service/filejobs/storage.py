@@ -9,7 +9,10 @@ its output through it.
 
 Locally, an upload is written to ``tmp/`` through an :class:`UploadSink` (large writes in worker
 threads), fsynced, renamed into ``uploads/<job id>`` and the directory fsynced, so a file that has
-a row is always complete. Every node of a scale-out deployment must see the same directory.
+a row is always complete. A small file held in memory until its commit is written instead as an
+unnamed file in ``uploads/`` (``O_TMPFILE``), fsynced and linked under its name (:func:`open_unnamed`,
+:func:`link_unnamed`), where the filesystem can. Every node of a scale-out deployment must see the
+same directory.
 
 A temp file is named ``<random>@<node>.part`` (the node: this host's name) and ``flock``-ed by its
 writer until it is renamed or removed. The kernel drops the lock when the writer dies, even by
@@ -263,9 +266,11 @@ class LocalUploadSink:
     (fsync, close, rename, and the directory's fsync unless a group commit does that for many).
 
     A small file that arrives whole (one ``final`` write of at most :data:`HOLD_BYTES`) is held in
-    memory instead: the thread that commits it creates, writes, fsyncs and renames it in one go
-    (the group committer's, for all the uploads finishing together: :meth:`placer`), so a small
-    upload makes no thread call of its own before its row's.
+    memory instead: the thread that commits it (the group committer's place pool, for all the
+    uploads finishing together: :meth:`placer`) creates, writes, fsyncs and names it in one go,
+    so a small upload makes no thread call of its own before its row's. It is made unnamed in its
+    final directory and linked there (no temp name, lock or rename; a crash before the link leaves
+    nothing), or as a temp file where the filesystem refuses unnamed files.
     """
 
     job_id: str | None = None
@@ -283,13 +288,23 @@ class LocalUploadSink:
         #: Set by an abort before anything was created: no file may be created after it.
         self._aborted = False
         self._state = threading.Lock()
+        #: Where a held file is made unnamed (``O_TMPFILE``), then linked (see :meth:`_commit`).
+        self._unnamed_dir: Path | None = None
+        #: True when the open file is such an unnamed one (it has no temp name to rename).
+        self._unnamed = False
 
     @property
     def held(self) -> bool:
         return self._held is not None and not self._created
 
     def _open(self) -> int:
-        """Create the temp file, locked for as long as it is open (until renamed or removed)."""
+        """Create the temp file, locked for as long as it is open (until renamed or removed); a
+        held file being committed, unnamed in its final directory where the filesystem can."""
+        if self._unnamed_dir is not None:
+            fd = open_unnamed(self._unnamed_dir)
+            if fd is not None:
+                self._unnamed = True
+                return fd
         while True:
             fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             with contextlib.suppress(OSError):  # a filesystem without locks: its files go by age
@@ -357,10 +372,15 @@ class LocalUploadSink:
         await to_thread.run_sync(self._write, data, final, digest)
 
     def _commit(self, final: Path, sync_dir: bool) -> None:
+        if self._fd is None and self._held is not None:  # written now, in one go: no temp name
+            self._unnamed_dir = final.parent
         self._finish()
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._temp, final)
         assert self._fd is not None
+        if self._unnamed:
+            link_unnamed(self._fd, final)
+        else:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._temp, final)
         fd, self._fd = self._fd, None
         os.close(fd)  # the lock goes only now: a sweep never sees the temp file unlocked
         if sync_dir:
@@ -395,6 +415,44 @@ class LocalUploadSink:
                 self._held, self._aborted = None, True
                 return
         await to_thread.run_sync(self._abort)
+
+
+#: Whether :func:`open_unnamed` may try ``O_TMPFILE`` (cleared the first time a filesystem refuses
+#: it; the link needs ``/proc``).
+_UNNAMED = {"ok": hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")}
+
+
+def open_unnamed(directory: Path) -> int | None:
+    """An unnamed new file in ``directory`` (``O_TMPFILE``), or None where the filesystem or the
+    kernel cannot make one. It needs no temp name, lock or rename (:func:`link_unnamed` names it),
+    and a crash before its link leaves nothing behind: the kernel frees it."""
+    if not _UNNAMED["ok"]:
+        return None
+    flags = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
+    try:
+        try:
+            return os.open(directory, flags, 0o600)
+        except FileNotFoundError:  # the directory is made on first use, as a rename would
+            directory.mkdir(parents=True, exist_ok=True)
+            return os.open(directory, flags, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # not on this filesystem
+            _UNNAMED["ok"] = False
+            return None
+        raise
+
+
+def link_unnamed(fd: int, final: Path) -> None:
+    """Give the unnamed file ``fd`` its name ``final`` (absolute): ``linkat`` of its ``/proc`` link
+    with ``AT_SYMLINK_FOLLOW`` (Python uses ``linkat`` only when given a directory fd; ``linkat``
+    ignores it for an absolute ``final``, so the file's own fd serves)."""
+    assert final.is_absolute()
+    source = f"/proc/self/fd/{fd}"
+    try:
+        os.link(source, final, dst_dir_fd=fd)
+    except FileExistsError:  # an orphan of an earlier try that died before its row
+        os.unlink(final)
+        os.link(source, final, dst_dir_fd=fd)
 
 
 def _remove_if_unlocked(path: str) -> bool:
