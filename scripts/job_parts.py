@@ -7,7 +7,8 @@ directory), so a note can say which part is the floor:
 
 * ``claim``: :func:`repository.claim_job` (one ``UPDATE … RETURNING`` in its own transaction);
 * ``finish x8``: :func:`repository.succeed_in` for 8 jobs in one transaction (as the group
-  committer batches them), per job;
+  committer batches them), per job; ``one savepoint``: as the group committer writes them now
+  (:func:`group_commit._write_finals`), ``each savepoint``: one savepoint per job, as before;
 * ``workspace``: the attempt's workspace, ``fetch_input`` and ``output_dir(create=False)``;
 * ``child round trip``: one :class:`ChildProcess` (persistent, as a worker thread's) running
   ``inspect`` on a 1 KiB file: the parent's CPU (encode, write, wait, decode) and the child's;
@@ -36,7 +37,8 @@ import psutil
 from filejobs.db import Database
 from filejobs.jobs import repository
 from filejobs.jobs.executor import ChildProcess, Control
-from filejobs.jobs.finisher import Finisher
+from filejobs.jobs.finisher import Finisher, Write
+from filejobs.jobs.group_commit import _write_final, _write_finals
 from filejobs.jobs.messages import RunRequest
 from filejobs.jobs.runner import RunContext, run_job
 from filejobs.migrate import upgrade
@@ -95,6 +97,19 @@ def child_cpu(child: ChildProcess) -> float:
     return times.user + times.system
 
 
+def finish_of(job_id: str) -> Write:
+    """The final status of ``job_id`` (claimed by :data:`OWNER`) as the worker hands it over."""
+    params = repository.succeeded_params(
+        job_id,
+        owner=OWNER,
+        result={"size": 1024},
+        output_key=None,
+        output_name=None,
+        output_content_type=None,
+    )
+    return lambda session: repository.succeed_in(session, params, max_pending_webhooks=100)
+
+
 def per_job(count: int, run: Callable[[], None], clock: Callable[[], float] = time.thread_time) -> float:
     """Microseconds of ``clock`` per job for ``run`` (which does ``count`` jobs)."""
     start = clock()
@@ -111,17 +126,26 @@ def round_of(bench: Bench, count: int, child: ChildProcess) -> dict[str, float]:
         count, lambda: [repository.claim_job(bench.db, i, owner=OWNER, lease_seconds=60) for i in ids]
     )
 
-    def finish_all() -> None:
-        for at in range(0, count, BATCH):
-            with bench.db.write() as session:
-                for job_id in ids[at : at + BATCH]:
-                    params = repository.succeeded_params(
-                        job_id, owner=OWNER, result={"size": 1024}, output_key=None, output_name=None,
-                        output_content_type=None,
-                    )  # fmt: skip
-                    assert repository.succeed_in(session, params, max_pending_webhooks=100)
+    def finish_all(ids: list[str], savepoints: str) -> Callable[[], None]:
+        def run() -> None:
+            for at in range(0, count, BATCH):
+                with bench.db.write() as session:
+                    writes = [finish_of(job_id) for job_id in ids[at : at + BATCH]]
+                    if savepoints == "none":
+                        written = [write(session) for write in writes]
+                    elif savepoints == "one":
+                        written = _write_finals(session, writes)
+                    else:
+                        written = [_write_final(session, write) for write in writes]
+                    assert all(written)
 
-    got[f"finish x{BATCH}"] = per_job(count, finish_all)
+        return run
+
+    got[f"finish x{BATCH}"] = per_job(count, finish_all(ids, "none"))
+    for savepoints in ("one", "each"):
+        got[f"finish x{BATCH}, {savepoints} savepoint"] = per_job(
+            count, finish_all(bench.claimed(count), savepoints)
+        )
 
     def workspaces() -> None:
         for job_id in ids:
