@@ -110,7 +110,7 @@ def finish_of(job_id: str) -> Write:
     return lambda session: repository.succeed_in(session, params, max_pending_webhooks=100)
 
 
-def per_job(count: int, run: Callable[[], None], clock: Callable[[], float] = time.thread_time) -> float:
+def per_job(count: int, run: Callable[[], object], clock: Callable[[], float] = time.thread_time) -> float:
     """Microseconds of ``clock`` per job for ``run`` (which does ``count`` jobs)."""
     start = clock()
     run()
@@ -131,6 +131,7 @@ def round_of(bench: Bench, count: int, child: ChildProcess) -> dict[str, float]:
             for at in range(0, count, BATCH):
                 with bench.db.write() as session:
                     writes = [finish_of(job_id) for job_id in ids[at : at + BATCH]]
+                    written: list[bool | None]
                     if savepoints == "none":
                         written = [write(session) for write in writes]
                     elif savepoints == "one":
