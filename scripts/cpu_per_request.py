@@ -22,9 +22,9 @@ ratio to its accept rate (the jobs figure's two rates).
 ``--env``/``--baseline-env NAME=VALUE`` set a variable for this checkout's or the baseline's server:
 ``--baseline HEAD --baseline-env FILEJOBS_REUSE=false`` compares reuse on and off on the same code.
 
-The baseline revision is checked out into a temporary git worktree (either import name: ``service``
-before the rename, ``filejobs`` after). ``--baseline tutorial`` compares with the benchmark's
-FastAPI tutorial app instead (``scripts/bench/apps/tutorial.py``, under uvicorn with the same
+The baseline revision is extracted into a temporary directory (``git archive``; either import
+name: ``service`` before the rename, ``filejobs`` after). ``--baseline tutorial`` compares with the
+benchmark's FastAPI tutorial app instead (``scripts/bench/apps/tutorial.py``, under uvicorn with the same
 flags; ``upload``, ``first-upload`` and ``status`` only): it fsyncs nothing and keeps its jobs in a
 dict, so the ratio is what filejobs' durability and features cost per request on this machine;
 ``--baseline tutorial-durable`` is the same app fsyncing each file and its directory before answering.
@@ -244,16 +244,15 @@ def cpu_per_job(server: Checkout, jobs: int) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def worktree(revision: str, where: Path) -> Iterator[Path]:
-    subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(where), revision],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield where
-    finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(where)], check=False)
+def checkout(revision: str, where: Path) -> Iterator[Path]:
+    """The files of ``revision`` in ``where`` (``git archive``: no worktree is registered in the
+    repository, which other checkouts of it may share)."""
+    where.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", revision], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True, capture_output=True)
+    yield where
 
 
 def main() -> None:
@@ -283,7 +282,7 @@ def main() -> None:
             (Path(tmp) / "run-tutorial").mkdir()
             servers.append(Tutorial(Path(tmp) / "run-tutorial", durable=args.baseline == "tutorial-durable"))
         else:
-            base_root = stack.enter_context(worktree(args.baseline, Path(tmp) / "checkout"))
+            base_root = stack.enter_context(checkout(args.baseline, Path(tmp) / "checkout"))
             work = Path(tmp) / "run-baseline"
             work.mkdir()
             servers.append(

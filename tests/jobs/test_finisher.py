@@ -275,3 +275,73 @@ def test_a_row_refused_before_it_wrote_fails_alone_without_a_savepoint(db: Datab
         assert len(savepoints) == 1  # the final status's own, none for the rows
     finally:
         committer.close()
+
+
+def add_endpoint(db: Database, owner: str) -> None:
+    """A webhook endpoint of ``owner`` for every event: each final status queues one delivery."""
+    now = utcnow()
+    endpoint = WebhookEndpoint(
+        id="ep_" + outbox.new_delivery_id().removeprefix("msg_"),
+        owner=owner,
+        url="http://127.0.0.1:9/hook",
+        events=list(outbox.EVENT_TYPES),
+        secret="whsec_" + "A" * 43 + "=",
+        created_at=now,
+        updated_at=now,
+    )
+    with db.write() as session:
+        session.add(endpoint)
+
+
+@pytest.mark.parametrize("one_raises", [False, True])
+def test_the_group_committers_final_statuses_share_one_savepoint(db: Database, one_raises: bool) -> None:
+    """A batch's final statuses are written in one savepoint (not one each); when one of them
+    raises, that savepoint is undone and each is written again in a savepoint of its own: the one
+    that raises is left running, the others commit, their outbox rows once."""
+    committer = GroupCommitter(db, sync_dir=lambda: None)
+    savepoints: list[object] = []
+    try:
+        add_endpoint(db, "k1")
+        later = [claimed(db, owner="k1").id for _ in range(4)]
+        broken = claimed(db, owner="k1").id
+        followups = Followups(db, expected=len(later) + (2 if one_raises else 1))
+        release, first = blocked_first(committer, db, followups)
+        for job_id in later[:2]:
+            committer.finish(succeed(job_id), followups.then(job_id))
+        if one_raises:
+            write = succeed(broken)
+
+            def raises(session: Session) -> bool:
+                write(session)  # its UPDATE and outbox row are undone with the savepoint
+                raise RuntimeError("boom")
+
+            committer.finish(raises, followups.then(broken))
+        for job_id in later[2:]:
+            committer.finish(succeed(job_id), followups.then(job_id))
+        batches = committer.batches
+        real_begin_nested = Session.begin_nested
+
+        def counted(session: Session) -> Any:
+            savepoints.append(session)
+            return real_begin_nested(session)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Session, "begin_nested", counted)
+            release.set()
+            followups.wait()
+        assert committer.batches == batches + 2  # the first alone; the rest in one
+        # the rest's batch (the first's savepoint was taken before counting); after a raise,
+        # one more per final status
+        assert len(savepoints) == (1 + len(later) + 1 if one_raises else 1)
+        assert followups.told == {
+            first: True,
+            **dict.fromkeys(later, True),
+            **({broken: None} if one_raises else {}),
+        }
+        assert {row(db, job_id).status for job_id in later} == {"succeeded"}
+        assert row(db, broken).status == "running"
+        with db.read() as session:
+            found = session.execute(select(DELIVERIES.c.job_id)).scalars().all()
+        assert sorted(found) == sorted(later)
+    finally:
+        committer.close()

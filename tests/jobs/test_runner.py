@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from filejobs.jobs import repository
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.jobs.runner import Ran, run_job
 from filejobs.jobs.worker import LocalWorker
-from filejobs.models import JobStatus
+from filejobs.models import JobStatus, utcnow
 from filejobs.services import Services
 from filejobs.settings import Settings
 from filejobs.testing import submit
@@ -207,6 +208,37 @@ def test_run_job_says_when_a_retried_or_early_job_is_due(data_dir: Path) -> None
             done = submit(client, processor="inspect")["id"]
             assert run_job(done, ctx) == Ran(JobStatus.succeeded)
             assert run_job(done, ctx) == Ran(None)  # finished: nothing to schedule
+        finally:
+            ctx.child.kill()
+
+
+def test_a_job_that_came_due_after_its_refused_claim_is_offered_again(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim just before the job's ``run_after`` is refused; if the job is due by the time
+    run_job reads when it will be (a timer fired at the due instant), it comes back at once
+    instead of never (the worker's timer was the only thing that would offer it)."""
+    settings = make_settings(data_dir)
+    with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
+        services = client.app_state["services"]
+        job_id = submit(client, processor="inspect")["id"]
+        patch_job(services.db, job_id, run_after=utcnow() + timedelta(hours=1))
+        ctx = burst_worker(services).context(0)
+        real_get_job = repository.get_job
+
+        def read_after_it_came_due(db: Any, wanted: str) -> Any:
+            patch_job(services.db, job_id, run_after=utcnow() - timedelta(seconds=1))  # time passed
+            return real_get_job(db, wanted)
+
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(repository, "get_job", read_after_it_came_due)
+                refused = run_job(job_id, ctx)
+            assert refused.status is None
+            assert refused.due_at is not None
+            assert refused.due_at.replace(tzinfo=None) <= utcnow().replace(tzinfo=None)
+            assert row(services.db, job_id).status == "queued"
+            assert run_job(job_id, ctx) == Ran(JobStatus.succeeded)
         finally:
             ctx.child.kill()
 

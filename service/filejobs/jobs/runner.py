@@ -103,11 +103,14 @@ def run_job(job_id: str, ctx: RunContext) -> Ran:
 
 
 def _not_yet_due(ctx: RunContext, job_id: str) -> datetime | None:
-    """When the queued job ``job_id`` comes due, if later than now (None: not queued, or due)."""
+    """When to offer the queued job ``job_id`` again, after a claim that did not take it: when it
+    comes due, or now if it already has (None: not queued). A job whose claim came just before its
+    ``run_after`` (a timer fires at that instant) is due by the time this reads it, and must be
+    offered again, not dropped: nothing else would offer it until the sweeper's next pass."""
     job = repository.get_job(ctx.db, job_id)
-    if job is not None and job.status == JobStatus.queued.value and job.run_after > utcnow():
-        return job.run_after
-    return None
+    if job is None or job.status != JobStatus.queued.value:
+        return None
+    return max(job.run_after, utcnow())
 
 
 def _fail(ctx: RunContext, job: Job, failure: Failed) -> Ran:
