@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, delete, func, insert, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import ColumnElement
@@ -26,7 +26,7 @@ from filejobs.db import Database
 from filejobs.errors import BadRequest, Conflict, NotFound
 from filejobs.ids import is_job_id
 from filejobs.jobs.files import Garbage, lock_content, release
-from filejobs.models import Job, JobStatus, utcnow
+from filejobs.models import Job, JobStatus, WebhookEndpoint, utcnow
 from filejobs.webhooks.outbox import record_job_event
 
 #: Undelivered webhooks one key may have (``Settings.webhook_max_pending``'s default).
@@ -362,6 +362,7 @@ def _lock_content_of(session: Session, job_id: str, owner: str | None) -> bool:
 
 
 _T = Job.__table__  # type: ignore[attr-defined]
+_ENDPOINTS = WebhookEndpoint.__table__  # type: ignore[attr-defined]
 
 # The worker's two statements per job, built once with bind parameters: SQLAlchemy then reuses
 # their compiled form and cache key (building an ORM UPDATE per call cost about a millisecond).
@@ -402,6 +403,16 @@ _FINISH_SUCCEEDED = (
         updated_at=bindparam("b_now"),
     )
 )
+
+
+#: The same change when it has nothing for the webhook outbox (no ``callback_url``, no enabled
+#: endpoint of the job's key: a conservative test, any endpoint counts): one statement that a
+#: finish can run alone in autocommit, a commit of its own with no ``BEGIN``, outbox ``SELECT`` or
+#: ``COMMIT`` round trips. No row: not ours, or the outbox has work (:func:`succeed_in` then).
+_FINISH_SUCCEEDED_QUIET = _FINISH_SUCCEEDED.where(
+    _T.c.callback_url.is_(None),
+    ~exists().where(_ENDPOINTS.c.owner == _T.c.owner, _ENDPOINTS.c.enabled.is_(True)),
+).returning(_T.c.id)
 
 
 def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) -> Job | None:
@@ -505,6 +516,13 @@ def succeed_in(session: Session, params: dict[str, Any], *, max_pending_webhooks
         return False
     record_job_event(session, params["b_job_id"], max_pending=max_pending_webhooks)
     return True
+
+
+def succeed_alone(db: Database, params: dict[str, Any]) -> bool:
+    """running (ours) → succeeded in one durable statement of its own when the webhook outbox has
+    nothing to write for it (:data:`_FINISH_SUCCEEDED_QUIET`); False when it wrote nothing: the
+    job is no longer ours, or it has deliveries to queue (:func:`succeed_in` does both)."""
+    return bool(db.write_one(_FINISH_SUCCEEDED_QUIET, params))
 
 
 @dataclass(frozen=True)
