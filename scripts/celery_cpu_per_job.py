@@ -89,11 +89,14 @@ def tree_cpu(pid: int, prefix: str) -> CpuTimes:
     return out
 
 
-def services_cpu(database: str | None = None) -> CpuTimes:
+def services_cpu(database: str | None = None, poller: int | None = None) -> CpuTimes:
     """CPU seconds of the broker processes and of PostgreSQL: with ``database``, only the backends
-    connected to it (the machine's other users of the server left out), else all its processes."""
+    connected to it (the machine's other users of the server left out), else all its processes;
+    never the backend ``poller`` (the one counting the jobs done: this script's, not the job's)."""
     out = dict.fromkeys(SERVICES, 0.0)
     for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.pid == poller:
+            continue
         try:
             text = f"{proc.info['name'] or ''} {' '.join(proc.info['cmdline'] or [])[:200]}"
             for service, names in SERVICES.items():
@@ -144,7 +147,7 @@ def filejobs_round(broker: str, jobs: int, root: Path) -> tuple[float, CpuTimes]
             return {
                 **tree_cpu(worker.pid, "worker"),
                 **tree_cpu(server.pid, "api"),
-                **services_cpu(str(database)),
+                **services_cpu(str(database), conn.info.backend_pid),
             }
 
         return measure(lambda: succeeded(conn), jobs, snapshot)
@@ -159,6 +162,7 @@ def bare_round(broker: str, jobs: int, *, rows: bool = False) -> tuple[float, Cp
         stack.callback(app.close)
         env = {**os.environ, "BARE_CELERY_BROKER": BROKERS[broker], "BARE_CELERY_QUEUE": queue}
         database: str | None = None
+        poller: int | None = None
         if rows:
             database_url = stack.enter_context(fresh_postgres_database())
             env["BARE_CELERY_DATABASE"] = database_url
@@ -168,6 +172,7 @@ def bare_round(broker: str, jobs: int, *, rows: bool = False) -> tuple[float, Cp
             bare_celery.publish_rows(app, ids)
             conn = stack.enter_context(psycopg.connect(database_url, autocommit=True))
             done = partial(bare_celery.succeeded_rows, conn)
+            poller = conn.info.backend_pid
         else:
             counter = f"{queue}-done"
             counts = redis.Redis.from_url(bare_celery.COUNTER_REDIS)
@@ -183,7 +188,7 @@ def bare_round(broker: str, jobs: int, *, rows: bool = False) -> tuple[float, Cp
         stack.callback(stop_processes, [proc])
 
         def snapshot() -> CpuTimes:
-            return {**tree_cpu(proc.pid, "worker"), **services_cpu(database)}
+            return {**tree_cpu(proc.pid, "worker"), **services_cpu(database, poller)}
 
         return measure(done, jobs, snapshot)
 

@@ -102,6 +102,30 @@ def test_a_success_with_outbox_work_is_left_to_the_transaction(db: Database) -> 
     assert deliveries(db) == sorted([(by_endpoint.id, "job.succeeded"), (by_callback.id, "job.succeeded")])
 
 
+def test_the_transaction_reads_the_outbox_targets_only_when_the_key_has_some(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``succeed_in``'s ``UPDATE … RETURNING`` says whether the job's key has an enabled endpoint
+    (or the job a ``callback_url``): the outbox's own ``SELECT`` runs only then."""
+    recorded: list[str] = []
+    real = repository.record_job_event
+
+    def counted(session: Session, job_id: str, *, max_pending: int) -> int:
+        recorded.append(job_id)
+        return real(session, job_id, max_pending=max_pending)
+
+    monkeypatch.setattr(repository, "record_job_event", counted)
+    add_endpoint(db, "k2")  # another key's
+    add_endpoint(db, "k1", enabled=False)
+    quiet, loud = claimed(db, owner="k1"), claimed(db, owner="k2")
+    for job in (quiet, loud):
+        with db.write() as session:
+            assert repository.succeed_in(session, params(job.id), max_pending_webhooks=100)
+    assert recorded == [loud.id]
+    assert deliveries(db) == [(loud.id, "job.succeeded")]
+    assert (row(db, quiet.id).status, row(db, loud.id).status) == ("succeeded", "succeeded")
+
+
 def test_a_job_no_longer_ours_is_not_written_alone(db: Database) -> None:
     cancelled = claimed(db)
     repository.cancel_job(db, cancelled.id)
