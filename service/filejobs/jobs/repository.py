@@ -421,8 +421,9 @@ _FINISH_SUCCEEDED_RETURNING = _FINISH_SUCCEEDED.returning(
 #: endpoint of the job's key: a conservative test, any endpoint counts): one statement that a
 #: finish can run alone in autocommit, a commit of its own with no ``BEGIN``, outbox ``SELECT`` or
 #: ``COMMIT`` round trips. No row: not ours, or the outbox has work (:func:`succeed_in` then).
-_FINISH_SUCCEEDED_QUIET = _FINISH_SUCCEEDED.where(_T.c.callback_url.is_(None), _NO_ENDPOINTS)
-_FINISH_SUCCEEDED_QUIET = _FINISH_SUCCEEDED_QUIET.returning(_T.c.id)
+_FINISH_SUCCEEDED_QUIET = _FINISH_SUCCEEDED.where(_T.c.callback_url.is_(None), _NO_ENDPOINTS).returning(
+    _T.c.id
+)
 
 
 def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) -> Job | None:
