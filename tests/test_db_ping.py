@@ -95,3 +95,13 @@ def test_connections_closed_by_the_server_reconnect_without_an_error(
         assert session.execute(text("SELECT 1")).scalar_one() == 1
     assert backend_pid(db) != before
     assert pings  # found closed by its poll(), then its ping failed: replaced
+
+
+def test_a_closed_connection_counts_as_in_doubt(db: Database) -> None:
+    """``fileno()`` of a closed psycopg connection raises its own OperationalError: that means a
+    ping (which fails, and the connection is replaced), not an error out of the checkout."""
+    url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = psycopg.connect(url)
+    assert db_module._has_input(conn) is False  # open and quiet
+    conn.close()
+    assert db_module._has_input(conn) is True

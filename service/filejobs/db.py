@@ -110,7 +110,7 @@ def _has_input(dbapi_conn: Any) -> bool:
         poller = select.poll()
         poller.register(dbapi_conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
         return bool(poller.poll(0))
-    except (OSError, ValueError, AttributeError):  # closed, or no socket to ask: ping
+    except Exception:  # closed (psycopg raises its OperationalError), or no socket to ask: ping
         return True
 
 
