@@ -7,10 +7,13 @@ per job in filejobs and in bare Celery (:mod:`scripts.bench.apps.bare_celery`) o
 For filejobs: a fresh PostgreSQL database, one ``filejobs serve`` (celery backend) and no worker;
 ``--jobs`` tiny ``inspect`` jobs are uploaded (their messages wait in the queue), then one
 ``filejobs worker --concurrency 1 --log-level warning`` starts and drains them. For bare Celery:
-``--jobs`` no-op tasks published, then one bare worker drains them. In both, once the first job is
-done, the CPU times of the worker's processes (main, pool, the processor child), of the API
-process, and of every PostgreSQL, Redis and RabbitMQ process are read, and again after the last:
-the difference over the jobs done in between, and those jobs per second.
+``--jobs`` no-op tasks published, then one bare worker drains them; and "bare+rows", bare Celery
+whose task claims a row and records it succeeded in PostgreSQL (``bare_celery.status_rows``: the
+least a Celery-backed service that tracks status in PostgreSQL does per job). In each, once the
+first job is done, the CPU times of the worker's processes (main, pool, the processor child), of
+the API process, of the PostgreSQL backends connected to the round's database and of every Redis
+and RabbitMQ process are read, and again after the last: the difference over the jobs done in
+between, and those jobs per second.
 
     python -m scripts.celery_cpu_per_job --broker redis --jobs 300
     python -m scripts.celery_cpu_per_job --broker amqp --rounds 2
@@ -29,6 +32,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -38,7 +42,14 @@ import redis
 from filejobs.testing import Worker, fresh_postgres_database
 from scripts.bench.apps import bare_celery
 from scripts.bench.common import filejobs_server
-from scripts.bench.figures.celery import BROKERS, delete_queue, require_services, succeeded, upload
+from scripts.bench.figures.celery import (
+    BROKERS,
+    delete_queue,
+    require_services,
+    stop_processes,
+    succeeded,
+    upload,
+)
 
 #: Service processes by what their name or command line holds.
 SERVICES = {"postgres": ("postgres",), "redis": ("redis-server",), "rabbitmq": ("beam.smp",)}
@@ -78,13 +89,20 @@ def tree_cpu(pid: int, prefix: str) -> CpuTimes:
     return out
 
 
-def services_cpu() -> CpuTimes:
+def services_cpu(database: str | None = None, poller: int | None = None) -> CpuTimes:
+    """CPU seconds of the broker processes and of PostgreSQL: with ``database``, only the backends
+    connected to it (the machine's other users of the server left out), else all its processes;
+    never the backend ``poller`` (the one counting the jobs done: this script's, not the job's)."""
     out = dict.fromkeys(SERVICES, 0.0)
     for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.pid == poller:
+            continue
         try:
             text = f"{proc.info['name'] or ''} {' '.join(proc.info['cmdline'] or [])[:200]}"
             for service, names in SERVICES.items():
                 if any(name in text for name in names):
+                    if service == "postgres" and database is not None and f" {database} " not in text:
+                        continue
                     out[service] += _cpu(proc)
         except psutil.Error:
             continue
@@ -123,37 +141,56 @@ def filejobs_round(broker: str, jobs: int, root: Path) -> tuple[float, CpuTimes]
         worker.spawn()
         conn = stack.enter_context(psycopg.connect(database_url, autocommit=True))
 
+        database = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+
         def snapshot() -> CpuTimes:
-            return {**tree_cpu(worker.pid, "worker"), **tree_cpu(server.pid, "api"), **services_cpu()}
+            return {
+                **tree_cpu(worker.pid, "worker"),
+                **tree_cpu(server.pid, "api"),
+                **services_cpu(str(database), conn.info.backend_pid),
+            }
 
         return measure(lambda: succeeded(conn), jobs, snapshot)
 
 
-def bare_round(broker: str, jobs: int) -> tuple[float, CpuTimes]:
-    queue = f"fj-bare-{uuid.uuid4().hex[:10]}"
-    counter = f"{queue}-done"
-    app = bare_celery.make_app(BROKERS[broker], queue)
-    counts = redis.Redis.from_url(bare_celery.COUNTER_REDIS)
-    env = {**os.environ, "BARE_CELERY_BROKER": BROKERS[broker], "BARE_CELERY_QUEUE": queue}
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        bare_celery.publish(app, counter, jobs)
+def bare_round(broker: str, jobs: int, *, rows: bool = False) -> tuple[float, CpuTimes]:
+    """Bare Celery's no-op tasks, or with ``rows`` its claim-and-finish tasks on PostgreSQL."""
+    with ExitStack() as stack:
+        queue = f"fj-bare-{uuid.uuid4().hex[:10]}"
+        app = bare_celery.make_app(BROKERS[broker], queue)
+        stack.callback(delete_queue, broker, queue)
+        stack.callback(app.close)
+        env = {**os.environ, "BARE_CELERY_BROKER": BROKERS[broker], "BARE_CELERY_QUEUE": queue}
+        database: str | None = None
+        poller: int | None = None
+        if rows:
+            database_url = stack.enter_context(fresh_postgres_database())
+            env["BARE_CELERY_DATABASE"] = database_url
+            database = str(psycopg.conninfo.conninfo_to_dict(database_url)["dbname"])
+            ids = [uuid.uuid4().hex for _ in range(jobs)]
+            bare_celery.create_rows(database_url, ids)
+            bare_celery.publish_rows(app, ids)
+            conn = stack.enter_context(psycopg.connect(database_url, autocommit=True))
+            done = partial(bare_celery.succeeded_rows, conn)
+            poller = conn.info.backend_pid
+        else:
+            counter = f"{queue}-done"
+            counts = redis.Redis.from_url(bare_celery.COUNTER_REDIS)
+            stack.callback(counts.close)
+            stack.callback(counts.delete, counter)
+            bare_celery.publish(app, counter, jobs)
+
+            def done() -> int:
+                return int(counts.get(counter) or 0)
+
         argv = [sys.executable, "-m", "scripts.bench.apps.bare_celery", f"bare-{queue}@cpu"]
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
-        pid = proc.pid
+        stack.callback(stop_processes, [proc])
 
         def snapshot() -> CpuTimes:
-            return {**tree_cpu(pid, "worker"), **services_cpu()}
+            return {**tree_cpu(proc.pid, "worker"), **services_cpu(database, poller)}
 
-        return measure(lambda: int(counts.get(counter) or 0), jobs, snapshot)
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
-        app.close()
-        counts.delete(counter)
-        counts.close()
-        delete_queue(broker, queue)
+        return measure(done, jobs, snapshot)
 
 
 def show(label: str, rate: float, cpu: CpuTimes) -> None:
@@ -174,6 +211,7 @@ def main() -> None:
         for _ in range(args.rounds):
             show("filejobs", *filejobs_round(args.broker, args.jobs, Path(root)))
             show("bare", *bare_round(args.broker, args.jobs))
+            show("bare+rows", *bare_round(args.broker, args.jobs, rows=True))
 
 
 if __name__ == "__main__":

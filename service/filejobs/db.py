@@ -7,7 +7,9 @@ read transaction tries to upgrade) and :meth:`Database.read` for pure reads.
 
 from __future__ import annotations
 
+import select
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -15,7 +17,8 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy.exc import InvalidatePoolError
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 from sqlalchemy.sql import Executable
 from sqlmodel import Session, create_engine
 
@@ -35,9 +38,9 @@ def make_engine(url: str, *, null_pool: bool = False, synchronous: str = "FULL")
     pooling: dict[str, Any] = {"poolclass": NullPool} if null_pool else {"pool_size": 20, "max_overflow": 40}
     if parsed.get_backend_name() != "sqlite":
         if synchronous == "FULL":
-            return create_engine(url, pool_pre_ping=True, **pooling)
+            return ping_when_doubtful(create_engine(url, **pooling))
         options = " ".join(filter(None, [str(parsed.query.get("options", "")), "-c synchronous_commit=off"]))
-        return create_engine(url, pool_pre_ping=True, connect_args={"options": options}, **pooling)
+        return ping_when_doubtful(create_engine(url, connect_args={"options": options}, **pooling))
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +68,50 @@ def make_engine(url: str, *, null_pool: bool = False, synchronous: str = "FULL")
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def ping_when_doubtful(engine: Engine) -> Engine:
+    """``engine``'s pooled connections are checked out as ``pool_pre_ping`` would (a ``SELECT 1``,
+    and on failure the pool's connections replaced, as after a server restart), but only when there
+    is a reason to doubt them: the server wrote to the connection while it sat idle in the pool (a
+    restart, ``pg_terminate_backend`` or an idle timeout closes it with a message or an EOF, which
+    one ``poll()`` sees, no round trip), or it was idle longer than :data:`PING_IDLE_AFTER`
+    seconds (a peer gone without a word). A pre-ping on every checkout cost a round trip before
+    each statement or transaction: two of a Celery job's few."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
+        idle_since = record.info.pop(_IDLE_SINCE, None)
+        if idle_since is None:  # just connected
+            return
+        if time.monotonic() - idle_since < PING_IDLE_AFTER and not _has_input(dbapi_conn):
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            # As pool_pre_ping: this connection and every older one in the pool are replaced.
+            raise InvalidatePoolError(f"the connection failed its ping: {exc}") from exc
+
+    return engine
+
+
+#: Seconds a pooled PostgreSQL connection may sit idle and still be used without a ping.
+PING_IDLE_AFTER = 10.0
+_IDLE_SINCE = "filejobs_idle_since"
+
+
+def _has_input(dbapi_conn: Any) -> bool:
+    """Whether the server sent something (or closed) on an idle connection: one ``poll()``."""
+    try:
+        poller = select.poll()
+        poller.register(dbapi_conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    except Exception:  # closed (psycopg raises its OperationalError), or no socket to ask: ping
+        return True
 
 
 class Database:

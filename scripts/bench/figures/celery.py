@@ -21,7 +21,11 @@ same settings — prefork, concurrency 1, prefetch 1, acks late, publish confirm
 ``JOBS`` no-op tasks published by one thread; the clock runs from the first publish to the last
 task done). The ratio to bare Celery is filejobs' per-job overhead in Celery mode (end to end: the
 upload and its row too; from the broker: the claim, the job's child process, the finish) over what
-the broker costs.
+the broker costs. A third, for "from the broker": bare Celery + status rows, the same workers
+whose task claims a row and records it succeeded in a fresh PostgreSQL database (one conditional
+``UPDATE … RETURNING`` in autocommit, one durable ``UPDATE``; the clock runs to the last row
+``succeeded``): the least any Celery-backed service that keeps job status in PostgreSQL does per job,
+so the part of the gap that is the database's own work.
 
 Figures, per broker and worker count: end-to-end jobs/s and accept/s (202s per second while
 submitting), medians of ``ctx.rounds`` rounds, with the local backend's as the baseline, and jobs/s
@@ -46,6 +50,7 @@ import time
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -85,7 +90,7 @@ NOTE = (
 
 @dataclass
 class Result:
-    backend: str  # "local", "redis", "amqp", "bare-redis", "bare-amqp", "held-redis" or "held-amqp"
+    backend: str  # "local", "<broker>", "held-<broker>", "bare-<broker>" or "rows-<broker>"
     workers: int
     accept_per_s: float
     jobs_per_s: float
@@ -269,47 +274,67 @@ def bare_workers_ready(app: Celery, hostnames: list[str]) -> None:
     raise RuntimeError(f"bare Celery workers {hostnames} not ready within {BARE_READY_TIMEOUT:g} s")
 
 
-def run_bare(broker: str, workers: int, jobs: int) -> Result:
-    """Bare Celery on ``broker``: ``workers`` prefork workers drain ``jobs`` no-op tasks."""
-    queue = f"fj-bare-{uuid.uuid4().hex[:10]}"
-    counter = f"{queue}-done"
-    env = {**os.environ, "BARE_CELERY_BROKER": BROKERS[broker], "BARE_CELERY_QUEUE": queue}
-    hostnames = [f"bare{index}-{queue}@bench" for index in range(workers)]
-    app = bare_celery.make_app(BROKERS[broker], queue)
-    counts = redis.Redis.from_url(bare_celery.COUNTER_REDIS)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "scripts.bench.apps.bare_celery", name],
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
-        for name in hostnames
-    ]
-    try:
+def run_bare(broker: str, workers: int, jobs: int, *, rows: bool = False) -> Result:
+    """Bare Celery on ``broker``: ``workers`` prefork workers drain ``jobs`` no-op tasks, or with
+    ``rows`` ("bare Celery + status rows") ``jobs`` tasks that claim and finish a row each in a
+    fresh PostgreSQL database (:func:`scripts.bench.apps.bare_celery.status_rows`)."""
+    with ExitStack() as stack:
+        queue = f"fj-bare-{uuid.uuid4().hex[:10]}"
+        env = {**os.environ, "BARE_CELERY_BROKER": BROKERS[broker], "BARE_CELERY_QUEUE": queue}
+        app = bare_celery.make_app(BROKERS[broker], queue)
+        stack.callback(delete_queue, broker, queue)  # runs last: after the workers are gone
+        stack.callback(app.close)
+        if rows:
+            database_url = stack.enter_context(fresh_postgres_database())
+            env["BARE_CELERY_DATABASE"] = database_url
+            ids = [uuid.uuid4().hex for _ in range(jobs)]
+            bare_celery.create_rows(database_url, ids)
+            conn = stack.enter_context(psycopg.connect(database_url, autocommit=True))
+            publish = partial(bare_celery.publish_rows, app, ids)
+            done = partial(bare_celery.succeeded_rows, conn)
+        else:
+            counter = f"{queue}-done"
+            counts = redis.Redis.from_url(bare_celery.COUNTER_REDIS)
+            stack.callback(counts.close)
+            stack.callback(counts.delete, counter)
+            publish = partial(bare_celery.publish, app, counter, jobs)
+
+            def done() -> int:
+                return int(counts.get(counter) or 0)
+
+        hostnames = [f"bare{index}-{queue}@bench" for index in range(workers)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "scripts.bench.apps.bare_celery", name],
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            for name in hostnames
+        ]
+        stack.callback(stop_processes, procs)
         bare_workers_ready(app, hostnames)
         start = time.perf_counter()
-        bare_celery.publish(app, counter, jobs)
+        publish()
         published = time.perf_counter()
         deadline = time.monotonic() + FINISH_TIMEOUT
-        while int(counts.get(counter) or 0) < jobs:
+        while done() < jobs:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"bare Celery tasks did not finish within {FINISH_TIMEOUT:g} s")
             time.sleep(POLL_EVERY)
-        done = time.perf_counter()
-        return Result(f"bare-{broker}", workers, jobs / (published - start), jobs / (done - start))
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        app.close()
-        counts.delete(counter)
-        counts.close()
-        delete_queue(broker, queue)
+        finished = time.perf_counter()
+        backend = f"{'rows' if rows else 'bare'}-{broker}"
+        return Result(backend, workers, jobs / (published - start), jobs / (finished - start))
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def measure(
@@ -320,9 +345,11 @@ def measure(
     for round_no in range(1, ctx.rounds + 1):
         for workers in worker_counts:
             held = [f"held-{b}" for b in brokers]
-            for backend in ["local", *brokers, *held, *(f"bare-{b}" for b in brokers)]:
-                if backend.startswith("bare-"):
-                    result = run_bare(backend.removeprefix("bare-"), workers, jobs)
+            bare = [f"{kind}-{b}" for b in brokers for kind in ("bare", "rows")]
+            for backend in ["local", *brokers, *held, *bare]:
+                if backend.startswith(("bare-", "rows-")):
+                    kind, broker = backend.split("-", 1)
+                    result = run_bare(broker, workers, jobs, rows=kind == "rows")
                 else:
                     result = run_config(backend, workers, jobs, root)
                 results.setdefault((backend, workers), []).append(result)
@@ -343,6 +370,7 @@ def figures(
             bare = results[(f"bare-{broker}", workers)]
             mine = results[(broker, workers)]
             held = results[(f"held-{broker}", workers)]
+            rows = results[(f"rows-{broker}", workers)]
             plural = "s" if workers > 1 else ""
             where = f"Celery on {BROKER_LABEL[broker]}, {workers} worker{plural}"
             detail = f"{jobs} trivial inspect jobs, {UPLOADERS} uploaders, medians of {len(mine)} round(s)"
@@ -369,13 +397,18 @@ def figures(
                     label=f"{where}: jobs/s from the broker",
                     unit="jobs/s",
                     value=statistics.median(r.jobs_per_s for r in held),
-                    baselines={"bare Celery": statistics.median(r.jobs_per_s for r in bare)},
+                    baselines={
+                        "bare Celery": statistics.median(r.jobs_per_s for r in bare),
+                        "bare Celery + status rows": statistics.median(r.jobs_per_s for r in rows),
+                    },
                     target=">= 0.5x bare Celery",
                     met=None if smoke else half_of_bare(held, bare),
                     note=f"the jobs uploaded first, then their messages published from one thread; "
                     f"first publish to last succeeded (claim, child, finish), as bare Celery's "
-                    f"first publish to last no-op task done; {jobs} trivial inspect jobs, medians "
-                    f"of {len(held)} round(s)",
+                    f"first publish to last no-op task done; bare Celery + status rows: its task "
+                    f"claims a row (one UPDATE ... RETURNING, autocommit) and records it succeeded "
+                    f"(one durable UPDATE) in PostgreSQL, the database's own share of a job; "
+                    f"{jobs} trivial inspect jobs, medians of {len(held)} round(s)",
                 )
             )
             out.append(

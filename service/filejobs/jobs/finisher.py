@@ -113,6 +113,10 @@ Write = Callable[[Session], bool]
 #: Called after the commit with what :data:`Write` returned, or None when the change could not be
 #: committed (the job stays ``running``; its lease runs out and the sweeper queues it again).
 Then = Callable[[bool | None], None]
+#: Writes and commits one job's final status by itself, in one statement (a commit with no
+#: transaction round trips around it); False: it wrote nothing, :data:`Write` must run (the job is
+#: no longer ours, or its change needs more than that statement, e.g. webhook outbox rows).
+Alone = Callable[[], bool]
 
 
 class Finishes(Protocol):
@@ -120,14 +124,16 @@ class Finishes(Protocol):
     :class:`~filejobs.jobs.group_commit.GroupCommitter` (new jobs' rows and final statuses share its
     transactions)."""
 
-    def finish(self, write: Write, then: Then) -> None:
-        """Commit ``write`` soon, with others; then call ``then`` (on the committing thread)."""
+    def finish(self, write: Write, then: Then, alone: Alone | None = None) -> None:
+        """Commit ``write`` soon, with others; then call ``then`` (on the committing thread).
+        ``alone``, if given, may be used instead when nothing else is waiting."""
 
 
 @dataclass(frozen=True, slots=True)
 class Finish:
     write: Write
     then: Then
+    alone: Alone | None = None
 
 
 class Finisher(CommitThread[Finish]):
@@ -141,10 +147,12 @@ class Finisher(CommitThread[Finish]):
         self.batches = 0  # for tests and curiosity: transactions committed
         self.rows = 0
 
-    def finish(self, write: Write, then: Then) -> None:
-        """Commit ``write`` (with whatever else is waiting), then call ``then`` on this object's thread."""
+    def finish(self, write: Write, then: Then, alone: Alone | None = None) -> None:
+        """Commit ``write`` (with whatever else is waiting), then call ``then`` on this object's
+        thread. When nothing else is waiting, ``alone`` (if given) is tried first: one statement
+        instead of a transaction (a Celery worker's finishes mostly come one at a time)."""
         self._start()
-        self._queue.put(Finish(write, then))
+        self._queue.put(Finish(write, then, alone))
 
     # ---- the committing thread ----------------------------------------------------------------
 
@@ -156,7 +164,18 @@ class Finisher(CommitThread[Finish]):
                 log.exception("after a job's final status: its follow-up failed")
 
     def _commit(self, batch: list[Finish]) -> list[bool | None]:
-        """Write and commit ``batch`` in one transaction; if one write raised, each alone."""
+        """Write and commit ``batch`` in one transaction; if one write raised, each alone. A batch
+        of one with an ``alone`` tries that first."""
+        if len(batch) == 1 and batch[0].alone is not None:
+            try:
+                done = batch[0].alone()
+            except Exception:  # whether it landed is unknown (as for a commit): not retried
+                log.exception("a job's final status could not be written; the sweeper will take it")
+                return [None]
+            if done:
+                self.batches += 1
+                self.rows += 1
+                return [True]
         written: list[bool] = []
         committing = False
         try:

@@ -37,7 +37,7 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from filejobs.db import Database
-from filejobs.jobs.finisher import CommitThread, Finish, Then, Write
+from filejobs.jobs.finisher import Alone, CommitThread, Finish, Then, Write
 from filejobs.jobs.known_content import KnownContent
 from filejobs.models import Job
 
@@ -124,11 +124,12 @@ class GroupCommitter(CommitThread[_Insert | Finish]):
         self._queue.put(item)
         await asyncio.shield(item.future)  # a cancelled request must not lose track of its row
 
-    def finish(self, write: Write, then: Then) -> None:
+    def finish(self, write: Write, then: Then, alone: Alone | None = None) -> None:
         """Commit a job's final status (``write``, in the next batch's transaction: in one savepoint
         with the batch's other final statuses, see :func:`_write_finals`), then call ``then`` with
         what it returned (None: not committed) on this object's thread.
-        Returns at once; RuntimeError once closed."""
+        Returns at once; RuntimeError once closed. ``alone`` is not used: here a final status shares
+        its transaction with new jobs' rows, one commit for all."""
         self._start()
         self._queue.put(Finish(write, then))
 

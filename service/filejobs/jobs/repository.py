@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, delete, func, insert, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal_column, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import ColumnElement
@@ -26,7 +26,7 @@ from filejobs.db import Database
 from filejobs.errors import BadRequest, Conflict, NotFound
 from filejobs.ids import is_job_id
 from filejobs.jobs.files import Garbage, lock_content, release
-from filejobs.models import Job, JobStatus, utcnow
+from filejobs.models import Job, JobStatus, WebhookEndpoint, utcnow
 from filejobs.webhooks.outbox import record_job_event
 
 #: Undelivered webhooks one key may have (``Settings.webhook_max_pending``'s default).
@@ -362,6 +362,7 @@ def _lock_content_of(session: Session, job_id: str, owner: str | None) -> bool:
 
 
 _T = Job.__table__  # type: ignore[attr-defined]
+_ENDPOINTS = WebhookEndpoint.__table__  # type: ignore[attr-defined]
 
 # The worker's two statements per job, built once with bind parameters: SQLAlchemy then reuses
 # their compiled form and cache key (building an ORM UPDATE per call cost about a millisecond).
@@ -401,6 +402,27 @@ _FINISH_SUCCEEDED = (
         version=_T.c.version + 1,
         updated_at=bindparam("b_now"),
     )
+)
+
+
+#: No enabled webhook endpoint of the updated job's key (any event: a conservative test).
+_NO_ENDPOINTS = ~exists().where(_ENDPOINTS.c.owner == _T.c.owner, _ENDPOINTS.c.enabled.is_(True))
+#: The change in a transaction, returning whether the webhook outbox may have work for it: the
+#: outbox's own ``SELECT`` of the job and its endpoints is needed only then.
+_FINISH_SUCCEEDED_RETURNING = _FINISH_SUCCEEDED.returning(
+    _T.c.callback_url,  # the value, not ``IS NOT NULL``: SQLite 3.40's RETURNING says 1 for a NULL
+    # Spelled out: SQLAlchemy renders SQLite's RETURNING with unqualified columns, and there an
+    # unqualified ``owner`` in the subquery names the job's (every endpoint would match).
+    literal_column(
+        "EXISTS (SELECT 1 FROM webhook_endpoints AS e WHERE e.owner = jobs.owner AND e.enabled)"
+    ).label("has_endpoints"),
+)
+#: The same change when it has nothing for the webhook outbox (no ``callback_url``, no enabled
+#: endpoint of the job's key: a conservative test, any endpoint counts): one statement that a
+#: finish can run alone in autocommit, a commit of its own with no ``BEGIN``, outbox ``SELECT`` or
+#: ``COMMIT`` round trips. No row: not ours, or the outbox has work (:func:`succeed_in` then).
+_FINISH_SUCCEEDED_QUIET = _FINISH_SUCCEEDED.where(_T.c.callback_url.is_(None), _NO_ENDPOINTS).returning(
+    _T.c.id
 )
 
 
@@ -501,10 +523,19 @@ def succeed_in(session: Session, params: dict[str, Any], *, max_pending_webhooks
     the same one (:func:`succeeded_params` builds ``params``). False when the job is no longer ours.
     :func:`finish_succeeded` commits it alone; the worker pool's :class:`~filejobs.jobs.finisher.Finisher`
     commits many of them in one transaction."""
-    if session.connection().execute(_FINISH_SUCCEEDED, params).rowcount != 1:
+    changed = session.connection().execute(_FINISH_SUCCEEDED_RETURNING, params).first()
+    if changed is None:
         return False
-    record_job_event(session, params["b_job_id"], max_pending=max_pending_webhooks)
+    if changed.callback_url is not None or changed.has_endpoints:  # else the outbox has nothing to write
+        record_job_event(session, params["b_job_id"], max_pending=max_pending_webhooks)
     return True
+
+
+def succeed_alone(db: Database, params: dict[str, Any]) -> bool:
+    """running (ours) → succeeded in one durable statement of its own when the webhook outbox has
+    nothing to write for it (:data:`_FINISH_SUCCEEDED_QUIET`); False when it wrote nothing: the
+    job is no longer ours, or it has deliveries to queue (:func:`succeed_in` does both)."""
+    return bool(db.write_one(_FINISH_SUCCEEDED_QUIET, params))
 
 
 @dataclass(frozen=True)

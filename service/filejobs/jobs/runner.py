@@ -229,7 +229,8 @@ def _succeeded(
         def write(session: Session) -> bool:
             return repository.succeed_in(session, params, max_pending_webhooks=max_pending)
 
-        ctx.finisher.finish(write, partial(_finished, job, ctx, claimed_at))
+        alone = partial(repository.succeed_alone, ctx.db, params)
+        ctx.finisher.finish(write, partial(_finished, job, ctx, claimed_at), alone)
         return Ran(JobStatus.succeeded, finishing=True)
     with ctx.db.write() as session:
         owned = repository.succeed_in(session, params, max_pending_webhooks=max_pending)
