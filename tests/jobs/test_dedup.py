@@ -519,11 +519,18 @@ def test_on_postgresql_a_delete_waits_for_a_link_in_flight_and_counts_it(tmp_pat
                 )
                 deleting.start()
                 deadline = time.monotonic() + 10
-                waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-                with services.db.read_connection() as conn:
-                    while not conn.execute(waiting).scalar():
-                        assert time.monotonic() < deadline, "the delete did not wait for the link"
-                        time.sleep(0.01)
+                waiting = text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                # A transaction's view of pg_stat_activity is fixed at its first read: look from a
+                # new one each time (one view taken before the delete reached its lock never saw it).
+                while True:
+                    with services.db.read_connection() as conn:
+                        if conn.execute(waiting).scalar():
+                            break
+                    assert time.monotonic() < deadline, "the delete did not wait for the link"
+                    time.sleep(0.01)
                 assert outcome == []
             deleting.join(10)
             assert outcome[0].keys == []  # the new job's reference was counted: the bytes stay
