@@ -4,7 +4,9 @@ Three servers run under the same uvicorn (uvloop, httptools, log level warning, 
 
 * ``filejobs``: a real ``filejobs serve`` (:class:`filejobs.testing.Server`) with its own data dir;
 * ``tutorial``: :mod:`scripts.bench.apps.tutorial`, FastAPI + UploadFile + aiofiles + a dict;
-* ``raw``: :mod:`scripts.bench.apps.raw_asgi`, a bare ASGI app that only counts body bytes.
+* ``raw``: :mod:`scripts.bench.apps.raw_asgi`, a bare ASGI app that only counts body bytes;
+* ``durable``: :mod:`scripts.bench.apps.durable_sink`, the raw app that also hashes the body and
+  writes it, fsynced, to a file (the floor of a durable content-addressed upload).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ MiB = 1024 * 1024
 MB = 1_000_000
 SAMPLE_EVERY = 0.02
 LOG_LEVEL = "warning"
-AppName = Literal["filejobs", "tutorial", "raw"]
+AppName = Literal["filejobs", "tutorial", "raw", "durable"]
 
 
 @dataclass
@@ -76,11 +78,16 @@ def filejobs_server(
 
 
 class UvicornApp(HttpProcess):
-    """A baseline app (``tutorial`` or ``raw``) under uvicorn on a free port; a context manager."""
+    """A baseline app (``tutorial``, ``raw`` or ``durable``) under uvicorn on a free port; a context
+    manager. ``data_dir`` is where the tutorial and the durable sink store files."""
 
-    MODULES = {"tutorial": "scripts.bench.apps.tutorial:app", "raw": "scripts.bench.apps.raw_asgi:app"}
+    MODULES = {
+        "tutorial": "scripts.bench.apps.tutorial:app",
+        "raw": "scripts.bench.apps.raw_asgi:app",
+        "durable": "scripts.bench.apps.durable_sink:app",
+    }
 
-    def __init__(self, name: Literal["tutorial", "raw"], data_dir: Path) -> None:
+    def __init__(self, name: Literal["tutorial", "raw", "durable"], data_dir: Path) -> None:
         super().__init__(
             cwd=REPO,  # the baseline apps are modules of this checkout's scripts package
             log_path=data_dir.parent / f"{data_dir.name}.log",
@@ -105,8 +112,18 @@ class UvicornApp(HttpProcess):
 
 
 #: Where each app takes uploads and answers status.
-UPLOAD_PATH: dict[AppName, str] = {"filejobs": "/v1/jobs", "tutorial": "/jobs", "raw": "/upload"}
-STATUS_PATH: dict[AppName, str] = {"filejobs": "/v1/jobs/{id}", "tutorial": "/jobs/{id}", "raw": "/"}
+UPLOAD_PATH: dict[AppName, str] = {
+    "filejobs": "/v1/jobs",
+    "tutorial": "/jobs",
+    "raw": "/upload",
+    "durable": "/upload",
+}
+STATUS_PATH: dict[AppName, str] = {
+    "filejobs": "/v1/jobs/{id}",
+    "tutorial": "/jobs/{id}",
+    "raw": "/",
+    "durable": "/",
+}
 
 
 # ---- samplers -------------------------------------------------------------------------------------
