@@ -10,10 +10,14 @@ anything else an empty 200.
 
 The cheapest of the arrangements measured (docs/performance.md, "round three"): the pieces go to
 a thread in 1 MiB batches; one executor call per batch hashes and writes them (the calls one after
-the other, at most :data:`IN_FLIGHT` batches queued) and starts their writeback, as filejobs does
-(``sync_file_range``, then an ``fdatasync`` in the background every :data:`SYNC_EVERY` bytes), so
-the final fsync has little left. Hashing on the event loop instead was as fast (the same median
-MB/s) for 0.2-0.3 s more CPU per GiB; one thread fed piece by piece was much slower.
+the other, at most :data:`IN_FLIGHT` batches queued) with filejobs' own direct writer
+(:class:`filejobs.direct_io.DirectWriter`: ``O_DIRECT`` through two aligned staging buffers, the
+bytes hashed there, each full buffer written by a pool thread while the other fills), and an
+``fdatasync`` in the background every :data:`SYNC_EVERY` bytes, so the final fsync has little
+left. Measured against it: buffered writes with their writeback started at once
+(``sync_file_range``, what filejobs did before; the fallback here where the file system refuses
+``O_DIRECT``) were much slower, hashing on the event loop instead of in the writing thread as
+fast for 0.2-0.3 s more CPU per GiB, one thread fed piece by piece much slower.
 
 Run: ``uvicorn scripts.bench.apps.durable_sink:app`` with ``TUTORIAL_DATA_DIR``.
 """
@@ -30,6 +34,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from filejobs.direct_io import DirectWriter
 
 Scope = dict[str, Any]
 DATA_DIR = Path(os.environ.get("TUTORIAL_DATA_DIR", "durable-data"))
@@ -55,17 +61,22 @@ SYNC_FILE_RANGE = _sync_file_range()
 
 
 class DurableFile:
-    """A new file written by one executor call at a time (the calls are chained), with its
-    writeback started as it goes."""
+    """A new file written by one executor call at a time (the calls are chained): direct writes,
+    or buffered ones with their writeback started as they go."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.written = self.synced_to = 0
         self.sync: threading.Thread | None = None
+        self.direct = DirectWriter.open(self.fd, 0)  # None: a file system without O_DIRECT
 
     def write(self, batch: list[bytes], digest: hashlib._Hash) -> None:
         start = self.written
+        if self.direct is not None:
+            self.written += self.direct.write(batch, digest)
+            self._sync_now_and_then()
+            return
         for piece in batch:
             digest.update(piece)
             view = memoryview(piece)
@@ -74,6 +85,9 @@ class DurableFile:
             self.written += len(piece)
         if SYNC_FILE_RANGE is not None:
             SYNC_FILE_RANGE(self.fd, start, self.written - start, _SYNC_FILE_RANGE_WRITE)
+        self._sync_now_and_then()
+
+    def _sync_now_and_then(self) -> None:
         if self.written - self.synced_to >= SYNC_EVERY and (self.sync is None or not self.sync.is_alive()):
             self.synced_to = self.written
             self.sync = threading.Thread(target=os.fdatasync, args=(self.fd,), daemon=True)
@@ -81,6 +95,9 @@ class DurableFile:
 
     def finish(self) -> None:
         """fsync the file and its directory."""
+        if self.direct is not None:
+            direct, self.direct = self.direct, None
+            direct.finish()
         if self.sync is not None:
             self.sync.join()
         os.fsync(self.fd)
@@ -91,6 +108,8 @@ class DurableFile:
             os.close(directory)
 
     def close(self, remove: bool) -> None:
+        if self.direct is not None:
+            self.direct.close()
         if self.sync is not None:
             self.sync.join()
         os.close(self.fd)
