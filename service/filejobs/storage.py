@@ -262,6 +262,8 @@ class LocalUploadSink:
     Every file operation runs in a worker thread (the event loop never waits on the disk), one
     thread call per chunk (open on the first, write, start its writeback) and one for the commit
     (fsync, close, rename, and the directory's fsync unless a group commit does that for many).
+    From a streamed upload's first large write on, the file is written around the page cache
+    where the file system allows it (:class:`filejobs.direct_io.DirectWriter`, which hashes too).
 
     A small file that arrives whole (one ``final`` write of at most :data:`HOLD_BYTES`) is held in
     memory instead: the thread that commits it creates, writes, fsyncs and renames it in one go
