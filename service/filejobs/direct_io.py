@@ -72,6 +72,7 @@ class DirectWriter:
         self._views = [memoryview(stage) for stage in self._stages]
         self._view = self._views[0]
         self._staged = 0
+        self._on_file = 0  # of the staged bytes, how many a flush wrote already (buffered)
         self._direct = True
         self._pending: Future[None] | None = None
 
@@ -108,7 +109,7 @@ class DirectWriter:
         self._pending = self._pool.submit(self._pwrite, data, offset)
         self.offset += self._staged
         self._view = self._views[1] if self._view is self._views[0] else self._views[0]
-        self._staged = 0
+        self._staged = self._on_file = 0
 
     def _pwrite(self, data: memoryview, offset: int) -> None:
         if self._direct:
@@ -131,17 +132,45 @@ class DirectWriter:
             self._direct = False
             _set_direct(self.fd, False)
 
+    def flush(self) -> int:
+        """Get everything staged into the file now and give the buffers' memory back (a slow or
+        stalled upload: it then holds no more than a page). The aligned part is written direct;
+        the last bytes of an unaligned length are written buffered and kept staged (the next
+        direct write, at the aligned offset, writes them again with what follows). Returns the
+        bytes the next direct write will not cover again (the aligned part)."""
+        self._wait()
+        aligned = self._staged - self._staged % ALIGN
+        if aligned:
+            self._pwrite(self._view[:aligned], self.offset)
+            self.offset += aligned
+            tail = self._staged - aligned
+            self._view[:tail] = self._view[aligned : self._staged]
+            self._staged, self._on_file = tail, 0
+        if self._staged > self._on_file:
+            direct = self._direct
+            self._buffered()
+            start = self._on_file
+            _pwrite_all(self.fd, self._view[start : self._staged], self.offset + start)
+            self._on_file = self._staged
+            if direct:
+                self._direct = _set_direct(self.fd, True)
+        current = self._stages[0] if self._view is self._views[0] else self._stages[1]
+        for stage in self._stages:  # anonymous pages: read back as zeros, filled before use
+            keep = ALIGN if stage is current and self._staged else 0
+            stage.madvise(mmap.MADV_DONTNEED, keep, STAGE_BYTES - keep)
+        return aligned
+
     def finish(self) -> int:
         """Wait for the buffer being written, then write what is staged (buffered: its length
         need not be aligned); returns the bytes written since the last :meth:`write` returned.
         The writer is closed afterwards; the caller fsyncs the file."""
         try:
             self._wait()
-            staged = self._staged
-            if staged:
+            staged, start = self._staged, self._on_file
+            if staged > start:
                 self._buffered()
-                _pwrite_all(self.fd, self._view[:staged], self.offset)
-                self.offset += staged
+                _pwrite_all(self.fd, self._view[start:staged], self.offset + start)
+            self.offset += staged
             return staged
         finally:
             self.close()

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from anyio import to_thread
 
-from filejobs.direct_io import DirectWriter
+from filejobs.direct_io import STAGE_BYTES, DirectWriter
 from filejobs.ids import is_job_id, random_hex
 
 if TYPE_CHECKING:
@@ -322,7 +322,11 @@ class LocalUploadSink:
             if self._direct is not None:
                 self._writeback.enabled = False  # no dirty pages to start writing back
         if self._direct is not None:
-            self._writeback.wrote(self._direct.write(pieces, digest))
+            written = self._direct.write(pieces, digest)
+            if sum(len(piece) for piece in pieces) < STAGE_BYTES:
+                # Less than a chunk: a slow upload's hand-over (the watch timer's), or its end.
+                written += self._direct.flush()
+            self._writeback.wrote(written)
             if final:
                 self._finish()
             return

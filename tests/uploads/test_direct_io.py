@@ -34,17 +34,27 @@ def pieces_of(data: bytes, size: int = PIECE) -> list[memoryview]:
     return [view[i : i + size] for i in range(0, len(data), size)]
 
 
-def upload(sink: LocalUploadSink, data: bytes, *, first: bytes = b"", per_write: int = 4) -> str:
-    """Write ``first`` (if any) then ``data`` in writes of ``per_write`` pieces, hashed by the
-    sink; commit as ``uploads/file``. Returns the SHA-256 the sink computed."""
+def chunks_of(data: bytes) -> list[list[memoryview]]:
+    """``data``'s pieces in chunks as the upload receiver hands them over: each at least
+    :data:`STAGE_BYTES` (its ``WRITE_CHUNK``), the last one whatever is left."""
+    chunks: list[list[memoryview]] = [[]]
+    for piece in pieces_of(data):
+        if sum(len(p) for p in chunks[-1]) >= STAGE_BYTES:
+            chunks.append([])
+        chunks[-1].append(piece)
+    return chunks
+
+
+def upload(sink: LocalUploadSink, data: bytes, *, first: bytes = b"") -> str:
+    """Write ``first`` (if any) then ``data`` in chunks (:func:`chunks_of`), hashed by the sink;
+    commit as ``uploads/file``. Returns the SHA-256 the sink computed."""
     digest = hashlib.sha256()
 
     async def run() -> None:
         if first:
             await sink.write(first, digest=digest)
-        pieces = pieces_of(data)
-        for start in range(0, len(pieces), per_write):
-            await sink.write(pieces[start : start + per_write], digest=digest)
+        for chunk in chunks_of(data):
+            await sink.write(chunk, digest=digest)
         await sink.commit("uploads/file")
 
     asyncio.run(run())
@@ -88,6 +98,7 @@ def test_the_direct_writes_are_aligned_and_the_tail_is_not_direct(
     monkeypatch.setattr(direct_io, "_pwrite_all", recorded)
     data = os.urandom(2 * STAGE_BYTES + 100)
     upload(storage.open_upload(), data)
+    # The last chunk is less than a chunk: flushed (its last 100 bytes buffered), nothing left to finish.
     assert writes == [(0, STAGE_BYTES, True), (STAGE_BYTES, STAGE_BYTES, True), (2 * STAGE_BYTES, 100, False)]
     assert (storage.root / "uploads" / "file").read_bytes() == data
 
@@ -180,3 +191,28 @@ def test_an_abort_removes_the_file(storage: LocalStorage, staged: int) -> None:
     asyncio.run(run())
     assert list((storage.root / "tmp").iterdir()) == []
     assert sink._direct is None
+
+
+def test_a_hand_over_of_less_than_a_chunk_reaches_the_file(storage: LocalStorage) -> None:
+    """A slow or stalled upload's watch timer hands over less than a chunk: those bytes are in the
+    file when the write returns (the staging buffers keep at most a page of them), and the direct
+    writes that follow still start at aligned offsets and rewrite that page whole."""
+    if not direct_supported(storage.root / "tmp"):
+        pytest.skip("this file system takes no O_DIRECT writes")
+    data = os.urandom(3 * STAGE_BYTES + 5000)
+    cut, stall = STAGE_BYTES + 300_000, 2 * STAGE_BYTES - 5000  # the hand-over ends mid-page
+    first, stalled, rest = data[:cut], data[cut:stall], data[stall:]
+    sink = storage.open_upload()
+    digest = hashlib.sha256()
+
+    async def run() -> None:
+        await sink.write(pieces_of(first), digest=digest)
+        await sink.write(pieces_of(stalled, 1000), digest=digest)  # under a chunk: a hand-over
+        [path] = list((storage.root / "tmp").iterdir())
+        assert path.read_bytes() == first + stalled
+        await sink.write(pieces_of(rest), digest=digest)
+        await sink.commit("uploads/file")
+
+    asyncio.run(run())
+    assert (storage.root / "uploads" / "file").read_bytes() == data
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
