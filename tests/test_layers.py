@@ -17,7 +17,8 @@ ones included. The layers, top to bottom (a module may import its own layer and 
   (resumable uploads: the tus protocol, its upload store, and the hand-over of a finished upload to
   the intake).
 - **base**: what the domain is built on and that knows nothing of it: ``processors`` (the
-  processor interface and the built-ins), ``storage`` (and its S3 backend, ``object_storage``),
+  processor interface and the built-ins), ``storage`` (and its S3 backend, ``object_storage``, and
+  ``direct_io``, the ``O_DIRECT`` writer of its large uploads),
   ``db``, ``models``, ``migrate``, ``schema_version``, ``settings``, ``errors``, ``metrics`` (the
   counters; the database gauges are the API's), ``shutdown``, ``background``, ``ids``,
   ``filenames``, ``multipart_whole``, ``sniff``, ``magic``, ``client_json``, ``memory``, ``lazy`` and the
@@ -61,6 +62,7 @@ LAYERS: dict[str, int] = {
             "",  # the package's __init__
             "processors",
             "storage",
+            "direct_io",  # the O_DIRECT writer the local storage writes large uploads with
             "object_storage",  # the S3 backend of storage
             "db",
             "models",

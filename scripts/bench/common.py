@@ -5,7 +5,9 @@ Three servers run under the same uvicorn (uvloop, httptools, log level warning, 
 * ``filejobs``: a real ``filejobs serve`` (:class:`filejobs.testing.Server`) with its own data dir;
 * ``tutorial``: :mod:`scripts.bench.apps.tutorial`, FastAPI + UploadFile + aiofiles + a dict;
   ``tutorial-durable`` is the same app fsyncing each file and its directory before answering;
-* ``raw``: :mod:`scripts.bench.apps.raw_asgi`, a bare ASGI app that only counts body bytes.
+* ``raw``: :mod:`scripts.bench.apps.raw_asgi`, a bare ASGI app that only counts body bytes;
+* ``durable``: :mod:`scripts.bench.apps.durable_sink`, the raw app that also hashes the body and
+  writes it, fsynced, to a file (the floor of a durable content-addressed upload).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ MiB = 1024 * 1024
 MB = 1_000_000
 SAMPLE_EVERY = 0.02
 LOG_LEVEL = "warning"
-AppName = Literal["filejobs", "tutorial", "tutorial-durable", "raw"]
-BaselineName = Literal["tutorial", "tutorial-durable", "raw"]
+AppName = Literal["filejobs", "tutorial", "tutorial-durable", "raw", "durable"]
+BaselineName = Literal["tutorial", "tutorial-durable", "raw", "durable"]
 
 
 @dataclass
@@ -78,13 +80,15 @@ def filejobs_server(
 
 
 class UvicornApp(HttpProcess):
-    """A baseline app (``tutorial``, ``tutorial-durable`` or ``raw``) under uvicorn on a free port;
-    a context manager."""
+    """A baseline app (``tutorial``, ``tutorial-durable``, ``raw`` or ``durable``) under uvicorn on
+    a free port; a context manager. ``data_dir`` is where the tutorials and the durable sink store
+    files."""
 
     MODULES = {
         "tutorial": "scripts.bench.apps.tutorial:app",
         "tutorial-durable": "scripts.bench.apps.tutorial:app",  # with TUTORIAL_DURABLE=1
         "raw": "scripts.bench.apps.raw_asgi:app",
+        "durable": "scripts.bench.apps.durable_sink:app",
     }
 
     def __init__(self, name: BaselineName, data_dir: Path) -> None:
@@ -118,12 +122,14 @@ UPLOAD_PATH: dict[AppName, str] = {
     "tutorial": "/jobs",
     "tutorial-durable": "/jobs",
     "raw": "/upload",
+    "durable": "/upload",
 }
 STATUS_PATH: dict[AppName, str] = {
     "filejobs": "/v1/jobs/{id}",
     "tutorial": "/jobs/{id}",
     "tutorial-durable": "/jobs/{id}",
     "raw": "/",
+    "durable": "/",
 }
 
 

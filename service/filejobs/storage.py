@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from anyio import to_thread
 
+from filejobs.direct_io import STAGE_BYTES, DirectWriter
 from filejobs.ids import is_job_id, random_hex
 
 if TYPE_CHECKING:
@@ -264,6 +265,8 @@ class LocalUploadSink:
     Every file operation runs in a worker thread (the event loop never waits on the disk), one
     thread call per chunk (open on the first, write, start its writeback) and one for the commit
     (fsync, close, rename, and the directory's fsync unless a group commit does that for many).
+    From a streamed upload's first large write on, the file is written around the page cache
+    where the file system allows it (:class:`filejobs.direct_io.DirectWriter`, which hashes too).
 
     A small file that arrives whole (one ``final`` write of at most :data:`HOLD_BYTES`) is held in
     memory instead: the thread that commits it (the group committer's place pool, for all the
@@ -281,6 +284,9 @@ class LocalUploadSink:
         self._fd: int | None = None
         self._synced = False
         self._writeback: Writeback | None = None
+        #: Set on the first large write when the file system takes direct writes (see :meth:`_write`).
+        self._direct: DirectWriter | None = None
+        self._direct_tried = False
         #: A small whole file, not written yet (see the class's docstring).
         self._held: bytes | None = None
         #: True once the temp file may exist (an abort then needs the disk).
@@ -322,15 +328,31 @@ class LocalUploadSink:
                 self._created = True
             self._fd = self._open()
             self._writeback = Writeback(self._fd)
+        assert self._writeback is not None
+        pieces = pieces_of(data)
+        if not self._direct_tried and not final and sum(len(piece) for piece in pieces) >= SMALL_WRITE:
+            # The first large write of a streamed upload: from here on, around the page cache.
+            self._direct_tried = True
+            self._direct = DirectWriter.open(self._fd, self._writeback.written)
+            if self._direct is not None:
+                self._writeback.enabled = False  # no dirty pages to start writing back
+        if self._direct is not None:
+            written = self._direct.write(pieces, digest)
+            if sum(len(piece) for piece in pieces) < STAGE_BYTES:
+                # Less than a chunk: a slow upload's hand-over (the watch timer's), or its end.
+                written += self._direct.flush()
+            self._writeback.wrote(written)
+            if final:
+                self._finish()
+            return
         size = 0
-        for piece in pieces_of(data):
+        for piece in pieces:
             view = memoryview(piece)
             if digest is not None:  # hashed here, in the writing thread: one thread call for both
                 digest.update(view)
             size += len(view)
             while view:
                 view = view[os.write(self._fd, view) :]
-        assert self._writeback is not None
         if size >= SMALL_WRITE:  # small files: the final fsync is as cheap as anything
             self._writeback.wrote(size)
         else:
@@ -353,6 +375,9 @@ class LocalUploadSink:
             self._write(b"")
         assert self._fd is not None
         assert self._writeback is not None
+        if self._direct is not None:
+            direct, self._direct = self._direct, None
+            self._writeback.written += direct.finish()
         self._writeback.settle()
         os.fsync(self._fd)
         self._synced = True
@@ -399,6 +424,9 @@ class LocalUploadSink:
 
     def _abort(self) -> None:
         self._held = None
+        if self._direct is not None:
+            direct, self._direct = self._direct, None
+            direct.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp)
         if self._fd is not None:

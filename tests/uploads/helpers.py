@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from filejobs.direct_io import DirectWriter
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.jobs.submit import create_job
 from filejobs.services import Services
@@ -289,7 +290,12 @@ class SpySink:
 
 
 def spy_on_uploads(monkeypatch: pytest.MonkeyPatch, services: Services, **options: Any) -> list[SpySink]:
-    """Replace ``services.storage.open_upload`` with a factory of :class:`SpySink` (returned list)."""
+    """Replace ``services.storage.open_upload`` with a factory of :class:`SpySink` (returned list).
+
+    The spy reads the temp file's size after each write, so the sinks write buffered: a direct
+    write (:mod:`filejobs.direct_io`) stages the bytes and writes them in the background, and the
+    size would depend on timing. ``tests/uploads/test_direct_io.py`` covers that path's failures."""
+    monkeypatch.setattr(DirectWriter, "open", classmethod(lambda cls, fd, offset: None))
     sinks: list[SpySink] = []
     real_open = services.storage.open_upload
     tmp_dir = services.storage.root / "tmp"
