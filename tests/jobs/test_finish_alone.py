@@ -17,8 +17,8 @@ from sqlmodel import Session
 from filejobs.db import Database
 from filejobs.jobs import repository
 from filejobs.jobs.finisher import Finisher
-from filejobs.models import Job, WebhookDelivery, WebhookEndpoint, WebhookSecret, utcnow
-from filejobs.webhooks import outbox
+from filejobs.models import Job, WebhookDelivery, WebhookSecret, utcnow
+from tests.endpoints import add_endpoint
 from tests.jobs.helpers import make_job, row, wait_until
 from tests.jobs.test_finisher import Followups, blocked_first
 from tests.services import migrated_database
@@ -49,22 +49,6 @@ def params(job_id: str) -> dict[str, Any]:
         output_name=None,
         output_content_type=None,
     )
-
-
-def add_endpoint(db: Database, owner: str, *, enabled: bool = True) -> None:
-    now = utcnow()
-    endpoint = WebhookEndpoint(
-        id="ep_" + outbox.new_delivery_id().removeprefix("msg_"),
-        owner=owner,
-        url="http://127.0.0.1:9/hook",
-        events=list(outbox.EVENT_TYPES),
-        secret="whsec_" + "A" * 43 + "=",
-        enabled=enabled,
-        created_at=now,
-        updated_at=now,
-    )
-    with db.write() as session:
-        session.add(endpoint)
 
 
 def deliveries(db: Database) -> list[tuple[str, str]]:

@@ -19,8 +19,8 @@ from filejobs.db import Database
 from filejobs.jobs import repository
 from filejobs.jobs.finisher import Finisher, Finishes
 from filejobs.jobs.group_commit import GroupCommitter, NothingWritten
-from filejobs.models import Job, WebhookDelivery, WebhookEndpoint, utcnow
-from filejobs.webhooks import outbox
+from filejobs.models import Job, WebhookDelivery
+from tests.endpoints import add_endpoint
 from tests.jobs.helpers import make_job, row
 from tests.services import migrated_database
 
@@ -162,18 +162,7 @@ def test_a_change_that_raises_leaves_that_job_running_and_commits_the_others(
 def test_the_outbox_rows_commit_with_the_final_status(
     db: Database, finisher: Finisher | GroupCommitter
 ) -> None:
-    now = utcnow()
-    endpoint = WebhookEndpoint(
-        id="ep_" + outbox.new_delivery_id().removeprefix("msg_"),
-        owner="k1",
-        url="http://127.0.0.1:9/hook",
-        events=list(outbox.EVENT_TYPES),
-        secret="whsec_" + "A" * 43 + "=",
-        created_at=now,
-        updated_at=now,
-    )
-    with db.write() as session:
-        session.add(endpoint)
+    add_endpoint(db, "k1")
     jobs = [claimed(db, owner="k1").id for _ in range(3)]
     followups = Followups(db, expected=3)
     for job_id in jobs:
@@ -275,22 +264,6 @@ def test_a_row_refused_before_it_wrote_fails_alone_without_a_savepoint(db: Datab
         assert len(savepoints) == 1  # the final status's own, none for the rows
     finally:
         committer.close()
-
-
-def add_endpoint(db: Database, owner: str) -> None:
-    """A webhook endpoint of ``owner`` for every event: each final status queues one delivery."""
-    now = utcnow()
-    endpoint = WebhookEndpoint(
-        id="ep_" + outbox.new_delivery_id().removeprefix("msg_"),
-        owner=owner,
-        url="http://127.0.0.1:9/hook",
-        events=list(outbox.EVENT_TYPES),
-        secret="whsec_" + "A" * 43 + "=",
-        created_at=now,
-        updated_at=now,
-    )
-    with db.write() as session:
-        session.add(endpoint)
 
 
 @pytest.mark.parametrize("one_raises", [False, True])

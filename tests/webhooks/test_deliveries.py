@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import insert, select
 
 from filejobs.db import Database
-from filejobs.models import WebhookDelivery, WebhookEndpoint, utcnow
+from filejobs.models import WebhookDelivery, utcnow
 from filejobs.webhooks import deliveries, outbox
+from tests.endpoints import add_endpoint
 from tests.services import migrated_database
 
 DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
@@ -23,22 +24,6 @@ DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     with migrated_database(request.param, tmp_path) as database:
         yield database
-
-
-def _endpoint(db: Database, owner: str = "k1") -> str:
-    now = utcnow()
-    endpoint = WebhookEndpoint(
-        id="ep_" + outbox.new_delivery_id().removeprefix("msg_"),
-        owner=owner,
-        url="http://127.0.0.1:9/hook",
-        events=list(outbox.EVENT_TYPES),
-        secret="whsec_" + "A" * 43 + "=",
-        created_at=now,
-        updated_at=now,
-    )
-    with db.write() as session:
-        session.add(endpoint)
-    return endpoint.id
 
 
 def _deliveries(db: Database, endpoint_id: str | None, count: int, owner: str = "k1") -> list[str]:
@@ -73,7 +58,7 @@ def _claim(
 
 
 def test_claims_are_exclusive(db: Database) -> None:
-    endpoints = [_endpoint(db) for _ in range(5)]
+    endpoints = [add_endpoint(db) for _ in range(5)]
     wanted = {i for e in endpoints for i in _deliveries(db, e, 8)}
     got: list[str] = []
     lock = threading.Lock()
@@ -94,7 +79,7 @@ def test_claims_are_exclusive(db: Database) -> None:
 
 
 def test_lanes_are_bounded_and_full_lanes_skipped(db: Database) -> None:
-    slow, other = _endpoint(db), _endpoint(db)
+    slow, other = add_endpoint(db), add_endpoint(db)
     _deliveries(db, slow, 20)  # older: first in line
     other_ids = set(_deliveries(db, other, 3))
     first = _claim(db)
@@ -118,7 +103,7 @@ def test_rows_with_nowhere_to_go_fail(db: Database) -> None:
 
 
 def test_pending_stats_and_retention(db: Database) -> None:
-    endpoint = _endpoint(db)
+    endpoint = add_endpoint(db)
     ids = _deliveries(db, endpoint, 2)
     count, oldest = deliveries.pending_stats(db)
     assert count == 2
