@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from filejobs.direct_io import DirectWriter
+from scripts.bench.apps.raw_asgi import lifespan
 
 Scope = dict[str, Any]
 DATA_DIR = Path(os.environ.get("TUTORIAL_DATA_DIR", "durable-data"))
@@ -153,16 +154,6 @@ async def store(receive: Any, out: DurableFile) -> tuple[int, str] | None:
         await asyncio.gather(*writes, return_exceptions=True)
     await loop.run_in_executor(None, out.finish)
     return count, digest.hexdigest()
-
-
-async def lifespan(receive: Any, send: Any) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def app(scope: Scope, receive: Any, send: Any) -> None:
