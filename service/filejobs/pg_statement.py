@@ -72,8 +72,11 @@ class PgStatement:
             try:
                 with conn.cursor() as cursor:
                     cursor.execute(self.sql, values)
-                    rows = cursor.fetchall() if cursor.description is not None else []
-                    processors = self._result_processors(cursor.description) if rows else []
+                    # Not ``cursor.description`` each time: psycopg builds a Column per column for it.
+                    result = cursor.pgresult
+                    rows = cursor.fetchall() if result is not None and result.nfields else []
+                    known = self._results
+                    processors = (known or self._result_processors(cursor.description)) if rows else []
             finally:
                 if not (conn.closed or conn.broken):
                     conn.autocommit = False  # no transaction is open: back as the pool expects it
