@@ -29,7 +29,8 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 def claim_params(job_id: str) -> dict[str, object]:
     now = utcnow()
-    return {"b_job_id": job_id, "b_now": now, "b_owner": "w", "b_lease_expires_at": now + timedelta(seconds=30)}
+    lease = now + timedelta(seconds=30)
+    return {"b_job_id": job_id, "b_now": now, "b_owner": "w", "b_lease_expires_at": lease}
 
 
 @pytest.mark.parametrize("durable", [True, False])
@@ -58,10 +59,15 @@ def test_the_connection_goes_back_to_the_pool_in_transactions(db: Database) -> N
     db.write_one(text("SELECT 1 AS one"), {})
     with db.engine.connect() as conn:
         assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
+
     # A transaction that rolls back leaves nothing behind (it was one, not autocommit).
-    with pytest.raises(RuntimeError), db.write() as session:
-        session.execute(text("UPDATE jobs SET attempts = 41 WHERE id = :id"), {"id": job.id})
-        raise RuntimeError
+    def change_then_fail() -> None:
+        with db.write() as session:
+            session.execute(text("UPDATE jobs SET attempts = 41 WHERE id = :id"), {"id": job.id})
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        change_then_fail()
     assert repository.get_job(db, job.id).attempts == 0  # type: ignore[union-attr]
 
 
