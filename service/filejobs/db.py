@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 from sqlalchemy.sql import Executable
 from sqlmodel import Session, create_engine
+
+from filejobs.pg_statement import PgStatement
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -123,11 +125,8 @@ class Database:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._relaxed_engine = make_engine(url, synchronous="NORMAL")
-        # PostgreSQL: single statements in autocommit (their own transaction, no BEGIN/COMMIT).
-        self._one_engines = {
-            durable: engine.execution_options(isolation_level="AUTOCOMMIT")
-            for durable, engine in ((True, self.engine), (False, self._relaxed_engine))
-        }
+        # write_one's statements on PostgreSQL, compiled once each: {(durable, id): (statement, compiled)}.
+        self._pg_statements: dict[tuple[bool, int], tuple[Executable, PgStatement]] = {}
         # Re-entrant: a write may run code that opens another (same thread, same turn).
         self._write_turn: AbstractContextManager[Any] = threading.RLock() if self.is_sqlite else nullcontext()
 
@@ -154,16 +153,22 @@ class Database:
 
     def write_one(
         self, statement: Executable, params: Mapping[str, Any], *, durable: bool = True
-    ) -> Sequence[RowMapping]:
+    ) -> Sequence[Mapping[str, Any]]:
         """One writing statement in a transaction of its own (no ORM session: for a hot statement,
         e.g. the worker's claim, whose session cost more than the statement); the rows it returned.
-        On PostgreSQL it runs in autocommit: one round trip, no ``BEGIN`` or ``COMMIT`` of its own."""
+        On PostgreSQL it runs in autocommit: one round trip, no ``BEGIN`` or ``COMMIT`` of its own,
+        on the pooled psycopg connection without SQLAlchemy's execution around it
+        (:mod:`filejobs.pg_statement`)."""
         if self.is_sqlite:
             engine = self.engine if durable else self._relaxed_engine
             with self._write_turn, engine.begin() as conn:
-                return conn.execute(statement, params).mappings().all()
-        with self._one_engines[durable].connect() as conn:
-            return conn.execute(statement, params).mappings().all()
+                return [dict(row) for row in conn.execute(statement, params).mappings()]
+        key = (durable, id(statement))
+        known = self._pg_statements.get(key)
+        if known is None or known[0] is not statement:
+            engine = self.engine if durable else self._relaxed_engine
+            known = self._pg_statements[key] = (statement, PgStatement(engine, statement))
+        return known[1].run(params)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
