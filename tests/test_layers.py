@@ -65,6 +65,7 @@ LAYERS: dict[str, int] = {
             "direct_io",  # the O_DIRECT writer the local storage writes large uploads with
             "object_storage",  # the S3 backend of storage
             "db",
+            "pg_statement",  # a hot statement on the pooled psycopg connection (db's write_one)
             "models",
             "migrate",
             "schema_version",
