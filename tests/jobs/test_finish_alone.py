@@ -17,27 +17,17 @@ from sqlmodel import Session
 from filejobs.db import Database
 from filejobs.jobs import repository
 from filejobs.jobs.finisher import Finisher
-from filejobs.models import Job, WebhookDelivery, WebhookSecret, utcnow
+from filejobs.models import WebhookSecret, utcnow
 from tests.endpoints import add_endpoint
-from tests.jobs.helpers import make_job, row, wait_until
-from tests.jobs.test_finisher import Followups, blocked_first
+from tests.jobs.helpers import row, wait_until
+from tests.jobs.test_finisher import DELIVERIES, OWNER, Followups, blocked_first, claimed
 from tests.services import migrated_database
-
-OWNER = "host:1:abc:0"
-DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     with migrated_database(request.param, tmp_path) as database:
         yield database
-
-
-def claimed(db: Database, **overrides: Any) -> Job:
-    job = repository.insert_job(db, make_job(**overrides))
-    got = repository.claim_job(db, job.id, owner=OWNER, lease_seconds=30)
-    assert got is not None
-    return got
 
 
 def params(job_id: str) -> dict[str, Any]:

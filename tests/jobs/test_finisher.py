@@ -6,6 +6,7 @@ is left running (to the sweeper) without undoing the others or the new rows comm
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,6 +48,20 @@ def claimed(db: Database, **overrides: Any) -> Job:
     got = repository.claim_job(db, job.id, owner=OWNER, lease_seconds=30)
     assert got is not None
     return got
+
+
+@contextlib.contextmanager
+def counting_savepoints(savepoints: list[object]) -> Iterator[None]:
+    """Within: every savepoint a session takes is appended to ``savepoints``."""
+    real_begin_nested = Session.begin_nested
+
+    def counted(session: Session) -> Any:
+        savepoints.append(session)
+        return real_begin_nested(session)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Session, "begin_nested", counted)
+        yield
 
 
 def succeed(job_id: str, result: dict[str, Any] | None = None) -> Callable[[Session], bool]:
@@ -242,14 +257,7 @@ def test_a_row_refused_before_it_wrote_fails_alone_without_a_savepoint(db: Datab
             await asyncio.sleep(0)  # both queued before the finish and the release
             committer.finish(succeed(good), followups.then(good))
             batches = committer.batches
-            real_begin_nested = Session.begin_nested
-
-            def counted(session: Session) -> Any:
-                savepoints.append(session)
-                return real_begin_nested(session)
-
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(Session, "begin_nested", counted)
+            with counting_savepoints(savepoints):
                 release.set()
                 got = await asyncio.gather(*inserts, return_exceptions=True)
                 followups.wait()
@@ -292,14 +300,7 @@ def test_the_group_committers_final_statuses_share_one_savepoint(db: Database, o
         for job_id in later[2:]:
             committer.finish(succeed(job_id), followups.then(job_id))
         batches = committer.batches
-        real_begin_nested = Session.begin_nested
-
-        def counted(session: Session) -> Any:
-            savepoints.append(session)
-            return real_begin_nested(session)
-
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(Session, "begin_nested", counted)
+        with counting_savepoints(savepoints):
             release.set()
             followups.wait()
         assert committer.batches == batches + 2  # the first alone; the rest in one
