@@ -94,3 +94,45 @@ def test_a_temp_file_removed_before_its_writer_locked_it_is_made_again(
     asyncio.run(sink.commit("uploads/done"))
     assert (tmp_path / "uploads" / "done").read_bytes() == b"all of it"
     assert temp_files(tmp_path) == []
+
+
+def test_an_abort_during_a_write_in_flight_leaves_no_temp_file(tmp_path: Path) -> None:
+    """An abort called while a write is still in its thread (e.g. one the watch timer handed
+    over, creating the temp file) waits for it, then removes what it made; nothing is left."""
+    import threading
+
+    storage = LocalStorage(tmp_path)
+    sink = storage.open_upload()
+    opening, go_on = threading.Event(), threading.Event()
+    real_open = sink._open
+
+    def slow_open() -> int:
+        opening.set()
+        assert go_on.wait(10)
+        return real_open()
+
+    sink._open = slow_open  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            asyncio.run(sink.write(b"half an upload"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert opening.wait(10)  # the write is creating the temp file
+    aborting = threading.Thread(target=lambda: asyncio.run(sink.abort()))
+    aborting.start()
+    aborting.join(0.2)
+    assert aborting.is_alive()  # the abort waits for the write in flight
+    go_on.set()
+    writer.join(10)
+    aborting.join(10)
+    assert not aborting.is_alive()
+    assert errors == []
+    assert temp_files(tmp_path) == []
+    with pytest.raises(FileNotFoundError):  # and a write after the abort fails, creating nothing
+        asyncio.run(sink.write(b", the rest"))
+    assert temp_files(tmp_path) == []

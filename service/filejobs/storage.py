@@ -294,6 +294,9 @@ class LocalUploadSink:
         #: Set by an abort before anything was created: no file may be created after it.
         self._aborted = False
         self._state = threading.Lock()
+        #: Held by a write's thread call and by the abort's: an abort called while a write is in
+        #: flight (e.g. one the watch timer handed over) waits for it, then removes what it made.
+        self._io = threading.RLock()
         #: Where a held file is made unnamed (``O_TMPFILE``), then linked (see :meth:`_commit`).
         self._unnamed_dir: Path | None = None
         #: True when the open file is such an unnamed one (it has no temp name to rename).
@@ -321,6 +324,10 @@ class LocalUploadSink:
             os.close(fd)  # a sweep found it unlocked in the instant before the lock and removed it
 
     def _write(self, data: Buffers, final: bool = False, digest: Digest | None = None) -> None:
+        with self._io:  # an abort waits for a write in flight; a write after an abort fails
+            self._write_unlocked(data, final, digest)
+
+    def _write_unlocked(self, data: Buffers, final: bool, digest: Digest | None) -> None:
         if self._fd is None:
             with self._state:
                 if self._aborted:  # e.g. a cancelled request's held file, reached by the committer
@@ -423,6 +430,12 @@ class LocalUploadSink:
         return lambda: self._commit(final, False)
 
     def _abort(self) -> None:
+        with self._io:
+            with self._state:
+                self._aborted = True
+            self._abort_unlocked()
+
+    def _abort_unlocked(self) -> None:
         self._held = None
         if self._direct is not None:
             direct, self._direct = self._direct, None

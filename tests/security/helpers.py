@@ -70,8 +70,10 @@ def stored_files(data_dir: Path, sub: str) -> list[str]:
 def assert_nothing_stored(services: Services, *, uploads: int, jobs: int) -> None:
     """No upload temp file left, and exactly ``uploads`` stored files and ``jobs`` rows."""
     data_dir = services.settings.data_dir
-    assert stored_files(data_dir, "tmp") == []
-    assert len(stored_files(data_dir, "uploads")) == uploads
+    left = stored_files(data_dir, "tmp")
+    assert left == [], f"temp files left: {left}"
+    stored = stored_files(data_dir, "uploads")
+    assert len(stored) == uploads, f"stored: {stored}"
     assert job_count(services.db) == jobs
 
 
