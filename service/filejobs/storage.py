@@ -337,7 +337,8 @@ class LocalUploadSink:
             self._writeback = Writeback(self._fd)
         assert self._writeback is not None
         pieces = pieces_of(data)
-        if not self._direct_tried and not final and sum(len(piece) for piece in pieces) >= SMALL_WRITE:
+        size = sum(len(piece) for piece in pieces)
+        if not self._direct_tried and not final and size >= SMALL_WRITE:
             # The first large write of a streamed upload: from here on, around the page cache.
             self._direct_tried = True
             self._direct = DirectWriter.open(self._fd, self._writeback.written)
@@ -345,19 +346,17 @@ class LocalUploadSink:
                 self._writeback.enabled = False  # no dirty pages to start writing back
         if self._direct is not None:
             written = self._direct.write(pieces, digest)
-            if sum(len(piece) for piece in pieces) < STAGE_BYTES:
+            if size < STAGE_BYTES:
                 # Less than a chunk: a slow upload's hand-over (the watch timer's), or its end.
                 written += self._direct.flush()
             self._writeback.wrote(written)
             if final:
                 self._finish()
             return
-        size = 0
         for piece in pieces:
             view = memoryview(piece)
             if digest is not None:  # hashed here, in the writing thread: one thread call for both
                 digest.update(view)
-            size += len(view)
             while view:
                 view = view[os.write(self._fd, view) :]
         if size >= SMALL_WRITE:  # small files: the final fsync is as cheap as anything
