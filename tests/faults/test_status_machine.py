@@ -329,7 +329,10 @@ class JobStatusMachine(RuleBasedStateMachine):
             self.check_step("claim", before, after, changed=set())
             return
         assert got is not None, "a queued, due job could not be claimed"
-        assert (got.status, got.lease_owner, got.attempts) == (RUNNING, owner, expected.attempts + 1)
+        stored = after[job_id]
+        claimed = (stored["status"], stored["lease_owner"], stored["attempts"])
+        assert claimed == (RUNNING, owner, expected.attempts + 1)
+        assert (got.id, got.attempts) == (job_id, expected.attempts + 1)  # what the runner was given
         self.check_step("claim", before, after, changed={job_id})
         expected.status, expected.owner = RUNNING, owner
         expected.attempts += 1
@@ -345,7 +348,7 @@ class JobStatusMachine(RuleBasedStateMachine):
         owners = [self.new_owner(worker) for _ in range(threads)]
         start = threading.Barrier(len(owners))
 
-        def claim(owner: str) -> Job | None:
+        def claim(owner: str) -> repository.Claimed | None:
             start.wait(timeout=10)
             return repository.claim_job(self.db, job_id, owner=owner, lease_seconds=LEASE_SECONDS)
 

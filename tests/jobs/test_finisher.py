@@ -44,10 +44,10 @@ def finisher(request: pytest.FixtureRequest, db: Database) -> Iterator[Finisher 
 
 
 def claimed(db: Database, **overrides: Any) -> Job:
+    """A job claimed by OWNER: its row as stored after the claim."""
     job = repository.insert_job(db, make_job(**overrides))
-    got = repository.claim_job(db, job.id, owner=OWNER, lease_seconds=30)
-    assert got is not None
-    return got
+    assert repository.claim_job(db, job.id, owner=OWNER, lease_seconds=30) is not None
+    return row(db, job.id)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import itertools
 import shutil
@@ -51,10 +52,10 @@ def insert(db: Database, **overrides: Any) -> Job:
 
 
 def claimed(db: Database, owner: str = OWNER, **overrides: Any) -> Job:
+    """A job claimed by ``owner``: its row as stored after the claim."""
     job = insert(db, **overrides)
-    got = repository.claim_job(db, job.id, owner=owner, lease_seconds=30)
-    assert got is not None
-    return got
+    assert repository.claim_job(db, job.id, owner=owner, lease_seconds=30) is not None
+    return row(db, job.id)
 
 
 def snapshot(db: Database, job_id: str) -> dict[str, Any]:
@@ -105,8 +106,8 @@ def test_due_job_ids_oldest_first_and_only_due(db: Database) -> None:
 def test_claim_sets_running_lease_and_counts_the_attempt(db: Database) -> None:
     job = insert(db)
     before = utcnow()
-    got = repository.claim_job(db, job.id, owner=OWNER, lease_seconds=5)
-    assert got is not None
+    claim = repository.claim_job(db, job.id, owner=OWNER, lease_seconds=5)
+    got = row(db, job.id)
     assert got.status == "running"
     assert got.attempts == 1
     assert got.lease_owner == OWNER
@@ -116,8 +117,9 @@ def test_claim_sets_running_lease_and_counts_the_attempt(db: Database) -> None:
     assert close_to(got.started_at, before)
     assert got.progress == 0.0
     assert got.version == 2
-    stored = row(db, job.id)
-    assert (stored.status, stored.attempts, stored.lease_owner) == ("running", 1, OWNER)
+    # What the runner gets back: the claimed row's columns it reads, as stored after the claim.
+    fields = dataclasses.fields(repository.Claimed)
+    assert claim == repository.Claimed(**{field.name: getattr(got, field.name) for field in fields})
 
 
 def test_second_claim_of_the_same_job_returns_none(db: Database) -> None:
@@ -180,7 +182,7 @@ def test_many_threads_claiming_one_job_exactly_one_wins(db: Database) -> None:
         winners = [(owner, got) for owner, got in zip(owners, results, strict=True) if got is not None]
         assert len(winners) == 1
         owner, got = winners[0]
-        assert got.lease_owner == owner
+        assert (got.id, got.attempts) == (job.id, 1)
         stored = row(db, job.id)
         assert stored.attempts == 1
         assert stored.lease_owner == owner

@@ -169,3 +169,44 @@ def test_startup_makes_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert os.environ[MULTIPROC_ENV] == str(private)  # handed over to the processes to come
     assert Settings().prometheus_multiproc_dir == private
     private.rmdir()
+
+
+#: A Celery worker's pool process records its attempts after a fork; the metric children
+#: job_attempt_ended keeps (made here before the fork) must write to the forked process's file.
+FORKER = """
+import os
+from filejobs import metrics
+from filejobs.models import JobStatus
+
+metrics.job_attempt_ended("inspect", JobStatus.succeeded, 0.5)
+pid = os.fork()
+if pid == 0:
+    metrics.job_attempt_ended("inspect", JobStatus.succeeded, 2.0)
+    metrics.job_attempt_ended("inspect", None, 1.0)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+print(os.getpid(), pid)
+"""
+
+
+def test_attempts_recorded_after_a_fork_go_to_the_forked_process(tmp_path: Path, database_url: str) -> None:
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    parent, child = map(int, python(FORKER, multiproc_dir=directory).split())
+    assert {f"counter_{parent}.db", f"counter_{child}.db"} <= {p.name for p in directory.iterdir()}
+
+    def scrape(*dead: int) -> Scrape:
+        return Scrape(python(READER, database_url, *dead, multiproc_dir=directory).partition("\n")[2])
+
+    labels = {"processor": "inspect", "status": "succeeded"}
+    both = scrape(parent, child)
+    assert both.value("filejobs_jobs_finished_total", **labels) == 2
+    assert both.value("filejobs_job_duration_seconds_sum", **labels) == pytest.approx(2.5)
+    assert both.value("filejobs_jobs_finished_total", processor="inspect", status="lost") == 1
+    # The child's own file holds exactly its two attempts (not the parent's, not nothing).
+    (directory / f"counter_{parent}.db").unlink()
+    (directory / f"histogram_{parent}.db").unlink()
+    alone = scrape(child)
+    assert alone.value("filejobs_jobs_finished_total", **labels) == 1
+    assert alone.value("filejobs_job_duration_seconds_sum", **labels) == pytest.approx(2.0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
@@ -366,7 +366,7 @@ _ENDPOINTS = WebhookEndpoint.__table__  # type: ignore[attr-defined]
 
 # The worker's two statements per job, built once with bind parameters: SQLAlchemy then reuses
 # their compiled form and cache key (building an ORM UPDATE per call cost about a millisecond).
-_CLAIM = (
+_CLAIM_UPDATE = (
     update(_T)
     .where(_T.c.id == bindparam("b_job_id"), _T.c.status == QUEUED, _T.c.run_after <= bindparam("b_now"))
     .values(
@@ -380,8 +380,27 @@ _CLAIM = (
         version=_T.c.version + 1,
         updated_at=bindparam("b_now"),
     )
-    .returning(*_T.c)
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What :func:`~filejobs.jobs.runner.run_job` reads of the job it claimed: the claim returns
+    these columns, not the row's 36 (decoding them and building a ``Job`` cost the worker about
+    0.1 ms of CPU per job)."""
+
+    id: str
+    processor: str
+    attempts: int
+    params: dict[str, Any]
+    secret_params: dict[str, Any] | None
+    file_name: str
+    file_size: int
+    file_content_type: str
+    storage_key: str
+
+
+_CLAIM = _CLAIM_UPDATE.returning(*(_T.c[field.name] for field in fields(Claimed)))
 _FINISH_SUCCEEDED = (
     update(_T)
     .where(_T.c.id == bindparam("b_job_id"), _T.c.status == RUNNING, _T.c.lease_owner == bindparam("b_owner"))
@@ -426,8 +445,9 @@ _FINISH_SUCCEEDED_QUIET = _FINISH_SUCCEEDED.where(_T.c.callback_url.is_(None), _
 )
 
 
-def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) -> Job | None:
-    """queued (and due) → running, owned by ``owner``. None when someone else has it or it is gone."""
+def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) -> Claimed | None:
+    """queued (and due) → running, owned by ``owner``; what the runner needs of it. None when
+    someone else has it or it is gone."""
     now = utcnow()
     params = {
         "b_job_id": job_id,
@@ -436,7 +456,7 @@ def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) ->
         "b_lease_expires_at": now + timedelta(seconds=lease_seconds),
     }
     rows = db.write_one(_CLAIM, params, durable=False)  # lost to a power cut: harmless
-    return Job.model_construct(**rows[0]) if rows else None
+    return Claimed(**rows[0]) if rows else None
 
 
 def renew_lease(db: Database, job_id: str, *, owner: str, lease_seconds: float) -> bool:

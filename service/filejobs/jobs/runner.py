@@ -26,7 +26,8 @@ from filejobs.jobs import files, repository
 from filejobs.jobs.executor import ChildProcess, Control, Outcome
 from filejobs.jobs.finisher import Finishes
 from filejobs.jobs.messages import Done, Failed, RunRequest
-from filejobs.models import Job, JobStatus, utcnow
+from filejobs.jobs.repository import Claimed
+from filejobs.models import JobStatus, utcnow
 from filejobs.processors.base import Limits
 from filejobs.processors.registry import Registry
 from filejobs.settings import Settings
@@ -113,7 +114,7 @@ def _not_yet_due(ctx: RunContext, job_id: str) -> datetime | None:
     return max(job.run_after, utcnow())
 
 
-def _fail(ctx: RunContext, job: Job, failure: Failed) -> Ran:
+def _fail(ctx: RunContext, job: Claimed, failure: Failed) -> Ran:
     outcome = repository.finish_failed(
         ctx.db,
         job.id,
@@ -132,7 +133,7 @@ def _fail(ctx: RunContext, job: Job, failure: Failed) -> Ran:
     return Ran(outcome.status, outcome.run_after if later else None)
 
 
-def _lost(ctx: RunContext, job: Job) -> Ran:
+def _lost(ctx: RunContext, job: Claimed) -> Ran:
     """The row is no longer ours: remove what this attempt wrote (everything if the row is gone)."""
     if not repository.job_exists(ctx.db, job.id):
         # Deleted: what is stored under its id and no other job references (its input may be shared).
@@ -142,7 +143,7 @@ def _lost(ctx: RunContext, job: Job) -> Ran:
     return Ran(None)
 
 
-def _execute(job: Job, ctx: RunContext, claimed_at: float) -> Ran:
+def _execute(job: Claimed, ctx: RunContext, claimed_at: float) -> Ran:
     entry = ctx.registry.get(job.processor)
     if entry is None:
         return _fail(ctx, job, Failed("unknown_processor", f"No processor named {job.processor!r} here."))
@@ -185,7 +186,7 @@ def _execute(job: Job, ctx: RunContext, claimed_at: float) -> Ran:
 
 
 def _record(
-    job: Job, ctx: RunContext, outcome: Outcome, workspace: Workspace, ticker: _Ticker, claimed_at: float
+    job: Claimed, ctx: RunContext, outcome: Outcome, workspace: Workspace, ticker: _Ticker, claimed_at: float
 ) -> Ran:
     if isinstance(outcome.reply, Done):
         return _succeeded(job, ctx, outcome.reply, workspace, ticker, claimed_at)
@@ -197,7 +198,7 @@ def _record(
 
 
 def _succeeded(
-    job: Job, ctx: RunContext, done: Done, workspace: Workspace, ticker: _Ticker, claimed_at: float
+    job: Claimed, ctx: RunContext, done: Done, workspace: Workspace, ticker: _Ticker, claimed_at: float
 ) -> Ran:
     output_key = output_name = content_type = None
     if done.file:
@@ -237,7 +238,7 @@ def _succeeded(
     return Ran(JobStatus.succeeded) if owned else _lost(ctx, job)
 
 
-def _finished(job: Job, ctx: RunContext, claimed_at: float, owned: bool | None) -> None:
+def _finished(job: Claimed, ctx: RunContext, claimed_at: float, owned: bool | None) -> None:
     """After the finisher's commit of ``job``'s success (on its thread): what :func:`run_job` does
     after a status it committed itself."""
     try:
