@@ -17,8 +17,10 @@ queued jobs are inserted (not counted), claimed one by one with :func:`repositor
 :func:`repository.succeed_alone` (the statements a Celery worker runs, through
 :class:`~filejobs.db.Database`). The user + system CPU of every client backend of the variant's
 database (``/proc/<pid>/stat``; the listener's too) is read before the claims, between, and after
-the finishes. Printed per variant: the median over rounds of the CPU per claim, per finish and per
-job, in µs.
+the finishes, and the WAL written meanwhile for the variant's relations is read with
+``pg_walinspect`` (B-tree records: one per index entry; bytes). Printed per variant: the median
+over rounds of the CPU per claim, per finish and per job in µs, the index entries per claim and
+per finish, and the WAL bytes per job (without full-page images: a checkpoint adds them to any variant).
 
     python -m scripts.pg_job_writes --jobs 1000 --rounds 5
     python -m scripts.pg_job_writes --variants 0007,head,floor
@@ -60,11 +62,12 @@ TICK = os.sysconf("SC_CLK_TCK")
 RESULT = {"size": 1024, "sha256": "0" * 64, "mime_type": "text/plain", "lines": 17}
 
 
-def backend_cpu(admin: psycopg.Connection[Any], database: str) -> float:
-    """User + system CPU seconds of every client backend connected to ``database``."""
+def backend_cpu(admin: psycopg.Connection[Any], database: str, but: int) -> float:
+    """User + system CPU seconds of every client backend connected to ``database`` but ``but``."""
     pids = admin.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'",
-        (database,),
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE datname = %s AND backend_type = 'client backend' AND pid <> %s",
+        (database, but),
     ).fetchall()
     total = 0
     for (pid,) in pids:
@@ -125,6 +128,7 @@ class Variant:
     ids: list[str] = field(default_factory=list)
     db: Database | None = None
     plain: psycopg.Connection[Any] | None = None
+    wal: psycopg.Connection[Any] | None = None
 
     def fill(self, rows: int, rng: random.Random) -> None:
         statuses = [status for status, weight in STATUSES for _ in range(weight)]
@@ -190,6 +194,13 @@ class Variant:
 
 
 def make_variant(stack: ExitStack, name: str) -> Variant:
+    variant = _make_variant(stack, name)
+    variant.wal = stack.enter_context(psycopg.connect(variant.url, autocommit=True))
+    variant.wal.execute("CREATE EXTENSION pg_walinspect")
+    return variant
+
+
+def _make_variant(stack: ExitStack, name: str) -> Variant:
     plain_url = stack.enter_context(fresh_postgres_database())
     database = plain_url.rsplit("/", 1)[1]
     if name == "floor":
@@ -229,11 +240,42 @@ def listening(url: str) -> Iterator[None]:
         conn.close()
 
 
-def timed(admin: psycopg.Connection[Any], variant: Variant, step: Callable[[str], None]) -> float:
-    before = backend_cpu(admin, variant.database)
+@dataclass
+class Sample:
+    """What one step cost over a round's jobs."""
+
+    cpu: float  # seconds, every client backend of the variant's database but the WAL reader's
+    index_records: int  # B-tree WAL records (an index entry each) of the variant's database
+    wal_bytes: int  # WAL bytes of the variant's database's relations, without full-page images
+
+
+#: The WAL records between two positions that touch the variant's relations (``/<database oid>/``).
+WAL_RECORDS = """
+SELECT count(*) FILTER (WHERE resource_manager = 'Btree'), coalesce(sum(record_length - fpi_length), 0)
+FROM pg_get_wal_records_info(%s, %s) WHERE block_ref LIKE %s
+"""
+
+
+def timed(admin: psycopg.Connection[Any], variant: Variant, step: Callable[[str], None]) -> Sample:
+    """Run ``step`` for every job of the round: its backends' CPU and its WAL (pg_walinspect)."""
+    wal = variant.wal
+    assert wal is not None
+    reader = wal.info.backend_pid
+    start = wal.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
+    before = backend_cpu(admin, variant.database, reader)
     for job_id in variant.ids:
         step(job_id)
-    return backend_cpu(admin, variant.database) - before
+    cpu = backend_cpu(admin, variant.database, reader) - before
+    end = wal.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
+    assert start is not None
+    assert end is not None
+    while wal.execute("SELECT pg_current_wal_flush_lsn() < %s", (end[0],)).fetchone() != (False,):
+        time.sleep(0.05)  # pg_walinspect reads only flushed WAL (the claims commit asynchronously)
+    oid = wal.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()
+    assert oid is not None
+    row = wal.execute(WAL_RECORDS, (start[0], end[0], f"%/{oid[0]}/%")).fetchone()
+    assert row is not None
+    return Sample(cpu, int(row[0]), int(row[1]))
 
 
 def main() -> None:
@@ -260,23 +302,35 @@ def main() -> None:
             for job_id in variant.ids:
                 variant.claim(job_id)
                 variant.finish(job_id)
-        figures: dict[str, list[tuple[float, float]]] = {variant.name: [] for variant in variants}
+        figures: dict[str, list[tuple[Sample, Sample]]] = {variant.name: [] for variant in variants}
         for _ in range(args.rounds):
             for variant in variants:
                 variant.add_queued(args.jobs, rng)
                 claims = timed(admin, variant, variant.claim)
                 finishes = timed(admin, variant, variant.finish)
-                figures[variant.name].append((claims / args.jobs, finishes / args.jobs))
+                figures[variant.name].append((claims, finishes))
             time.sleep(0.5)  # let the listeners drain before the next round's inserts
+        load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
         print(
-            f"load average {os.getloadavg()}; {args.jobs} jobs x {args.rounds} rounds, {args.rows} rows first"
+            f"load average {load}; {args.jobs} jobs x {args.rounds} rounds, {args.rows} rows first, "
+            f"{args.listeners} listener(s)"
         )
-        print(f"{'variant':<12} {'claim µs':>10} {'finish µs':>10} {'job µs':>10}  (median; rounds' jobs)")
+        print(
+            f"{'variant':<12} {'claim µs':>9} {'finish µs':>9} {'job µs':>7} {'index entries':>14} "
+            f"{'WAL B':>6}  (median; rounds' µs per job)"
+        )
+        jobs = args.jobs
         for name, pairs in figures.items():
-            claim = statistics.median(pair[0] for pair in pairs) * 1e6
-            finish = statistics.median(pair[1] for pair in pairs) * 1e6
-            jobs = ", ".join(f"{(a + b) * 1e6:.0f}" for a, b in pairs)
-            print(f"{name:<12} {claim:>10.0f} {finish:>10.0f} {claim + finish:>10.0f}  ({jobs})")
+            claim = statistics.median(pair[0].cpu for pair in pairs) / jobs * 1e6
+            finish = statistics.median(pair[1].cpu for pair in pairs) / jobs * 1e6
+            entries = "+".join(
+                f"{statistics.median(pair[step].index_records for pair in pairs) / jobs:.1f}"
+                for step in (0, 1)
+            )
+            wal = statistics.median(pair[0].wal_bytes + pair[1].wal_bytes for pair in pairs) / jobs
+            each = ", ".join(f"{(a.cpu + b.cpu) / jobs * 1e6:.0f}" for a, b in pairs)
+            figure = f"{claim:>9.0f} {finish:>9.0f} {claim + finish:>7.0f} {entries:>14} {wal:>6.0f}"
+            print(f"{name:<12} {figure}  ({each})")
 
 
 if __name__ == "__main__":
