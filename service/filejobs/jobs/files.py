@@ -199,10 +199,10 @@ def _outputs_referenced(session: Session, job_id: str) -> bool:
     ``ix_jobs_output_key`` serves, the prefix a literal (a parameter hides it from a generic plan).
     PostgreSQL: ``LIKE`` on the index's ``varchar_pattern_ops`` (any collation); SQLite: ``GLOB``
     (its ``LIKE`` ignores case, so no index serves it)."""
-    if not is_job_id(job_id):  # a UUID: no wildcard of LIKE or GLOB in it
-        raise ValueError(f"not a job id: {job_id!r}")
     conn = session.connection()
-    if conn.dialect.name == "sqlite":
+    if not is_job_id(job_id):  # not a UUID (a malformed key's home): as before, no index
+        matches = _JOBS.c.output_key.like(f"outputs/{job_id}/%")
+    elif conn.dialect.name == "sqlite":  # a UUID has no wildcard of GLOB or LIKE
         matches = _JOBS.c.output_key.op("GLOB")(literal(f"outputs/{job_id}/*", literal_execute=True))
     else:
         matches = _JOBS.c.output_key.like(literal(f"outputs/{job_id}/%", literal_execute=True))
