@@ -245,8 +245,8 @@ class Sample:
     """What one step cost over a round's jobs."""
 
     cpu: float  # seconds, every client backend of the variant's database but the WAL reader's
-    index_records: int  # B-tree WAL records (an index entry each) of the variant's database
-    wal_bytes: int  # WAL bytes of the variant's database's relations, without full-page images
+    index_records: int | None  # B-tree WAL records (an index entry each) of the variant's database
+    wal_bytes: int | None  # WAL bytes of the variant's database's relations, without full-page images
 
 
 #: The WAL records between two positions that touch the variant's relations (``/<database oid>/``).
@@ -273,9 +273,18 @@ def timed(admin: psycopg.Connection[Any], variant: Variant, step: Callable[[str]
         time.sleep(0.05)  # pg_walinspect reads only flushed WAL (the claims commit asynchronously)
     oid = wal.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()
     assert oid is not None
-    row = wal.execute(WAL_RECORDS, (start[0], end[0], f"%/{oid[0]}/%")).fetchone()
+    try:
+        row = wal.execute(WAL_RECORDS, (start[0], end[0], f"%/{oid[0]}/%")).fetchone()
+    except psycopg.errors.UndefinedFile:  # a checkpoint recycled the segment meanwhile: no WAL figure
+        return Sample(cpu, None, None)
     assert row is not None
     return Sample(cpu, int(row[0]), int(row[1]))
+
+
+def _median_per_job(counts: list[int | None], jobs: int, digits: int = 1) -> str:
+    """The median of the rounds' counts per job ("-" when every round lost its WAL to a checkpoint)."""
+    known = [count for count in counts if count is not None]
+    return f"{statistics.median(known) / jobs:.{digits}f}" if known else "-"
 
 
 def main() -> None:
@@ -324,12 +333,18 @@ def main() -> None:
             claim = statistics.median(pair[0].cpu for pair in pairs) / jobs * 1e6
             finish = statistics.median(pair[1].cpu for pair in pairs) / jobs * 1e6
             entries = "+".join(
-                f"{statistics.median(pair[step].index_records for pair in pairs) / jobs:.1f}"
-                for step in (0, 1)
+                _median_per_job([pair[step].index_records for pair in pairs], jobs) for step in (0, 1)
             )
-            wal = statistics.median(pair[0].wal_bytes + pair[1].wal_bytes for pair in pairs) / jobs
+            wal = _median_per_job(
+                [
+                    None if a.wal_bytes is None or b.wal_bytes is None else a.wal_bytes + b.wal_bytes
+                    for a, b in pairs
+                ],
+                jobs,
+                digits=0,
+            )
             each = ", ".join(f"{(a.cpu + b.cpu) / jobs * 1e6:.0f}" for a, b in pairs)
-            figure = f"{claim:>9.0f} {finish:>9.0f} {claim + finish:>7.0f} {entries:>14} {wal:>6.0f}"
+            figure = f"{claim:>9.0f} {finish:>9.0f} {claim + finish:>7.0f} {entries:>14} {wal:>6}"
             print(f"{name:<12} {figure}  ({each})")
 
 
