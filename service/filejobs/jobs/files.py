@@ -27,14 +27,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, select
+from sqlalchemy import and_, bindparam, delete, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from filejobs.db import Database
 from filejobs.ids import is_job_id
 from filejobs.jobs.group_commit import NothingWritten
-from filejobs.models import Job, JobStatus, StoredFile
+from filejobs.models import Job, JobStatus, StoredFile, status_is
 from filejobs.storage import Storage, upload_key
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ _MATCH = (
         _JOBS.c.processor == bindparam("b_processor"),
         _JOBS.c.processor_version == bindparam("b_version"),
         _JOBS.c.params_digest == bindparam("b_digest"),
-        _JOBS.c.status == SUCCEEDED,
+        status_is(JobStatus.succeeded),  # a literal: ix_jobs_reuse is partial on it
     )
     # The job that ran first (while it is kept), else the newest that took its result.
     .order_by(_JOBS.c.reused_from.is_not(None), _JOBS.c.finished_at.desc())
@@ -195,8 +195,18 @@ def _referenced(session: Session, column: Any, key: str) -> bool:
 
 
 def _outputs_referenced(session: Session, job_id: str) -> bool:
-    query = select(_JOBS.c.id).where(_JOBS.c.output_key.like(f"outputs/{job_id}/%")).limit(1)
-    return session.connection().execute(query).first() is not None
+    """Whether a job's ``output_key`` is under ``outputs/<job_id>/``: a prefix match that
+    ``ix_jobs_output_key`` serves, the prefix a literal (a parameter hides it from a generic plan).
+    PostgreSQL: ``LIKE`` on the index's ``varchar_pattern_ops`` (any collation); SQLite: ``GLOB``
+    (its ``LIKE`` ignores case, so no index serves it)."""
+    conn = session.connection()
+    if not is_job_id(job_id):  # not a UUID (a malformed key's home): as before, no index
+        matches = _JOBS.c.output_key.like(f"outputs/{job_id}/%")
+    elif conn.dialect.name == "sqlite":  # a UUID has no wildcard of GLOB or LIKE
+        matches = _JOBS.c.output_key.op("GLOB")(literal(f"outputs/{job_id}/*", literal_execute=True))
+    else:
+        matches = _JOBS.c.output_key.like(literal(f"outputs/{job_id}/%", literal_execute=True))
+    return conn.execute(select(_JOBS.c.id).where(matches).limit(1)).first() is not None
 
 
 def _exists(session: Session, job_id: str) -> bool:

@@ -26,7 +26,7 @@ from filejobs.db import Database
 from filejobs.errors import BadRequest, Conflict, NotFound
 from filejobs.ids import is_job_id
 from filejobs.jobs.files import Garbage, lock_content, release
-from filejobs.models import Job, JobStatus, WebhookEndpoint, utcnow
+from filejobs.models import Job, JobStatus, WebhookEndpoint, status_is, utcnow
 from filejobs.webhooks.outbox import record_job_event
 
 #: Undelivered webhooks one key may have (``Settings.webhook_max_pending``'s default).
@@ -34,6 +34,11 @@ MAX_PENDING_WEBHOOKS = 10_000
 
 RUNNING = JobStatus.running.value
 QUEUED = JobStatus.queued.value
+
+
+#: The sweeper's conditions: the partial ix_jobs_queued_run_after and ix_jobs_running_lease_expires_at.
+IS_QUEUED = status_is(JobStatus.queued)
+IS_RUNNING = status_is(JobStatus.running)
 
 
 def _update() -> Update:
@@ -154,7 +159,7 @@ def due_job_ids(db: Database, *, now: datetime | None = None, limit: int = 1000)
     now = now or utcnow()
     query = (
         select(Job.id)
-        .where(col(Job.status) == QUEUED, col(Job.run_after) <= now)
+        .where(IS_QUEUED, col(Job.run_after) <= now)
         .order_by(col(Job.run_after), col(Job.id))
         .limit(limit)
     )
@@ -172,7 +177,7 @@ def undispatched_job_ids(
     oldest first (their message may have been lost with a broker restart).
     """
     now = now or utcnow()
-    due = and_(col(Job.status) == QUEUED, col(Job.run_after) <= now)
+    due = and_(IS_QUEUED, col(Job.run_after) <= now)
     never = (
         select(Job.id).where(due, col(Job.dispatched_at).is_(None)).order_by(col(Job.run_after)).limit(limit)
     )
@@ -211,9 +216,7 @@ def count_jobs(db: Database) -> list[tuple[str, str, int]]:
 def queue_stats(db: Database, *, now: datetime | None = None) -> tuple[int, datetime | None]:
     """How many queued jobs are due, and the earliest ``run_after`` among them (None: none due)."""
     now = now or utcnow()
-    query = select(func.count(), func.min(col(Job.run_after))).where(
-        col(Job.status) == QUEUED, col(Job.run_after) <= now
-    )
+    query = select(func.count(), func.min(col(Job.run_after))).where(IS_QUEUED, col(Job.run_after) <= now)
     with db.read() as session:
         due, oldest = session.exec(query).one()
     return int(due), oldest
@@ -244,7 +247,7 @@ def insert_job(
 
 def count_queued(db: Database) -> int:
     with db.read() as session:
-        return int(session.exec(select(func.count()).select_from(Job).where(col(Job.status) == QUEUED)).one())
+        return int(session.exec(select(func.count()).select_from(Job).where(IS_QUEUED)).one())
 
 
 def count_unfinished(db: Database, owner: str) -> int:
@@ -652,7 +655,7 @@ def expire_leases(
     now = now or utcnow()
     moved: list[tuple[str, JobStatus]] = []
     with db.write() as session:
-        running = session.exec(select(Job).where(col(Job.status) == RUNNING)).all()
+        running = session.exec(select(Job).where(IS_RUNNING)).all()
         for job in running:
             expired = job.lease_expires_at is None or job.lease_expires_at < now
             if not expired and not (owner_is_dead and job.lease_owner and owner_is_dead(job.lease_owner)):

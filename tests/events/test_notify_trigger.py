@@ -1,0 +1,73 @@
+"""The change feed's trigger (PostgreSQL) notifies of the changes a client can see, and only those.
+
+A claim, a progress change and a finish bump ``version`` and notify; a lease renewal and the
+record of a dispatch do not (each would cost every listening backend a wake-up for nothing). The
+notifications arrive in commit order, so once the one of a later change has arrived, one a change
+before it sent would have arrived first: no waiting for something not to happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from filejobs.db import Database
+from filejobs.jobs import repository
+from filejobs.migrate import upgrade
+from filejobs.settings import Settings
+from filejobs.webhooks.outbox import CHANNEL
+from tests.events import worker_writes
+from tests.jobs.helpers import make_job
+from tests.services import fresh_postgres_database
+
+
+@pytest.fixture
+def databases() -> Iterator[tuple[Database, psycopg.Connection[tuple[object, ...]]]]:
+    """A migrated PostgreSQL database, and a connection listening on the change feed's channel."""
+    with fresh_postgres_database() as plain:
+        url = Settings(database_url=plain).resolved_database_url
+        upgrade(url)
+        db = Database(url)
+        try:
+            with psycopg.connect(plain, autocommit=True) as listener:
+                listener.execute(f"LISTEN {CHANNEL}")
+                yield db, listener
+        finally:
+            db.dispose()
+
+
+def payloads_until(db: Database, listener: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    """The payloads of the notifications sent so far: a marker job is inserted, and every
+    notification up to its own (which comes after them, in commit order) is returned."""
+    marker = repository.insert_job(db, make_job())
+    payloads: list[str] = []
+    for note in listener.notifies(timeout=15.0):
+        if note.payload == f"U {marker.id}":
+            return payloads
+        payloads.append(note.payload)
+    raise AssertionError(f"no notification of the marker job; got {payloads}")
+
+
+def test_only_visible_changes_notify(
+    databases: tuple[Database, psycopg.Connection[tuple[object, ...]]],
+) -> None:
+    db, listener = databases
+    job = repository.insert_job(db, make_job())
+    changed = f"U {job.id}"
+    assert payloads_until(db, listener) == [changed]
+
+    assert repository.mark_dispatched(db, [job.id]) == 1  # not a client-visible change
+    assert payloads_until(db, listener) == []
+    worker_writes.claim(db, job.id)
+    assert payloads_until(db, listener) == [changed]
+
+    assert repository.renew_lease(db, job.id, owner=worker_writes.WORKER, lease_seconds=60.0)
+    assert payloads_until(db, listener) == []
+    worker_writes.progress(db, job.id, 0.5)
+    assert payloads_until(db, listener) == [changed]
+
+    worker_writes.succeed(db, job.id)
+    repository.delete_job(db, job.id)
+    assert payloads_until(db, listener) == [changed, f"D {job.id} {job.owner}"]
