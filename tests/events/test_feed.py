@@ -231,3 +231,74 @@ def test_nothing_is_read_while_no_stream_is_open(
 
     asyncio.run(scenario())
     assert reads == []
+
+
+def listening(plain_url: str, channel: str) -> int:
+    """How many backends of the database last ran ``LISTEN <channel>`` (and are still connected)."""
+    import psycopg
+
+    with psycopg.connect(plain_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = %s",
+            (f"LISTEN {channel}",),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await in_thread(condition):
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def test_on_postgresql_job_changes_are_listened_to_only_while_a_stream_is_open() -> None:
+    """Every listening backend is woken by every claim and finish: with no stream open the feed
+    does not LISTEN to job changes, but always to the webhook outbox's channel."""
+    from filejobs.events.feed import CHANNEL
+    from filejobs.webhooks.outbox import CHANNEL as WEBHOOKS
+
+    with fresh_postgres_database() as plain:
+        url = Settings(database_url=plain).resolved_database_url
+        upgrade(url)
+        writer = Database(url)
+
+        async def scenario() -> list[str]:
+            feed, db = feed_for(url)
+            woken: list[str] = []
+            feed.on_notify(woken.append)
+            feed.start()
+            try:
+                await until(lambda: listening(plain, WEBHOOKS) == 1)
+                assert listening(plain, CHANNEL) == 0
+                subscription = Subscription(owner="alice")
+                feed.subscribe(subscription)
+                await until(lambda: listening(plain, CHANNEL) == 1)
+                job = make_job(owner="alice")
+                await in_thread(repository.insert_job, writer, job)
+                await collect(subscription, lambda seen: any(c.id == job.id for c in seen))
+                feed.unsubscribe(subscription)
+                await until(lambda: listening(plain, CHANNEL) == 0)
+                # The webhook sender is still told of deliveries committed elsewhere.
+                await in_thread(notify, plain, WEBHOOKS, "W msg_1")
+                deadline = time.monotonic() + 15.0
+                while not woken:
+                    assert time.monotonic() < deadline, "the webhook notification did not arrive"
+                    await asyncio.sleep(0.02)
+                assert listening(plain, WEBHOOKS) == 1
+                return woken
+            finally:
+                await feed.stop()
+                db.dispose()
+
+        try:
+            assert asyncio.run(scenario()) == ["msg_1"]
+        finally:
+            writer.dispose()
+
+
+def notify(plain_url: str, channel: str, payload: str) -> None:
+    import psycopg
+
+    with psycopg.connect(plain_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))

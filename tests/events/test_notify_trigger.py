@@ -14,10 +14,10 @@ import psycopg
 import pytest
 
 from filejobs.db import Database
+from filejobs.events.feed import CHANNEL
 from filejobs.jobs import repository
 from filejobs.migrate import upgrade
 from filejobs.settings import Settings
-from filejobs.webhooks.outbox import CHANNEL
 from tests.events import worker_writes
 from tests.jobs.helpers import make_job
 from tests.services import fresh_postgres_database

@@ -6,16 +6,20 @@ then reads them, once for all streams:
 
 - in this process, :class:`filejobs.events.hub.ChangeHub` names each job it changes at once;
 - on PostgreSQL, a trigger (migration 0005) sends ``NOTIFY filejobs_jobs`` with the job's id for
-  every insert, change and delete, after the commit and in commit order; the feed LISTENs on a
-  connection of its own, and after every (re)connect looks at the rows changed meanwhile (the
-  webhook outbox sends ``W <delivery id>`` on the same channel, for the webhook sender);
+  every insert, visible change and delete, after the commit and in commit order; while a stream is
+  open the feed LISTENs on a connection of its own, and after every (re)connect looks at the rows
+  changed meanwhile. While none is open it does not listen: every listening backend is woken by
+  every job's claim and finish (about 0.3 ms of PostgreSQL's CPU per job, ``scripts/pg_job_writes``
+  ``--listeners``), and nothing but a stream reads those notifications. The webhook outbox's
+  ``W <delivery id>`` comes on a channel of its own (``filejobs_webhooks``), listened to always,
+  for the webhook sender;
 - on SQLite (one machine, but possibly several processes), it looks for rows changed since the
   last look every ``events_poll_interval`` while a stream is open: an index scan of
   ``updated_at`` that reaches ``events_lookback`` seconds back, because a writer stamps
   ``updated_at`` before it waits for the write lock and may commit after a later stamp.
 
 A job's changes reach the streams in version order, each version at most once. Nothing runs
-while no stream is open (the PostgreSQL listener excepted).
+while no stream is open (the webhook channel's PostgreSQL listener excepted).
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ from filejobs.db import Database
 from filejobs.events import rows
 from filejobs.events.subscription import Deleted, Subscription
 from filejobs.models import utcnow
+from filejobs.webhooks.outbox import CHANNEL as WEBHOOK_CHANNEL
 
 log = logging.getLogger(__name__)
 
+#: The jobs table's trigger's channel (migration 0005).
 CHANNEL = "filejobs_jobs"
 #: Seconds between attempts to (re)connect the PostgreSQL listener.
 LISTEN_RETRY = 2.0
@@ -112,6 +118,8 @@ class ChangeFeed(BackgroundTask):
             if not self._per_owner[subscription.owner]:
                 del self._per_owner[subscription.owner]
             metrics.EVENT_STREAMS.dec()
+            if not self._subscriptions:
+                self._wake.set()  # the last stream went: stop listening to job changes
 
     def on_notify(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(delivery_id)`` on the event loop for each ``W <id>`` NOTIFY on the channel:
@@ -131,13 +139,20 @@ class ChangeFeed(BackgroundTask):
             self._wake.set()
 
     async def _run(self) -> None:
-        listener = asyncio.create_task(self._listen_forever()) if self._listen else None
+        webhooks = asyncio.create_task(self._listen_forever(WEBHOOK_CHANNEL)) if self._listen else None
+        jobs: asyncio.Task[None] | None = None  # the job changes' listener, while a stream is open
         try:
             while True:
                 polling = bool(self._subscriptions) and not self._listen
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval if polling else None)
                 self._wake.clear()
+                if self._listen and bool(self._subscriptions) != (jobs is not None):
+                    if jobs is None:
+                        jobs = asyncio.create_task(self._listen_forever(CHANNEL))
+                    else:
+                        await _cancel(jobs)  # its connection closes: the server forgets the LISTEN
+                        jobs = None
                 if not self._subscriptions:
                     self._forget()
                     continue
@@ -147,10 +162,9 @@ class ChangeFeed(BackgroundTask):
                     log.exception("looking for changed jobs failed; trying again")
                     await asyncio.sleep(STEP_RETRY)
         finally:
-            if listener is not None:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
+            for listener in (webhooks, jobs):
+                if listener is not None:
+                    await _cancel(listener)
 
     def _forget(self) -> None:
         """No stream is open: what the feed knew goes stale, so the next stream starts afresh."""
@@ -221,27 +235,33 @@ class ChangeFeed(BackgroundTask):
 
     # ---- PostgreSQL --------------------------------------------------------------------------
 
-    async def _listen_forever(self) -> None:
+    async def _listen_forever(self, channel: str) -> None:
+        """LISTEN on ``channel`` on a connection of its own, reconnecting, until cancelled. After each
+        (re)connect to the job changes' channel, the rows changed meanwhile are looked at."""
         import psycopg  # the PostgreSQL driver; only imported where it is the database
 
         url = self._db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        jobs = channel == CHANNEL
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    self._scan_needed = True  # what changed while nobody listened
-                    self._wake.set()
+                    await conn.execute(f"LISTEN {channel}")
+                    if jobs:
+                        self._scan_needed = True  # what changed while nobody listened
+                        self._wake.set()
                     async for note in conn.notifies():
                         self._on_notify(note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("listening for job changes failed (%s); again in %.0f s", exc, LISTEN_RETRY)
-            self._scan_needed = True
+                log.warning("listening on %s failed (%s); again in %.0f s", channel, exc, LISTEN_RETRY)
+            if jobs:
+                self._scan_needed = True
             await asyncio.sleep(LISTEN_RETRY)
 
     def _on_notify(self, payload: str) -> None:
-        """``U <id>`` for an insert or change, ``D <id> <owner>`` for a delete (the trigger's)."""
+        """``U <id>`` for an insert or change, ``D <id> <owner>`` for a delete (the trigger's), ``W <id>``
+        for new webhook deliveries (the outbox's)."""
         op, _, rest = payload.partition(" ")
         job_id, _, owner = rest.partition(" ")
         if op == "W":  # new webhook deliveries (filejobs.webhooks.outbox), not a job change
@@ -251,3 +271,9 @@ class ChangeFeed(BackgroundTask):
             self.deleted(job_id, owner)
         else:
             self.hint(job_id)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

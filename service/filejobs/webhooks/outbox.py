@@ -62,8 +62,9 @@ _TARGETS = (
     .where(_JOBS.c.id == bindparam("b_job_id"))
 )
 
-#: The channel of the jobs table's trigger (migration 0005); ``W <delivery id>`` tells of new deliveries.
-CHANNEL = "filejobs_jobs"
+#: ``W <delivery id>`` on this channel tells every API process's webhook sender of new deliveries (not
+#: the jobs table's trigger's: a process listens to job changes only while it has an event stream open).
+CHANNEL = "filejobs_webhooks"
 
 
 class Recorded:
