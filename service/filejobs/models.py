@@ -427,3 +427,15 @@ def etag_for(job_id: str, version: int) -> str:
 # their fields through SQLAlchemy's instrumentation, which exists only once the mappers are
 # configured; the first query would do it, but a fast read may come before any query.
 configure_mappers()
+
+
+class ChangeListener(SQLModel, table=True):
+    """An API process listening to job changes (``LISTEN filejobs_jobs``) while it has an event
+    stream open, until ``expires_at`` (renewed while it listens). The jobs table's trigger sends its
+    ``NOTIFY`` only while such a row is current (PostgreSQL; migration 0009): a notifying commit
+    holds a cluster-wide lock through its WAL flush, which every other notifying commit waits for."""
+
+    __tablename__ = "change_listeners"
+
+    id: str = Field(primary_key=True, max_length=64)
+    expires_at: datetime = _ts(nullable=False)

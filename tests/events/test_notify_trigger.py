@@ -1,4 +1,5 @@
-"""The change feed's trigger (PostgreSQL) notifies of the changes a client can see, and only those.
+"""The change feed's trigger (PostgreSQL) notifies of the changes a client can see, and only those,
+and only while an API process has recorded itself as listening (``change_listeners``).
 
 A claim, a progress change and a finish bump ``version`` and notify; a lease renewal and the
 record of a dispatch do not (each would cost every listening backend a wake-up for nothing). The
@@ -25,7 +26,8 @@ from tests.services import fresh_postgres_database
 
 @pytest.fixture
 def databases() -> Iterator[tuple[Database, psycopg.Connection[tuple[object, ...]]]]:
-    """A migrated PostgreSQL database, and a connection listening on the change feed's channel."""
+    """A migrated PostgreSQL database, and a connection listening on the change feed's channel
+    (recorded as a listener for an hour)."""
     with fresh_postgres_database() as plain:
         url = Settings(database_url=plain).resolved_database_url
         upgrade(url)
@@ -33,9 +35,19 @@ def databases() -> Iterator[tuple[Database, psycopg.Connection[tuple[object, ...
         try:
             with psycopg.connect(plain, autocommit=True) as listener:
                 listener.execute(f"LISTEN {CHANNEL}")
+                record_listener(listener, "test", seconds=3600)
                 yield db, listener
         finally:
             db.dispose()
+
+
+def record_listener(conn: psycopg.Connection[tuple[object, ...]], name: str, *, seconds: float) -> None:
+    conn.execute(
+        "INSERT INTO change_listeners (id, expires_at)"
+        " VALUES (%s, clock_timestamp() + make_interval(secs => %s))"
+        " ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+        (name, seconds),
+    )
 
 
 def payloads_until(db: Database, listener: psycopg.Connection[tuple[object, ...]]) -> list[str]:
@@ -71,3 +83,18 @@ def test_only_visible_changes_notify(
     worker_writes.succeed(db, job.id)
     repository.delete_job(db, job.id)
     assert payloads_until(db, listener) == [changed, f"D {job.id} {job.owner}"]
+
+
+def test_nothing_is_notified_while_no_listener_is_recorded(
+    databases: tuple[Database, psycopg.Connection[tuple[object, ...]]],
+) -> None:
+    """A notifying commit holds a cluster-wide lock through its WAL flush: with no event stream open
+    anywhere (no current listener row, an expired one included), the trigger sends nothing."""
+    db, listener = databases
+    record_listener(listener, "test", seconds=-1)  # expired
+    quiet = repository.insert_job(db, make_job())
+    worker_writes.claim(db, quiet.id)
+    record_listener(listener, "test", seconds=3600)
+    assert payloads_until(db, listener) == []  # the marker's own notification came, none before it
+    worker_writes.progress(db, quiet.id, 0.5)
+    assert payloads_until(db, listener) == [f"U {quiet.id}"]

@@ -6,13 +6,14 @@ then reads them, once for all streams:
 
 - in this process, :class:`filejobs.events.hub.ChangeHub` names each job it changes at once;
 - on PostgreSQL, a trigger (migration 0005) sends ``NOTIFY filejobs_jobs`` with the job's id for
-  every insert, visible change and delete, after the commit and in commit order; while a stream is
-  open the feed LISTENs on a connection of its own, and after every (re)connect looks at the rows
-  changed meanwhile. While none is open it does not listen: every listening backend is woken by
-  every job's claim and finish (about 0.3 ms of PostgreSQL's CPU per job, ``scripts/pg_job_writes``
-  ``--listeners``), and nothing but a stream reads those notifications. The webhook outbox's
-  ``W <delivery id>`` comes on a channel of its own (``filejobs_webhooks``), listened to always,
-  for the webhook sender;
+  every insert, visible change and delete, after the commit and in commit order, while some API
+  process listens (:mod:`filejobs.events.listeners`); while a stream is open the feed LISTENs on a
+  connection of its own, records itself as a listener, and after every (re)connect looks at the
+  rows changed meanwhile. While none is open it does not listen: a notifying commit holds a
+  cluster-wide lock through its WAL flush, every listening backend is woken by every job's claim
+  and finish (about 0.3 ms of PostgreSQL's CPU per job, ``scripts/pg_job_writes --listeners``), and
+  nothing but a stream reads those notifications. The webhook outbox's ``W <delivery id>`` comes on
+  a channel of its own (``filejobs_webhooks``), listened to always, for the webhook sender;
 - on SQLite (one machine, but possibly several processes), it looks for rows changed since the
   last look every ``events_poll_interval`` while a stream is open: an index scan of
   ``updated_at`` that reaches ``events_lookback`` seconds back, because a writer stamps
@@ -27,17 +28,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 
 from anyio import to_thread
 
 from filejobs import metrics
 from filejobs.background import BackgroundTask
 from filejobs.db import Database
-from filejobs.events import rows
+from filejobs.events import listeners, rows
 from filejobs.events.subscription import Deleted, Subscription
 from filejobs.models import utcnow
 from filejobs.webhooks.outbox import CHANNEL as WEBHOOK_CHANNEL
@@ -70,6 +73,7 @@ class ChangeFeed(BackgroundTask):
         self._scan_needed = True
         self._wake = asyncio.Event()
         self._closing = False
+        self._listener_id = listeners.new_listener_id()
 
     # ---- the loop side ------------------------------------------------------------------------
 
@@ -153,6 +157,7 @@ class ChangeFeed(BackgroundTask):
                     else:
                         await _cancel(jobs)  # its connection closes: the server forgets the LISTEN
                         jobs = None
+                        await to_thread.run_sync(listeners.unregister, self._db, self._listener_id)
                 if not self._subscriptions:
                     self._forget()
                     continue
@@ -165,6 +170,8 @@ class ChangeFeed(BackgroundTask):
             for listener in (webhooks, jobs):
                 if listener is not None:
                     await _cancel(listener)
+            if jobs is not None:
+                await to_thread.run_sync(listeners.unregister, self._db, self._listener_id)
 
     def _forget(self) -> None:
         """No stream is open: what the feed knew goes stale, so the next stream starts afresh."""
@@ -246,11 +253,15 @@ class ChangeFeed(BackgroundTask):
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {channel}")
-                    if jobs:
+                    if not jobs:
+                        async for note in conn.notifies():
+                            self._on_notify(note.payload)
+                    while True:  # job changes: notified only while this listener's row is current
+                        await listeners.register(conn, self._listener_id)
                         self._scan_needed = True  # what changed while nobody listened
                         self._wake.set()
-                    async for note in conn.notifies():
-                        self._on_notify(note.payload)
+                        while await self._hear(conn):
+                            pass
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -258,6 +269,18 @@ class ChangeFeed(BackgroundTask):
             if jobs:
                 self._scan_needed = True
             await asyncio.sleep(LISTEN_RETRY)
+
+    async def _hear(self, conn: Any) -> bool:
+        """Pass on the notifications of :data:`listeners.RENEW_EVERY` seconds, then renew this
+        listener's row; False when it had expired (it must be recorded again, and the rows changed
+        meanwhile looked at)."""
+        renew_at = time.monotonic() + listeners.RENEW_EVERY
+        async with contextlib.aclosing(conn.notifies(timeout=listeners.RENEW_EVERY)) as notes:
+            async for note in notes:
+                self._on_notify(note.payload)
+                if time.monotonic() >= renew_at:
+                    break
+        return await listeners.renew(conn, self._listener_id)
 
     def _on_notify(self, payload: str) -> None:
         """``U <id>`` for an insert or change, ``D <id> <owner>`` for a delete (the trigger's), ``W <id>``
