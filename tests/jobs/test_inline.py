@@ -55,12 +55,18 @@ def app(tmp_path: Path) -> Iterator[Any]:
 
 
 def run_one(app: App, content: bytes, **kwargs: Any) -> dict[str, Any]:
-    """Submit ``content``, drain the worker; the job's body."""
+    """Submit ``content``, run it in a worker thread's context; the job's body, and under
+    ``"used_child"`` whether that context started a child."""
     client, _, worker = app
     job_id = submit(client, content, **kwargs)["id"]
-    assert worker.drain() == 1
+    ctx = worker.context(0)
+    try:
+        assert run_job(job_id, ctx).status is not None
+        used_child = ctx.child.pid is not None
+    finally:
+        ctx.child.kill()
     body: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-    return body
+    return {**body, "used_child": used_child}
 
 
 INPUTS = {
@@ -77,6 +83,7 @@ def test_inspect_gives_the_same_result_inline_and_in_the_child(app: Any, kind: s
     inline = run_one(app("inline"), content, name=name, content_type=content_type)
     child = run_one(app("child", inline_max_bytes=0), content, name=name, content_type=content_type)
     assert inline["status"] == child["status"] == "succeeded"
+    assert (inline["used_child"], child["used_child"]) == (False, True)
     assert inline["result"] == child["result"]
     assert inline["result"]["size"] == len(content)
     assert inline["progress"] == child["progress"] == 1.0
