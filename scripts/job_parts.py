@@ -13,8 +13,11 @@ directory), so a note can say which part is the floor:
 * ``child round trip``: one :class:`ChildProcess` (persistent, as a worker thread's) running
   ``inspect`` on a 1 KiB file: the parent's CPU (encode, write, wait, decode) and the child's;
 * ``inspect in-process``: the processor's ``run`` alone on the same file (no child, no protocol);
-* ``run_job``: the whole of a worker thread's job (claim, workspace, child, the finish handed to
-  a :class:`Finisher`), one thread, this process's CPU (both threads) and the child's.
+* ``inline call``: :func:`~filejobs.jobs.inline.run_inline` on the same file (what a worker thread
+  does instead of the child round trip for a light processor on a small input);
+* ``run_job``: the whole of a worker thread's job (claim, workspace, child or inline call, the
+  finish handed to a :class:`Finisher`), one thread, this process's CPU (both threads) and the
+  child's; with ``FILEJOBS_INLINE_MAX_BYTES`` 0 (the child) and as set (inline).
 
 CPU is ``time.thread_time`` of the measuring thread (``process_time`` for ``run_job``: the
 finisher's thread too), and the child's user + system time from psutil; per job, median of
@@ -39,6 +42,7 @@ from filejobs.jobs import repository
 from filejobs.jobs.executor import ChildProcess, Control
 from filejobs.jobs.finisher import Finisher, Write
 from filejobs.jobs.group_commit import _write_final, _write_finals
+from filejobs.jobs.inline import run_inline
 from filejobs.jobs.messages import RunRequest
 from filejobs.jobs.runner import RunContext, run_job
 from filejobs.migrate import upgrade
@@ -179,21 +183,30 @@ def round_of(bench: Bench, count: int, child: ChildProcess) -> dict[str, float]:
 
     got["inspect in-process"] = per_job(count, in_process)
 
-    finisher = Finisher(bench.db)
-    ctx = RunContext(
-        db=bench.db, storage=bench.storage, registry=bench.registry, settings=bench.settings,
-        owner=OWNER, child=child, finisher=finisher,
-    )  # fmt: skip
-    ids = bench.queued(count)
-    before = child_cpu(child)
+    def inline_calls() -> None:
+        for request in requests:
+            outcome = run_inline(request, tick=lambda p, m: Control.CONTINUE, timeout=60)
+            assert outcome.kind == "done", outcome
 
-    def whole() -> None:
-        for job_id in ids:
-            assert run_job(job_id, ctx).finishing
-        finisher.close()  # waits for the last commits
+    got["inline call (run_inline)"] = per_job(count, inline_calls)
 
-    got["run_job: worker + finisher"] = per_job(count, whole, time.process_time)
-    got["run_job: child"] = (child_cpu(child) - before) / count * 1e6
+    for where, max_bytes in (("child", 0), ("inline", bench.settings.inline_max_bytes)):
+        finisher = Finisher(bench.db)
+        ctx = RunContext(
+            db=bench.db, storage=bench.storage, registry=bench.registry,
+            settings=bench.settings.model_copy(update={"inline_max_bytes": max_bytes}),
+            owner=OWNER, child=child, finisher=finisher,
+        )  # fmt: skip
+        ids = bench.queued(count)
+        before = child_cpu(child)
+
+        def whole(ids: list[str] = ids, ctx: RunContext = ctx, finisher: Finisher = finisher) -> None:
+            for job_id in ids:
+                assert run_job(job_id, ctx).finishing
+            finisher.close()  # waits for the last commits
+
+        got[f"run_job ({where}): worker + finisher"] = per_job(count, whole, time.process_time)
+        got[f"run_job ({where}): child"] = (child_cpu(child) - before) / count * 1e6
     return got
 
 

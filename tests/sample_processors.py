@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -23,6 +24,8 @@ ALL = [
     "tests.sample_processors:TextOnly",
     "tests.sample_processors:Chatty",
     "tests.sample_processors:Hog",
+    "tests.sample_processors:Where",
+    "tests.sample_processors:WhereHeavy",
 ]
 
 
@@ -168,3 +171,45 @@ class Secretive(Processor):
     def run(self, ctx: Context, params: BaseModel) -> Output:
         assert isinstance(params, SecretiveParams)
         return Output(result={"token_ok": params.token.get_secret_value() == "s3cret", "label": params.label})
+
+
+class WhereParams(BaseModel):
+    fail: Literal["no", "error", "bug"] = "no"
+    write: bool = False
+    #: Only where it runs in the test's own process (light, inline): hold until WHERE_GATE opens.
+    hold: bool = False
+
+
+#: Set by a held ``where`` once it runs; it then waits (at most 10 s) for the test to open the gate.
+WHERE_HELD = threading.Event()
+WHERE_GATE = threading.Event()
+
+
+class Where(Processor):
+    """Says which process ran it: a light processor, run in the worker's thread on a small input."""
+
+    name = "where"
+    description = "Reports the pid of the process it ran in (light); for tests."
+    Params = WhereParams
+    light = True
+
+    def run(self, ctx: Context, params: BaseModel) -> Output:
+        assert isinstance(params, WhereParams)
+        if params.fail == "error":
+            raise ProcessorError("where_refused", "refused on purpose")
+        if params.fail == "bug":
+            raise RuntimeError("kaboom at /secret/server/path")
+        out = None
+        if params.write:
+            out = ctx.output_dir / "where.txt"
+            out.write_bytes(ctx.input_path.read_bytes())
+        if params.hold:
+            WHERE_HELD.set()
+            WHERE_GATE.wait(10)
+        return Output(result={"pid": os.getpid(), "size": ctx.input_path.stat().st_size}, file=out)
+
+
+class WhereHeavy(Where):
+    name = "where-heavy"
+    description = "The same as where, not light: always in a child; for tests."
+    light = False

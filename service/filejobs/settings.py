@@ -213,6 +213,12 @@ class Settings(BaseSettings):
         description="Address space (RLIMIT_AS) of the process a job runs in, in bytes or as 512MiB, "
         "1GiB, 1500MB: a job that needs more fails with resource_exhausted; 0: no limit.",
     )
+    inline_max_bytes: int = Field(
+        default=1 * MiB,
+        ge=0,
+        description="A job of a light processor (inspect) whose input is at most this many bytes runs "
+        "in the worker's own thread, not in the child process (bytes or 1MiB, 256KiB; 0: never).",
+    )
     require_auth: bool = Field(
         default=False, description="Require an API key on /v1 even before any key has been made."
     )
@@ -360,7 +366,7 @@ class Settings(BaseSettings):
                 return timedelta(seconds=number * _UNIT_SECONDS[unit])
         return value
 
-    @field_validator("job_memory_limit", mode="before")
+    @field_validator("job_memory_limit", "inline_max_bytes", mode="before")
     @classmethod
     def _parse_size(cls, value: object) -> object:
         """Accept ``512MiB``, ``1GiB``, ``512M``, ``1500MB`` besides a number of bytes."""

@@ -418,7 +418,7 @@ def test_run_job_after_cancel_leaves_the_child_ready_or_dead(
     (PR_SET_PDEATHSIG follows the creating thread)."""
     params = {"seconds": 30, "steps": 300, "ignore_cancel": ignore_cancel}
     job_id = submit(client, processor="sleep", params=params)["id"]
-    second = submit(client)["id"]
+    second = submit(client, processor="where-heavy")["id"]  # not light: it needs the child
     ctx = worker.context(0)
     seen: dict[str, Any] = {}
 

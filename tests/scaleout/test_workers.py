@@ -8,6 +8,7 @@ job row, a log file, a process table) within a deadline.
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import time
 from collections import Counter
@@ -231,3 +232,32 @@ def test_sigterm_hands_a_long_job_back_after_the_shutdown_grace(cluster: Cluster
     job = cluster.job(job_id)
     assert job.attempts == 1
     assert [line[0] for line in cluster.running_lines()].count(job_id) == 2
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+def test_small_inspect_jobs_run_in_the_pool_process_and_large_ones_in_a_child(cluster: Cluster) -> None:
+    """A light processor on an input within INLINE_MAX_BYTES runs in the pool process's task
+    thread: no processor child is started until a job above the limit needs one. Results as ever."""
+    worker = cluster.started_worker(1, inline_max_bytes=4096)
+    api = cluster.api()
+    contents = [b"small text\nof two lines\n", bytes(range(256)) * 16, b"x" * 5000]
+    with api.client() as client:
+        small = [submit(client, content)["id"] for content in contents[:2]]
+        rows = cluster.wait_jobs(small, timeout=60)
+        assert worker.processor_children() == []  # both ran inline
+        large = submit(client, contents[2])["id"]
+        rows |= cluster.wait_jobs([large], timeout=60)
+    assert len(worker.processor_children()) == 1  # the large one needed a child
+    for job_id, content in zip([*small, large], contents, strict=True):
+        job = rows[job_id]
+        assert job.status == "succeeded", (job.status, job.error_code, job.error_message)
+        assert job.result is not None
+        assert job.result["size"] == len(content)
+        assert job.result["sha256"] == hashlib.sha256(content).hexdigest()
+        assert job.result["md5"] == hashlib.md5(content).hexdigest()
+    assert rows[small[0]].result == {
+        **rows[small[0]].result,
+        "is_text": True,
+        "lines": 2,
+        "words": 5,
+    }

@@ -14,28 +14,20 @@ out, or a reply that no longer fits, ends the child with :data:`~filejobs.memory
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import queue
 import signal
 import sys
 import threading
 import time
-import traceback
-from pathlib import Path
 from typing import BinaryIO
-
-from pydantic import ValidationError
 
 from filejobs.jobs import messages
 from filejobs.jobs.messages import RunRequest
+from filejobs.jobs.processor_call import call_processor, crashed, throttled
 from filejobs.memory import OUT_OF_MEMORY_EXIT, limit_address_space
-from filejobs.processors.base import Cancelled, Context, ProcessorError
-from filejobs.processors.registry import PluginError, load_spec
 from filejobs.settings import get_settings
 
-PROGRESS_EVERY = 0.1  # seconds between progress messages to the parent
 PARENT_CHECK_EVERY = 0.5
 
 
@@ -62,27 +54,6 @@ class Channel:
             self._out.flush()
 
 
-class _Context(Context):
-    """The processor's :class:`Context`, whose output directory is made when the processor first
-    asks for it (the parent sends only its path: most jobs write no file, and two ``mkdir`` calls
-    per job cost more than a trivial job's processor)."""
-
-    _output_dir: Path
-    _output_made: bool
-
-    @property
-    def output_dir(self) -> Path:
-        if not self._output_made:
-            self._output_dir.mkdir(parents=True, exist_ok=True)
-            self._output_made = True
-        return self._output_dir
-
-    @output_dir.setter
-    def output_dir(self, path: Path) -> None:
-        self._output_dir = path
-        self._output_made = False
-
-
 def _reader(requests: queue.Queue[RunRequest], cancelled: threading.Event) -> None:
     for line in sys.stdin.buffer:
         try:
@@ -103,66 +74,13 @@ def run_one(request: RunRequest, channel: Channel, cancelled: threading.Event) -
 
 def _run(request: RunRequest, channel: Channel, cancelled: threading.Event) -> messages.Final:
     """Run the processor the request names, under the job's memory limit; the reply to send."""
-    last = 0.0
-
-    def progress(fraction: float, message: str | None = None) -> None:
-        nonlocal last
-        now = time.monotonic()
-        # A bare 1.0 is not sent: the Done that follows records it (a trivial job's one message back).
-        if message is None and (fraction >= 1.0 or now - last < PROGRESS_EVERY):
-            return
-        last = now
-        channel.send(messages.Progress(float(fraction), message))
-
-    limits = request.limits
     try:
-        limit_address_space(limits.memory_bytes)
-        processor_cls = load_spec(request.spec)
-        try:
-            params = processor_cls.Params.model_validate(request.params)
-        except ValidationError as exc:  # stored before the processor's checks tightened (or a new version)
-            raise ProcessorError(
-                "invalid_params",
-                "The job's params are no longer accepted by its processor: "
-                f"{exc.errors(include_url=False, include_input=False)[0]['msg']}.",
-            ) from None
-        ctx = _Context(
-            input_path=Path(request.input),
-            output_dir=Path(request.output_dir),
-            file_name=request.file_name,
-            content_type=request.content_type,
-            progress=progress,
-            cancelled=cancelled.is_set,
-            limits=limits,
-        )
-        output = processor_cls().run(ctx, params)
-        if cancelled.is_set():
-            raise Cancelled()
-        file_path = None
-        if output.file is not None:
-            resolved = Path(output.file).resolve()
-            if not resolved.is_relative_to(ctx.output_dir.resolve()) or not resolved.is_file():
-                raise ProcessorError(
-                    "bad_output", "The processor's output file is not in its output directory."
-                )
-            file_path = str(resolved)
-        json.dumps(output.result)  # refuse results that are not JSON before reporting success
-        return messages.Done(output.result, file_path, output.file_name, output.content_type)
-    except Cancelled:
-        return messages.Cancelled()
-    except ProcessorError as exc:
-        return messages.Failed(exc.code, exc.message, exc.retryable)
-    except PluginError as exc:
-        return messages.Failed("processor_unavailable", str(exc))
-    except MemoryError:
-        return messages.out_of_memory(limits.memory_bytes)
-    except Exception as exc:
-        if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
-            return messages.out_of_memory(limits.memory_bytes)
-        # A processor bug: the trace goes to the server log, the job gets a short message.
-        traceback.print_exc(file=sys.stderr)
-        text = f"The processor failed unexpectedly ({type(exc).__name__})."
-        return messages.Failed("processor_crashed", text)
+        limit_address_space(request.limits.memory_bytes)
+    except (OSError, ValueError) as exc:
+        print(f"cannot set the job's memory limit: {exc!r}", file=sys.stderr)
+        return crashed(exc)
+    progress = throttled(lambda fraction, message: channel.send(messages.Progress(fraction, message)))
+    return call_processor(request, progress=progress, cancelled=cancelled.is_set)
 
 
 def _thread_died(args: threading.ExceptHookArgs) -> None:

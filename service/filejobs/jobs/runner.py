@@ -1,4 +1,5 @@
-"""``run_job(job_id)``: claim, run the processor in a child process, record the outcome.
+"""``run_job(job_id)``: claim, run the processor in a child process (a light one on a small input:
+in this thread, :mod:`filejobs.jobs.inline`), record the outcome.
 
 Shared by the local worker pool and the Celery task. Every write is conditional on the row
 still being ``running`` under our lease, so a cancel, a delete, or a sweeper that gave the job
@@ -25,6 +26,7 @@ from filejobs.db import Database
 from filejobs.jobs import files, repository
 from filejobs.jobs.executor import ChildProcess, Control, Outcome
 from filejobs.jobs.finisher import Finishes
+from filejobs.jobs.inline import run_inline, runs_inline
 from filejobs.jobs.messages import Done, Failed, RunRequest
 from filejobs.jobs.repository import Claimed
 from filejobs.models import JobStatus, utcnow
@@ -162,6 +164,8 @@ def _execute(job: Claimed, ctx: RunContext, claimed_at: float) -> Ran:
             log.warning("job %s: cannot fetch its input: %s", job.id, exc)
             return _fail(ctx, job, STORAGE_FAILED)
         settings = ctx.settings
+        # A light processor on a small input runs in this thread: no child round trip.
+        inline = runs_inline(entry.processor, job.file_size, settings.inline_max_bytes)
         request = RunRequest(
             spec=entry.spec,
             input=str(input_path),
@@ -173,15 +177,19 @@ def _execute(job: Claimed, ctx: RunContext, claimed_at: float) -> Ran:
             limits=Limits(
                 max_image_pixels=settings.max_image_pixels,
                 max_pdf_pages=settings.max_pdf_pages,
-                memory_bytes=settings.job_memory_limit,  # the child's RLIMIT_AS for this job
+                # The child's RLIMIT_AS for this job; none in this thread (a light processor's bound).
+                memory_bytes=0 if inline else settings.job_memory_limit,
             ),
         )
-        outcome = ctx.child.run(
-            request,
-            tick=_Ticker(job.id, ctx),
-            timeout=settings.job_timeout,
-            cancel_grace=settings.cancel_grace,
-        )
+        if inline:
+            outcome = run_inline(request, tick=_Ticker(job.id, ctx), timeout=settings.job_timeout)
+        else:
+            outcome = ctx.child.run(
+                request,
+                tick=_Ticker(job.id, ctx),
+                timeout=settings.job_timeout,
+                cancel_grace=settings.cancel_grace,
+            )
         return _record(job, ctx, outcome, workspace, ticker, claimed_at)
 
 

@@ -1,8 +1,9 @@
 """The local backend's worker pool: N threads, each owning one child process.
 
 Threads only wait: on the queue of job ids, and on their child's pipe. The processor runs in the
-child. A succeeded job's final status is handed to the pool's :class:`~filejobs.jobs.finisher.Finisher`,
-which commits the successes of all threads in batches while the threads go on to their next jobs.
+child (a light one on a small input in the thread itself: :mod:`filejobs.jobs.inline`). A succeeded
+job's final status is handed to the pool's :class:`~filejobs.jobs.finisher.Finisher`, which commits
+the successes of all threads in batches while the threads go on to their next jobs.
 ``drain()`` is the burst mode for tests and scripts: run every due job, then return.
 """
 

@@ -113,6 +113,11 @@ class Processor(ABC):
     version: ClassVar[str] = "1"
     #: False for a processor whose run must happen every time (side effects): never reused.
     reusable: ClassVar[bool] = True
+    #: True for a processor whose call is bounded, pure-Python work (memory: a small constant plus
+    #: what it reads in chunks; no third-party native parser of hostile input): on an input of at
+    #: most ``FILEJOBS_INLINE_MAX_BYTES`` it runs in the worker's own thread, without the child's
+    #: memory limit or kill on timeout (see docs/processors.md). Never assumed: plugins say so.
+    light: ClassVar[bool] = False
 
     @abstractmethod
     def run(self, ctx: Context, params: BaseModel) -> Output:
