@@ -9,6 +9,7 @@ before it sent would have arrived first: no waiting for something not to happen.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -98,3 +99,33 @@ def test_nothing_is_notified_while_no_listener_is_recorded(
     assert payloads_until(db, listener) == []  # the marker's own notification came, none before it
     worker_writes.progress(db, quiet.id, 0.5)
     assert payloads_until(db, listener) == [f"U {quiet.id}"]
+
+
+def test_a_new_listener_waits_for_a_writer_whose_trigger_did_not_see_it(
+    databases: tuple[Database, psycopg.Connection[tuple[object, ...]]],
+) -> None:
+    """A writer whose trigger ran before the listener's row existed sends no notification: the
+    listener must not read the rows changed meanwhile before that writer has committed."""
+    import asyncio
+
+    from filejobs.events import listeners
+
+    db, listener = databases
+    listener.execute("DELETE FROM change_listeners")
+    job = repository.insert_job(db, make_job())
+    plain = listener.info.dsn
+    with psycopg.connect(plain) as writer:  # a transaction: the claim's trigger runs, uncommitted
+        writer.execute("UPDATE jobs SET version = version + 1, status = 'running' WHERE id = %s", (job.id,))
+
+        async def register() -> float:
+            async with await psycopg.AsyncConnection.connect(plain, autocommit=True) as conn:
+                task = asyncio.create_task(listeners.register(conn, "new"))
+                done, _ = await asyncio.wait({task}, timeout=listeners.SETTLE_MAX / 4)
+                assert not done, "registered while a writer that did not see the row was still open"
+                started = time.monotonic()
+                await asyncio.to_thread(writer.commit)
+                await task
+                return time.monotonic() - started
+
+        assert asyncio.run(register()) < listeners.SETTLE_MAX  # it returned once the writer committed
+    assert payloads_until(db, listener) == []  # that writer notified nobody: the scan must find it
