@@ -28,37 +28,28 @@ down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+#: Migration 0005's function, with ``{guard}`` where this one checks for a current listener.
+_FUNCTION = """
+CREATE OR REPLACE FUNCTION filejobs_notify_job_change() RETURNS trigger AS $$
+BEGIN{guard}
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('filejobs_jobs', 'D ' || OLD.id || ' ' || OLD.owner);
+    ELSE
+        PERFORM pg_notify('filejobs_jobs', 'U ' || NEW.id);
+    END IF;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql
+"""
 #: VOLATILE (the default): its query takes a new snapshot, so it sees a listener's row committed
 #: after the writer's statement began.
-NOTIFY_FUNCTION = """
-CREATE OR REPLACE FUNCTION filejobs_notify_job_change() RETURNS trigger AS $$
-BEGIN
+NOTIFY_FUNCTION = _FUNCTION.format(
+    guard="""
     IF NOT EXISTS (SELECT 1 FROM change_listeners WHERE expires_at > clock_timestamp()) THEN
         RETURN NULL;
-    END IF;
-    IF TG_OP = 'DELETE' THEN
-        PERFORM pg_notify('filejobs_jobs', 'D ' || OLD.id || ' ' || OLD.owner);
-    ELSE
-        PERFORM pg_notify('filejobs_jobs', 'U ' || NEW.id);
-    END IF;
-    RETURN NULL;
-END;
-$$ LANGUAGE plpgsql
-"""
-
-#: Migration 0005's.
-NOTIFY_ALWAYS = """
-CREATE OR REPLACE FUNCTION filejobs_notify_job_change() RETURNS trigger AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        PERFORM pg_notify('filejobs_jobs', 'D ' || OLD.id || ' ' || OLD.owner);
-    ELSE
-        PERFORM pg_notify('filejobs_jobs', 'U ' || NEW.id);
-    END IF;
-    RETURN NULL;
-END;
-$$ LANGUAGE plpgsql
-"""
+    END IF;"""
+)
+NOTIFY_ALWAYS = _FUNCTION.format(guard="")
 
 
 def upgrade() -> None:

@@ -9,49 +9,35 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from filejobs.app import create_app
 from filejobs.jobs import repository
-from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.jobs.executor import ChildProcess, Control
 from filejobs.jobs.inline import run_inline, runs_inline
 from filejobs.jobs.messages import Done, RunRequest
 from filejobs.jobs.runner import run_job
-from filejobs.jobs.worker import LocalWorker
 from filejobs.processors.inspect import Inspect
-from filejobs.services import Services
 from filejobs.testing import submit
-from tests.conftest import burst_worker, files_under, make_settings
+from tests.conftest import files_under
+from tests.jobs.conftest import App
 from tests.jobs.helpers import row
 from tests.sample_processors import WHERE_GATE, WHERE_HELD, Where, WhereHeavy
 
 INSPECT = "filejobs.processors.inspect:Inspect"
-App = tuple[TestClient, Services, LocalWorker]
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Any]:
+def app(tmp_path: Path, app_builder: Callable[..., App]) -> Callable[..., App]:
     """``app(name, **settings)`` → (client, services, burst worker), each with its own data dir."""
-    clients: list[TestClient] = []
 
     def build(name: str = "data", **overrides: Any) -> App:
-        settings = make_settings(tmp_path / name, **overrides)
-        api = create_app(settings, dispatcher=InMemoryDispatcher())
-        client = TestClient(api, raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        services: Services = client.app_state["services"]
-        return client, services, burst_worker(services)
+        return app_builder(tmp_path / name, **overrides)
 
-    yield build
-    for client in reversed(clients):
-        client.__exit__(None, None, None)
+    return build
 
 
 def run_one(app: App, content: bytes, **kwargs: Any) -> dict[str, Any]:

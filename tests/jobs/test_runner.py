@@ -6,8 +6,9 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from filejobs.services import Services
 from filejobs.settings import Settings
 from filejobs.testing import submit
 from tests.conftest import burst_worker, files_under, make_settings
+from tests.jobs.conftest import App
 from tests.jobs.helpers import child_pids, patch_job, process_gone, row, wait_for_status, wait_until
 
 
@@ -69,23 +71,9 @@ class Background:
 
 
 @pytest.fixture
-def own_app(data_dir: Path) -> Iterator[Any]:
+def own_app(data_dir: Path, app_builder: Callable[..., App]) -> Callable[..., App]:
     """Build an app with custom settings: ``own_app(**overrides)`` → (client, services, worker)."""
-    stack: list[TestClient] = []
-
-    def build(**overrides: Any) -> tuple[TestClient, Services, LocalWorker]:
-        settings: Settings = make_settings(data_dir, **overrides)
-        client = TestClient(
-            create_app(settings, dispatcher=InMemoryDispatcher()), raise_server_exceptions=False
-        )
-        client.__enter__()
-        stack.append(client)
-        services: Services = client.app_state["services"]
-        return client, services, burst_worker(services)
-
-    yield build
-    for client in reversed(stack):
-        client.__exit__(None, None, None)
+    return partial(app_builder, data_dir)
 
 
 # ---- outcomes -------------------------------------------------------------------------------
