@@ -186,7 +186,13 @@ def test_an_idle_stream_sends_keep_alive_comments(make_site: SiteFactory) -> Non
         assert next(stream) == Comment("keep-alive")
         assert next(stream) == Comment("keep-alive")
     with site.stream("/v1/events") as stream:
-        assert next(stream) == Comment("keep-alive")
+        first = next(stream)
+        if isinstance(first, Event) and first.event == "job":
+            # On a loaded machine: the job made before the stream opened, which the feed's look
+            # back saw only after the stream subscribed (as in wait_for_a_place).
+            assert job["id"] in first.data
+            first = next(stream)
+        assert first == Comment("keep-alive")
 
 
 def wait_for_a_place(site: Site, key: str | None = None) -> None:
