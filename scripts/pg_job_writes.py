@@ -11,7 +11,9 @@ Each variant gets a fresh database on the machine's server, made in one of these
 
 Each is filled with ``--rows`` finished jobs first (70 % succeeded with an output, 10 % failed,
 5 % cancelled, 15 % queued for later), and ``--listeners`` connections (default 1) ``LISTEN`` on
-the change feed's channel and drain it (as each API process does). Then, in every round and
+the change feed's channel and drain it (as each API process with an event stream open does; where
+the schema has ``change_listeners``, migration 0009, each records itself there, without which the
+trigger sends nothing: ``--listeners 0`` is an API with no stream open). Then, in every round and
 every variant in turn (so a change in the machine's load touches them all alike), ``--jobs``
 queued jobs are inserted (not counted), claimed one by one with :func:`repository.claim_job` and finished with
 :func:`repository.succeed_alone` (the statements a Celery worker runs, through
@@ -45,13 +47,13 @@ import psycopg
 from sqlalchemy import insert
 
 from filejobs.db import Database
+from filejobs.events.feed import CHANNEL
 from filejobs.ids import new_job_id
 from filejobs.jobs import repository
 from filejobs.migrate import upgrade
 from filejobs.models import Job, utcnow
 from filejobs.settings import Settings
 from filejobs.testing import fresh_postgres_database
-from filejobs.webhooks.outbox import CHANNEL
 from scripts.bench.apps import bare_celery
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -220,10 +222,17 @@ def _make_variant(stack: ExitStack, name: str) -> Variant:
 
 @contextmanager
 def listening(url: str) -> Iterator[None]:
-    """A connection that LISTENs on the change feed's channel and drains it, until exit."""
+    """A connection that LISTENs on the change feed's channel and drains it, until exit; recorded
+    as a listener where the schema has ``change_listeners`` (as the feed records itself)."""
     stop = threading.Event()
     conn = psycopg.connect(url, autocommit=True)
     conn.execute(f"LISTEN {CHANNEL}")
+    found = conn.execute("SELECT to_regclass('change_listeners') IS NOT NULL").fetchone()
+    if found and found[0]:
+        conn.execute(
+            "INSERT INTO change_listeners (id, expires_at) VALUES (%s, now() + interval '1 day')",
+            (f"pg_job_writes:{uuid.uuid4().hex}",),
+        )
 
     def drain() -> None:
         while not stop.is_set():
