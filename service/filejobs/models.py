@@ -423,12 +423,6 @@ def etag_for(job_id: str, version: int) -> str:
     return f'"{job_id}.{version}"'
 
 
-# Instances made with ``model_construct`` (see :func:`new_job` and filejobs.jobs.fast_read) read
-# their fields through SQLAlchemy's instrumentation, which exists only once the mappers are
-# configured; the first query would do it, but a fast read may come before any query.
-configure_mappers()
-
-
 class ChangeListener(SQLModel, table=True):
     """An API process listening to job changes (``LISTEN filejobs_jobs``) while it has an event
     stream open, until ``expires_at`` (renewed while it listens). The jobs table's trigger sends its
@@ -439,3 +433,9 @@ class ChangeListener(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     expires_at: datetime = _ts(nullable=False)
+
+
+# Instances made with ``model_construct`` (see :func:`new_job` and filejobs.jobs.fast_read) read
+# their fields through SQLAlchemy's instrumentation, which exists only once the mappers are
+# configured; the first query would do it, but a fast read may come before any query.
+configure_mappers()

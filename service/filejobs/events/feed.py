@@ -155,9 +155,8 @@ class ChangeFeed(BackgroundTask):
                     if jobs is None:
                         jobs = asyncio.create_task(self._listen_forever(CHANNEL))
                     else:
-                        await _cancel(jobs)  # its connection closes: the server forgets the LISTEN
+                        await self._stop_listening(jobs)
                         jobs = None
-                        await to_thread.run_sync(listeners.unregister, self._db, self._listener_id)
                 if not self._subscriptions:
                     self._forget()
                     continue
@@ -167,11 +166,16 @@ class ChangeFeed(BackgroundTask):
                     log.exception("looking for changed jobs failed; trying again")
                     await asyncio.sleep(STEP_RETRY)
         finally:
-            for listener in (webhooks, jobs):
-                if listener is not None:
-                    await _cancel(listener)
+            if webhooks is not None:
+                await _cancel(webhooks)
             if jobs is not None:
-                await to_thread.run_sync(listeners.unregister, self._db, self._listener_id)
+                await self._stop_listening(jobs)
+
+    async def _stop_listening(self, jobs: asyncio.Task[None]) -> None:
+        """End the job changes' listener: its connection closes (the server forgets the LISTEN), and
+        its row goes, so the trigger stops notifying for it."""
+        await _cancel(jobs)
+        await to_thread.run_sync(listeners.unregister, self._db, self._listener_id)
 
     def _forget(self) -> None:
         """No stream is open: what the feed knew goes stale, so the next stream starts afresh."""
@@ -253,15 +257,11 @@ class ChangeFeed(BackgroundTask):
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {channel}")
-                    if not jobs:
+                    if jobs:
+                        await self._hear_job_changes(conn)
+                    else:
                         async for note in conn.notifies():
                             self._on_notify(note.payload)
-                    while True:  # job changes: notified only while this listener's row is current
-                        await listeners.register(conn, self._listener_id)
-                        self._scan_needed = True  # what changed while nobody listened
-                        self._wake.set()
-                        while await self._hear(conn):
-                            pass
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -269,6 +269,16 @@ class ChangeFeed(BackgroundTask):
             if jobs:
                 self._scan_needed = True
             await asyncio.sleep(LISTEN_RETRY)
+
+    async def _hear_job_changes(self, conn: Any) -> None:
+        """Job changes are notified only while this listener's row is current: record it, look at
+        the rows changed meanwhile, pass notifications on; again whenever the row had expired."""
+        while True:
+            await listeners.register(conn, self._listener_id)
+            self._scan_needed = True  # what changed while nobody listened
+            self._wake.set()
+            while await self._hear(conn):
+                pass
 
     async def _hear(self, conn: Any) -> bool:
         """Pass on the notifications of :data:`listeners.RENEW_EVERY` seconds, then renew this

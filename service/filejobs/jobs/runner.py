@@ -181,14 +181,12 @@ def _execute(job: Claimed, ctx: RunContext, claimed_at: float) -> Ran:
                 memory_bytes=0 if inline else settings.job_memory_limit,
             ),
         )
+        tick = _Ticker(job.id, ctx)
         if inline:
-            outcome = run_inline(request, tick=_Ticker(job.id, ctx), timeout=settings.job_timeout)
+            outcome = run_inline(request, tick=tick, timeout=settings.job_timeout)
         else:
             outcome = ctx.child.run(
-                request,
-                tick=_Ticker(job.id, ctx),
-                timeout=settings.job_timeout,
-                cancel_grace=settings.cancel_grace,
+                request, tick=tick, timeout=settings.job_timeout, cancel_grace=settings.cancel_grace
             )
         return _record(job, ctx, outcome, workspace, ticker, claimed_at)
 
