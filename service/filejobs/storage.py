@@ -561,8 +561,11 @@ class LocalStorage:
     def output_dir(self, job_id: str, attempt: int, *, create: bool = True) -> Path:
         """A fresh, empty directory for this attempt's outputs; earlier attempts' are removed.
         ``create=False``: only its path (the job's child makes it if the processor asks for it)."""
-        self.delete_outputs(job_id)
-        path = self.path(f"outputs/{job_id}/{attempt}")
+        job_dir = self.path(f"outputs/{job_id}")
+        # Most jobs' first attempt finds none: one lstat, not rmtree's failed one and its exception.
+        if os.path.lexists(job_dir):
+            shutil.rmtree(job_dir, ignore_errors=True)
+        path = job_dir / str(attempt)
         if create:
             path.mkdir(parents=True)
         return path

@@ -7,6 +7,7 @@ own pid means the burst worker's thread ran it; ``where-heavy`` is the same, not
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -20,12 +21,15 @@ from filejobs.jobs.executor import ChildProcess, Control
 from filejobs.jobs.inline import run_inline, runs_inline
 from filejobs.jobs.messages import Done, RunRequest
 from filejobs.jobs.runner import run_job
+from filejobs.processors import inspect as inspect_module
 from filejobs.processors.inspect import Inspect
+from filejobs.sniff import SNIFF_BYTES, sniff
 from filejobs.testing import submit
 from tests.conftest import files_under
 from tests.jobs.conftest import App
 from tests.jobs.helpers import row
 from tests.sample_processors import WHERE_GATE, WHERE_HELD, Where, WhereHeavy
+from tests.tus import helpers as tus
 
 INSPECT = "filejobs.processors.inspect:Inspect"
 
@@ -73,6 +77,41 @@ def test_inspect_gives_the_same_result_inline_and_in_the_child(app: Any, kind: s
     assert inline["result"] == child["result"]
     assert inline["result"]["size"] == len(content)
     assert inline["progress"] == child["progress"] == 1.0
+
+
+def test_inspect_takes_the_type_sniffed_at_upload_by_every_way_a_job_gets_its_file(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's ``file_content_type`` is what ``sniff`` says of its first SNIFF_BYTES, whether the
+    file came in a form, by tus, or by hash (the stored content's): ``inspect`` reports it as its own
+    sniff would, without sniffing again (here it cannot: its ``sniff`` raises)."""
+    client, services, worker = app()
+    long_csv = b"".join(b"%d,%d,x\n" % (n, n * n) for n in range(12_000)) + b"\x00 binary tail"
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    assert len(long_csv) > SNIFF_BYTES
+    assert sniff(long_csv) != sniff(long_csv[:SNIFF_BYTES])  # the first SNIFF_BYTES decide
+
+    def no_sniff(sample: bytes) -> str:
+        raise AssertionError("sniffed again")
+
+    monkeypatch.setattr(inspect_module, "sniff", no_sniff)
+    ids = {"form": submit(client, long_csv, name="t.csv")["id"]}
+    ids["png"] = submit(client, png, name="p.bin")["id"]
+    url = tus.created(client, len(png), filename="again.png")
+    ids["tus"] = tus.patch(client, url, 0, png).headers["filejobs-job"].rsplit("/", 1)[1]
+    by_hash = {"file_sha256": hashlib.sha256(long_csv).hexdigest(), "reuse": False}
+    answer = client.post("/v1/jobs/by-hash", json={"items": [by_hash]})
+    ids["by hash"] = answer.json()["items"][0]["job"]["id"]
+    ctx = worker.context(0)
+    try:
+        statuses = {name: run_job(job_id, ctx).status for name, job_id in ids.items()}
+        assert statuses == dict.fromkeys(ids, "succeeded")
+        assert ctx.child.pid is None  # all ran in this thread, where ``sniff`` is patched
+    finally:
+        ctx.child.kill()
+    found = {name: row(services.db, job_id).result["mime_type"] for name, job_id in ids.items()}
+    csv_type, png_type = sniff(long_csv[:SNIFF_BYTES]), sniff(png)
+    assert found == {"form": csv_type, "png": png_type, "tus": png_type, "by hash": csv_type}
 
 
 @pytest.mark.parametrize("content", [b"", b"one line\n", bytes(range(256)), "café\n".encode("cp1252")])

@@ -21,7 +21,13 @@ def test_an_attempts_output_directory_is_fresh_and_under_the_data_directory(tmp_
     assert second.is_dir()
     assert not any(second.iterdir())
     assert not first.exists()  # earlier attempts' outputs go
-    storage.delete_outputs(job_id, 2)
+    (second / "out.txt").write_text("x")
+    third = storage.workspace(job_id, 3).output_dir(create=False)  # as the runner asks: a path only
+    assert third == storage.root / "outputs" / job_id / "3"
+    assert not third.exists()
+    assert not second.exists()  # earlier attempts' outputs go all the same
+    third.mkdir(parents=True)
+    storage.delete_outputs(job_id, 3)
     assert not (storage.root / "outputs" / job_id).exists()
 
 

@@ -34,6 +34,8 @@ class RunRequest:
     content_type: str = "application/octet-stream"
     #: The job's bounds; ``limits.memory_bytes`` becomes the child's ``RLIMIT_AS`` for this job.
     limits: Limits = field(default_factory=Limits)
+    #: ``content_type`` is the type sniffed from the file's content (a job's file type always is).
+    content_type_sniffed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,6 +106,7 @@ def call_processor(
             progress=progress,
             cancelled=cancelled,
             limits=limits,
+            content_type_sniffed=request.content_type_sniffed,
         )
         output = processor_cls().run(ctx, params)
         if cancelled():

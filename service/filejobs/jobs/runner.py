@@ -173,7 +173,10 @@ def _execute(job: Claimed, ctx: RunContext, claimed_at: float) -> Ran:
             output_dir=str(workspace.output_dir(create=False)),
             params={**job.params, **(job.secret_params or {})},
             file_name=job.file_name,
+            # Sniffed by the API from the same bytes when they were stored (an upload by hash: the
+            # type of the stored content it names), as the ``inspect`` processor would sniff them.
             content_type=job.file_content_type,
+            content_type_sniffed=True,
             limits=Limits(
                 max_image_pixels=settings.max_image_pixels,
                 max_pdf_pages=settings.max_pdf_pages,

@@ -63,6 +63,9 @@ class Context:
     progress: Callable[[float, str | None], None]
     cancelled: Callable[[], bool]
     limits: Limits = field(default_factory=Limits)
+    #: True when ``content_type`` is what :func:`filejobs.sniff.sniff` said of the file's first
+    #: :data:`~filejobs.sniff.SNIFF_BYTES` bytes (a job's: the API sniffed them when it stored them).
+    content_type_sniffed: bool = False
 
     def check_cancelled(self) -> None:
         """Raise :class:`Cancelled` if the job was cancelled; call it between units of work."""

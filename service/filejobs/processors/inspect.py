@@ -75,7 +75,7 @@ class Inspect(Processor):
     )
     accepts = ("*/*",)
     Params = NoParams
-    # Hashes, the sniff the API already does on every upload, and counts over 1 MiB chunks.
+    # Hashes, the sniff the API already did on every upload (reused), and counts over 1 MiB chunks.
     light = True
 
     def run(self, ctx: Context, params: BaseModel) -> Output:
@@ -92,7 +92,9 @@ class Inspect(Processor):
             first = handle.read(CHUNK)
             sample = first[:SNIFF_BYTES]
             binary = looks_binary(sample)
-            result["mime_type"] = sniff(sample)
+            # A job's type was sniffed from this very sample by the API: the magic lookup (most of a
+            # small file's time here) is not done again.
+            result["mime_type"] = ctx.content_type if ctx.content_type_sniffed else sniff(sample)
             result["is_text"] = not binary
             if not binary:
                 encoding = text_encoding(sample) or "utf-8"
