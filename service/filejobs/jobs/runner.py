@@ -184,12 +184,12 @@ def _execute(job: Claimed, ctx: RunContext, claimed_at: float) -> Ran:
                 memory_bytes=0 if inline else settings.job_memory_limit,
             ),
         )
-        tick = _Ticker(job.id, ctx)
+        # One ticker for the whole attempt (input fetched, run, output stored): one lease cadence.
         if inline:
-            outcome = run_inline(request, tick=tick, timeout=settings.job_timeout)
+            outcome = run_inline(request, tick=ticker, timeout=settings.job_timeout)
         else:
             outcome = ctx.child.run(
-                request, tick=tick, timeout=settings.job_timeout, cancel_grace=settings.cancel_grace
+                request, tick=ticker, timeout=settings.job_timeout, cancel_grace=settings.cancel_grace
             )
         return _record(job, ctx, outcome, workspace, ticker, claimed_at)
 
