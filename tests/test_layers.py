@@ -101,9 +101,9 @@ ENVIRONMENT: dict[str, tuple[set[str] | None, str]] = {
         "arguments; serve hands over what it decided there, in one function",
     ),
     "jobs.executor": (
-        {"_child_env"},
-        "passes its whole environment on to the worker child it spawns (a fresh interpreter that "
-        "must see what this process sees); it reads no setting from it",
+        {"child_env"},
+        "passes its whole environment on to the worker children and the worker process spawned (fresh "
+        "interpreters that must see what this process sees); it reads no setting from it",
     ),
     "testing": (None, "the process harness builds the environment of the servers it starts"),
 }

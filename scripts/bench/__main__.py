@@ -65,10 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="filejobs serve --processes (HTTP processes) for every filejobs server (default 1)",
     )
+    parser.add_argument(
+        "--worker-process",
+        action="store_true",
+        help="FILEJOBS_WORKER_PROCESS=true for every filejobs server (the local pool in its own process)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here as JSON")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args(argv)
     common.API_PROCESSES = max(1, args.processes)
+    common.WORKER_PROCESS = args.worker_process
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(GROUPS)
     unknown = [n for n in names if n not in GROUPS]
     if unknown:
@@ -83,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
         f"Linux {info['kernel']}, Python {info['python']}"
     )
-    ctx.say(f"filejobs serve --processes {common.API_PROCESSES}")
+    ctx.say(
+        f"filejobs serve --processes {common.API_PROCESSES}"
+        f"{', FILEJOBS_WORKER_PROCESS=true' if common.WORKER_PROCESS else ''}"
+    )
     ctx.say(f"disk:    {work} [{filesystem_of(work)}]; rounds {ctx.rounds}{' (smoke)' if args.smoke else ''}")
 
     figures: list[Figure] = []
@@ -119,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                     "smoke": args.smoke,
                     "rounds": ctx.rounds,
                     "processes": common.API_PROCESSES,
+                    "worker_process": common.WORKER_PROCESS,
                     "groups": names,
                     "failed": failed,
                 },

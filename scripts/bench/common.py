@@ -62,6 +62,8 @@ class Context:
 
 #: ``filejobs serve --processes`` for every filejobs server of the run (``--processes`` of the suite).
 API_PROCESSES = 1
+#: ``FILEJOBS_WORKER_PROCESS`` for every filejobs server of the run (``--worker-process`` of the suite).
+WORKER_PROCESS = False
 
 
 def filejobs_server(
@@ -73,7 +75,11 @@ def filejobs_server(
     processes = API_PROCESSES if scalable else 1
     return Server(
         data_dir,
-        env={"FILEJOBS_API_PROCESSES": str(processes), **(env or {})},
+        env={
+            "FILEJOBS_API_PROCESSES": str(processes),
+            "FILEJOBS_WORKER_PROCESS": str(WORKER_PROCESS).lower(),
+            **(env or {}),
+        },
         log_path=data_dir.parent / f"{data_dir.name}.log",
         args=["--log-level", LOG_LEVEL],
     )

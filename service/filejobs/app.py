@@ -157,9 +157,10 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
             )
         else:
             log.info(
-                "filejobs ready: data in %s, %d worker process(es)",
+                "filejobs ready: data in %s, %d worker process(es)%s",
                 resolved.data_dir,
-                services.worker.size if services.worker else 0,
+                services.worker.size if services.worker else getattr(services.dispatcher, "size", 0),
+                ", their threads in a process of their own" if services.worker is None else "",
             )
         try:
             yield {"services": services}

@@ -16,6 +16,7 @@ from filejobs.jobs.group_commit import GroupCommitter
 from filejobs.jobs.local_dispatch import LocalDispatcher
 from filejobs.jobs.sweep_lock import SweepLock, sweep_lock
 from filejobs.jobs.worker import LocalWorker
+from filejobs.jobs.worker_process import WorkerProcess
 from filejobs.keys import AuthGate
 from filejobs.processors.registry import Registry, build_registry
 from filejobs.schema_version import at_head
@@ -113,7 +114,9 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
 
             dispatcher = CeleryDispatcher(settings, db)
         else:
-            if settings.workers > 0:
+            if settings.workers > 0 and settings.worker_process:
+                dispatcher = WorkerProcess(settings, on_change=hub.notify)
+            elif settings.workers > 0:
                 worker = LocalWorker(
                     db=db,
                     storage=storage,
@@ -122,7 +125,8 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
                     on_change=hub.notify,
                     committer=committer,  # jobs' final statuses share the new rows' commits
                 )
-            dispatcher = LocalDispatcher(worker)
+            if dispatcher is None:
+                dispatcher = LocalDispatcher(worker)
     return Services(
         settings=settings,
         db=db,

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         description="Celery: seconds after which a queued job's message counts as possibly lost.",
     )
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
+    worker_process: bool = Field(
+        default=False,
+        description="Local backend: run the WORKERS job threads (their claims, runs and final statuses) "
+        "in a process of their own beside each API process, not in it: their Python then has a GIL "
+        "of its own (see docs/performance.md).",
+    )
     api_processes: int = Field(
         default=1,
         ge=1,

@@ -67,3 +67,22 @@ def test_the_http_processes_stop_when_the_supervisor_is_killed(server: Server) -
     assert len(processes) == 2
     server.kill9()
     assert wait_gone(processes, timeout=20.0) == []  # not left serving on the port
+
+
+def test_the_worker_process_runs_the_jobs_counts_them_and_stops_with_its_killed_api_process(
+    tmp_path: Path,
+) -> None:
+    """``FILEJOBS_WORKER_PROCESS``: the jobs run in a process of its own beside the API process, its
+    counters reach the API's /metrics, and it stops when the API process is killed (its pipe's EOF)."""
+    env = {"FILEJOBS_WORKERS": "1", "FILEJOBS_WORKER_PROCESS": "true"}
+    with Server(tmp_path / "data", env=env) as server, server.client() as client:
+        pools = [p for p in server.children() if "filejobs.jobs.worker_process" in p.cmdline()]
+        assert len(pools) == 1
+        job_id = client.post("/v1/jobs", files={"file": ("f.txt", b"hello\n")}).json()["id"]
+        assert wait_for(client, job_id, status_is("succeeded", "failed"), timeout=60)["status"] == "succeeded"
+        # No job child under the API process itself: the one worker's child is the worker process's.
+        assert not [p for p in psutil.Process(server.pid).children() if "filejobs.jobs.child" in p.cmdline()]
+        finished = 'filejobs_jobs_finished_total{processor="inspect",status="succeeded"} 1.0'
+        assert finished in client.get("/metrics").text
+        server.kill9()
+        assert wait_gone(pools, timeout=20.0) == []

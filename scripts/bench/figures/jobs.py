@@ -67,6 +67,7 @@ class Run:
     cpu_s: float = 0.0  # CPU of the server, its children and this process over the round
     api_cpu_s: float = 0.0  # of which the API process(es): one GIL each
     child_cpu_s: float = 0.0  # of which the job children
+    pool_cpu_s: float = 0.0  # of which the worker processes (FILEJOBS_WORKER_PROCESS), not the API's
     others_busy: float = 0.0  # cores other processes of the machine kept busy meanwhile (on average)
 
     @property
@@ -153,12 +154,13 @@ def cpu_meter(server_pid: int | None) -> Callable[[], dict[int, float]]:
     return read
 
 
-def job_children(server_pid: int | None) -> set[int]:
-    """The pids of the server's job children (``python -m filejobs.jobs.child``)."""
+def job_children(server_pid: int | None, module: str = "filejobs.jobs.child") -> set[int]:
+    """The pids of the server's job children (``python -m filejobs.jobs.child``), or of its
+    processes of another ``module`` (``filejobs.jobs.worker_process``)."""
     found = set()
     for proc in tree(server_pid) if server_pid is not None else []:
         with contextlib.suppress(psutil.Error):
-            if "filejobs.jobs.child" in proc.cmdline():
+            if module in proc.cmdline():
                 found.add(proc.pid)
     return found
 
@@ -172,11 +174,13 @@ def api_processes(server_pid: int) -> int:
     return spawned or 1
 
 
-def split_cpu(before: dict[int, float], after: dict[int, float], children: set[int]) -> tuple[float, float]:
+def split_cpu(
+    before: dict[int, float], after: dict[int, float], children: set[int], pools: frozenset[int] = frozenset()
+) -> tuple[float, float]:
     """CPU seconds between two readings of (the API processes: neither this one nor a job
-    child, the job children)."""
+    child nor a worker process (``pools``), the job children)."""
     me = os.getpid()
-    api = {pid: s for pid, s in after.items() if pid != me and pid not in children}
+    api = {pid: s for pid, s in after.items() if pid != me and pid not in children and pid not in pools}
     kids = {pid: s for pid, s in after.items() if pid in children}
     return cpu_used(before, api), cpu_used(before, kids)
 
@@ -196,8 +200,10 @@ def one_round(base_url: str, count: int, server_pid: int | None = None) -> Run:
     checked = meter()
     check = cpu_used(after, checked)
     children = job_children(server_pid)
-    api_s, child_s = split_cpu(before, after, children)
-    api_check, _ = split_cpu(after, checked, children)
+    pools = frozenset(job_children(server_pid, "filejobs.jobs.worker_process"))
+    api_s, child_s = split_cpu(before, after, children, pools)
+    api_check, _ = split_cpu(after, checked, children, pools)
+    pool_s = cpu_used(before, {pid: s for pid, s in after.items() if pid in pools})
     submit_s = last_202 - first
     total_s = done_wall - first_wall
     return Run(
@@ -209,6 +215,7 @@ def one_round(base_url: str, count: int, server_pid: int | None = None) -> Run:
         cpu_s=max(TICK, cpu_used(before, after) - check),
         api_cpu_s=max(TICK, api_s - api_check),
         child_cpu_s=child_s,
+        pool_cpu_s=pool_s,
         others_busy=max(0.0, machine_used - cpu_used(before, after)) / elapsed,
     )
 
@@ -261,7 +268,8 @@ def run(ctx: Context) -> list[Figure]:
                 f"in {got.submit_s:.1f} s, all succeeded {got.drain_s:.1f} s later: "
                 f"{got.jobs_per_s:6.0f} jobs/s; CPU {got.cpu_per_job_us:5.0f} µs/job "
                 f"(API process {got.api_per_job_us:5.0f}, job children "
-                f"{got.child_cpu_s / count * 1e6:4.0f}; {got.busy_cores:.2f} cores busy)"
+                f"{got.child_cpu_s / count * 1e6:4.0f}, worker process {got.pool_cpu_s / count * 1e6:4.0f}; "
+                f"{got.busy_cores:.2f} cores busy)"
             )
             ctx.say(
                 f"      no workers: accepted {alone.accept_per_s:6.0f}/s, CPU {alone.cpu_per_job_us:5.0f} "

@@ -62,7 +62,9 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
-    prepare_metrics_directory(settings, private=processes > 1)
+    # The worker process (WORKER_PROCESS) counts the jobs it runs: its counters join the API's.
+    worker_process = settings.backend == "local" and settings.workers > 0 and settings.worker_process
+    prepare_metrics_directory(settings, private=processes > 1 or worker_process)
     if processes > 1:
         _prepare_processes(settings, processes)
     del settings

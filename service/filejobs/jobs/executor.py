@@ -78,9 +78,9 @@ class Control:
 Tick = Callable[[float | None, str | None], str]
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """This process's environment for a child, which must import what it can (plugins, test processors)."""
     env = dict(os.environ)
-    # The child must import what the parent can (plugins, test processors).
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -116,7 +116,7 @@ class ChildProcess:
             [sys.executable, "-m", "filejobs.jobs.child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=_child_env(),
+            env=child_env(),
             close_fds=True,
         )
         self._buffer = b""

@@ -462,6 +462,17 @@ def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) ->
     return Claimed(**rows[0]) if rows else None
 
 
+def claim_jobs(
+    db: Database, job_ids: Sequence[str], *, owner: str, lease_seconds: float
+) -> list[Claimed | None]:
+    """:func:`claim_job` for each of ``job_ids``, in one transaction on SQLite; in their order."""
+    now = utcnow()
+    expires = now + timedelta(seconds=lease_seconds)
+    params = [{"b_job_id": i, "b_now": now, "b_owner": owner, "b_lease_expires_at": expires} for i in job_ids]
+    rows = db.write_many(_CLAIM, params, durable=False)  # lost to a power cut: harmless
+    return [Claimed(**found[0]) if found else None for found in rows]
+
+
 def renew_lease(db: Database, job_id: str, *, owner: str, lease_seconds: float) -> bool:
     """Extend the lease; False when the job is no longer ours (cancelled, deleted, expired)."""
     now = utcnow()
@@ -616,8 +627,11 @@ def finish_failed(
         return outcome
 
 
-def release_job(db: Database, job_id: str, *, owner: str) -> bool:
-    """running → queued without spending the attempt (the worker is shutting down)."""
+def release_job(
+    db: Database, job_id: str, *, owner: str, message: str = "returned to the queue at shutdown"
+) -> bool:
+    """running → queued without spending the attempt (the worker is shutting down, or claimed it
+    with others it will run first)."""
     now = utcnow()
     with db.write() as session:
         return (
@@ -632,7 +646,7 @@ def release_job(db: Database, job_id: str, *, owner: str) -> bool:
                     run_after=now,
                     dispatched_at=None,
                     progress=0.0,
-                    message="returned to the queue at shutdown",
+                    message=message,
                     **_bump(),
                 )
             ).rowcount
