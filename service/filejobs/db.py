@@ -173,11 +173,8 @@ class Database:
     def write_many(
         self, statement: Executable, params: Sequence[Mapping[str, Any]], *, durable: bool = True
     ) -> list[Sequence[Mapping[str, Any]]]:
-        """``statement`` once per set of ``params``; the rows each returned. On SQLite all in one
-        transaction (one turn of the write lock, one commit: the worker's claims of several jobs);
-        on PostgreSQL each as :meth:`write_one` (autocommit, a round trip each, no commit to share)."""
-        if not self.is_sqlite:
-            return [self.write_one(statement, one, durable=durable) for one in params]
+        """``statement`` once per set of ``params``, all in one transaction (on SQLite one turn of
+        the write lock and one commit: a worker's claims of several jobs); the rows each returned."""
         engine = self.engine if durable else self._relaxed_engine
         with self._write_turn, engine.begin() as conn:
             return [[dict(row) for row in conn.execute(statement, one).mappings()] for one in params]

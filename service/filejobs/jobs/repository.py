@@ -462,14 +462,40 @@ def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) ->
     return Claimed(**rows[0]) if rows else None
 
 
-def claim_jobs(
-    db: Database, job_ids: Sequence[str], *, owner: str, lease_seconds: float
+#: :data:`_CLAIM` of a job of a light processor (``b_light``) on an input of at most
+#: ``b_max_bytes``: one a worker runs in its own thread in moments (:mod:`filejobs.jobs.inline`).
+_CLAIM_QUICK = _CLAIM_UPDATE.where(
+    _T.c.processor.in_(bindparam("b_light", expanding=True)), _T.c.file_size <= bindparam("b_max_bytes")
+).returning(*(_T.c[field.name] for field in fields(Claimed)))
+
+
+def claim_quick_jobs(
+    db: Database,
+    job_ids: Sequence[str],
+    *,
+    owner: str,
+    lease_seconds: float,
+    light: Sequence[str],
+    max_bytes: int,
 ) -> list[Claimed | None]:
-    """:func:`claim_job` for each of ``job_ids``, in one transaction on SQLite; in their order."""
+    """:func:`claim_job` for each of ``job_ids`` that is a job of a processor named in ``light`` on
+    an input of at most ``max_bytes`` bytes, all in one transaction (one turn of SQLite's write lock,
+    one commit); in their order. None for the others, left as they were: a heavier job, one not yet
+    due, taken by someone else, or gone (the caller claims those one by one)."""
     now = utcnow()
     expires = now + timedelta(seconds=lease_seconds)
-    params = [{"b_job_id": i, "b_now": now, "b_owner": owner, "b_lease_expires_at": expires} for i in job_ids]
-    rows = db.write_many(_CLAIM, params, durable=False)  # lost to a power cut: harmless
+    params = [
+        {
+            "b_job_id": job_id,
+            "b_now": now,
+            "b_owner": owner,
+            "b_lease_expires_at": expires,
+            "b_light": list(light),
+            "b_max_bytes": max_bytes,
+        }
+        for job_id in job_ids
+    ]
+    rows = db.write_many(_CLAIM_QUICK, params, durable=False)  # lost to a power cut: harmless
     return [Claimed(**found[0]) if found else None for found in rows]
 
 

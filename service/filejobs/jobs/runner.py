@@ -87,13 +87,6 @@ def run_job(job_id: str, ctx: RunContext) -> Ran:
     return run_claimed(job_id, job, ctx)
 
 
-def quick(job: Claimed, ctx: RunContext) -> bool:
-    """Whether ``job`` takes this thread only a moment: a light processor on a small input (run in
-    the thread, :mod:`filejobs.jobs.inline`), or one this process does not know (it fails at once)."""
-    entry = ctx.registry.get(job.processor)
-    return entry is None or runs_inline(entry.processor, job.file_size, ctx.settings.inline_max_bytes)
-
-
 def run_claimed(job_id: str, job: Claimed | None, ctx: RunContext) -> Ran:
     """:func:`run_job` after its claim: ``job`` is what the claim of ``job_id`` returned."""
     if job is None:

@@ -24,7 +24,7 @@ from filejobs.jobs import repository
 from filejobs.jobs.executor import ChildError
 from filejobs.jobs.finisher import Finisher, Finishes
 from filejobs.jobs.repository import Claimed
-from filejobs.jobs.runner import RunContext, quick, run_claimed, run_job
+from filejobs.jobs.runner import RunContext, run_claimed, run_job
 from filejobs.models import JobStatus, utcnow
 from filejobs.processors.registry import Registry
 from filejobs.settings import Settings
@@ -63,6 +63,11 @@ class LocalWorker:
         self.identity = worker_identity()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._pending: set[str] = set()
+        #: Ids put back in the queue by a thread that took them with others and could not claim
+        #: them together (heavier jobs, say): claimed one by one from then on, never in a batch again.
+        self._alone: set[str] = set()
+        #: What may be claimed together: light processors' jobs run in a thread in moments.
+        self._light = [entry.processor.name for entry in registry if entry.processor.light]
         self._cancelled: set[str] = set()
         self._timers: dict[str, threading.Timer] = {}
         self._lock = threading.Lock()
@@ -154,6 +159,8 @@ class LocalWorker:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
+        with self._lock:
+            self._alone.clear()
         for _ in self._threads:
             self._queue.put(None)
         deadline = threading.Timer(grace, self._must_stop.set)
@@ -184,11 +191,10 @@ class LocalWorker:
                 ids, stop = self._take_more([job_id])
                 with self._lock:
                     self._pending.difference_update(ids)
+                    alone = [i for i in ids if i in self._alone]
+                    self._alone.difference_update(alone)
                 if self._accepting.is_set():
-                    if len(ids) == 1:
-                        self._run(job_id, ctx)
-                    else:
-                        self._run_batch(ids, ctx)
+                    self._run_taken(ids, alone, ctx)
                 if stop:
                     return
         finally:
@@ -207,39 +213,60 @@ class LocalWorker:
             ids.append(more)
         return ids, False
 
-    def _run_batch(self, ids: list[str], ctx: RunContext) -> None:
-        """Claim ``ids`` in one transaction, then run them in this thread: the quick ones (light,
-        in the thread) first, then one other; the other others go back to the queue, their attempt
-        not spent, for a free thread (a claimed job waiting behind a long one would see its lease
-        expire)."""
+    def _run_taken(self, ids: list[str], alone: list[str], ctx: RunContext) -> None:
+        """Run the ids one thread took from the queue together. The light jobs on small inputs
+        among them (:func:`~filejobs.jobs.inline.runs_inline`: moments each, in this thread) are
+        claimed in one transaction and run first; of the others (heavier, not yet due, taken,
+        gone, or put back before) this thread claims and runs the first, and puts the rest back in
+        the queue for any free thread, unclaimed: their rows are untouched."""
+        others = [job_id for job_id in ids if job_id not in alone]
+        if len(others) > 1 and self._light and self.settings.inline_max_bytes > 0:
+            others = self._run_quick(others, ctx)
+        others += alone
+        for job_id in others[1:]:
+            self._put_back(job_id)
+        if others and self._accepting.is_set():
+            self._run(others[0], ctx)
+
+    def _run_quick(self, ids: list[str], ctx: RunContext) -> list[str]:
+        """Claim the quick jobs among ``ids`` together and run them; the ids not claimed."""
         try:
-            claims = repository.claim_jobs(
-                ctx.db, ids, owner=ctx.owner, lease_seconds=ctx.settings.lease_seconds
+            claims = repository.claim_quick_jobs(
+                ctx.db,
+                ids,
+                owner=ctx.owner,
+                lease_seconds=ctx.settings.lease_seconds,
+                light=self._light,
+                max_bytes=self.settings.inline_max_bytes,
             )
         except Exception:
-            log.exception("claiming %d jobs failed; the sweeper will offer them again", len(ids))
-            return
-        pairs = list(zip(ids, claims, strict=True))
-        quick_ones = [(i, job) for i, job in pairs if job is None or quick(job, ctx)]
-        slow = [(i, job) for i, job in pairs if job is not None and not quick(job, ctx)]
-        for job_id, _claimed in slow[1:]:
-            self._give_back(job_id, ctx)
-        for job_id, job in quick_ones + slow[:1]:
+            log.exception("claiming %d jobs together failed; claiming them one by one", len(ids))
+            return ids
+        for job_id, job in zip(ids, claims, strict=True):
+            if job is None:
+                continue
             if self._accepting.is_set():
                 self._run(job_id, ctx, job)
-            elif job is not None:
-                self._give_back(job_id, ctx)
+            else:  # stopping: claimed, not started
+                self._release(job_id, ctx)
+        return [job_id for job_id, job in zip(ids, claims, strict=True) if job is None]
 
-    def _give_back(self, job_id: str, ctx: RunContext) -> None:
+    def _put_back(self, job_id: str) -> None:
+        """Back in the queue, to be claimed alone (no row is touched: it was not claimed)."""
+        if not self._accepting.is_set():
+            return  # stopping: its row stays queued, as the ids dropped by stop()
+        with self._lock:
+            if job_id in self._pending:
+                return  # offered again meanwhile: already waiting
+            self._pending.add(job_id)
+            self._alone.add(job_id)
+        self._queue.put(job_id)
+
+    def _release(self, job_id: str, ctx: RunContext) -> None:
         try:
-            released = repository.release_job(
-                ctx.db, job_id, owner=ctx.owner, message="returned to the queue for another worker"
-            )
+            repository.release_job(ctx.db, job_id, owner=ctx.owner)
         except Exception:
             log.exception("job %s: could not be returned to the queue; its lease will", job_id)
-            return
-        if released:
-            self.submit(job_id)
 
     def _run(
         self, job_id: str, ctx: RunContext, claimed: Claimed | Literal[False] | None = False
