@@ -22,7 +22,7 @@ from typing import Literal
 from filejobs.db import Database
 from filejobs.jobs import repository
 from filejobs.jobs.executor import ChildError
-from filejobs.jobs.finisher import Finisher, Finishes
+from filejobs.jobs.finisher import Finisher, Finishes, next_batch
 from filejobs.jobs.repository import Claimed
 from filejobs.jobs.runner import RunContext, run_claimed, run_job
 from filejobs.models import JobStatus, utcnow
@@ -185,33 +185,18 @@ class LocalWorker:
             log.exception("worker %d: child process failed to start; will retry per job", index)
         try:
             while True:
-                job_id = self._queue.get()
-                if job_id is None:
-                    return
-                ids, stop = self._take_more([job_id])
+                # The next id (waited for) and those waiting with it, up to CLAIM_BATCH.
+                ids, stop = next_batch(self._queue, CLAIM_BATCH)
                 with self._lock:
                     self._pending.difference_update(ids)
                     alone = [i for i in ids if i in self._alone]
                     self._alone.difference_update(alone)
-                if self._accepting.is_set():
+                if ids and self._accepting.is_set():
                     self._run_taken(ids, alone, ctx)
                 if stop:
                     return
         finally:
             ctx.child.kill()
-
-    def _take_more(self, ids: list[str]) -> tuple[list[str], bool]:
-        """``ids`` and the ids waiting in the queue now, up to :data:`CLAIM_BATCH`; and whether
-        the stop sentinel was among them (the thread ends after this batch)."""
-        while len(ids) < CLAIM_BATCH:
-            try:
-                more = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if more is None:
-                return ids, True
-            ids.append(more)
-        return ids, False
 
     def _run_taken(self, ids: list[str], alone: list[str], ctx: RunContext) -> None:
         """Run the ids one thread took from the queue together. The light jobs on small inputs
