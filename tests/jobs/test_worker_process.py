@@ -92,3 +92,21 @@ def test_closing_stops_the_worker_process(data_dir: Path) -> None:
         pid = worker_process(client).pid
     assert pid is not None
     assert process_gone(pid)
+
+
+def test_a_stalled_worker_process_never_blocks_the_api_process(client: TestClient) -> None:
+    """submit runs on the event loop: with the worker process stopped (SIGSTOP) and its pipe full,
+    ids are dropped (left queued for the sweeper), never waited for."""
+    pool = worker_process(client)
+    pid = pool.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        sent = threading.Thread(target=lambda: [pool.submit(f"01-stalled-{n:05d}") for n in range(4000)])
+        sent.start()
+        sent.join(timeout=30)
+        assert not sent.is_alive(), "submit blocked on the stalled worker process's pipe"
+        assert pool.dropped > 0  # 4,000 lines do not fit in a pipe (64 KiB)
+    finally:
+        os.kill(pid, signal.SIGKILL)  # a stopped process dies of it: another is started
+    wait_until(lambda: process_gone(pid) or None, timeout=10, what="the stalled worker process to die")

@@ -70,6 +70,8 @@ class WorkerProcess:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        #: Messages a full pipe did not take (a stalled worker process).
+        self.dropped = 0
         self._proc: subprocess.Popen[bytes] | None = self._spawn()
         self._watch = threading.Thread(target=self._supervise, name="filejobs-worker-process", daemon=True)
         self._watch.start()
@@ -90,7 +92,10 @@ class WorkerProcess:
             bufsize=0,
         )
         assert proc.stdin is not None
-        proc.stdin.write(self.settings.model_dump_json().encode() + b"\n")
+        proc.stdin.write(self.settings.model_dump_json().encode() + b"\n")  # an empty pipe takes it
+        # From now on a write never waits (submit runs on the event loop): a message a full pipe
+        # cannot take is dropped, its job left queued for the sweeper's next offer.
+        os.set_blocking(proc.stdin.fileno(), False)
         log.info("worker process started (pid %d, %d worker(s))", proc.pid, self.size)
         return proc
 
@@ -101,7 +106,14 @@ class WorkerProcess:
                 return  # between two worker processes: the sweeper offers the queued job again
             # A dead worker process: its successor gets the job from the sweeper.
             with contextlib.suppress(OSError, ValueError):
-                proc.stdin.write(encode(kind, job_id))
+                # One line is under PIPE_BUF: written whole or (a full pipe) not at all.
+                if proc.stdin.write(encode(kind, job_id)) is None:
+                    self.dropped += 1
+                    log.warning(
+                        "the worker process is not reading (its pipe is full): %s %s left to the sweeper",
+                        kind,
+                        job_id,
+                    )
 
     def submit(self, job_id: str) -> None:
         self._send(RUN, job_id)
