@@ -72,6 +72,7 @@ class WorkerProcess:
         self._closed = threading.Event()
         #: Messages a full pipe did not take (a stalled worker process).
         self.dropped = 0
+        self._full = False
         self._proc: subprocess.Popen[bytes] | None = self._spawn()
         self._watch = threading.Thread(target=self._supervise, name="filejobs-worker-process", daemon=True)
         self._watch.start()
@@ -107,12 +108,15 @@ class WorkerProcess:
             # A dead worker process: its successor gets the job from the sweeper.
             with contextlib.suppress(OSError, ValueError):
                 # One line is under PIPE_BUF: written whole or (a full pipe) not at all.
-                if proc.stdin.write(encode(kind, job_id)) is None:
-                    self.dropped += 1
+                if proc.stdin.write(encode(kind, job_id)) is not None:
+                    self._full = False
+                    return
+                self.dropped += 1
+                if not self._full:  # once until a line goes through again (a sweep offers them all)
+                    self._full = True
                     log.warning(
-                        "the worker process is not reading (its pipe is full): %s %s left to the sweeper",
-                        kind,
-                        job_id,
+                        "the worker process is not reading (its pipe is full): ids are left queued "
+                        "for the sweeper's next offer until it reads again"
                     )
 
     def submit(self, job_id: str) -> None:
