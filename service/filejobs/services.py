@@ -114,7 +114,7 @@ def build_services(settings: Settings, *, dispatcher: Dispatcher | None = None) 
 
             dispatcher = CeleryDispatcher(settings, db)
         else:
-            if settings.workers > 0 and settings.worker_process:
+            if settings.runs_worker_process:
                 dispatcher = WorkerProcess(settings, on_change=hub.notify)
             elif settings.workers > 0:
                 worker = LocalWorker(

@@ -382,6 +382,11 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def runs_worker_process(self) -> bool:
+        """The local backend's pool runs in a process of its own (``WORKER_PROCESS``, with workers)."""
+        return self.backend == "local" and self.workers > 0 and self.worker_process
+
+    @property
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL, with the driver chosen for plain ``postgresql://`` URLs."""
         url = self.database_url

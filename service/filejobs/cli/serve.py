@@ -63,8 +63,7 @@ def serve(
         )
         raise typer.Exit(2)
     # The worker process (WORKER_PROCESS) counts the jobs it runs: its counters join the API's.
-    worker_process = settings.backend == "local" and settings.workers > 0 and settings.worker_process
-    prepare_metrics_directory(settings, private=processes > 1 or worker_process)
+    prepare_metrics_directory(settings, private=processes > 1 or settings.runs_worker_process)
     if processes > 1:
         _prepare_processes(settings, processes)
     del settings

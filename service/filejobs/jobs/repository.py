@@ -448,16 +448,16 @@ _FINISH_SUCCEEDED_QUIET = _FINISH_SUCCEEDED.where(_T.c.callback_url.is_(None), _
 )
 
 
+def _claim_params(owner: str, lease_seconds: float) -> dict[str, Any]:
+    """A claim's parameters but the job's id: now, the owner, the lease's end."""
+    now = utcnow()
+    return {"b_now": now, "b_owner": owner, "b_lease_expires_at": now + timedelta(seconds=lease_seconds)}
+
+
 def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) -> Claimed | None:
     """queued (and due) → running, owned by ``owner``; what the runner needs of it. None when
     someone else has it or it is gone."""
-    now = utcnow()
-    params = {
-        "b_job_id": job_id,
-        "b_now": now,
-        "b_owner": owner,
-        "b_lease_expires_at": now + timedelta(seconds=lease_seconds),
-    }
+    params = {"b_job_id": job_id, **_claim_params(owner, lease_seconds)}
     rows = db.write_one(_CLAIM, params, durable=False)  # lost to a power cut: harmless
     return Claimed(**rows[0]) if rows else None
 
@@ -482,19 +482,8 @@ def claim_quick_jobs(
     an input of at most ``max_bytes`` bytes, all in one transaction (one turn of SQLite's write lock,
     one commit); in their order. None for the others, left as they were: a heavier job, one not yet
     due, taken by someone else, or gone (the caller claims those one by one)."""
-    now = utcnow()
-    expires = now + timedelta(seconds=lease_seconds)
-    params = [
-        {
-            "b_job_id": job_id,
-            "b_now": now,
-            "b_owner": owner,
-            "b_lease_expires_at": expires,
-            "b_light": list(light),
-            "b_max_bytes": max_bytes,
-        }
-        for job_id in job_ids
-    ]
+    common = {**_claim_params(owner, lease_seconds), "b_light": list(light), "b_max_bytes": max_bytes}
+    params = [{"b_job_id": job_id, **common} for job_id in job_ids]
     rows = db.write_many(_CLAIM_QUICK, params, durable=False)  # lost to a power cut: harmless
     return [Claimed(**found[0]) if found else None for found in rows]
 
@@ -653,11 +642,8 @@ def finish_failed(
         return outcome
 
 
-def release_job(
-    db: Database, job_id: str, *, owner: str, message: str = "returned to the queue at shutdown"
-) -> bool:
-    """running → queued without spending the attempt (the worker is shutting down, or claimed it
-    with others it will run first)."""
+def release_job(db: Database, job_id: str, *, owner: str) -> bool:
+    """running → queued without spending the attempt (the worker is shutting down)."""
     now = utcnow()
     with db.write() as session:
         return (
@@ -672,7 +658,7 @@ def release_job(
                     run_after=now,
                     dispatched_at=None,
                     progress=0.0,
-                    message=message,
+                    message="returned to the queue at shutdown",
                     **_bump(),
                 )
             ).rowcount

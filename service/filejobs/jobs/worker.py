@@ -227,14 +227,15 @@ class LocalWorker:
         except Exception:
             log.exception("claiming %d jobs together failed; claiming them one by one", len(ids))
             return ids
+        unclaimed: list[str] = []
         for job_id, job in zip(ids, claims, strict=True):
             if job is None:
-                continue
-            if self._accepting.is_set():
+                unclaimed.append(job_id)
+            elif self._accepting.is_set():
                 self._run(job_id, ctx, job)
             else:  # stopping: claimed, not started
                 self._release(job_id, ctx)
-        return [job_id for job_id, job in zip(ids, claims, strict=True) if job is None]
+        return unclaimed
 
     def _put_back(self, job_id: str) -> None:
         """Back in the queue, to be claimed alone (no row is touched: it was not claimed)."""
