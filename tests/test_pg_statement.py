@@ -1,11 +1,16 @@
-"""``Database.write_one`` on PostgreSQL runs its statement on the pooled psycopg connection
-(:mod:`filejobs.pg_statement`): the rows it returns are what SQLAlchemy's ``Connection.execute``
-returns for the same statement (the column types' processors applied: UTC datetimes, JSON), it
-commits by itself, the connection goes back to the pool as the ORM expects it (not in autocommit),
-and a failed statement raises SQLAlchemy's wrapped error and leaves the pool usable."""
+"""``Database.write_one`` on PostgreSQL runs its statement on a psycopg connection kept in autocommit
+for such statements (:mod:`filejobs.pg_statement`): the rows it returns are what SQLAlchemy's
+``Connection.execute`` returns for the same statement (the column types' processors applied: UTC
+datetimes, JSON), it commits by itself, the engine's pool is left as the ORM expects it (its
+connections not in autocommit, none of them taken), a failed statement raises SQLAlchemy's wrapped
+error and its connection stays usable, one connection serves one thread's statements in turn (as
+many as threads run them at once), a forked process opens its own, and ``dispose`` closes them."""
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -89,3 +94,93 @@ def test_a_failed_statement_raises_sqlalchemys_error_and_the_pool_stays_usable(d
     assert repository.claim_job(db, job.id, owner="w", lease_seconds=30) is not None
     with db.engine.connect() as conn:
         assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
+
+
+def backend_pid(db: Database, durable: bool = True) -> int:
+    """The server process of the connection ``write_one`` runs on."""
+    return int(db.write_one(text("SELECT pg_backend_pid() AS pid"), {}, durable=durable)[0]["pid"])
+
+
+def backends(db: Database) -> set[int]:
+    """The server processes connected to ``db``'s database (but the asking one)."""
+    with db.engine.connect() as conn:
+        query = (
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        rows = conn.execute(text(query))
+        return {int(pid) for (pid,) in rows}
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_one_thread_s_statements_share_one_connection_apart_from_the_engine_s_pool(
+    db: Database, durable: bool
+) -> None:
+    first = backend_pid(db, durable)
+    assert {backend_pid(db, durable) for _ in range(5)} == {first}
+    job = repository.insert_job(db, make_job())
+    assert repository.claim_job(db, job.id, owner="w", lease_seconds=30) is not None
+    assert backend_pid(db, durable) == first
+    # Not one of the engine's: its pool has nothing checked out, and hands out other connections.
+    pool = (db.engine if durable else db._relaxed_engine).pool
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != first
+    # The relaxed one commits without waiting for the WAL's flush; the durable one waits.
+    setting = db.write_one(text("SELECT current_setting('synchronous_commit') AS s"), {}, durable=durable)
+    assert setting == [{"s": "on" if durable else "off"}]
+
+
+def test_a_failed_statement_keeps_its_connection(db: Database) -> None:
+    job = repository.insert_job(db, make_job())
+    first = backend_pid(db)
+    with pytest.raises(IntegrityError):
+        db.write_one(text("INSERT INTO jobs SELECT * FROM jobs WHERE id = :id"), {"id": job.id})
+    assert backend_pid(db) == first  # not closed: autocommit left no transaction to roll back
+
+
+def test_threads_at_once_get_a_connection_each_and_no_more(db: Database) -> None:
+    start = threading.Barrier(4)
+
+    def at_once() -> None:
+        start.wait(timeout=10)
+        db.write_one(text("SELECT pg_sleep(0.3)"), {})  # all four in the server at the same time
+
+    threads = [threading.Thread(target=at_once) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(db._autocommit[True]._idle) == 4
+    # Then one statement at a time: the last one kept is reused each time, nothing is opened.
+    assert len({backend_pid(db) for _ in range(10)}) == 1
+    assert len(db._autocommit[True]._idle) == 4
+
+
+def _child_writes(db: Database, out: multiprocessing.queues.SimpleQueue[int]) -> None:  # type: ignore[name-defined]
+    out.put(backend_pid(db))
+
+
+def test_a_forked_process_opens_its_own_and_leaves_the_parent_s_alone(db: Database) -> None:
+    parent = backend_pid(db)
+    fork = multiprocessing.get_context("fork")
+    out = fork.SimpleQueue()
+    child = fork.Process(target=_child_writes, args=(db, out))
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert out.get() != parent
+    assert backend_pid(db) == parent  # the child did not use, nor close, the parent's connection
+
+
+def test_dispose_closes_them(db: Database) -> None:
+    durable, relaxed = backend_pid(db, True), backend_pid(db, False)
+    assert {durable, relaxed} <= backends(db)
+    db.dispose()
+    probe = Database(db.url)
+    try:
+        deadline = time.monotonic() + 10
+        while {durable, relaxed} & backends(probe):  # a backend leaves a moment after its client
+            assert time.monotonic() < deadline, "the kept connections are still open"
+            time.sleep(0.01)
+    finally:
+        probe.dispose()

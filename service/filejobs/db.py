@@ -22,7 +22,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 from sqlalchemy.sql import Executable
 from sqlmodel import Session, create_engine
 
-from filejobs.pg_statement import PgStatement
+from filejobs.pg_statement import AutocommitConnections, PgStatement
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -106,6 +106,11 @@ PING_IDLE_AFTER = 10.0
 _IDLE_SINCE = "filejobs_idle_since"
 
 
+def _in_doubt(dbapi_conn: Any, idle_for: float) -> bool:
+    """Whether a connection idle for ``idle_for`` seconds is pinged before use (as the pool's are)."""
+    return idle_for >= PING_IDLE_AFTER or _has_input(dbapi_conn)
+
+
 def _has_input(dbapi_conn: Any) -> bool:
     """Whether the server sent something (or closed) on an idle connection: one ``poll()``."""
     try:
@@ -125,8 +130,15 @@ class Database:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._relaxed_engine = make_engine(url, synchronous="NORMAL")
-        # write_one's statements on PostgreSQL, compiled once each: {(durable, id): (statement, compiled)}.
+        # write_one's statements on PostgreSQL, compiled once each: {(durable, id): (statement, compiled)},
+        # and the autocommit connections they run on (by durability: the engines' connect arguments).
         self._pg_statements: dict[tuple[bool, int], tuple[Executable, PgStatement]] = {}
+        self._autocommit: dict[bool, AutocommitConnections] = {}
+        if not self.is_sqlite:
+            self._autocommit = {
+                True: AutocommitConnections(self.engine, _in_doubt),
+                False: AutocommitConnections(self._relaxed_engine, _in_doubt),
+            }
         # Re-entrant: a write may run code that opens another (same thread, same turn).
         self._write_turn: AbstractContextManager[Any] = threading.RLock() if self.is_sqlite else nullcontext()
 
@@ -157,8 +169,8 @@ class Database:
         """One writing statement in a transaction of its own (no ORM session: for a hot statement,
         e.g. the worker's claim, whose session cost more than the statement); the rows it returned.
         On PostgreSQL it runs in autocommit: one round trip, no ``BEGIN`` or ``COMMIT`` of its own,
-        on the pooled psycopg connection without SQLAlchemy's execution around it
-        (:mod:`filejobs.pg_statement`)."""
+        on a psycopg connection kept in autocommit for such statements, without SQLAlchemy's
+        execution or pool around it (:mod:`filejobs.pg_statement`)."""
         if self.is_sqlite:
             engine = self.engine if durable else self._relaxed_engine
             with self._write_turn, engine.begin() as conn:
@@ -166,8 +178,7 @@ class Database:
         key = (durable, id(statement))
         known = self._pg_statements.get(key)
         if known is None or known[0] is not statement:
-            engine = self.engine if durable else self._relaxed_engine
-            known = self._pg_statements[key] = (statement, PgStatement(engine, statement))
+            known = self._pg_statements[key] = (statement, PgStatement(self._autocommit[durable], statement))
         return known[1].run(params)
 
     def write_many(
@@ -198,5 +209,7 @@ class Database:
             session.exec(text("SELECT 1"))  # type: ignore[call-overload]
 
     def dispose(self) -> None:
+        for connections in self._autocommit.values():
+            connections.close_all()
         self.engine.dispose()
         self._relaxed_engine.dispose()
