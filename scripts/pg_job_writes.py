@@ -7,7 +7,8 @@ Each variant gets a fresh database on the machine's server, made in one of these
 * ``head``: the schema at the newest migration;
 * ``head-quiet``: the same without the change feed's triggers;
 * ``floor``: bare Celery + status rows' table and statements (:mod:`scripts.bench.apps.bare_celery`:
-  a primary key and a status index; the claim with ``synchronous_commit=off``, a durable finish).
+  a primary key and a status index; the claim in autocommit on a connection with
+  ``synchronous_commit=off``, a durable finish in autocommit, as its task runs them).
 
 Each is filled with ``--rows`` finished jobs first (70 % succeeded with an output, 10 % failed,
 5 % cancelled, 15 % queued for later), and ``--listeners`` connections (default 1) ``LISTEN`` on
@@ -22,7 +23,9 @@ database (``/proc/<pid>/stat``; the listener's too) is read before the claims, b
 the finishes, and the WAL written meanwhile for the variant's relations is read with
 ``pg_walinspect`` (B-tree records: one per index entry; bytes). Printed per variant: the median
 over rounds of the CPU per claim, per finish and per job in µs, the index entries per claim and
-per finish, and the WAL bytes per job (without full-page images: a checkpoint adds them to any variant).
+per finish, the WAL bytes per job (without full-page images: a checkpoint adds them to any variant),
+and the client's side: this process's thread CPU per claim and per finish (``time.thread_time``:
+``Database.write_one`` against the floor's bare psycopg statements).
 
     python -m scripts.pg_job_writes --jobs 1000 --rounds 5
     python -m scripts.pg_job_writes --variants 0007,head,floor
@@ -130,6 +133,8 @@ class Variant:
     ids: list[str] = field(default_factory=list)
     db: Database | None = None
     plain: psycopg.Connection[Any] | None = None
+    #: The floor's claims: ``synchronous_commit=off`` for the connection, as bare Celery + status rows.
+    relaxed: psycopg.Connection[Any] | None = None
     wal: psycopg.Connection[Any] | None = None
 
     def fill(self, rows: int, rng: random.Random) -> None:
@@ -172,10 +177,8 @@ class Variant:
             claimed = repository.claim_job(self.db, job_id, owner=OWNER, lease_seconds=300)
             assert claimed is not None, job_id
             return
-        assert self.plain is not None
-        with self.plain.transaction():
-            self.plain.execute("SET LOCAL synchronous_commit = off")
-            row = self.plain.execute(bare_celery.CLAIM, {"id": job_id, "owner": OWNER}).fetchone()
+        assert self.relaxed is not None
+        row = self.relaxed.execute(bare_celery.CLAIM, {"id": job_id, "owner": OWNER}).fetchone()
         assert row is not None, job_id
 
     def finish(self, job_id: str) -> None:
@@ -208,7 +211,10 @@ def _make_variant(stack: ExitStack, name: str) -> Variant:
     if name == "floor":
         conn = stack.enter_context(psycopg.connect(plain_url, autocommit=True))
         conn.execute(bare_celery.TABLE)  # type: ignore[arg-type]
-        return Variant(name, plain_url, database, plain=conn)
+        relaxed = stack.enter_context(
+            psycopg.connect(plain_url, autocommit=True, options="-c synchronous_commit=off")
+        )
+        return Variant(name, plain_url, database, plain=conn, relaxed=relaxed)
     url = Settings(database_url=plain_url).resolved_database_url
     upgrade(url, "0007" if name.startswith("0007") else "head")
     if name.endswith("-quiet"):
@@ -254,6 +260,7 @@ class Sample:
     """What one step cost over a round's jobs."""
 
     cpu: float  # seconds, every client backend of the variant's database but the WAL reader's
+    client: float  # seconds of this process's thread: the client's side of the statements
     index_records: int | None  # B-tree WAL records (an index entry each) of the variant's database
     wal_bytes: int | None  # WAL bytes of the variant's database's relations, without full-page images
 
@@ -272,8 +279,10 @@ def timed(admin: psycopg.Connection[Any], variant: Variant, step: Callable[[str]
     reader = wal.info.backend_pid
     start = wal.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
     before = backend_cpu(admin, variant.database, reader)
+    client = time.thread_time()
     for job_id in variant.ids:
         step(job_id)
+    client = time.thread_time() - client
     cpu = backend_cpu(admin, variant.database, reader) - before
     end = wal.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
     assert start is not None
@@ -285,9 +294,9 @@ def timed(admin: psycopg.Connection[Any], variant: Variant, step: Callable[[str]
     try:
         row = wal.execute(WAL_RECORDS, (start[0], end[0], f"%/{oid[0]}/%")).fetchone()
     except psycopg.errors.UndefinedFile:  # a checkpoint recycled the segment meanwhile: no WAL figure
-        return Sample(cpu, None, None)
+        return Sample(cpu, client, None, None)
     assert row is not None
-    return Sample(cpu, int(row[0]), int(row[1]))
+    return Sample(cpu, client, int(row[0]), int(row[1]))
 
 
 def _median_per_job(counts: list[int | None], jobs: int, digits: int = 1) -> str:
@@ -335,7 +344,7 @@ def main() -> None:
         )
         print(
             f"{'variant':<12} {'claim µs':>9} {'finish µs':>9} {'job µs':>7} {'index entries':>14} "
-            f"{'WAL B':>6}  (median; rounds' µs per job)"
+            f"{'WAL B':>6} {'client µs':>13}  (median; rounds' µs per job)"
         )
         jobs = args.jobs
         for name, pairs in figures.items():
@@ -353,7 +362,13 @@ def main() -> None:
                 digits=0,
             )
             each = ", ".join(f"{(a.cpu + b.cpu) / jobs * 1e6:.0f}" for a, b in pairs)
-            figure = f"{claim:>9.0f} {finish:>9.0f} {claim + finish:>7.0f} {entries:>14} {wal:>6}"
+            client = "+".join(
+                f"{statistics.median(pair[step].client for pair in pairs) / jobs * 1e6:.0f}"
+                for step in (0, 1)
+            )
+            figure = (
+                f"{claim:>9.0f} {finish:>9.0f} {claim + finish:>7.0f} {entries:>14} {wal:>6} {client:>13}"
+            )
             print(f"{name:<12} {figure}  ({each})")
 
 
