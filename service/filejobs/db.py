@@ -90,7 +90,7 @@ def ping_when_doubtful(engine: Engine) -> Engine:
         idle_since = record.info.pop(_IDLE_SINCE, None)
         if idle_since is None:  # just connected
             return
-        if time.monotonic() - idle_since < PING_IDLE_AFTER and not _has_input(dbapi_conn):
+        if not _in_doubt(dbapi_conn, time.monotonic() - idle_since):
             return
         try:
             engine.dialect.do_ping(dbapi_conn)

@@ -79,12 +79,11 @@ class AutocommitConnections:
 
     def give_back(self, conn: Any) -> None:
         """Keep ``conn`` for the next statement (closed instead when it is broken)."""
-        if not (conn.closed or conn.broken):
-            with self._lock:
-                if self._pid == os.getpid():
-                    self._idle.append((conn, time.monotonic()))
-                    return
-        self.discard(conn)
+        if conn.closed or conn.broken:
+            self.discard(conn)
+            return
+        with self._lock:  # taken in this process: take() dropped a parent's list first
+            self._idle.append((conn, time.monotonic()))
 
     @staticmethod
     def discard(conn: Any) -> None:
