@@ -10,7 +10,7 @@ import httpx
 import psutil
 import pytest
 
-from filejobs.testing import Server, status_is, wait_for, wait_gone
+from filejobs.testing import Server, status_is, wait_for, wait_gone, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -52,14 +52,17 @@ def test_two_processes_share_the_jobs_and_the_workers(server: Server) -> None:
         metrics = client.get("/metrics")
         assert metrics.status_code == 200
         assert "filejobs_jobs" in metrics.text
-    # WORKERS=2 shared out: one job process under each HTTP process, not two each.
-    workers = [
-        p
-        for proc in processes
-        for p in proc.children(recursive=True)
-        if "filejobs.jobs.child" in " ".join(p.cmdline())
-    ]
-    assert len(workers) == 2
+
+    # WORKERS=2 shared out: one job process under each HTTP process, not two each. A worker thread
+    # starts its child when its process has started, which under load can be after the kernel gave
+    # every upload to the other process: wait until each process has one, then count them all.
+    def children(proc: psutil.Process) -> list[psutil.Process]:
+        return [p for p in proc.children(recursive=True) if "filejobs.jobs.child" in " ".join(p.cmdline())]
+
+    wait_until(
+        lambda: all(children(proc) for proc in processes), timeout=60, what="a job child in each process"
+    )
+    assert [len(children(proc)) for proc in processes] == [1, 1]
 
 
 def test_the_http_processes_stop_when_the_supervisor_is_killed(server: Server) -> None:
