@@ -12,7 +12,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticUndefined
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, MetaData, Text, literal_column, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    MetaData,
+    Text,
+    literal_column,
+    text,
+)
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
@@ -212,6 +223,17 @@ class StoredFile(SQLModel, table=True):
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
     content_type: str = Field(max_length=255)
     created_at: datetime = _ts(nullable=False)
+
+
+class UploadBlob(SQLModel, table=True):
+    """A small upload's bytes kept in the database (``inline/<job id>``: :mod:`filejobs.jobs.inline_uploads`),
+    inserted in the transaction that inserts its job's row, deleted in the one that removes its last
+    reference (:func:`filejobs.jobs.files.release`)."""
+
+    __tablename__ = "upload_blobs"
+
+    storage_key: str = Field(primary_key=True, max_length=255)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class ApiKey(SQLModel, table=True):

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from filejobs.db import Database
 
 #: The newest revision under migrations/versions.
-HEAD = "0009"
+HEAD = "0010"
 
 
 def at_head(db: Database) -> bool:

@@ -225,6 +225,14 @@ class Settings(BaseSettings):
         description="A job of a light processor (inspect) whose input is at most this many bytes runs "
         "in the worker's own thread, not in the child process (bytes or 1MiB, 256KiB; 0: never).",
     )
+    inline_upload_bytes: int = Field(
+        default=16 * 1024,
+        ge=0,
+        le=64 * 1024,
+        description="An upload of at most this many bytes that arrives whole is kept in the database, "
+        "committed with its job's row, not as a file of its own (local data directory only; bytes or "
+        "16KiB, up to 64KiB; 0: never).",
+    )
     require_auth: bool = Field(
         default=False, description="Require an API key on /v1 even before any key has been made."
     )
@@ -372,7 +380,7 @@ class Settings(BaseSettings):
                 return timedelta(seconds=number * _UNIT_SECONDS[unit])
         return value
 
-    @field_validator("job_memory_limit", "inline_max_bytes", mode="before")
+    @field_validator("job_memory_limit", "inline_max_bytes", "inline_upload_bytes", mode="before")
     @classmethod
     def _parse_size(cls, value: object) -> object:
         """Accept ``512MiB``, ``1GiB``, ``512M``, ``1500MB`` besides a number of bytes."""

@@ -154,6 +154,12 @@ class UploadSink(Protocol):
         that finds the content stored already may abort it unwritten."""
         ...
 
+    @property
+    def held_bytes(self) -> bytes | None:
+        """The held file's bytes while :attr:`held` (None otherwise, or for a sink that never holds):
+        a caller may keep them elsewhere (:mod:`filejobs.jobs.inline_uploads`) and abort the sink."""
+        ...
+
     async def write(self, data: Buffers, *, final: bool = False, digest: Digest | None = None) -> None:
         """Append ``data``; with ``final``, make it durable. With ``digest``, also update it with
         ``data`` (before any later write's bytes), off the event loop where the sink writes there."""
@@ -173,6 +179,11 @@ class Workspace(Protocol):
     def fetch_input(self, key: str, keep_alive: Callable[[], None] | None = None) -> Path:
         """A local file holding the stored ``key``; FileNotFoundError when it is gone.
         ``keep_alive`` is called while a copy is made (it renews the job's lease; it raises to stop)."""
+        ...
+
+    def put_input(self, data: bytes) -> Path:
+        """Write ``data`` (an upload kept in the database) to this attempt's scratch, as its input:
+        not durable, removed with the workspace."""
         ...
 
     def output_dir(self, *, create: bool = True) -> Path:
@@ -305,6 +316,10 @@ class LocalUploadSink:
     @property
     def held(self) -> bool:
         return self._held is not None and not self._created
+
+    @property
+    def held_bytes(self) -> bytes | None:
+        return self._held if not self._created else None
 
     def _open(self) -> int:
         """Create the temp file, locked for as long as it is open (until renamed or removed); a
@@ -518,6 +533,8 @@ class LocalStorage:
         self.root = root.resolve()
         for sub in ("uploads", "outputs", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        #: Jobs' copies of inputs kept in the database (made on first use).
+        self.scratch_root = self.root / "scratch"
 
     @staticmethod
     def upload_key(job_id: str) -> str:
@@ -617,8 +634,9 @@ class LocalStorage:
         fsync_dir(self.root / "uploads")
 
     def remove_stale_scratch(self, max_age: float) -> int:
-        """Nothing to do: jobs read their input where it is stored."""
-        return 0
+        """Remove the scratch inputs of this node's dead processes, and any older than ``max_age``
+        (jobs read a file input where it is stored; an input kept in the database is copied here)."""
+        return remove_stale_scratch(self.scratch_root, max_age)
 
     def uploads_older_than(self, seconds: float) -> list[str]:
         return _names_older_than(self.root / "uploads", seconds, directories=False)
@@ -649,11 +667,28 @@ class LocalWorkspace:
         self.storage = storage
         self.job_id = job_id
         self.attempt = attempt
+        self._scratch: Path | None = None
 
     def fetch_input(self, key: str, keep_alive: Callable[[], None] | None = None) -> Path:
         path = self.storage.path(key)
         if not path.is_file():
             raise FileNotFoundError(key)
+        return path
+
+    def put_input(self, data: bytes) -> Path:
+        path = self.storage.scratch_root / scratch_name(self.job_id, self.attempt)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        self._scratch = path
         return path
 
     def output_dir(self, *, create: bool = True) -> Path:
@@ -666,7 +701,54 @@ class LocalWorkspace:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        return None
+        if self._scratch is not None:
+            scratch, self._scratch = self._scratch, None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(scratch)
+
+
+#: A scratch entry's name: ``<job id>.<attempt>@<node>-<pid>`` (:func:`scratch_name`).
+_SCRATCH_NAME = re.compile(r"(?P<job>[^@]+)@(?P<node>.+)-(?P<pid>\d+)")
+
+
+def scratch_name(job_id: str, attempt: int) -> str:
+    """The name of an attempt's scratch (a file or a directory) in this process of this node."""
+    return f"{job_id}.{attempt}@{NODE}-{os.getpid()}"
+
+
+def remove_stale_scratch(scratch_root: Path, max_age: float) -> int:
+    """Remove the scratch entries (files or directories) of this node's dead processes, and any
+    older than ``max_age``. Returns how many went."""
+    cutoff = time.time() - max_age
+    removed = 0
+    try:
+        entries = list(os.scandir(scratch_root))
+    except FileNotFoundError:  # made on first use
+        return 0
+    for entry in entries:
+        match = _SCRATCH_NAME.fullmatch(entry.name)
+        try:
+            mine = match is not None and match["node"] == NODE
+            dead = mine and match is not None and not _alive(int(match["pid"]))
+            if dead or entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _is_output_dir_key(key: str) -> bool:

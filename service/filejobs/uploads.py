@@ -555,6 +555,7 @@ class NothingStored:
 
     job_id: str | None = None
     held = False  # no bytes in memory
+    held_bytes: bytes | None = None
 
     async def write(self, data: Buffers, *, final: bool = False, digest: Digest | None = None) -> None:
         raise RuntimeError("an upload by hash has no bytes to write")

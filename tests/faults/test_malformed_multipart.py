@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ from tests.faults.multipart_corpus import (
     file_part,
 )
 from tests.faults.rawhttp import Exchange, exchange
+from tests.uploads.helpers import stored_content
 
 pytestmark = pytest.mark.e2e
 
@@ -212,12 +214,17 @@ class Target:
 
 
 def leftovers(data_dir: Path) -> list[str]:
-    return sorted(
+    """The stored files' paths under the data directory, and the keys of small uploads kept in its
+    database (``inline/<job id>``)."""
+    files = [
         str(p.relative_to(data_dir))
-        for sub in ("uploads", "outputs", "tmp")
+        for sub in ("uploads", "outputs", "tmp", "scratch")
         for p in (data_dir / sub).rglob("*")
         if p.is_file()
-    )
+    ]
+    with contextlib.closing(sqlite3.connect(f"file:{data_dir / 'filejobs.db'}?mode=ro", uri=True)) as conn:
+        keys = [key for (key,) in conn.execute("SELECT storage_key FROM upload_blobs")]
+    return sorted([*files, *keys])
 
 
 def wait_clean(target: Target) -> list[str]:
@@ -323,9 +330,9 @@ def check_accepted(target: Target, case: Case, outcome: Exchange) -> str:
     name_bytes = job["file"]["name"].encode("utf-8")
     assert len(name_bytes) <= 255
     assert not any(ch in job["file"]["name"] for ch in "/\\\x00")
-    # The client's name is only a label: the file is data/uploads/<job id>, and nothing was
-    # written anywhere its name points to.
-    assert leftovers(target.data_dir) == [f"uploads/{job_id}"]
+    # The client's name is only a label: the upload is kept under its job's id (a small one in the
+    # database: inline/<job id>), and nothing was written anywhere its name points to.
+    assert leftovers(target.data_dir) in ([f"inline/{job_id}"], [f"uploads/{job_id}"])
     root = target.data_dir.parent
     for name in ("passwd", "shadow", "evil.php", "x.txt"):
         assert not list(root.rglob(name)), f"{name} appeared under {root}"
@@ -593,8 +600,8 @@ def test_after_the_corpus_a_valid_upload_still_gets_202(target: Target) -> None:
     assert job["file"]["size"] == len(content)
     assert job["file"]["name"] == "ok.txt"
     assert job_ids(target) == [job["id"]]
-    assert leftovers(target.data_dir) == [f"uploads/{job['id']}"]
-    assert (target.data_dir / "uploads" / job["id"]).read_bytes() == content
+    assert leftovers(target.data_dir) == [f"inline/{job['id']}"]
+    assert stored_content(target.data_dir, job["id"]) == content
     log = target.server.log_text()
     assert "Traceback" not in log
     idle_after = target.sampler.rss()

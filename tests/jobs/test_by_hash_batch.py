@@ -28,7 +28,7 @@ UNKNOWN = hashlib.sha256(b"never sent").hexdigest()
 
 @pytest.fixture
 def settings(data_dir: Path) -> Settings:
-    return make_settings(data_dir, rate_limit=0, reuse=True)
+    return make_settings(data_dir, rate_limit=0, reuse=True, inline_upload_bytes=0)
 
 
 @pytest.fixture
@@ -199,7 +199,9 @@ def test_every_item_counts_against_the_keys_rate_limit(tmp_path: Path) -> None:
     from filejobs.app import create_app
     from filejobs.jobs.dispatch import InMemoryDispatcher
 
-    settings = make_settings(tmp_path / "data", rate_limit=0.001, rate_burst=5, reuse=True)
+    settings = make_settings(
+        tmp_path / "data", rate_limit=0.001, rate_burst=5, reuse=True, inline_upload_bytes=0
+    )
     with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
         services: Services = client.app_state["services"]
         key = keys.create_key(services.db, "carol")[1]

@@ -3,6 +3,9 @@
 Stored once per (key, SHA-256): a second upload of the same content shares the first's bytes;
 deleting a job deletes them only with the last job of that key that references them, and a crash
 on either side of that commit neither loses a file in use nor leaks one past the orphan scan.
+
+Here every upload is a file (``inline_upload_bytes=0``); the same for small uploads kept in the
+database: tests/uploads/test_inline_uploads.py.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def stored_rows(services: Services) -> list[StoredFile]:
 @pytest.fixture
 def settings(data_dir: Path) -> Settings:
     # Reuse on (the service's default; the suite's is off); the timing test makes hundreds of requests.
-    return make_settings(data_dir, rate_limit=0, reuse=True)
+    return make_settings(data_dir, rate_limit=0, reuse=True, inline_upload_bytes=0)
 
 
 @pytest.fixture
@@ -291,7 +294,9 @@ def test_reuse_can_be_turned_off_for_the_service(tmp_path: Path) -> None:
     from filejobs.app import create_app
     from filejobs.jobs.dispatch import InMemoryDispatcher
 
-    settings = make_settings(tmp_path / "data", reuse=False)  # as the service's FILEJOBS_REUSE=false
+    settings = make_settings(
+        tmp_path / "data", reuse=False, inline_upload_bytes=0
+    )  # as the service's FILEJOBS_REUSE=false
     with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
         services: Services = client.app_state["services"]
         first = submit(client, CONTENT, processor="upper")["id"]
@@ -445,7 +450,9 @@ def test_on_postgresql_links_and_deletes_racing_never_lose_a_file_in_use(tmp_pat
     from tests.services import fresh_postgres_database
 
     with fresh_postgres_database() as url:
-        settings = make_settings(tmp_path / "data", database_url=url, reuse=True, rate_limit=0)
+        settings = make_settings(
+            tmp_path / "data", database_url=url, reuse=True, inline_upload_bytes=0, rate_limit=0
+        )
         with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
             services: Services = client.app_state["services"]
             made = [submit(client, CONTENT)["id"]]
@@ -502,7 +509,7 @@ def test_on_postgresql_a_delete_waits_for_a_link_in_flight_and_counts_it(tmp_pat
     from tests.services import fresh_postgres_database
 
     with fresh_postgres_database() as url:
-        settings = make_settings(tmp_path / "data", database_url=url, reuse=True)
+        settings = make_settings(tmp_path / "data", database_url=url, reuse=True, inline_upload_bytes=0)
         with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
             services: Services = client.app_state["services"]
             holder = row(services.db, submit(client, CONTENT)["id"])

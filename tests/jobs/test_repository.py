@@ -119,7 +119,9 @@ def test_claim_sets_running_lease_and_counts_the_attempt(db: Database) -> None:
     assert got.version == 2
     # What the runner gets back: the claimed row's columns it reads, as stored after the claim.
     fields = dataclasses.fields(repository.Claimed)
-    assert claim == repository.Claimed(**{field.name: getattr(got, field.name) for field in fields})
+    assert claim == repository.Claimed(
+        **{field.name: getattr(got, field.name) for field in fields if field.name != "input_data"}
+    )
 
 
 def test_second_claim_of_the_same_job_returns_none(db: Database) -> None:

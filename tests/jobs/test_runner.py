@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from filejobs.app import create_app
-from filejobs.jobs import repository
+from filejobs.jobs import inline_uploads, repository
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.jobs.runner import Ran, run_job
 from filejobs.jobs.worker import LocalWorker
@@ -27,6 +27,7 @@ from filejobs.testing import submit
 from tests.conftest import burst_worker, files_under, make_settings
 from tests.jobs.conftest import App
 from tests.jobs.helpers import child_pids, patch_job, process_gone, row, wait_for_status, wait_until
+from tests.uploads.helpers import stored_content
 
 
 def get(client: TestClient, job_id: str) -> dict[str, Any]:
@@ -282,11 +283,17 @@ def test_unknown_processor_fails_cleanly(client: TestClient, services: Services,
     assert (job.status, job.error_code) == ("failed", "unknown_processor")
 
 
+@pytest.mark.parametrize("kept", ["file", "database"])
 def test_missing_input_fails_cleanly(
-    client: TestClient, services: Services, worker: LocalWorker, data_dir: Path
+    client: TestClient, services: Services, worker: LocalWorker, data_dir: Path, kept: str
 ) -> None:
-    job_id = submit(client)["id"]
-    (data_dir / "uploads" / job_id).unlink()
+    if kept == "file":  # larger than FILEJOBS_INLINE_UPLOAD_BYTES: a file in uploads/
+        job_id = submit(client, b"x" * (services.settings.inline_upload_bytes + 1))["id"]
+        (data_dir / "uploads" / job_id).unlink()
+    else:  # a small upload: a row of upload_blobs
+        job_id = submit(client)["id"]
+        with services.db.write() as session:
+            inline_uploads.delete_blob(session, f"inline/{job_id}")
     assert worker.drain() == 1
     job = row(services.db, job_id)
     assert (job.status, job.error_code) == ("failed", "input_missing")
@@ -371,7 +378,7 @@ def test_cancel_while_running(
     assert body["status"] == "cancelled"
     assert body["result"] is None
     assert output_files(data_dir, job_id) == []
-    assert (data_dir / "uploads" / job_id).is_file()  # kept, so the job can be retried
+    assert stored_content(data_dir, job_id)  # kept, so the job can be retried
     assert worker.drain() == 0
     assert get(client, job_id)["status"] == "cancelled"
 

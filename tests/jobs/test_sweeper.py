@@ -23,6 +23,7 @@ from filejobs.settings import Settings
 from filejobs.testing import submit
 from tests.conftest import files_under, make_settings
 from tests.jobs.helpers import patch_job, row, wait_for_status
+from tests.uploads.helpers import kept_in_database, stored_content
 
 #: A lease owner on no host of ours: only the lease's expiry can free its jobs.
 GHOST = "ghost-host:1:dead00:0"
@@ -162,7 +163,8 @@ def test_stale_temp_files_are_removed_fresh_ones_kept(
 def test_orphan_uploads_are_removed_but_not_those_with_rows(
     client: TestClient, services: Services, data_dir: Path, settings: Settings
 ) -> None:
-    owned = submit(client)["id"]
+    # Larger than FILEJOBS_INLINE_UPLOAD_BYTES: a file in uploads/, as the orphans are.
+    owned = submit(client, b"owned\n" * settings.inline_upload_bytes)["id"]
     owned_path = data_dir / "uploads" / owned
     orphan = new_job_id()
     orphan_path = data_dir / "uploads" / orphan
@@ -213,11 +215,13 @@ def test_retention_deletes_old_finished_jobs_and_their_files(
     for job_id in (old_success, old_failure, old_cancel):
         assert repository.get_job(services.db, job_id) is None
         assert not [p for p in files_under(data_dir) if job_id in p.as_posix()]
+        assert f"inline/{job_id}" not in kept_in_database(data_dir)
         assert client.get(f"/v1/jobs/{job_id}").status_code == 404
     assert row(services.db, recent).status == "succeeded"
     assert client.get(f"/v1/jobs/{recent}/result").content == b"NEW\n"
     assert row(services.db, stale_unfinished).status == "queued"
-    assert (data_dir / "uploads" / stale_unfinished).exists()
+    assert stored_content(data_dir, stale_unfinished) == b"stale\n"
+    assert kept_in_database(data_dir) == sorted(f"inline/{job_id}" for job_id in (recent, stale_unfinished))
 
     report, _ = run_sweep(services)
     assert report.expired == 0

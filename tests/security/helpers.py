@@ -23,7 +23,7 @@ from sqlmodel import select
 
 from filejobs.db import Database
 from filejobs.errors import PROBLEM_JSON
-from filejobs.models import IdempotencyKey, Job
+from filejobs.models import IdempotencyKey, Job, UploadBlob
 from filejobs.services import Services
 
 REALM = 'Bearer realm="filejobs"'
@@ -67,12 +67,23 @@ def stored_files(data_dir: Path, sub: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.exists() else []
 
 
+def stored_uploads(services: Services) -> list[str]:
+    """The job ids whose uploads are stored: files in ``uploads/`` and small uploads kept in the
+    database (``inline/<id>``: :mod:`filejobs.jobs.inline_uploads`)."""
+    with services.db.read() as session:
+        keys = session.exec(select(UploadBlob.storage_key)).all()
+    return sorted(
+        [*stored_files(services.settings.data_dir, "uploads"), *(key.split("/", 1)[1] for key in keys)]
+    )
+
+
 def assert_nothing_stored(services: Services, *, uploads: int, jobs: int) -> None:
-    """No upload temp file left, and exactly ``uploads`` stored files and ``jobs`` rows."""
+    """No upload temp file left, and exactly ``uploads`` stored uploads (files or rows of the
+    database) and ``jobs`` rows."""
     data_dir = services.settings.data_dir
     left = stored_files(data_dir, "tmp")
     assert left == [], f"temp files left: {left}"
-    stored = stored_files(data_dir, "uploads")
+    stored = stored_uploads(services)
     assert len(stored) == uploads, f"stored: {stored}"
     assert job_count(services.db) == jobs
 

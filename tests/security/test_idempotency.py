@@ -48,6 +48,7 @@ from tests.security.helpers import (
     idempotency_records,
     retry_after,
     stored_files,
+    stored_uploads,
 )
 
 #: The request every test repeats: a sleep job (never run unless a test drains the queue).
@@ -136,13 +137,13 @@ def test_a_different_request_with_the_same_key_is_422_and_stores_nothing(
     client: TestClient, services: Services, change: dict[str, Any]
 ) -> None:
     job_id = accepted_id(post(client))
-    uploads = stored_files(services.settings.data_dir, "uploads")
+    uploads = stored_uploads(services)
 
     response = post(client, **change)
 
     body = assert_problem(response, 422)
     assert "Idempotency-Key" in body["detail"]
-    assert stored_files(services.settings.data_dir, "uploads") == uploads == [job_id]
+    assert stored_uploads(services) == uploads == [job_id]
     assert_nothing_stored(services, uploads=1, jobs=1)
     assert post(client).json()["id"] == job_id  # the key still names the first job
 

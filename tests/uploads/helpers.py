@@ -6,8 +6,10 @@ the whole request body before calling the app) and a spying, failing upload sink
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +125,39 @@ def assert_nothing_left(client: TestClient, data_dir: Path, dispatcher: InMemory
 
 
 def stored_upload(data_dir: Path, job_id: str) -> Path:
+    """Where the job's upload is stored as a file (a larger one; see :func:`stored_content`)."""
     return data_dir / "uploads" / job_id
+
+
+def stored_content(data_dir: Path, job_id: str) -> bytes:
+    """The bytes stored for the job's upload: its file in ``uploads/``, or, for a small one, the row
+    kept in the database (``upload_blobs``, :mod:`filejobs.jobs.inline_uploads`)."""
+    path = stored_upload(data_dir, job_id)
+    if path.exists():
+        return path.read_bytes()
+    with contextlib.closing(sqlite3.connect(f"file:{data_dir / 'filejobs.db'}?mode=ro", uri=True)) as conn:
+        found = conn.execute(
+            "SELECT data FROM upload_blobs WHERE storage_key = ?", (f"inline/{job_id}",)
+        ).fetchone()
+    assert found is not None, f"no upload is stored for job {job_id}"
+    return bytes(found[0])
+
+
+def kept_in_database(data_dir: Path) -> list[str]:
+    """The keys of the small uploads kept in the data directory's database (``inline/<job id>``)."""
+    with contextlib.closing(sqlite3.connect(f"file:{data_dir / 'filejobs.db'}?mode=ro", uri=True)) as conn:
+        return sorted(key for (key,) in conn.execute("SELECT storage_key FROM upload_blobs"))
+
+
+def assert_only_upload(data_dir: Path, job_id: str) -> None:
+    """The data directory holds this job's upload and nothing else: its file, or no file at all
+    when it is kept in the database (then that row is there)."""
+    path = stored_upload(data_dir, job_id)
+    if path.exists():
+        assert files_under(data_dir) == [path]
+    else:
+        stored_content(data_dir, job_id)
+        assert files_under(data_dir) == []
 
 
 # ---- apps with their own settings, and a chunked ASGI client ---------------------------------

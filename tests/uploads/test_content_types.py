@@ -18,7 +18,7 @@ from tests.uploads.helpers import (
     assert_problem,
     file_part,
     multipart,
-    stored_upload,
+    stored_content,
 )
 
 # ==== sniffed, not declared ====================================================================
@@ -43,7 +43,7 @@ def test_content_type_is_sniffed_not_taken_from_the_client(
     job = response.json()
     assert job["file"]["content_type"] == sniffed
     assert job["file"]["name"] == name
-    assert stored_upload(data_dir, job["id"]).read_bytes() == content
+    assert stored_content(data_dir, job["id"]) == content
 
 
 # ==== 415: not multipart ========================================================================

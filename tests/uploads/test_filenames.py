@@ -9,8 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from filejobs.testing import post_file
-from tests.conftest import files_under
-from tests.uploads.helpers import MULTIPART, multipart, part, stored_upload
+from tests.uploads.helpers import (
+    MULTIPART,
+    assert_only_upload,
+    multipart,
+    part,
+)
 
 # ==== filenames through the API =================================================================
 
@@ -51,7 +55,7 @@ def test_client_filenames_are_sanitised(
     assert job["file"]["name"] == expected
     assert len(expected.encode("utf-8")) <= 255
     # The name is metadata only: the stored file has the server's name.
-    assert files_under(data_dir) == [stored_upload(data_dir, job["id"])]
+    assert_only_upload(data_dir, job["id"])
 
 
 @pytest.mark.parametrize(
@@ -107,4 +111,4 @@ def test_raw_content_disposition_filenames_are_sanitised(
     job = response.json()
     assert job["file"]["name"] == expected
     assert client.get(f"/v1/jobs/{job['id']}").json()["file"]["name"] == expected
-    assert files_under(data_dir) == [stored_upload(data_dir, job["id"])]
+    assert_only_upload(data_dir, job["id"])

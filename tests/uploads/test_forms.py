@@ -18,13 +18,13 @@ from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.services import Services
 from filejobs.testing import post_file
 from filejobs.uploads import WRITE_CHUNK
-from tests.conftest import files_under
 from tests.uploads.helpers import (
     BOUNDARY,
     MULTIPART,
     SLEEP_DEFAULTS,
     agen,
     assert_nothing_left,
+    assert_only_upload,
     assert_problem,
     chunked,
     file_head,
@@ -33,7 +33,7 @@ from tests.uploads.helpers import (
     part,
     run_create_job,
     spy_on_uploads,
-    stored_upload,
+    stored_content,
 )
 
 # ==== 202 =======================================================================================
@@ -85,8 +85,8 @@ def test_accepted_upload_answers_202_with_location_retry_after_and_etag(
     assert [item["id"] for item in client.get("/v1/jobs").json()["items"]] == [job_id]
 
     # The file is committed under data/uploads/<id>, byte for byte; no temp file remains.
-    assert files_under(data_dir) == [stored_upload(data_dir, job_id)]
-    assert stored_upload(data_dir, job_id).read_bytes() == content
+    assert_only_upload(data_dir, job_id)
+    assert stored_content(data_dir, job_id) == content
 
 
 @pytest.mark.parametrize("order", ["fields-first", "fields-last", "file-between"])
@@ -108,7 +108,7 @@ def test_processor_and_params_before_or_after_the_file(
     assert job["params"] == {"seconds": 0.5, "steps": 3, "ignore_cancel": False}
     assert client.get(f"/v1/jobs/{job['id']}").json()["params"] == job["params"]
     assert dispatcher.submitted == [job["id"]]
-    assert files_under(data_dir) == [stored_upload(data_dir, job["id"])]
+    assert_only_upload(data_dir, job["id"])
 
 
 @pytest.mark.parametrize(
@@ -159,7 +159,7 @@ def test_an_epilogue_after_the_closing_boundary_is_ignored(client: TestClient, d
         "/v1/jobs", content=multipart(file_part(b"data\n")) + b"trailing epilogue\r\n", headers=MULTIPART
     )
     assert response.status_code == 202, response.text
-    assert stored_upload(data_dir, response.json()["id"]).read_bytes() == b"data\n"
+    assert stored_content(data_dir, response.json()["id"]) == b"data\n"
 
 
 # ==== 422: the form =============================================================================
@@ -340,7 +340,7 @@ def test_params_before_the_file_wait_for_a_processor_sent_after_it(
     assert consumed == [0, 1]
     assert job.processor == "sleep"
     assert job.params == {"seconds": 0.0, "steps": 2, "ignore_cancel": False}
-    assert files_under(data_dir) == [stored_upload(data_dir, job.id)]
+    assert_only_upload(data_dir, job.id)
 
 
 def test_create_job_reads_the_whole_file_when_the_bad_field_comes_after_it(
@@ -371,7 +371,7 @@ def test_create_job_with_a_generator_body_succeeds(
     assert job.file_sha256 == hashlib.sha256(content).hexdigest()
     assert job.file_content_type == "text/plain"
     assert job.declared_content_type == "text/plain"
-    assert stored_upload(data_dir, job.id).read_bytes() == content
+    assert stored_content(data_dir, job.id) == content
     assert client.get(f"/v1/jobs/{job.id}").json()["file"]["sha256"] == job.file_sha256
 
 

@@ -1,6 +1,7 @@
 """A small file that arrives whole is held in memory and written by the thread that commits it
 (issue 20): no thread call of its own, the same guarantees (fsynced before the 202, nothing left
-on any failure)."""
+on any failure). Here with ``inline_upload_bytes=0``: a small file is written as a file (by default,
+one of at most 16 KiB is kept in the database instead: tests/uploads/test_inline_uploads.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ from fastapi.testclient import TestClient
 from filejobs import storage as storage_module
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.services import Services
+from filejobs.settings import Settings
 from filejobs.storage import HOLD_BYTES, LocalStorage, LocalUploadSink
 from filejobs.testing import post_file
+from tests.conftest import make_settings
 from tests.uploads.helpers import assert_nothing_left, assert_problem, stored_upload
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    # These tests are of held files written as files: none kept in the database (test_inline_uploads.py).
+    return make_settings(data_dir, inline_upload_bytes=0)
 
 
 def temp_files(root: Path) -> list[Path]:

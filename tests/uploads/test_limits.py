@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 
 from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.uploads import WRITE_CHUNK
-from tests.conftest import files_under
 from tests.uploads.helpers import (
     MULTIPART,
     SURELY_WRITTEN,
@@ -20,13 +19,13 @@ from tests.uploads.helpers import (
     as_response,
     asgi_post,
     assert_nothing_left,
+    assert_only_upload,
     assert_problem,
     chunked,
     file_part,
     multipart,
     part,
     spy_on_uploads,
-    stored_upload,
 )
 
 # ==== 413: limits ===============================================================================
@@ -43,7 +42,7 @@ def test_limits_are_inclusive(make_app: Callable[..., App]) -> None:
     job = response.json()
     assert job["file"]["size"] == 1000
     assert job["params"]["seconds"] == 0
-    assert files_under(app.data_dir) == [stored_upload(app.data_dir, job["id"])]
+    assert_only_upload(app.data_dir, job["id"])
 
 
 def test_content_length_over_the_limit_is_refused_before_reading(

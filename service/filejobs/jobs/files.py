@@ -10,7 +10,8 @@ count of references is derived (the jobs naming the key), never stored, so it ca
   just stored are redundant and deleted after the commit (:attr:`Linked.redundant_key`).
 * A deleted job releases its keys in the transaction that deletes its row (:func:`release`): a key
   no remaining job names is garbage, and so is the ``files`` row naming it; the bytes are deleted
-  only after the commit (:func:`collect`).
+  only after the commit (:func:`collect`), except a small upload's kept in the database
+  (:mod:`filejobs.jobs.inline_uploads`): its row is deleted in that transaction.
 * A crash before that commit changes nothing (the row and its references stay); a crash after it
   leaves unreferenced bytes, which the sweeper's orphan scan removes past a grace
   (:func:`remove_orphans`): it removes only keys no row references.
@@ -33,6 +34,7 @@ from sqlmodel import Session
 
 from filejobs.db import Database
 from filejobs.ids import is_job_id
+from filejobs.jobs import inline_uploads
 from filejobs.jobs.group_commit import NothingWritten
 from filejobs.models import Job, JobStatus, StoredFile, status_is
 from filejobs.storage import Storage, upload_key
@@ -242,7 +244,10 @@ def release(session: Session, job: Job) -> Garbage:
                 )
             )
         )
-        garbage.keys.append(job.storage_key)
+        if inline_uploads.is_inline(job.storage_key):  # bytes in the database: they go with the row
+            inline_uploads.delete_blob(session, job.storage_key)
+        else:
+            garbage.keys.append(job.storage_key)
     own_upload = upload_key(job.id)
     if job.storage_key != own_upload and not _referenced(session, _JOBS.c.storage_key, own_upload):
         garbage.keys.append(own_upload)  # bytes of its own left redundant by a crash: none, mostly

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal_column, update
+from sqlalchemy import LargeBinary, and_, bindparam, delete, exists, func, insert, literal_column, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import ColumnElement
@@ -401,9 +401,22 @@ class Claimed:
     file_size: int
     file_content_type: str
     storage_key: str
+    #: The input's bytes when they are kept in the database (:mod:`filejobs.jobs.inline_uploads`),
+    #: read by the claim itself: no round trip of their own.
+    input_data: bytes | None = None
 
 
-_CLAIM = _CLAIM_UPDATE.returning(*(_T.c[field.name] for field in fields(Claimed)))
+#: What a claim returns: :class:`Claimed`'s columns, and the input's bytes by a lookup of its key.
+#: Spelled out: SQLAlchemy's SQLite dialect renders a RETURNING clause's columns unqualified, which
+#: would turn the subquery's correlation into ``storage_key = storage_key`` (true for any blob).
+_CLAIMED = (
+    *(_T.c[field.name] for field in fields(Claimed) if field.name != "input_data"),
+    literal_column(
+        "(SELECT upload_blobs.data FROM upload_blobs WHERE upload_blobs.storage_key = jobs.storage_key)",
+        LargeBinary(),
+    ).label("input_data"),
+)
+_CLAIM = _CLAIM_UPDATE.returning(*_CLAIMED)
 _FINISH_SUCCEEDED = (
     update(_T)
     .where(_T.c.id == bindparam("b_job_id"), _T.c.status == RUNNING, _T.c.lease_owner == bindparam("b_owner"))
@@ -466,7 +479,7 @@ def claim_job(db: Database, job_id: str, *, owner: str, lease_seconds: float) ->
 #: ``b_max_bytes``: one a worker runs in its own thread in moments (:mod:`filejobs.jobs.inline`).
 _CLAIM_QUICK = _CLAIM_UPDATE.where(
     _T.c.processor.in_(bindparam("b_light", expanding=True)), _T.c.file_size <= bindparam("b_max_bytes")
-).returning(*(_T.c[field.name] for field in fields(Claimed)))
+).returning(*_CLAIMED)
 
 
 def claim_quick_jobs(

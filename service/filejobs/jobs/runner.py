@@ -23,7 +23,7 @@ from sqlmodel import Session
 
 from filejobs import metrics
 from filejobs.db import Database
-from filejobs.jobs import files, repository
+from filejobs.jobs import files, inline_uploads, repository
 from filejobs.jobs.executor import ChildProcess, Control, Outcome
 from filejobs.jobs.finisher import Finishes
 from filejobs.jobs.inline import run_inline, runs_inline
@@ -158,7 +158,12 @@ def _execute(job: Claimed, ctx: RunContext, claimed_at: float) -> Ran:
     ticker = _Ticker(job.id, ctx)
     with ctx.storage.workspace(job.id, job.attempts) as workspace:
         try:
-            input_path = workspace.fetch_input(job.storage_key, keep_alive=_keep_alive(ticker))
+            if job.input_data is not None:  # a small upload kept in the database, read by the claim
+                input_path = workspace.put_input(job.input_data)
+            elif inline_uploads.is_inline(job.storage_key):  # its bytes went (its jobs were deleted)
+                raise FileNotFoundError(job.storage_key)
+            else:
+                input_path = workspace.fetch_input(job.storage_key, keep_alive=_keep_alive(ticker))
         except _Interrupted as stop:  # shutdown's grace over, or the job was taken from us
             if stop.control == Control.STOP and repository.release_job(ctx.db, job.id, owner=ctx.owner):
                 return Ran(JobStatus.queued)

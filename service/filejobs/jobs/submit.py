@@ -38,7 +38,7 @@ from filejobs.errors import (
     UnsupportedMediaType,
 )
 from filejobs.ids import new_job_id
-from filejobs.jobs import files, repository
+from filejobs.jobs import files, inline_uploads, repository
 from filejobs.jobs.group_commit import GroupCommitter
 from filejobs.jobs.idempotency import Claim, Existing, complete, fingerprint
 from filejobs.models import Job, JobStatus, new_job, utcnow
@@ -266,10 +266,20 @@ async def record_job(
     # A caller that must make exactly one job names it (a finished resumable upload); an object
     # store named its object when the upload began; else a new id.
     job_id = job_id or received.sink.job_id or new_job_id()
-    key = storage.upload_key(job_id)
-    place = received.sink.placer(key) if committer is not None and received.stored else None
-    if place is None and received.stored:  # no group commit, or a sink that must complete first (S3)
-        await commit_or_abort(received.sink, key)
+    # A small file held in memory is committed by the group committer with its row: as a row of
+    # its own in the same transaction (inline_uploads.py) when it is small enough, else as a file.
+    held = committer is not None and received.stored and received.sink.held
+    inline_data = received.sink.held_bytes if held else None
+    if inline_data is not None and len(inline_data) > settings.inline_upload_bytes:
+        inline_data = None
+    if inline_data is not None:
+        key = inline_uploads.key_for(job_id)
+        place = None
+    else:
+        key = storage.upload_key(job_id)
+        place = received.sink.placer(key) if committer is not None and received.stored else None
+        if place is None and received.stored:  # no group commit, or a sink that must complete first (S3)
+            await commit_or_abort(received.sink, key)
     now = utcnow()
     job = new_job(
         id=job_id,
@@ -302,16 +312,13 @@ async def record_job(
     # A small file held in memory whose content its owner has (as far as this process saw) is
     # not written at all: the job links the stored content as an upload by hash does (NotStored,
     # if it went meanwhile: then it is recorded with its bytes, below). See known_content.py.
-    skip = (
-        committer is not None
-        and place is not None
-        and received.sink.held
-        and (owner, received.sha256) in committer.known
-    )
+    skip = held and committer is not None and (owner, received.sha256) in committer.known
 
     def prepare(session: Session, values: dict[str, Any]) -> None:
         stored = received.stored and not skip
         linked.append(files.link(session, values, stored=stored, reuse=reuse, now=now))
+        if stored and inline_data is not None and values["storage_key"] == key:  # new content
+            inline_uploads.insert_blob(session, key, inline_data)
 
     def before_commit(session: Session) -> None:
         if claim is not None and not complete(session, claim, job_id=job_id, fingerprint=request_print):
@@ -345,8 +352,8 @@ async def record_job(
             )
     except BaseException as exc:
         await received.sink.abort()  # an object store's sink deletes the object it completed
-        if received.sink.job_id is None and received.stored and not skip:  # a local file, moved into place
-            storage.delete(key)
+        if received.sink.job_id is None and received.stored and not skip and inline_data is None:
+            storage.delete(key)  # a local file, moved into place (a blob went with the transaction)
         if isinstance(exc, files.NotStored):
             raise _send_the_bytes() from None
         if isinstance(exc, OSError) and exc.errno in DISK_FULL:
@@ -354,8 +361,9 @@ async def record_job(
         raise
     if committer is not None:
         committer.known.add(owner, job.file_sha256)
-    if skip:  # its bytes were never written: drop them
+    if skip or inline_data is not None:  # its bytes were never written (or are a row): drop them
         await received.sink.abort()
+    if skip:
         metrics.STORED_BYTES_SHARED.inc(job.file_size)
     return await _linked(db, storage, job, linked[-1], stored=received.stored)
 
@@ -389,13 +397,15 @@ async def _check_content(db: Database, received: ReceivedFile, owner: str) -> Re
 
 
 async def _linked(db: Database, storage: Storage, job: Job, linked: files.Linked, *, stored: bool) -> Job:
-    """The committed job as :func:`files.link` made it; the bytes this upload stored in vain go."""
+    """The committed job as :func:`files.link` made it; the bytes this upload stored in vain go
+    (none for a small upload kept in the database: its blob was inserted only for new content)."""
     if not stored:
         metrics.UPLOAD_BYTES_SKIPPED.inc(job.file_size)
     if linked.changes:
         job = new_job(**{**job.model_dump(), **linked.changes})
     if linked.redundant_key is not None:
         metrics.STORED_BYTES_SHARED.inc(job.file_size)
+    if linked.redundant_key is not None and not inline_uploads.is_inline(linked.redundant_key):
         try:
             await to_thread.run_sync(storage.delete, linked.redundant_key)
         except Exception as exc:  # the orphan scan removes it later

@@ -110,6 +110,7 @@ def crc32(pieces: list[Piece]) -> str:
 
 class S3UploadSink:
     held = False  # its bytes go to the bucket as they come
+    held_bytes: bytes | None = None
 
     def __init__(self, storage: S3Storage) -> None:
         self.job_id: str | None = new_job_id()

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import re
 import shutil
 import threading
 import time
@@ -29,7 +27,7 @@ from filejobs.ids import is_job_id
 from filejobs.object_storage.client import Bucket, Location, fix_mmap_threshold, make_client
 from filejobs.object_storage.sink import S3UploadSink
 from filejobs.settings import MiB, Settings
-from filejobs.storage import NODE, StorageUnavailable, upload_key
+from filejobs.storage import StorageUnavailable, remove_stale_scratch, scratch_name, upload_key
 
 #: S3's limits on a multipart upload.
 MAX_PARTS = 10_000
@@ -42,7 +40,6 @@ KEEP_ALIVE_EVERY = 0.5
 #: ``<this><job id>`` marks a multipart upload to ``uploads/<job id>`` as a resumable upload's: it
 #: lives as long as that upload (its expiry aborts it), not ``TEMP_MAX_AGE``.
 RESUMABLE_MARKERS = "tus/jobs/"
-_SCRATCH_NAME = re.compile(r"(?P<job>[^@]+)@(?P<node>.+)-(?P<pid>\d+)")
 
 
 class S3Storage:
@@ -297,19 +294,7 @@ class S3Storage:
 
     def remove_stale_scratch(self, max_age: float) -> int:
         """Remove the scratch directories of this node's dead processes, and any older than ``max_age``."""
-        cutoff = time.time() - max_age
-        removed = 0
-        for entry in os.scandir(self.scratch_root):
-            match = _SCRATCH_NAME.fullmatch(entry.name)
-            try:
-                mine = match is not None and match["node"] == NODE
-                dead = mine and match is not None and not _alive(int(match["pid"]))
-                if dead or entry.stat().st_mtime < cutoff:
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                    removed += 1
-            except FileNotFoundError:
-                continue
-        return removed
+        return remove_stale_scratch(self.scratch_root, max_age)
 
 
 class _Stopped(Exception):
@@ -323,16 +308,6 @@ def _id_time(job_id: str) -> float | None:
     return (uuid.UUID(job_id).int >> 80) / 1000
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class S3Workspace:
     """One attempt's scratch directory: ``input`` (fetched from the bucket) and ``out/``."""
 
@@ -340,7 +315,7 @@ class S3Workspace:
         self.storage = storage
         self.job_id = job_id
         self.attempt = attempt
-        self.root = storage.scratch_root / f"{job_id}.{attempt}@{NODE}-{os.getpid()}"
+        self.root = storage.scratch_root / scratch_name(job_id, attempt)
 
     def __enter__(self) -> S3Workspace:
         shutil.rmtree(self.root, ignore_errors=True)  # a thread of ours that died with it
@@ -353,6 +328,11 @@ class S3Workspace:
     def fetch_input(self, key: str, keep_alive: Callable[[], None] | None = None) -> Path:
         target = self.root / "input"
         self.storage.download(key, target, keep_alive)
+        return target
+
+    def put_input(self, data: bytes) -> Path:
+        target = self.root / "input"
+        target.write_bytes(data)
         return target
 
     def output_dir(self, *, create: bool = True) -> Path:

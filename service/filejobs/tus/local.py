@@ -142,6 +142,7 @@ class FinishedFile:
     #: The job's id is chosen by the upload (recorded before the job is made), not by the sink.
     job_id: str | None = None
     held = False  # no bytes in memory
+    held_bytes: bytes | None = None
 
     def __init__(self, source: Path, storage: LocalStorage) -> None:
         self.source = source

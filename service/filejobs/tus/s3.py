@@ -282,6 +282,7 @@ class ObjectInPlace:
     """The sink of a sealed upload: its object is the job's input already (``uploads/<job id>``)."""
 
     held = False  # no bytes in memory
+    held_bytes: bytes | None = None
 
     def __init__(self, job_id: str) -> None:
         self.job_id: str | None = job_id
