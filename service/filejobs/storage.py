@@ -615,7 +615,8 @@ class LocalStorage:
 
     def remove_stale_temp(self, max_age: float) -> int:
         """Delete the upload temp files no upload in flight writes: this node's that no live
-        process holds locked (their writer died), and any not written for ``max_age`` s."""
+        process holds locked (their writer died), and any not written for ``max_age`` s; and the
+        stale scratch inputs (:meth:`remove_stale_scratch`)."""
         cutoff = time.time() - max_age
         removed = 0
         for entry in os.scandir(self.root / "tmp"):
@@ -627,7 +628,7 @@ class LocalStorage:
                     removed += 1
             except FileNotFoundError:
                 continue
-        return removed
+        return removed + self.remove_stale_scratch(max_age)
 
     def sync_uploads_dir(self) -> None:
         """fsync ``uploads/``: makes the renames of files committed with ``sync_dir=False`` durable."""
@@ -717,8 +718,9 @@ def scratch_name(job_id: str, attempt: int) -> str:
 
 
 def remove_stale_scratch(scratch_root: Path, max_age: float) -> int:
-    """Remove the scratch entries (files or directories) of this node's dead processes, and any
-    older than ``max_age``. Returns how many went."""
+    """Remove the scratch entries (files or directories) of this node's dead processes, and those
+    of other nodes (a shared data directory) older than ``max_age``; a live process's stay however
+    long its job runs. Returns how many went."""
     cutoff = time.time() - max_age
     removed = 0
     try:
@@ -730,7 +732,7 @@ def remove_stale_scratch(scratch_root: Path, max_age: float) -> int:
         try:
             mine = match is not None and match["node"] == NODE
             dead = mine and match is not None and not _alive(int(match["pid"]))
-            if dead or entry.stat(follow_symlinks=False).st_mtime < cutoff:
+            if dead or (not mine and entry.stat(follow_symlinks=False).st_mtime < cutoff):
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:

@@ -194,11 +194,12 @@ def test_a_deleted_input_fails_its_job_as_missing(client: TestClient, services: 
 
 
 def test_stale_scratch_of_dead_processes_goes(tmp_path: Path) -> None:
+    """This node's scratch of a dead process goes at once; another node's (a shared data directory)
+    once older than the age; a live process's stays however old (its job may still run)."""
     root = tmp_path / "scratch"
     root.mkdir()
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
+    code = "import os; print(os.getpid())"
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     dead_pid = int(dead.stdout)
     ours = root / f"job.1@{NODE}-{os.getpid()}"
     theirs = root / f"job.1@{NODE}-{dead_pid}"
@@ -211,8 +212,10 @@ def test_stale_scratch_of_dead_processes_goes(tmp_path: Path) -> None:
     assert remove_stale_scratch(root, max_age=3600) == 2
     assert sorted(p.name for p in root.iterdir()) == sorted([ours.name, other_node.name])
     old = time.time() - 7200
-    os.utime(other_node, (old, old))
-    assert LocalStorage(tmp_path).remove_stale_scratch(3600) == 1
+    for path in (ours, other_node):
+        os.utime(path, (old, old))
+    # The sweeper's pass over temp files takes the scratch along.
+    assert LocalStorage(tmp_path).remove_stale_temp(3600) == 1
     assert [p.name for p in root.iterdir()] == [ours.name]
 
 

@@ -293,7 +293,8 @@ class S3Storage:
             marker = {"PartNumberMarker": int(page["NextPartNumberMarker"])}
 
     def remove_stale_scratch(self, max_age: float) -> int:
-        """Remove the scratch directories of this node's dead processes, and any older than ``max_age``."""
+        """Remove the scratch directories of this node's dead processes, and other nodes' older than
+        ``max_age`` (:func:`filejobs.storage.remove_stale_scratch`)."""
         return remove_stale_scratch(self.scratch_root, max_age)
 
 
