@@ -181,9 +181,10 @@ class Workspace(Protocol):
         ``keep_alive`` is called while a copy is made (it renews the job's lease; it raises to stop)."""
         ...
 
-    def put_input(self, data: bytes) -> Path:
+    def put_input(self, data: bytes, *, in_process: bool = False) -> Path:
         """Write ``data`` (an upload kept in the database) to this attempt's scratch, as its input:
-        not durable, removed with the workspace."""
+        not durable, removed with the workspace. ``in_process``: only this process reads it (a
+        light job run in the worker's own thread), so it may be a file in memory."""
         ...
 
     def output_dir(self, *, create: bool = True) -> Path:
@@ -669,6 +670,8 @@ class LocalWorkspace:
         self.job_id = job_id
         self.attempt = attempt
         self._scratch: Path | None = None
+        #: The fd of an in-memory input (:func:`memory_file`), closed with the workspace.
+        self._memory: int | None = None
 
     def fetch_input(self, key: str, keep_alive: Callable[[], None] | None = None) -> Path:
         path = self.storage.path(key)
@@ -676,7 +679,11 @@ class LocalWorkspace:
             raise FileNotFoundError(key)
         return path
 
-    def put_input(self, data: bytes) -> Path:
+    def put_input(self, data: bytes, *, in_process: bool = False) -> Path:
+        if in_process and self._memory is None:
+            self._memory = memory_file(data)
+            if self._memory is not None:  # no directory entry to create, journal and unlink
+                return Path(f"/proc/self/fd/{self._memory}")
         path = self.storage.scratch_root / scratch_name(self.job_id, self.attempt)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -702,10 +709,32 @@ class LocalWorkspace:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._memory is not None:
+            memory, self._memory = self._memory, None
+            os.close(memory)
         if self._scratch is not None:
             scratch, self._scratch = self._scratch, None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(scratch)
+
+
+def memory_file(data: bytes) -> int | None:
+    """An anonymous file in memory holding ``data`` (``memfd_create``; its path, for this process
+    only, is ``/proc/self/fd/<fd>``), or None where the kernel has none. The caller closes it."""
+    if not hasattr(os, "memfd_create") or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        fd = os.memfd_create("filejobs-input", os.MFD_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 #: A scratch entry's name: ``<job id>.<attempt>@<node>-<pid>`` (:func:`scratch_name`).

@@ -269,3 +269,34 @@ def test_each_claim_reads_its_own_job_s_bytes(tmp_path: Path, database: str) -> 
         for job_id in ids:
             assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
         assert blobs(services.db) == {}
+
+
+def test_a_light_job_in_the_worker_s_thread_reads_its_input_from_memory(
+    client: TestClient, services: Services, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``inspect`` runs in the worker's own thread: its input is a file in memory, not in scratch/;
+    a job run in the child process gets a real file there (another process cannot see the memory)."""
+    made: list[int] = []
+    real_memory_file = storage_module.memory_file
+
+    def spy(data: bytes) -> int | None:
+        fd = real_memory_file(data)
+        assert fd is not None
+        made.append(fd)
+        return fd
+
+    monkeypatch.setattr(storage_module, "memory_file", spy)
+    inspected = submit(client, CONTENT, processor="inspect")["id"]
+    burst_worker(services).drain()
+    body = client.get(f"/v1/jobs/{inspected}").json()
+    assert body["status"] == "succeeded", body
+    assert body["result"]["sha256"] == hashlib.sha256(CONTENT).hexdigest()
+    assert len(made) == 1
+    with contextlib.suppress(FileNotFoundError):  # closed with its workspace (its number may be reused)
+        assert not os.readlink(f"/proc/self/fd/{made[0]}").startswith("/memfd:filejobs-input")
+    assert not (data_dir / "scratch").exists()  # no file was made for it
+    upper = submit(client, b"for the child\n", processor="upper")["id"]
+    burst_worker(services).drain()
+    assert client.get(f"/v1/jobs/{upper}/result").content == b"FOR THE CHILD\n"
+    assert len(made) == 1  # the child's input was a scratch file (gone now)
+    assert list((data_dir / "scratch").iterdir()) == []

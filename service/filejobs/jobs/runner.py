@@ -156,10 +156,13 @@ def _execute(job: Claimed, ctx: RunContext, claimed_at: float) -> Ran:
         return _fail(ctx, job, Failed("unknown_processor", f"No processor named {job.processor!r} here."))
     # The workspace's scratch (an object store's input copy and outputs) goes however this ends.
     ticker = _Ticker(job.id, ctx)
+    settings = ctx.settings
+    # A light processor on a small input runs in this thread: no child round trip.
+    inline = runs_inline(entry.processor, job.file_size, settings.inline_max_bytes)
     with ctx.storage.workspace(job.id, job.attempts) as workspace:
         try:
             if job.input_data is not None:  # a small upload kept in the database, read by the claim
-                input_path = workspace.put_input(job.input_data)
+                input_path = workspace.put_input(job.input_data, in_process=inline)
             elif inline_uploads.is_inline(job.storage_key):  # its bytes went (its jobs were deleted)
                 raise FileNotFoundError(job.storage_key)
             else:
@@ -173,9 +176,6 @@ def _execute(job: Claimed, ctx: RunContext, claimed_at: float) -> Ran:
         except StorageUnavailable as exc:
             log.warning("job %s: cannot fetch its input: %s", job.id, exc)
             return _fail(ctx, job, STORAGE_FAILED)
-        settings = ctx.settings
-        # A light processor on a small input runs in this thread: no child round trip.
-        inline = runs_inline(entry.processor, job.file_size, settings.inline_max_bytes)
         request = RunRequest(
             spec=entry.spec,
             input=str(input_path),

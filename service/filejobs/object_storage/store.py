@@ -331,7 +331,7 @@ class S3Workspace:
         self.storage.download(key, target, keep_alive)
         return target
 
-    def put_input(self, data: bytes) -> Path:
+    def put_input(self, data: bytes, *, in_process: bool = False) -> Path:
         target = self.root / "input"
         target.write_bytes(data)
         return target
