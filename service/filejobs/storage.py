@@ -316,7 +316,7 @@ class LocalUploadSink:
 
     @property
     def held(self) -> bool:
-        return self._held is not None and not self._created
+        return self.held_bytes is not None
 
     @property
     def held_bytes(self) -> bytes | None:
@@ -373,8 +373,7 @@ class LocalUploadSink:
             view = memoryview(piece)
             if digest is not None:  # hashed here, in the writing thread: one thread call for both
                 digest.update(view)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            write_all(self._fd, view)
         if size >= SMALL_WRITE:  # small files: the final fsync is as cheap as anything
             self._writeback.wrote(size)
         else:
@@ -636,8 +635,9 @@ class LocalStorage:
         fsync_dir(self.root / "uploads")
 
     def remove_stale_scratch(self, max_age: float) -> int:
-        """Remove the scratch inputs of this node's dead processes, and any older than ``max_age``
-        (jobs read a file input where it is stored; an input kept in the database is copied here)."""
+        """Remove the scratch inputs of this node's dead processes, and other nodes' older than
+        ``max_age`` (jobs read a file input where it is stored; an input kept in the database that a
+        job's child process reads is copied here: :func:`remove_stale_scratch`)."""
         return remove_stale_scratch(self.scratch_root, max_age)
 
     def uploads_older_than(self, seconds: float) -> list[str]:
@@ -691,9 +691,7 @@ class LocalWorkspace:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
         finally:
             os.close(fd)
         self._scratch = path
@@ -728,13 +726,18 @@ def memory_file(data: bytes) -> int | None:
     except OSError:
         return None
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 #: A scratch entry's name: ``<job id>.<attempt>@<node>-<pid>`` (:func:`scratch_name`).

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -50,7 +49,7 @@ from tests.faults.multipart_corpus import (
     file_part,
 )
 from tests.faults.rawhttp import Exchange, exchange
-from tests.uploads.helpers import stored_content
+from tests.uploads.helpers import kept_in_database, stored_content
 
 pytestmark = pytest.mark.e2e
 
@@ -222,9 +221,7 @@ def leftovers(data_dir: Path) -> list[str]:
         for p in (data_dir / sub).rglob("*")
         if p.is_file()
     ]
-    with contextlib.closing(sqlite3.connect(f"file:{data_dir / 'filejobs.db'}?mode=ro", uri=True)) as conn:
-        keys = [key for (key,) in conn.execute("SELECT storage_key FROM upload_blobs")]
-    return sorted([*files, *keys])
+    return sorted([*files, *kept_in_database(data_dir)])
 
 
 def wait_clean(target: Target) -> list[str]:

@@ -129,13 +129,18 @@ def stored_upload(data_dir: Path, job_id: str) -> Path:
     return data_dir / "uploads" / job_id
 
 
+def _read_only(data_dir: Path) -> contextlib.closing[sqlite3.Connection]:
+    """The data directory's SQLite database, opened read-only (closed on leaving the block)."""
+    return contextlib.closing(sqlite3.connect(f"file:{data_dir / 'filejobs.db'}?mode=ro", uri=True))
+
+
 def stored_content(data_dir: Path, job_id: str) -> bytes:
     """The bytes stored for the job's upload: its file in ``uploads/``, or, for a small one, the row
     kept in the database (``upload_blobs``, :mod:`filejobs.jobs.inline_uploads`)."""
     path = stored_upload(data_dir, job_id)
     if path.exists():
         return path.read_bytes()
-    with contextlib.closing(sqlite3.connect(f"file:{data_dir / 'filejobs.db'}?mode=ro", uri=True)) as conn:
+    with _read_only(data_dir) as conn:
         found = conn.execute(
             "SELECT data FROM upload_blobs WHERE storage_key = ?", (f"inline/{job_id}",)
         ).fetchone()
@@ -145,7 +150,7 @@ def stored_content(data_dir: Path, job_id: str) -> bytes:
 
 def kept_in_database(data_dir: Path) -> list[str]:
     """The keys of the small uploads kept in the data directory's database (``inline/<job id>``)."""
-    with contextlib.closing(sqlite3.connect(f"file:{data_dir / 'filejobs.db'}?mode=ro", uri=True)) as conn:
+    with _read_only(data_dir) as conn:
         return sorted(key for (key,) in conn.execute("SELECT storage_key FROM upload_blobs"))
 
 
