@@ -9,19 +9,29 @@ in order, and by value where the job does not enter.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from filejobs import keys
 from filejobs.api import fast_upload
 from filejobs.api.responses import job_json
+from filejobs.api.security_headers import API_CSP
+from filejobs.app import create_app
+from filejobs.errors import problem_type
+from filejobs.jobs.dispatch import InMemoryDispatcher
 from filejobs.models import Job, JobStatus, job_public
 from filejobs.services import Services
 from filejobs.testing import make_job, post_file
+from tests.conftest import make_settings
+from tests.security.helpers import assert_nothing_stored
 
 WHEN = datetime(2026, 12, 6, 14, 0, 0, 123456, tzinfo=UTC)
 
@@ -149,3 +159,78 @@ def test_an_expired_auth_gate_is_read_again_by_the_fast_path(
     assert reads[-1] is True
     assert len(answered) == 2
     assert client.get(f"/v1/jobs/{first.json()['id']}").status_code == 401
+
+
+def test_the_plain_upload_runs_none_of_fastapi(
+    client: TestClient, answered: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app hands the plain upload to the fast path before FastAPI's own ``__call__`` (its
+    telemetry check, the error and CORS middleware); anything else still goes through it."""
+    calls: list[str] = []
+    real = FastAPI.__call__
+
+    async def counting(self: FastAPI, scope: Any, receive: Any, send: Any) -> None:
+        calls.append(f"{scope.get('method')} {scope['path']}")
+        await real(self, scope, receive, send)
+
+    monkeypatch.setattr(FastAPI, "__call__", counting)
+    plain = post_file(client)
+    assert plain.status_code == 202
+    assert answered == [plain.json()["id"]]
+    assert calls == []
+    routed = client.post("/v1/jobs?via=route", files={"file": ("a.txt", b"a\n", "text/plain")})
+    assert routed.status_code == 202
+    assert calls == ["POST /v1/jobs"]
+
+
+@pytest.fixture
+def cors_client(data_dir: Path) -> Iterator[TestClient]:
+    settings = make_settings(data_dir, cors_origins="https://app.example")
+    with TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as test_client:
+        yield test_client
+
+
+def test_a_cross_origin_upload_gets_the_cors_headers(cors_client: TestClient, answered: list[str]) -> None:
+    """With CORS on, a browser's upload from another origin is left to the route, inside the CORS
+    middleware: its 202 names the allowed origin. One with no Origin takes the fast path."""
+    browser = post_file(cors_client, headers={"Origin": "https://app.example"})
+    assert browser.status_code == 202
+    assert browser.headers["access-control-allow-origin"] == "https://app.example"
+    assert answered == []
+    other = post_file(cors_client, headers={"Origin": "https://evil.example"})
+    assert other.status_code == 202
+    assert "access-control-allow-origin" not in other.headers
+    plain = post_file(cors_client)
+    assert plain.status_code == 202
+    assert answered == [plain.json()["id"]]
+    assert "access-control-allow-origin" not in plain.headers
+
+
+def test_an_unexpected_error_is_a_problem_500_and_leaves_no_job(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in the fast path's intake (here: the upload's parsing raising a plain error) answers
+    what the app's handler answers any unexpected error: a problem+json 500 with the security
+    headers and no stack trace, logged; and no job or stored file is left behind."""
+
+    async def broken(**_: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(fast_upload, "submit_upload", broken)
+    with caplog.at_level(logging.ERROR, logger="filejobs.api.fast_upload"):
+        answer = post_file(client)
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json() == {
+        "type": problem_type(500),
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": "The server failed to handle this request.",
+        "instance": "/v1/jobs",
+    }
+    assert "a bug" not in answer.text
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["content-security-policy"] == API_CSP
+    assert any("unhandled error on POST /v1/jobs" in r.getMessage() for r in caplog.records)
+    assert client.get("/v1/jobs").json()["items"] == []
+    assert_nothing_stored(services, uploads=0, jobs=0)

@@ -20,7 +20,6 @@ from fastapi import FastAPI
 from filejobs import __version__
 from filejobs.api.cors import Cors
 from filejobs.api.fast_status import StatusApp
-from filejobs.api.fast_upload import FastUpload
 from filejobs.api.head import HeadAsGet
 from filejobs.api.problems import ProblemDetails, install_handlers
 from filejobs.api.routes import (
@@ -187,13 +186,12 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     )
     install_handlers(app)
     # The last added is the outermost. CORS comes first (preflights answered before anything
-    # else; StatusApp leaves a cross-origin poll to the route when CORS is on). The upload's fast
-    # path adds the security headers to its own answers (api/security_headers.secured), as
-    # StatusApp's poll answers do (before all of this); a HEAD is answered by the GET route.
+    # else; StatusApp leaves a cross-origin poll or plain upload to the route when CORS is on).
+    # StatusApp's answers to the poll and the plain upload (before all of this) carry the security
+    # headers themselves (api/security_headers); a HEAD is answered by the GET route.
     app.add_middleware(HeadAsGet)
     app.add_middleware(TusHeaders)  # tus's Tus-Resumable and 412, on its HEAD too
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(FastUpload)
     app.add_middleware(Cors)
     app.include_router(by_hash.router)
     app.include_router(jobs.router)

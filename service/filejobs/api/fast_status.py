@@ -29,6 +29,8 @@ from starlette.types import Receive, Scope, Send
 
 from filejobs.api.auth import anonymous_and_open
 from filejobs.api.deps import scope_services
+from filejobs.api.fast_upload import PATH as UPLOAD_PATH
+from filejobs.api.fast_upload import FastUpload
 from filejobs.api.security_headers import headers_for
 from filejobs.ids import is_job_id
 from filejobs.jobs.fast_read import JobReader
@@ -86,13 +88,19 @@ def matches(etag: str, if_none_match: str | None) -> bool:
 
 class StatusApp(FastAPI):
     """The FastAPI app with the poll answered before any of it runs (its telemetry check, Starlette's
-    error middleware, the middleware stack): those cost a poll more than the answer itself."""
+    error middleware, the middleware stack): those cost a poll more than the answer itself. The
+    plain upload's fast path (:class:`~filejobs.api.fast_upload.FastUpload`) is handed
+    ``POST /v1/jobs`` here too, for the same reason."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kept = KeptAnswers()
+        self.upload = FastUpload(self._routed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == UPLOAD_PATH:
+            await self.upload(scope, receive, send)
+            return
         if (
             scope["type"] == "http"
             and scope["method"] == "GET"
@@ -109,6 +117,10 @@ class StatusApp(FastAPI):
                 await send({"type": "http.response.start", "status": status, "headers": list(headers)})
                 await send({"type": "http.response.body", "body": body})
                 return
+        await super().__call__(scope, receive, send)
+
+    async def _routed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's own handling (what the upload's fast path leaves to the route)."""
         await super().__call__(scope, receive, send)
 
     async def _answer(self, scope: Scope) -> tuple[int, Headers, bytes] | None:

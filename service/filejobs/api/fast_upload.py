@@ -1,11 +1,18 @@
 """``POST /v1/jobs`` without FastAPI's routing and dependency machinery: the plain upload.
 
 Batch clients upload thousands of small files; for each, FastAPI would match routes, solve five
-dependencies and wrap the response. This ASGI middleware takes the plain upload (no query string,
-no ``Idempotency-Key``, an open service: no key to check) and runs the very same
+dependencies and wrap the response. :class:`FastUpload` takes the plain upload (no query string,
+no ``Idempotency-Key``, an open service: no key to check, and no cross-origin request when CORS is
+on: the CORS middleware answers those) and runs the very same
 :func:`filejobs.jobs.intake.submit_upload` as the route, answering its problems the same way;
 the job is dispatched after the answer is sent, as the route's background task does. Everything
 else goes to the route, which also documents the endpoint in OpenAPI.
+
+The app ``create_app`` makes (:class:`filejobs.api.fast_status.StatusApp`) hands it ``POST /v1/jobs``
+before any of FastAPI runs, as it answers the status poll: FastAPI's telemetry check (three
+OpenTelemetry provider look-ups per request), Starlette's error middleware and the middleware stack
+cost a small upload about a twentieth of its CPU. So the fast path answers an error it did not
+expect itself, as the app's handler would (a problem+json ``500``, logged), when nothing was sent.
 """
 
 from __future__ import annotations
@@ -15,11 +22,11 @@ import logging
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from filejobs.api.auth import anonymous_and_open
 from filejobs.api.deps import scope_services
-from filejobs.api.problems import problem_response
+from filejobs.api.problems import UNEXPECTED, problem_response
 from filejobs.api.responses import RETRY_AFTER, job_json, submitted_response
 from filejobs.api.security_headers import headers_for, secured
 from filejobs.api.upload_body import upload_body
@@ -50,6 +57,8 @@ def queued_answer(job: Job) -> tuple[list[tuple[bytes, bytes]], bytes]:
 
 
 class FastUpload:
+    """The plain upload's answer; everything else goes to ``app`` (FastAPI's own ``__call__``)."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -58,6 +67,23 @@ class FastUpload:
         if services is None:
             await self.app(scope, receive, send)
             return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._upload(services, scope, receive, sending)
+        except Exception:
+            if started:
+                raise  # the server closes the connection (and logs it)
+            request = Request(scope, receive)
+            log.exception("unhandled error on POST %s", PATH)
+            await secured(problem_response(UNEXPECTED, request), PATH)(scope, receive, send)
+
+    async def _upload(self, services: Services, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
             submitted = await submit_upload(
@@ -92,5 +118,7 @@ class FastUpload:
         headers = Headers(scope=scope)
         if "idempotency-key" in headers:
             return None
+        if services.settings.cors_origins and "origin" in headers:
+            return None  # a browser on another origin: the CORS middleware around the route answers
         # A key to check, or keys required: the route answers.
         return services if await anonymous_and_open(services.auth, headers.get("authorization")) else None

@@ -40,6 +40,10 @@ def _generic(status: int, detail: str, **extra: Any) -> Problem:
     return Problem(detail, status=status, **extra)
 
 
+#: The answer to an error nobody expected (logged where it is caught).
+UNEXPECTED = _generic(500, "The server failed to handle this request.")
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -69,7 +73,7 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        response = problem_response(_generic(500, "The server failed to handle this request."), request)
+        response = problem_response(UNEXPECTED, request)
         # Answered by Starlette's outermost middleware, outside SecurityHeaders: add them here.
         response.headers.update({k.decode(): v.decode() for k, v in headers_for(request.url.path)})
         return response
