@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlmodel import Session
 
 from filejobs.db import Database
@@ -318,4 +318,63 @@ def test_the_group_committers_final_statuses_share_one_savepoint(db: Database, o
             found = session.execute(select(DELIVERIES.c.job_id)).scalars().all()
         assert sorted(found) == sorted(later)
     finally:
+        committer.close()
+
+
+def test_a_batchs_new_rows_go_in_together_and_each_before_commit_sees_its_own(db: Database) -> None:
+    """The rows of a batch's plain jobs are inserted together (one statement for those queued
+    between two that need their row first); a job's ``before_commit`` sees its own row, and one
+    in a savepoint of its own (``isolated``) that raises fails that job alone."""
+    committer = GroupCommitter(db, sync_dir=lambda: None)
+    inserts: list[int] = []  # the rows each INSERT INTO jobs statement carried
+
+    def count(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if statement.startswith("INSERT INTO jobs "):
+            inserts.append(len(params) if many else 1)
+
+    try:
+        followups = Followups(db, expected=1)
+        plain = [make_job() for _ in range(5)]
+        reading, refused = make_job(), make_job()
+        seen: list[str | None] = []
+
+        def reads_its_row(session: Session) -> None:
+            found = session.connection().execute(select(Job.status).where(Job.id == reading.id))
+            seen.append(found.scalar())
+
+        def raises(session: Session) -> None:
+            raise RuntimeError("its key was taken over")
+
+        release, _ = blocked_first(committer, db, followups)
+        event.listen(db.engine, "before_cursor_execute", count)
+
+        async def together() -> list[BaseException | None]:
+            queued = [
+                committer.insert(plain[0]),
+                committer.insert(plain[1]),
+                committer.insert(reading, before_commit=reads_its_row, isolated=False),
+                committer.insert(plain[2]),
+                committer.insert(refused, before_commit=raises),
+                committer.insert(plain[3]),
+                committer.insert(plain[4]),
+            ]
+            tasks = [asyncio.ensure_future(insert) for insert in queued]
+            await asyncio.sleep(0)  # all queued before the release
+            release.set()
+            return await asyncio.gather(*tasks, return_exceptions=True)
+
+        got = asyncio.run(together())
+        followups.wait()
+        assert [type(outcome).__name__ for outcome in got] == [
+            "NoneType", "NoneType", "NoneType", "NoneType", "RuntimeError", "NoneType", "NoneType",
+        ]  # fmt: skip
+        assert seen == ["queued"]
+        assert {row(db, job.id).status for job in [*plain, reading]} == {"queued"}
+        assert repository.get_job(db, refused.id) is None
+        # [0, 1, reading] before its before_commit; [2] before the savepoint; refused in it (undone);
+        # [3, 4] at the end.
+        assert inserts == [3, 1, 1, 2]
+    finally:
+        if event.contains(db.engine, "before_cursor_execute", count):
+            event.remove(db.engine, "before_cursor_execute", count)
         committer.close()
