@@ -217,7 +217,7 @@ def test_an_unexpected_error_is_a_problem_500_and_leaves_no_job(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(fast_upload, "submit_upload", broken)
-    with caplog.at_level(logging.ERROR, logger="filejobs.api.fast_upload"):
+    with caplog.at_level(logging.ERROR, logger="filejobs.api.problems"):
         answer = post_file(client)
     assert answer.status_code == 500
     assert answer.headers["content-type"] == "application/problem+json"

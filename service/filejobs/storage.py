@@ -27,6 +27,7 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -716,10 +717,16 @@ class LocalWorkspace:
                 os.unlink(scratch)
 
 
+@functools.cache
+def _memory_files() -> bool:
+    """Whether this system has files in memory that a path opens (looked at once per process)."""
+    return hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+
+
 def memory_file(data: bytes) -> int | None:
     """An anonymous file in memory holding ``data`` (``memfd_create``; its path, for this process
     only, is ``/proc/self/fd/<fd>``), or None where the kernel has none. The caller closes it."""
-    if not hasattr(os, "memfd_create") or not os.path.isdir("/proc/self/fd"):
+    if not _memory_files():
         return None
     try:
         fd = os.memfd_create("filejobs-input", os.MFD_CLOEXEC)

@@ -17,8 +17,6 @@ expect itself, as the app's handler would (a problem+json ``500``, logged), when
 
 from __future__ import annotations
 
-import logging
-
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from filejobs.api.auth import anonymous_and_open
 from filejobs.api.deps import scope_services
-from filejobs.api.problems import UNEXPECTED, problem_response
+from filejobs.api.problems import problem_response, unexpected_response
 from filejobs.api.responses import RETRY_AFTER, job_json, submitted_response
 from filejobs.api.security_headers import headers_for, secured
 from filejobs.api.upload_body import upload_body
@@ -37,7 +35,6 @@ from filejobs.keys import ANONYMOUS
 from filejobs.models import Job, etag_of
 from filejobs.services import Services
 
-log = logging.getLogger(__name__)
 PATH = "/v1/jobs"
 _AFTER = ((b"retry-after", RETRY_AFTER.encode()),)
 _JSON_AND_SECURITY = ((b"content-type", b"application/json"), *headers_for(PATH))
@@ -57,7 +54,8 @@ def queued_answer(job: Job) -> tuple[list[tuple[bytes, bytes]], bytes]:
 
 
 class FastUpload:
-    """The plain upload's answer; everything else goes to ``app`` (FastAPI's own ``__call__``)."""
+    """The plain upload's answer to ``POST /v1/jobs`` (the only request the app hands it); any other
+    such request goes to ``app`` (FastAPI's own ``__call__``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -79,9 +77,7 @@ class FastUpload:
         except Exception:
             if started:
                 raise  # the server closes the connection (and logs it)
-            request = Request(scope, receive)
-            log.exception("unhandled error on POST %s", PATH)
-            await secured(problem_response(UNEXPECTED, request), PATH)(scope, receive, send)
+            await unexpected_response(Request(scope, receive))(scope, receive, send)
 
     async def _upload(self, services: Services, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -107,9 +103,8 @@ class FastUpload:
         await dispatch(hub=services.hub, dispatcher=services.dispatcher, job_id=submitted.job.id)
 
     async def _services(self, scope: Scope) -> Services | None:
-        """The services when this request is a plain upload this middleware answers, else None."""
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
-            return None
+        """The services when this ``POST /v1/jobs`` (all the app hands over) is a plain upload this
+        path answers, else None."""
         if scope.get("query_string"):
             return None
         services = scope_services(scope)

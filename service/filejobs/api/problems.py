@@ -8,11 +8,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from filejobs.api.security_headers import headers_for
+from filejobs.api.security_headers import secured
 from filejobs.errors import PROBLEM_JSON, Problem, status_title
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,13 @@ def _generic(status: int, detail: str, **extra: Any) -> Problem:
     return Problem(detail, status=status, **extra)
 
 
-#: The answer to an error nobody expected (logged where it is caught).
-UNEXPECTED = _generic(500, "The server failed to handle this request.")
+def unexpected_response(request: Request) -> Response:
+    """The answer to an error nobody expected, logged (with the exception being handled): a
+    problem+json ``500`` with the security headers, naming nothing of the error. The app's handler
+    answers it outside the ``SecurityHeaders`` middleware, and the upload's fast path before it."""
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    response = problem_response(_generic(500, "The server failed to handle this request."), request)
+    return secured(response, request.url.path)
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -71,12 +76,8 @@ def install_handlers(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        response = problem_response(UNEXPECTED, request)
-        # Answered by Starlette's outermost middleware, outside SecurityHeaders: add them here.
-        response.headers.update({k.decode(): v.decode() for k, v in headers_for(request.url.path)})
-        return response
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        return unexpected_response(request)  # by Starlette's outermost middleware
 
 
 def _allowed_methods(request: Request) -> list[str]:
