@@ -130,8 +130,18 @@ def test_uvicorn_internals_this_protocol_relies_on(loop: asyncio.AbstractEventLo
         "app_state",
         "_loop",
     ]
-    for method in ("connection_made", "connection_lost", "data_received", "_unset_keepalive_if_required"):
+    for method in (
+        "connection_made",
+        "connection_lost",
+        "data_received",
+        "_unset_keepalive_if_required",
+        "send_400_response",
+    ):
         assert callable(getattr(HttpToolsProtocol, method, None)), method
+    # What uvicorn does with bytes llhttp refuses: LimitedHttpToolsProtocol answers in its stead.
+    refused = inspect.getsource(HttpToolsProtocol.data_received)
+    assert "except httptools.HttpParserError" in refused
+    assert "self.send_400_response(" in refused
     for callback in ("on_headers_complete", "on_message_complete"):  # called by httptools by name
         assert callable(getattr(HttpToolsProtocol, callback, None)), callback
     config = Config(app=ok_app, log_config=None, http=PROTOCOL, lifespan="off")
@@ -239,6 +249,92 @@ def test_an_oversized_head_pipelined_behind_a_request_closes_the_connection(
     assert not protocol.cycle.response_complete
     assert transport.closed
     assert not transport.written
+
+
+MALFORMED = [
+    pytest.param(b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n", id="control-character-in-the-target"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost x\r\n\r\n", id="header-without-colon"),
+    pytest.param(
+        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        id="two-lengths",
+    ),
+    pytest.param(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", id="negative-length"),
+    pytest.param(
+        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        id="length-and-chunked",
+    ),
+]
+
+
+def answers(transport: FakeTransport) -> int:
+    return bytes(transport.written).count(b"HTTP/1.1 ")
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED)
+@pytest.mark.parametrize("chunk", [None, 1], ids=lambda c: f"reads-of-{c or 'all'}")
+def test_a_request_the_parser_refuses_gets_a_problem_400(
+    loop: asyncio.AbstractEventLoop, request_bytes: bytes, chunk: int | None
+) -> None:
+    """Not uvicorn's ``text/plain`` 400: the problem+json every refusal gets, then a FIN; the
+    request never reaches the app, and bytes read after it are dropped."""
+    protocol, transport = connect(loop)
+    feed(protocol, request_bytes, chunk)
+    assert protocol.cycle is None, "the request reached the app"
+    status, problem = answer(transport)
+    assert status == 400
+    assert problem["title"] == "Malformed HTTP request"
+    assert "not valid HTTP/1.1" in problem["detail"]
+    assert transport.eof
+    assert transport.paused
+    feed(protocol, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # read before reading paused
+    assert answers(transport) == 1
+
+
+def test_bytes_the_parser_refuses_after_an_answered_request_get_a_problem_400(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    protocol, transport = connect(loop)
+    feed(protocol, head_of(300))
+    loop.run_until_complete(asyncio.sleep(0))
+    assert bytes(transport.written).startswith(b"HTTP/1.1 200 OK\r\n")
+    transport.written.clear()
+    feed(protocol, b"GET / HTTP/1.1\r\nHost\x01: x\r\n\r\n")
+    status, problem = answer(transport)
+    assert (status, problem["title"]) == (400, "Malformed HTTP request")
+    assert transport.eof
+    assert not transport.closed  # closed after LINGER, once the client read the answer
+
+
+def test_a_body_broken_mid_chunk_gets_a_problem_400_and_the_app_sees_the_client_gone(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The request's response is still due: answered at once and closed (as uvicorn does), and
+    the app waiting for the rest of the body is told the client is gone."""
+    messages: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            messages.append(await receive())
+            if messages[-1]["type"] == "http.disconnect" or not messages[-1].get("more_body"):
+                return
+
+    protocol, transport = connect(loop)
+    protocol.app = app  # type: ignore[assignment]
+    feed(protocol, b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    loop.run_until_complete(asyncio.sleep(0))
+    assert protocol.cycle is not None
+    assert not transport.written
+    feed(protocol, b"zz\r\nnot a chunk\r\n")
+    status, problem = answer(transport)
+    assert status == 400
+    assert problem["title"] == "Malformed HTTP request"
+    assert transport.closed
+    protocol.connection_lost(None)  # what the event loop does once the transport is closed
+    loop.run_until_complete(asyncio.sleep(0))
+    assert [m["type"] for m in messages] == ["http.request", "http.disconnect"]
+    assert messages[0]["body"] == b"hello"
+    assert answers(transport) == 1
 
 
 def body_app(received: list[bytes]) -> Any:

@@ -11,6 +11,13 @@ bytes of each request head as ``data_received`` gets them, before the parser see
 - closes a connection that sends nothing for ``IDLE_TIMEOUT`` seconds after it was opened (uvicorn's
   keep-alive timeout, which this sets to the same value, only starts after a response).
 
+A request whose bytes llhttp refuses (a broken request line or header, a lying, doubled or
+conflicting ``Content-Length``, ``Transfer-Encoding`` beside it, a broken chunk) gets the same
+problem+json ``400`` as every other refusal, instead of uvicorn's ``text/plain`` one. Between
+requests it is answered as the other refusals are (then a FIN, and the close after ``LINGER``);
+during a request whose response is still due, as uvicorn answers: at once, and the connection is
+closed, so the app sees the client gone (the parser cannot go on from there either way).
+
 When an earlier request's response is still to be written on the connection (pipelining), no
 answer can be framed: the connection is closed instead. Bytes of a request pipelined in the same
 read as the end of the previous one are not counted (at most one read, 256 KiB, more than the limit).
@@ -44,7 +51,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from filejobs.api.security_headers import headers_for
-from filejobs.errors import PROBLEM_JSON, HeaderFieldsTooLarge, Problem, RequestTimeout
+from filejobs.errors import PROBLEM_JSON, BadRequest, HeaderFieldsTooLarge, Problem, RequestTimeout
 from filejobs.settings import Settings, get_settings
 
 #: The security headers every answer has (the app adds them to its own; this one bypasses the app).
@@ -57,6 +64,12 @@ PROTOCOL = "filejobs.http_protocol:LimitedHttpToolsProtocol"
 #: is closed: closing with unread bytes sends a reset, which could destroy the answer before the
 #: client reads it (RFC 9112 §9.6). Unread bytes wait in the kernel's receive buffer meanwhile.
 LINGER = 2.0
+#: The answer to bytes the HTTP parser refused.
+MALFORMED_HTTP = BadRequest(
+    "The request is not valid HTTP/1.1: its request line, a header, or the framing of its body "
+    "(Content-Length, Transfer-Encoding, chunks) could not be parsed.",
+    title="Malformed HTTP request",
+)
 
 
 @dataclass(frozen=True)
@@ -252,6 +265,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._linger_timer = self.loop.call_later(LINGER, self.transport.close)
         else:
             self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """What uvicorn calls when llhttp refuses the bytes (``msg``: its generic text). Between
+        requests, answered as every refusal is (:meth:`_refuse`: FIN, then close). During a
+        request whose response is still due, as uvicorn does: the answer written at once and the
+        connection closed, so its app sees the client gone (a body cut off mid-chunk, say)."""
+        if self._refused or self.transport.is_closing():
+            return
+        if self.cycle is None or (self.cycle.response_complete and not self.pipeline):
+            self._refuse(MALFORMED_HTTP)
+            return
+        self._refused = True
+        client = "{}:{} - ".format(*self.client) if self.client else ""
+        log.warning("%s%s: %s", client, MALFORMED_HTTP.title, MALFORMED_HTTP.detail)
+        self.transport.write(self._answer(MALFORMED_HTTP))
+        self.transport.close()
 
     def _answer(self, problem: Problem) -> bytes:
         body = json.dumps(problem.body()).encode()

@@ -32,9 +32,10 @@ the public advisories of the parsers this service is built on:
     the event loop; fixed in 0.47.2. Here: large files written while others are served.
 - HTTP/1.1 framing (RFC 9112 §6): lying, duplicated or conflicting lengths, truncated bodies.
 
-The service answers these itself (``application/problem+json``), except for requests whose
-HTTP framing is invalid: uvicorn refuses those before the app sees them, with its own
-``text/plain`` 400 (``layer="http"``).
+The service answers all of these with ``application/problem+json``: the app itself, or, for a
+request whose HTTP framing is invalid, the HTTP protocol before the app sees it (its 400
+"Malformed HTTP request", ``layer="http"``; uvicorn's own answer there is a ``text/plain`` 400,
+which ``filejobs.http_protocol`` replaces).
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ BOUNDARY = b"faultsuite-7e1c0b"
 MULTIPART = b"multipart/form-data; boundary=" + BOUNDARY
 DELIMITER = b"--" + BOUNDARY + b"\r\n"
 CLOSE = b"--" + BOUNDARY + b"--\r\n"
-#: uvicorn's answer to a request it cannot frame (httptools raised HttpParserError).
-UVICORN_400_BODY = b"Invalid HTTP request received."
+#: The title of the HTTP protocol's answer to a request it cannot frame (llhttp refused it).
+MALFORMED_HTTP_TITLE = "Malformed HTTP request"
 
 Body = Callable[[], Iterator[bytes]]
 
@@ -149,7 +150,8 @@ class Case:
     mode: Mode = "send"
     stop_after: int | None = None
     stall: float = 0.0
-    #: Who answers: the app (problem+json), uvicorn's HTTP parser (its plain-text 400), or either.
+    #: Who answers (problem+json either way): the app, the HTTP protocol (a request it cannot
+    #: frame: a 400 titled :data:`MALFORMED_HTTP_TITLE`), or either.
     layer: Literal["app", "http", "either"] = "app"
     #: A word the problem's ``detail`` must contain (case-insensitive).
     detail: str | None = None
@@ -591,7 +593,8 @@ CORPUS: list[Case] = [
         frozenset({400}),
         content_length=b"300",
         # The app refuses the 300 bytes (400, no closing boundary); the bytes after them are a
-        # broken next request, which uvicorn refuses with its 400 and closes: whichever is first.
+        # broken next request, which the HTTP protocol refuses with its 400 and closes: whichever
+        # is first.
         layer="either",
         detail="closing boundary",
     ),
