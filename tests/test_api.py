@@ -127,10 +127,15 @@ def test_wait_with_stale_etag_returns_at_once(client: TestClient, worker: LocalW
     assert response.json()["status"] == "succeeded"
 
 
-def test_wait_with_current_etag_times_out_as_304(client: TestClient) -> None:
+@pytest.mark.parametrize("form", ["{}", "W/{}", "*"], ids=["strong", "weak", "any"])
+def test_wait_with_current_etag_times_out_as_304(client: TestClient, form: str) -> None:
+    """The weak form of the current ETag, or "*", is the current state too: the long-poll waits
+    (a client sending either is not answered at once in a loop)."""
     job = submit(client)
     etag = client.get(f"/v1/jobs/{job['id']}").headers["etag"]
-    response = client.get(f"/v1/jobs/{job['id']}?wait=0.2", headers={"If-None-Match": etag})
+    started = time.monotonic()
+    response = client.get(f"/v1/jobs/{job['id']}?wait=0.2", headers={"If-None-Match": form.format(etag)})
+    assert time.monotonic() - started >= 0.2
     assert response.status_code == 304
 
 

@@ -58,14 +58,17 @@ def test_the_fast_path_answers_the_routes_bytes(
     assert renders == [job_id]  # the fast path answered (and rendered once)
 
     etag = dict(fast[1])[b"etag"].decode()
-    for if_none_match in (etag, f'"other", {etag}', f"  {etag}  ,x"):
+    # RFC 9110 §13.1.2: "*" matches any current representation; tags are compared weakly.
+    matching = (etag, f'"other", {etag}', f"  {etag}  ,x", "*", f"W/{etag}", f'W/"other", W/{etag}')
+    for if_none_match in matching:
         fast, route = both(client, job_id, **{"If-None-Match": if_none_match})
         assert fast == route
         assert fast[0] == 304
         assert fast[2] == b""
-    fast, route = both(client, job_id, **{"If-None-Match": '"other"'})
-    assert fast == route
-    assert fast[0] == 200
+    for other in ('"other"', 'W/"other"', etag.strip('"'), f"W/{etag}x"):
+        fast, route = both(client, job_id, **{"If-None-Match": other})
+        assert fast == route
+        assert fast[0] == 200
 
     worker.drain()  # the job runs: a new version, a new body
     fast, route = both(client, job_id, **{"If-None-Match": etag})

@@ -445,6 +445,19 @@ def etag_for(job_id: str, version: int) -> str:
     return f'"{job_id}.{version}"'
 
 
+def none_match(etag: str, if_none_match: str | None) -> bool:
+    """Whether an ``If-None-Match`` header matches the current ``etag`` (RFC 9110 §13.1.2): ``*``
+    (any current representation), or one of its comma-separated tags, compared weakly (``W/"x"``
+    matches ``"x"``)."""
+    if if_none_match is None:
+        return False
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
 class ChangeListener(SQLModel, table=True):
     """An API process listening to job changes (``LISTEN filejobs_jobs``) while it has an event
     stream open, until ``expires_at`` (renewed while it listens). The jobs table's trigger sends its

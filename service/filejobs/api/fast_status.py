@@ -35,7 +35,7 @@ from filejobs.api.security_headers import headers_for
 from filejobs.ids import is_job_id
 from filejobs.jobs.fast_read import JobReader
 from filejobs.keys import ANONYMOUS
-from filejobs.models import etag_for, job_public
+from filejobs.models import etag_for, job_public, none_match
 
 log = logging.getLogger(__name__)
 PREFIX = "/v1/jobs/"
@@ -79,11 +79,6 @@ class KeptAnswers:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def matches(etag: str, if_none_match: str | None) -> bool:
-    """Whether ``If-None-Match`` names ``etag`` (the route's rule: any of its comma-separated tags)."""
-    return if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}
 
 
 class StatusApp(FastAPI):
@@ -145,7 +140,7 @@ class StatusApp(FastAPI):
         if row is None:
             return None  # the route answers the 404
         etag = etag_for(job_id, row[JobReader.VERSION])
-        if matches(etag, if_none_match):
+        if none_match(etag, if_none_match):
             return 304, ((b"etag", etag.encode()), *_SECURITY), b""
         kept = self.kept.get(etag)
         if kept is None:

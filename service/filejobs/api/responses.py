@@ -10,7 +10,7 @@ from pydantic_core import to_json
 from starlette.responses import Response
 
 from filejobs.jobs.intake import Submitted
-from filejobs.models import Job, JobStatus, etag_of
+from filejobs.models import Job, JobStatus, etag_of, none_match
 
 #: Seconds a client is told to wait before its first look at a job it has just queued.
 RETRY_AFTER = "1"
@@ -77,9 +77,9 @@ def job_json(job: Job) -> bytes:
 
 
 def conditional_job_response(job: Job, if_none_match: str | None) -> Response:
-    """The job body, or ``304`` when ``If-None-Match`` names its current ETag."""
+    """The job body, or ``304`` when ``If-None-Match`` matches its current ETag."""
     etag = etag_of(job)
-    if if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}:
+    if none_match(etag, if_none_match):
         return Response(status_code=304, headers={"ETag": etag})
     return job_response(job)
 

@@ -19,7 +19,7 @@ from filejobs.errors import ClientGone, Conflict, Gone
 from filejobs.jobs import commands, idempotency, repository
 from filejobs.jobs.intake import submit_upload
 from filejobs.jobs.queries import load_job, wait_for_change
-from filejobs.models import Job, JobList, JobPublic, JobStatus, etag_of, job_public
+from filejobs.models import Job, JobList, JobPublic, JobStatus, etag_of, job_public, none_match
 from filejobs.object_storage import S3Storage
 from filejobs.services import Services
 
@@ -180,13 +180,16 @@ async def get_job(
     when the request arrived), or after ``wait`` seconds; at once for a finished job, which can no
     longer change by itself."""
     job = await load_job(reader=services.reader, job_id=job_id, owner=caller.scope)
-    if wait > 0 and not JobStatus(job.status).terminal:
+    current = etag_of(job)
+    # A header that names another state (an older ETag) is answered at once: it differs already.
+    unchanged = if_none_match is None or none_match(current, if_none_match)
+    if wait > 0 and unchanged and not JobStatus(job.status).terminal:
         job = await wait_for_change(
             reader=services.reader,
             hub=services.hub,
             job=job,
             owner=caller.scope,
-            baseline=if_none_match or etag_of(job),
+            baseline=current,
             seconds=wait,
         )
     return conditional_job_response(job, if_none_match)
