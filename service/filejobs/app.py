@@ -181,7 +181,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         version=__version__,
         summary="Upload a file, get 202 Accepted, and follow its processing.",
         lifespan=lifespan,
-        docs_url=None,  # served by filejobs.api.routes.docs, without a CDN
+        openapi_url=None,  # served by filejobs.api.routes.docs (a key optional while open)
+        docs_url=None,  # served there too, without a CDN
         redoc_url=None,
     )
     install_handlers(app)

@@ -243,6 +243,40 @@ def test_the_openapi_schema_documents_401_on_every_v1_operation(client: TestClie
         assert all("401" not in op["responses"] for op in schema["paths"][path].values())
 
 
+def v1_security(client: TestClient) -> list[list[dict[str, list[str]]]]:
+    schema = client.get("/openapi.json").json()
+    return [
+        op["security"]
+        for path, item in schema["paths"].items()
+        if path.startswith("/v1/")
+        for op in item.values()
+    ]
+
+
+def test_the_openapi_schema_says_a_key_is_optional_only_while_the_service_is_open(
+    client: TestClient, services: Services
+) -> None:
+    """OpenAPI spells an optional scheme as an empty requirement beside it: what an outside tool
+    (schemathesis' auth checks, a client generator) reads to know whether it must send a key."""
+    open_ = v1_security(client)
+    assert open_
+    assert all(security == [{"apiKey": []}, {}] for security in open_), open_
+    keys.create_key(services.db, "alice")
+    services.auth.ttl = 0  # no cache: the gate re-reads now
+    closed = v1_security(client)
+    assert closed
+    assert all(security == [{"apiKey": []}] for security in closed), closed
+    assert client.app.openapi()["paths"]["/v1/jobs"]["get"]["security"] == [{"apiKey": []}]  # type: ignore[attr-defined]
+
+
+def test_the_openapi_schema_says_a_key_is_required_with_require_auth(data_dir: Path) -> None:
+    app = create_app(make_settings(data_dir, require_auth=True), dispatcher=InMemoryDispatcher())
+    with TestClient(app) as client:
+        security = v1_security(client)
+    assert security
+    assert all(s == [{"apiKey": []}] for s in security), security
+
+
 # ---- the gate's cache of "are keys required" ------------------------------------------------
 
 

@@ -3,18 +3,28 @@
 internet, as the dashboard does. Public, like ``/openapi.json``.
 
 No ``/redoc``: ReDoc's bundle fetches its logo from cdn.redoc.ly whatever it is told, which the
-docs' Content-Security-Policy refuses (and which fails without internet); one UI is enough."""
+docs' Content-Security-Policy refuses (and which fails without internet); one UI is enough.
+
+``/openapi.json`` is served here too, not by FastAPI's own route, so that it can say what this
+service asks of a caller now: while it is open (no key made, ``FILEJOBS_REQUIRE_AUTH`` off) each
+``/v1`` operation's ``security`` lists no key (``{}``) beside the bearer key, as OpenAPI spells an
+optional scheme; once keys are required, the key only. ``app.openapi()`` (tests, the ``405``'s
+``Allow``) keeps the key-only document."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.staticfiles import StaticFiles
 
+from filejobs.api.deps import ServicesDep
+
+OPENAPI = "/openapi.json"
 DOCS = "/docs"
 OAUTH2_REDIRECT = "/docs/oauth2-redirect"
 ASSETS = "/docs/assets"
@@ -45,12 +55,41 @@ async def swagger_ui(request: Request) -> HTMLResponse:
     )
 
 
+@router.get(OPENAPI)
+async def openapi_document(request: Request, services: ServicesDep) -> JSONResponse:
+    """The OpenAPI document (as FastAPI's own route serves it), with a key optional while open."""
+    schema: dict[str, Any] = request.app.openapi()
+    if not await services.auth.arequired():
+        schema = with_optional_key(schema)
+    root = request.scope.get("root_path", "").rstrip("/")
+    if root and request.app.root_path_in_servers:  # behind a proxy's prefix, as FastAPI adds it
+        servers = schema.get("servers", [])
+        if root not in {server.get("url") for server in servers}:
+            schema = {**schema, "servers": [{"url": root}, *servers]}
+    return JSONResponse(schema)
+
+
+def with_optional_key(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with ``{}`` (no key) added to each operation's ``security`` (a copy)."""
+    paths: dict[str, Any] = {}
+    for path, item in schema.get("paths", {}).items():
+        paths[path] = {
+            method: {**operation, "security": [*operation["security"], {}]}
+            if isinstance(operation, dict) and "security" in operation
+            else operation
+            for method, operation in item.items()
+        }
+    return {**schema, "paths": paths}
+
+
 @router.get(OAUTH2_REDIRECT)
 async def swagger_ui_redirect() -> HTMLResponse:
     return get_swagger_ui_oauth2_redirect_html()
 
 
 def install(app: FastAPI) -> None:
-    """Serve the docs pages and their assets on ``app`` (made with ``docs_url=redoc_url=None``)."""
+    """Serve the OpenAPI document, the docs pages and their assets on ``app`` (made with
+    ``openapi_url=docs_url=redoc_url=None``: FastAPI serves none of them)."""
+    app.openapi_url = OPENAPI  # what app.openapi() and the docs page read; the route is ours
     app.include_router(router)
     app.mount(ASSETS, StaticFiles(directory=ASSET_DIR), name="docs-assets")
