@@ -7,15 +7,16 @@ from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
 from filejobs.api.auth import CallerDep
 from filejobs.api.deps import ServicesDep
 from filejobs.api.problems import problem_docs
 from filejobs.api.responses import conditional_job_response, job_response, queued_response, submitted_response
 from filejobs.api.result_download import GONE, object_result
+from filejobs.api.result_file import file_result
 from filejobs.api.upload_body import upload_body
-from filejobs.errors import ClientGone, Conflict, Gone
+from filejobs.errors import ClientGone, Conflict
 from filejobs.jobs import commands, idempotency, repository
 from filejobs.jobs.intake import submit_upload
 from filejobs.jobs.queries import load_job, wait_for_change
@@ -207,11 +208,13 @@ async def get_job(
             },
         },
         206: {"description": "The requested byte range of the output file (Range: bytes=a-b)."},
+        304: {"description": "Not modified since the ETag in If-None-Match (an output file)."},
         307: {"description": "FILEJOBS_RESULT_REDIRECT on an S3 backend: a short-lived presigned URL."},
         **problem_docs(401, 404, 409, 410, 416, 422, 429),
     },
 )
 async def get_result(
+    request: Request,
     job_id: str,
     services: ServicesDep,
     caller: CallerDep,
@@ -226,13 +229,12 @@ async def get_result(
         path = services.storage.local_path(job.output_key)
         if path is None:
             return await _object_result(services, job, range_header)
-        if not path.is_file():
-            raise Gone(GONE)
-        return FileResponse(
+        return await file_result(
             path,
-            filename=job.output_name,
-            media_type=job.output_content_type,
-            content_disposition_type="attachment",
+            name=job.output_name,
+            content_type=job.output_content_type,
+            headers=request.headers,
+            gone=GONE,
         )
     return JSONResponse(job.result or {})
 
