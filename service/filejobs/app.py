@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import partial
 from types import FrameType
 from typing import Any
@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 ORPHAN_SCAN_EVERY = 60
 #: Seconds between checks that a supervised HTTP process still has its supervisor.
 ORPHAN_CHECK_EVERY = 0.5
+#: Seconds each background component (webhook sender, key watch, change feed) gets to stop when
+#: the app shuts down: one that is stuck (say, an HTTP client's close that never returns) is logged
+#: and left behind, so shutdown, and the worker and database after it, still run.
+STOP_WITHIN = 10.0
 
 
 async def _sweep(services: Services, *, scan_orphans: bool = True) -> SweepReport | None:
@@ -86,6 +90,15 @@ async def _stop_when_orphaned(supervisor: int) -> None:
         await asyncio.sleep(ORPHAN_CHECK_EVERY)
     log.warning("the filejobs serve supervisor (pid %d) is gone; shutting down", supervisor)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _stop_within(stopping: Coroutine[Any, Any, None], what: str, seconds: float | None = None) -> None:
+    """Await ``stopping`` for at most ``seconds`` (:data:`STOP_WITHIN`); log and go on after that."""
+    try:
+        async with asyncio.timeout(STOP_WITHIN if seconds is None else seconds):
+            await stopping
+    except TimeoutError:
+        log.warning("%s did not stop within %g s; shutting down without it", what, seconds or STOP_WITHIN)
 
 
 def _end_streams_on_signals(services: Services) -> None:
@@ -169,9 +182,9 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
-            await services.webhooks.stop()
-            await services.key_watch.stop()
-            await services.feed.stop()
+            await _stop_within(services.webhooks.stop(), "the webhook sender")
+            await _stop_within(services.key_watch.stop(), "the key watch")
+            await _stop_within(services.feed.stop(), "the change feed")
             if services.worker is not None:
                 await to_thread.run_sync(services.worker.stop)
             await to_thread.run_sync(services.close)
