@@ -92,13 +92,13 @@ async def _stop_when_orphaned(supervisor: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def _stop_within(stopping: Coroutine[Any, Any, None], what: str, seconds: float | None = None) -> None:
-    """Await ``stopping`` for at most ``seconds`` (:data:`STOP_WITHIN`); log and go on after that."""
+async def _stop_within(stopping: Coroutine[Any, Any, None], what: str) -> None:
+    """Await ``stopping`` for at most :data:`STOP_WITHIN` seconds; log and go on after that."""
     try:
-        async with asyncio.timeout(STOP_WITHIN if seconds is None else seconds):
+        async with asyncio.timeout(STOP_WITHIN):
             await stopping
     except TimeoutError:
-        log.warning("%s did not stop within %g s; shutting down without it", what, seconds or STOP_WITHIN)
+        log.warning("%s did not stop within %g s; shutting down without it", what, STOP_WITHIN)
 
 
 def _end_streams_on_signals(services: Services) -> None:

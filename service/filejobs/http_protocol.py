@@ -245,8 +245,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             detail = f"The request head did not arrive within {self._header_timeout:g} s."
             self._refuse(RequestTimeout(detail))
 
-    def _refuse(self, problem: Problem) -> None:
-        """Answer ``problem`` and close, or only close when an earlier response is still due."""
+    def _refuse(self, problem: Problem, *, interrupting: bool = False) -> None:
+        """Answer ``problem`` and close, or only close when an earlier response is still due; with
+        ``interrupting`` (the parser cannot go on), answer even then, at once, and close (as uvicorn
+        does), so the request's app sees the client gone."""
         self._refused = True
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -256,6 +258,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         log.warning("%s%s: %s", client, problem.title, problem.detail)
         earlier_pending = self.pipeline or (self.cycle is not None and not self.cycle.response_complete)
         if earlier_pending:
+            if interrupting:
+                self.transport.write(self._answer(problem))
             self.transport.close()
             return
         self.transport.write(self._answer(problem))
@@ -267,20 +271,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
-        """What uvicorn calls when llhttp refuses the bytes (``msg``: its generic text). Between
-        requests, answered as every refusal is (:meth:`_refuse`: FIN, then close). During a
-        request whose response is still due, as uvicorn does: the answer written at once and the
-        connection closed, so its app sees the client gone (a body cut off mid-chunk, say)."""
+        """What uvicorn calls when llhttp refuses the bytes (``msg``: its generic text): refused as
+        every request is (:meth:`_refuse`), answered even during a request whose response is due."""
         if self._refused or self.transport.is_closing():
             return
-        if self.cycle is None or (self.cycle.response_complete and not self.pipeline):
-            self._refuse(MALFORMED_HTTP)
-            return
-        self._refused = True
-        client = "{}:{} - ".format(*self.client) if self.client else ""
-        log.warning("%s%s: %s", client, MALFORMED_HTTP.title, MALFORMED_HTTP.detail)
-        self.transport.write(self._answer(MALFORMED_HTTP))
-        self.transport.close()
+        self._refuse(MALFORMED_HTTP, interrupting=True)
 
     def _answer(self, problem: Problem) -> bytes:
         body = json.dumps(problem.body()).encode()

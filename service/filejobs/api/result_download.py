@@ -102,6 +102,11 @@ async def _range_problem(storage: S3Storage, key: str) -> Problem:
         size = await to_thread.run_sync(storage.size_of, key)
     except FileNotFoundError:
         return Gone(GONE)
+    return range_not_satisfiable(size)
+
+
+def range_not_satisfiable(size: int) -> Problem:
+    """The ``416`` for a range past the end of a result of ``size`` bytes (local or in a bucket)."""
     return Problem(
         f"The range is outside the file's {size} bytes.",
         status=416,

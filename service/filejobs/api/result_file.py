@@ -25,7 +25,8 @@ from starlette.datastructures import Headers
 from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import Receive, Scope, Send
 
-from filejobs.errors import Gone, Problem
+from filejobs.api.result_download import GONE, range_not_satisfiable
+from filejobs.errors import Gone
 from filejobs.models import none_match
 
 
@@ -41,14 +42,14 @@ class ResultFile(FileResponse):
 
 
 async def file_result(
-    path: Path, *, name: str | None, content_type: str | None, headers: Headers, gone: str
+    path: Path, *, name: str | None, content_type: str | None, headers: Headers
 ) -> Response:
-    """The answer to a download of ``path`` given the request's ``headers``; ``Gone(gone)`` when the
-    file is not there."""
+    """The answer to a download of ``path`` given the request's ``headers``; ``410`` when the file
+    is not there."""
     try:
         stat_result = await to_thread.run_sync(os.stat, path)
     except FileNotFoundError:
-        raise Gone(gone) from None
+        raise Gone(GONE) from None
     response = ResultFile(
         path,
         stat_result=stat_result,
@@ -70,9 +71,5 @@ async def file_result(
         except MalformedRangeHeader:
             response.ignore_range = True
         except RangeNotSatisfiable:
-            raise Problem(
-                f"The range is outside the file's {size} bytes.",
-                status=416,
-                headers={"Content-Range": f"bytes */{size}"},
-            ) from None
+            raise range_not_satisfiable(size) from None
     return response

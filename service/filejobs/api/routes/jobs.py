@@ -13,7 +13,7 @@ from filejobs.api.auth import CallerDep
 from filejobs.api.deps import ServicesDep
 from filejobs.api.problems import problem_docs
 from filejobs.api.responses import conditional_job_response, job_response, queued_response, submitted_response
-from filejobs.api.result_download import GONE, object_result
+from filejobs.api.result_download import object_result
 from filejobs.api.result_file import file_result
 from filejobs.api.upload_body import upload_body
 from filejobs.errors import ClientGone, Conflict
@@ -234,7 +234,6 @@ async def get_result(
             name=job.output_name,
             content_type=job.output_content_type,
             headers=request.headers,
-            gone=GONE,
         )
     return JSONResponse(job.result or {})
 
