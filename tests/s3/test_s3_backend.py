@@ -173,6 +173,39 @@ def test_job_reads_its_input_from_the_bucket_and_stores_its_output(
     assert list((data_dir / "scratch").iterdir()) == []
 
 
+def test_result_from_the_bucket_answers_conditional_requests(
+    s3_client: TestClient, s3_bucket: S3Bucket
+) -> None:
+    """If-None-Match and If-Range as the local backend answers them (tests/test_result_file.py)."""
+    job_id = submit(s3_client, b"hello bucket\n", processor="upper", name="hi.txt")["id"]
+    burst_worker(services_of(s3_client)).drain()
+    url = f"/v1/jobs/{job_id}/result"
+    whole = s3_client.get(url)
+    assert whole.status_code == 200
+    etag, last_modified = whole.headers["etag"], whole.headers["last-modified"]
+    assert etag.startswith('"')
+    assert last_modified.endswith(" GMT")
+    for tag in (etag, f"W/{etag}", "*", f'"other", {etag}'):
+        same = s3_client.get(url, headers={"If-None-Match": tag})
+        assert same.status_code == 304, tag
+        assert same.content == b""
+        assert same.headers["etag"] == etag
+        assert same.headers["last-modified"] == last_modified
+    changed = s3_client.get(url, headers={"If-None-Match": '"other"'})
+    assert (changed.status_code, changed.content) == (200, b"HELLO BUCKET\n")
+    for validator in (etag, last_modified):
+        ranged = s3_client.get(url, headers={"Range": "bytes=6-11", "If-Range": validator})
+        assert (ranged.status_code, ranged.content) == (206, b"BUCKET"), validator
+    for stale in ('"other"', f"W/{etag}", "Sun, 06 Nov 1994 08:49:37 GMT"):
+        full = s3_client.get(url, headers={"Range": "bytes=6-11", "If-Range": stale})
+        assert (full.status_code, full.content) == (200, b"HELLO BUCKET\n"), stale
+        assert "content-range" not in full.headers
+    s3_bucket.remove(f"outputs/{job_id}/1/upper.txt")
+    gone = s3_client.get(url, headers={"If-None-Match": etag})
+    assert gone.status_code == 410
+    assert gone.headers["content-type"] == "application/problem+json"
+
+
 def test_result_redirect_is_a_presigned_url_with_the_same_headers(
     data_dir: Path, s3_bucket: S3Bucket
 ) -> None:

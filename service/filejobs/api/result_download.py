@@ -2,12 +2,21 @@
 ``Range`` passed on to the store), or, with ``FILEJOBS_RESULT_REDIRECT``, a ``307`` to a
 short-lived presigned URL. Either way with the Content-Type and Content-Disposition the local
 backend's file response has. An object gone from the bucket is a ``410`` problem.
+
+Streamed, it answers the conditional headers as the local backend does (RFC 9110): ``If-None-Match``
+matching the object's ETag (``*``, or a tag compared weakly) is a ``304`` with no body, and a
+``Range`` under an ``If-Range`` that is not the object's ETag (nor its Last-Modified) is ignored:
+the whole object, ``200``. Both are decided on a HEAD of the object first, made only when the
+request carries one of them (outputs never change under their key, so the GET that follows reads
+what the HEAD saw).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -15,8 +24,10 @@ from anyio import to_thread
 from fastapi import Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
+from starlette.datastructures import Headers
 
 from filejobs.errors import Gone, Problem
+from filejobs.models import none_match
 from filejobs.object_storage.store import READ_CHUNK, S3Storage
 
 #: One byte range (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``): passed on. Anything else is ignored
@@ -39,21 +50,30 @@ async def object_result(
     *,
     name: str,
     content_type: str,
-    range_header: str | None,
+    headers: Headers,
     redirect: bool,
     redirect_ttl: float,
 ) -> Response:
+    """The answer to a download of the object ``key`` given the request's ``headers``."""
     disposition = content_disposition(name)
     if redirect:
-        try:
-            await to_thread.run_sync(storage.size_of, key)  # a HEAD: a vanished object is a 410 here
-        except FileNotFoundError:
-            raise Gone(GONE) from None
+        await _head(storage, key)  # a vanished object is a 410 here
         url = storage.presigned_get(key, disposition=disposition, content_type=content_type, ttl=redirect_ttl)
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
-    byte_range = range_header.strip() if range_header else None
+    byte_range = headers.get("range", "").strip() or None
     if byte_range is not None and not SINGLE_RANGE.fullmatch(byte_range):
         byte_range = None
+    if_none_match = headers.get("if-none-match")
+    if_range = headers.get("if-range")
+    if if_none_match is not None or (byte_range is not None and if_range is not None):
+        head = await _head(storage, key)
+        etag = head.get("ETag") or ""
+        last_modified = http_date(head.get("LastModified"))
+        if etag and none_match(etag, if_none_match):
+            validators = {"ETag": etag} | ({"Last-Modified": last_modified} if last_modified else {})
+            return Response(status_code=304, headers=validators)
+        if if_range is not None and if_range.strip() not in (etag, last_modified):
+            byte_range = None
     try:
         got = await to_thread.run_sync(storage.open_read, key, byte_range)
     except FileNotFoundError:
@@ -62,20 +82,36 @@ async def object_result(
         if byte_range is not None and _unsatisfiable(exc):
             raise await _range_problem(storage, key) from None
         raise
-    headers = {
+    answer = {
         "Content-Disposition": disposition,
         "Content-Length": str(got["ContentLength"]),
         "Accept-Ranges": "bytes",
     }
     if got.get("ETag"):
-        headers["ETag"] = got["ETag"]
+        answer["ETag"] = got["ETag"]
+    if last_modified := http_date(got.get("LastModified")):
+        answer["Last-Modified"] = last_modified
     status = 200
     if got.get("ContentRange"):
-        headers["Content-Range"] = got["ContentRange"]
+        answer["Content-Range"] = got["ContentRange"]
         status = 206
     return StreamingResponse(
-        _chunks(got["Body"]), status_code=status, media_type=content_type, headers=headers
+        _chunks(got["Body"]), status_code=status, media_type=content_type, headers=answer
     )
+
+
+def http_date(moment: datetime | None) -> str:
+    """``moment`` as an HTTP date (``Sun, 06 Nov 1994 08:49:37 GMT``); ``""`` for none."""
+    if moment is None:
+        return ""
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+async def _head(storage: S3Storage, key: str) -> dict[str, Any]:
+    try:
+        return await to_thread.run_sync(storage.head, key)
+    except FileNotFoundError:
+        raise Gone(GONE) from None
 
 
 async def _chunks(body: Any) -> AsyncIterator[bytes]:

@@ -170,10 +170,15 @@ class S3Storage:
         result: dict[str, Any] = self.bucket.call("get_object", Key=self.bucket.object_key(key), **extra)
         return result
 
+    def head(self, key: str) -> dict[str, Any]:
+        """HeadObject of ``key`` (its ``ContentLength``, ``ETag``, ``LastModified``);
+        FileNotFoundError when it is gone."""
+        result: dict[str, Any] = self.bucket.call("head_object", Key=self.bucket.object_key(key))
+        return result
+
     def size_of(self, key: str) -> int:
         """The object's size; FileNotFoundError when it is gone."""
-        head = self.bucket.call("head_object", Key=self.bucket.object_key(key))
-        return int(head["ContentLength"])
+        return int(self.head(key)["ContentLength"])
 
     def presigned_get(self, key: str, *, disposition: str, content_type: str, ttl: float) -> str:
         """A URL that GETs ``key`` for ``ttl`` seconds, answered with these headers (no request made)."""

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from anyio import to_thread
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 
 from filejobs.api.auth import CallerDep
 from filejobs.api.deps import ServicesDep
@@ -218,7 +219,6 @@ async def get_result(
     job_id: str,
     services: ServicesDep,
     caller: CallerDep,
-    range_header: Annotated[str | None, Header(alias="Range", include_in_schema=False)] = None,
 ) -> Response:
     job = await load_job(reader=services.reader, job_id=job_id, owner=caller.scope)
     if job.status != JobStatus.succeeded.value:
@@ -228,7 +228,7 @@ async def get_result(
     if job.output_key:
         path = services.storage.local_path(job.output_key)
         if path is None:
-            return await _object_result(services, job, range_header)
+            return await _object_result(services, job, request.headers)
         return await file_result(
             path,
             name=job.output_name,
@@ -238,7 +238,7 @@ async def get_result(
     return JSONResponse(job.result or {})
 
 
-async def _object_result(services: Services, job: Job, range_header: str | None) -> Response:
+async def _object_result(services: Services, job: Job, headers: Headers) -> Response:
     storage = services.storage
     assert isinstance(storage, S3Storage), "only the S3 backend has no local paths"
     assert job.output_key is not None
@@ -247,7 +247,7 @@ async def _object_result(services: Services, job: Job, range_header: str | None)
         job.output_key,
         name=job.output_name or "result",
         content_type=job.output_content_type or "application/octet-stream",
-        range_header=range_header,
+        headers=headers,
         redirect=services.settings.result_redirect,
         redirect_ttl=services.settings.result_redirect_ttl,
     )
