@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,12 +22,11 @@ from filejobs.db import Database
 from filejobs.jobs import repository
 from filejobs.jobs.celery_dispatch import CeleryDispatcher
 from filejobs.jobs.sweeper import dispatch_due
-from filejobs.migrate import upgrade
 from filejobs.models import JobStatus, utcnow
 from filejobs.settings import Settings
 from tests.conftest import make_settings
 from tests.jobs.helpers import make_job, patch_job, row
-from tests.services import require_port
+from tests.services import migrated_database, require_port
 
 
 class FakeBroker:
@@ -55,12 +55,10 @@ class FakeBroker:
         return self.pending
 
 
-@pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
-    upgrade(settings.resolved_database_url)
-    database = Database(settings.resolved_database_url)
-    yield database
-    database.dispose()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with migrated_database(request.param, tmp_path) as database:
+        yield database
 
 
 def queued(db: Database, n: int, **values: object) -> list[str]:
@@ -169,37 +167,34 @@ def celery_settings(tmp_path: Path, broker_url: str) -> Settings:
     )
 
 
-def test_a_broker_that_is_down_leaves_the_job_for_the_sweeper(tmp_path: Path) -> None:
+def test_a_broker_that_is_down_leaves_the_job_for_the_sweeper(tmp_path: Path, db: Database) -> None:
     from filejobs.testing import free_port
 
     settings = celery_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
-    upgrade(settings.resolved_database_url)
-    db = Database(settings.resolved_database_url)
     dispatcher = CeleryDispatcher(settings, db)
     try:
         job = repository.insert_job(db, make_job())
         dispatcher.submit(job.id)
+        assert dispatcher.publisher.flush(timeout=30)
         assert row(db, job.id).dispatched_at is None
         with pytest.raises(OperationalError):
             dispatcher.check()
         assert dispatcher.pending_messages() is None
     finally:
         dispatcher.close()
-        db.dispose()
 
 
-def test_publishing_to_real_redis_marks_the_job_and_counts_the_message(tmp_path: Path) -> None:
+def test_publishing_to_real_redis_marks_the_job_and_counts_the_message(tmp_path: Path, db: Database) -> None:
     require_port("Redis", "127.0.0.1", 6379)
     import redis
 
     settings = celery_settings(tmp_path, "redis://127.0.0.1:6379/0")
-    upgrade(settings.resolved_database_url)
-    db = Database(settings.resolved_database_url)
     dispatcher = CeleryDispatcher(settings, db)
     try:
         dispatcher.check()
         job = repository.insert_job(db, make_job())
         dispatcher.submit(job.id)
+        assert dispatcher.publisher.flush(timeout=30)
         assert row(db, job.id).dispatched_at is not None
         assert dispatcher.pending_messages() == 1
         # Nothing but the id crosses the broker.
@@ -215,4 +210,99 @@ def test_publishing_to_real_redis_marks_the_job_and_counts_the_message(tmp_path:
             settings.queue, f"_kombu.binding.{settings.queue}", f"_kombu.binding_permanent.{settings.queue}"
         )
         dispatcher.close()
-        db.dispose()
+
+
+class GatedPublishes:
+    """Wraps a dispatcher's ``publish_many``: the first call waits for :meth:`open`, so ids
+    submitted meanwhile wait in the queue together; records each call's ids."""
+
+    def __init__(self, dispatcher: CeleryDispatcher) -> None:
+        self.real = dispatcher.publish_many
+        self.calls: list[list[str]] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        dispatcher.publish_many = self  # type: ignore[method-assign]
+
+    def __call__(self, job_ids: Sequence[str]) -> list[str]:
+        self.calls.append(list(job_ids))
+        self.entered.set()
+        assert self.gate.wait(30), "the gate was never opened"
+        return self.real(job_ids)
+
+    def open_after_first(self) -> None:
+        assert self.entered.wait(30), "the publisher never took the first id"
+
+
+def test_ids_waiting_together_are_published_and_marked_in_one_batch(tmp_path: Path, db: Database) -> None:
+    require_port("Redis", "127.0.0.1", 6379)
+    import redis
+
+    settings = celery_settings(tmp_path, "redis://127.0.0.1:6379/0")
+    dispatcher = CeleryDispatcher(settings, db)
+    gated = GatedPublishes(dispatcher)
+    try:
+        ids = [repository.insert_job(db, make_job()).id for _ in range(10)]
+        dispatcher.submit(ids[0])
+        gated.open_after_first()
+        for job_id in [*ids[1:], ids[1]]:  # the sweeper's copy of an id the API also queued
+            dispatcher.submit(job_id)
+        gated.gate.set()
+        assert dispatcher.publisher.flush(timeout=30)
+        assert gated.calls == [ids[:1], ids[1:]]
+        assert dispatcher.publisher.batches == 2
+        assert all(row(db, job_id).dispatched_at is not None for job_id in ids)
+        assert dispatcher.pending_messages() == 10
+    finally:
+        redis.Redis(host="127.0.0.1", port=6379).delete(
+            settings.queue, f"_kombu.binding.{settings.queue}", f"_kombu.binding_permanent.{settings.queue}"
+        )
+        dispatcher.close()
+
+
+def test_after_a_failed_publish_the_queue_is_left_untried(tmp_path: Path, db: Database) -> None:
+    """A broker that is down costs one try, not one per queued id: the ids queued meanwhile go to
+    the sweeper at once, so the queue cannot grow while each waits out a connection timeout."""
+    from filejobs.testing import free_port
+
+    settings = celery_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
+    dispatcher = CeleryDispatcher(settings, db)
+    gated = GatedPublishes(dispatcher)
+    try:
+        ids = [repository.insert_job(db, make_job()).id for _ in range(20)]
+        dispatcher.submit(ids[0])
+        gated.open_after_first()
+        for job_id in ids[1:]:
+            dispatcher.submit(job_id)
+        gated.gate.set()
+        assert dispatcher.publisher.flush(timeout=60)
+        assert gated.calls == [ids[:1]], "a batch was tried while the broker was known down"
+        assert dispatcher.publisher.batches == 0
+        assert all(row(db, job_id).dispatched_at is None for job_id in ids)
+        # The sweeper's pass publishes them once the broker is back (here: still down, so not).
+        assert dispatch_due(db=db, settings=settings, dispatcher=dispatcher) == 20
+    finally:
+        dispatcher.close()
+
+
+def test_closing_publishes_what_is_queued(tmp_path: Path, db: Database) -> None:
+    require_port("Redis", "127.0.0.1", 6379)
+    import redis
+
+    settings = celery_settings(tmp_path, "redis://127.0.0.1:6379/0")
+    dispatcher = CeleryDispatcher(settings, db)
+    gated = GatedPublishes(dispatcher)
+    try:
+        ids = [repository.insert_job(db, make_job()).id for _ in range(5)]
+        for job_id in ids:
+            dispatcher.submit(job_id)
+        gated.open_after_first()
+        gated.gate.set()
+        dispatcher.close()  # returns once the queue is published
+        assert all(row(db, job_id).dispatched_at is not None for job_id in ids)
+        assert redis.Redis(host="127.0.0.1", port=6379).llen(settings.queue) == 5
+        with pytest.raises(RuntimeError, match="closed"):
+            dispatcher.submit(ids[0])
+    finally:
+        redis.Redis(host="127.0.0.1", port=6379).delete(
+            settings.queue, f"_kombu.binding.{settings.queue}", f"_kombu.binding_permanent.{settings.queue}"
+        )

@@ -28,13 +28,9 @@ log = logging.getLogger(__name__)
 
 async def dispatch(*, hub: ChangeHub, dispatcher: Dispatcher, job_id: str) -> None:
     """After the answer to a submit or a retry: tell the event streams of the queued job, and hand
-    it to the dispatcher (a broker publish waits in a thread; the local pool's queue takes it at
-    once)."""
+    it to the dispatcher (a queue put: the local pool's, or the broker publisher's thread)."""
     hub.notify(job_id)
-    if dispatcher.durable:
-        await to_thread.run_sync(dispatcher.submit, job_id)
-    else:
-        dispatcher.submit(job_id)
+    dispatcher.submit(job_id)
 
 
 async def cancel_job(

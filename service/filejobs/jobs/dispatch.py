@@ -16,7 +16,8 @@ class Dispatcher(Protocol):
     durable: bool
 
     def submit(self, job_id: str) -> None:
-        """Ask for ``job_id`` to be run (after its row has committed)."""
+        """Ask for ``job_id`` to be run (after its row has committed); never blocks (it is called
+        on the event loop): what takes time, a broker publish, is done by a thread of its own."""
 
     def cancelled(self, job_id: str) -> None:
         """A hint that ``job_id`` was cancelled or deleted, so a running worker stops sooner."""
