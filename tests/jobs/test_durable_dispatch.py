@@ -306,3 +306,27 @@ def test_closing_publishes_what_is_queued(tmp_path: Path, db: Database) -> None:
         redis.Redis(host="127.0.0.1", port=6379).delete(
             settings.queue, f"_kombu.binding.{settings.queue}", f"_kombu.binding_permanent.{settings.queue}"
         )
+
+
+def test_closing_waits_for_a_stalled_broker_only_so_long(tmp_path: Path, db: Database) -> None:
+    """A broker that takes the connection and then never answers must not hold up a shutdown."""
+    settings = celery_settings(tmp_path, "redis://127.0.0.1:6379/0")
+    dispatcher = CeleryDispatcher(settings, db)
+    stalled = threading.Event()
+    released = threading.Event()
+
+    def never_answers(job_ids: Sequence[str]) -> list[str]:
+        stalled.set()
+        released.wait(30)
+        return []
+
+    dispatcher.publish_many = never_answers  # type: ignore[method-assign]
+    try:
+        job_id = repository.insert_job(db, make_job()).id
+        dispatcher.submit(job_id)
+        assert stalled.wait(30)
+        dispatcher.publisher.close(timeout=0.2)
+        assert row(db, job_id).dispatched_at is None
+    finally:
+        released.set()
+        dispatcher.close()

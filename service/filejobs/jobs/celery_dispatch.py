@@ -6,13 +6,13 @@ A publish happens after the row has committed. When it fails (broker down), the 
 
 :meth:`CeleryDispatcher.submit` only queues the id: one thread per process (:class:`Publisher`)
 takes every id waiting at that moment, publishes them through one producer, and records them
-dispatched in one ``UPDATE``. Published one per call from a request's thread, each with an ``UPDATE`` transaction of
-its own, an upload cost the API process 3.5 ms of CPU on Redis and PostgreSQL; batched, 1.6 ms, and
-twice the uploads per second (``scripts/cpu_per_request --what upload`` with the Celery backend,
-``docs/performance.md`` round eleven). After a
-failed publish the broker is taken as down for :data:`DOWN_FOR` seconds: what is queued meanwhile
-is not tried (each try would wait out the connection timeout) but left to the sweeper, so the queue
-stays short however long the broker is away.
+dispatched in one ``UPDATE``. Published one per call from a request's thread, each with an
+``UPDATE`` transaction of its own, an upload cost the API process 3.5 ms of CPU on Redis and
+PostgreSQL; batched, 1.6 ms, and twice the uploads per second (``scripts/cpu_per_request.py
+--what upload`` with the Celery backend, ``docs/performance.md`` round eleven). After a failed
+publish the broker is taken as down for :data:`DOWN_FOR` seconds: what is queued meanwhile is not
+tried (each try would wait out the connection timeout) but left to the sweeper, so the queue stays
+short however long the broker is away; :meth:`Publisher.close` waits :data:`CLOSE_WITHIN` at most.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 PUBLISH_ERRORS = (OperationalError, KombuError, ConnectionError, OSError, TimeoutError)
 #: Seconds after a failed publish during which queued ids are left to the sweeper untried.
 DOWN_FOR = 1.0
+#: Seconds :meth:`Publisher.close` waits for the queue to be published (a broker that stalls
+#: instead of refusing); what is left then goes to the sweeper of the next process.
+CLOSE_WITHIN = 10.0
 
 
 class CeleryDispatcher:
@@ -133,6 +136,19 @@ class Publisher(CommitThread[str]):
             self._queued += 1
         self._start()
         self._queue.put(job_id)
+
+    def close(self, timeout: float = CLOSE_WITHIN) -> None:
+        """Publish what is queued, then stop the thread; after ``timeout`` s, log and go on (the
+        thread is a daemon; the ids it did not publish keep ``dispatched_at`` empty)."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(None)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("the broker publisher did not finish within %g s; the sweeper has the rest", timeout)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every id queued before this call was published or left to the sweeper;
