@@ -167,53 +167,78 @@ def celery_settings(tmp_path: Path, broker_url: str) -> Settings:
     )
 
 
-def test_a_broker_that_is_down_leaves_the_job_for_the_sweeper(tmp_path: Path, db: Database) -> None:
-    from filejobs.testing import free_port
-
-    settings = celery_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
-    dispatcher = CeleryDispatcher(settings, db)
-    try:
-        job = repository.insert_job(db, make_job())
-        dispatcher.submit(job.id)
-        assert dispatcher.publisher.flush(timeout=30)
-        assert row(db, job.id).dispatched_at is None
-        with pytest.raises(OperationalError):
-            dispatcher.check()
-        assert dispatcher.pending_messages() is None
-    finally:
-        dispatcher.close()
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def test_publishing_to_real_redis_marks_the_job_and_counts_the_message(tmp_path: Path, db: Database) -> None:
+@pytest.fixture
+def on_redis(tmp_path: Path, db: Database) -> Iterator[CeleryDispatcher]:
+    """A dispatcher publishing to a queue of its own on the machine's Redis (removed after)."""
     require_port("Redis", "127.0.0.1", 6379)
     import redis
 
-    settings = celery_settings(tmp_path, "redis://127.0.0.1:6379/0")
+    settings = celery_settings(tmp_path, REDIS_URL)
     dispatcher = CeleryDispatcher(settings, db)
     try:
-        dispatcher.check()
-        job = repository.insert_job(db, make_job())
-        dispatcher.submit(job.id)
-        assert dispatcher.publisher.flush(timeout=30)
-        assert row(db, job.id).dispatched_at is not None
-        assert dispatcher.pending_messages() == 1
-        # Nothing but the id crosses the broker.
-        raw = redis.Redis(host="127.0.0.1", port=6379).lrange(settings.queue, 0, -1)
-        assert len(raw) == 1
-        message = json.loads(raw[0])
-        args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        assert args == [job.id]
-        assert kwargs == {}
-        assert message["headers"]["task"] == "filejobs.run_job"
+        yield dispatcher
     finally:
-        redis.Redis(host="127.0.0.1", port=6379).delete(
+        dispatcher.close()
+        redis.Redis.from_url(REDIS_URL).delete(
             settings.queue, f"_kombu.binding.{settings.queue}", f"_kombu.binding_permanent.{settings.queue}"
         )
+
+
+@pytest.fixture
+def on_nothing(tmp_path: Path, db: Database) -> Iterator[CeleryDispatcher]:
+    """A dispatcher whose broker is down (nothing listens on its port)."""
+    from filejobs.testing import free_port
+
+    dispatcher = CeleryDispatcher(celery_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0"), db)
+    try:
+        yield dispatcher
+    finally:
         dispatcher.close()
 
 
+def queued_on_redis(dispatcher: CeleryDispatcher) -> list[bytes]:
+    import redis
+
+    found: list[bytes] = redis.Redis.from_url(REDIS_URL).lrange(dispatcher.settings.queue, 0, -1)
+    return found
+
+
+def test_a_broker_that_is_down_leaves_the_job_for_the_sweeper(
+    on_nothing: CeleryDispatcher, db: Database
+) -> None:
+    job = repository.insert_job(db, make_job())
+    on_nothing.submit(job.id)
+    assert on_nothing.publisher.flush(timeout=30)
+    assert row(db, job.id).dispatched_at is None
+    with pytest.raises(OperationalError):
+        on_nothing.check()
+    assert on_nothing.pending_messages() is None
+
+
+def test_publishing_to_real_redis_marks_the_job_and_counts_the_message(
+    on_redis: CeleryDispatcher, db: Database
+) -> None:
+    on_redis.check()
+    job = repository.insert_job(db, make_job())
+    on_redis.submit(job.id)
+    assert on_redis.publisher.flush(timeout=30)
+    assert row(db, job.id).dispatched_at is not None
+    assert on_redis.pending_messages() == 1
+    # Nothing but the id crosses the broker.
+    raw = queued_on_redis(on_redis)
+    assert len(raw) == 1
+    message = json.loads(raw[0])
+    args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    assert args == [job.id]
+    assert kwargs == {}
+    assert message["headers"]["task"] == "filejobs.run_job"
+
+
 class GatedPublishes:
-    """Wraps a dispatcher's ``publish_many``: the first call waits for :meth:`open`, so ids
+    """Wraps a dispatcher's ``publish_many``: the first call waits for :attr:`gate`, so ids
     submitted meanwhile wait in the queue together; records each call's ids."""
 
     def __init__(self, dispatcher: CeleryDispatcher) -> None:
@@ -229,89 +254,56 @@ class GatedPublishes:
         assert self.gate.wait(30), "the gate was never opened"
         return self.real(job_ids)
 
-    def open_after_first(self) -> None:
+    def submit_while_the_first_waits(self, dispatcher: CeleryDispatcher, ids: list[str]) -> None:
+        """Submit ``ids[0]``, and the rest once the publisher holds it; then open the gate."""
+        dispatcher.submit(ids[0])
         assert self.entered.wait(30), "the publisher never took the first id"
-
-
-def test_ids_waiting_together_are_published_and_marked_in_one_batch(tmp_path: Path, db: Database) -> None:
-    require_port("Redis", "127.0.0.1", 6379)
-    import redis
-
-    settings = celery_settings(tmp_path, "redis://127.0.0.1:6379/0")
-    dispatcher = CeleryDispatcher(settings, db)
-    gated = GatedPublishes(dispatcher)
-    try:
-        ids = [repository.insert_job(db, make_job()).id for _ in range(10)]
-        dispatcher.submit(ids[0])
-        gated.open_after_first()
-        for job_id in [*ids[1:], ids[1]]:  # the sweeper's copy of an id the API also queued
-            dispatcher.submit(job_id)
-        gated.gate.set()
-        assert dispatcher.publisher.flush(timeout=30)
-        assert gated.calls == [ids[:1], ids[1:]]
-        assert dispatcher.publisher.batches == 2
-        assert all(row(db, job_id).dispatched_at is not None for job_id in ids)
-        assert dispatcher.pending_messages() == 10
-    finally:
-        redis.Redis(host="127.0.0.1", port=6379).delete(
-            settings.queue, f"_kombu.binding.{settings.queue}", f"_kombu.binding_permanent.{settings.queue}"
-        )
-        dispatcher.close()
-
-
-def test_after_a_failed_publish_the_queue_is_left_untried(tmp_path: Path, db: Database) -> None:
-    """A broker that is down costs one try, not one per queued id: the ids queued meanwhile go to
-    the sweeper at once, so the queue cannot grow while each waits out a connection timeout."""
-    from filejobs.testing import free_port
-
-    settings = celery_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
-    dispatcher = CeleryDispatcher(settings, db)
-    gated = GatedPublishes(dispatcher)
-    try:
-        ids = [repository.insert_job(db, make_job()).id for _ in range(20)]
-        dispatcher.submit(ids[0])
-        gated.open_after_first()
         for job_id in ids[1:]:
             dispatcher.submit(job_id)
-        gated.gate.set()
-        assert dispatcher.publisher.flush(timeout=60)
-        assert gated.calls == [ids[:1]], "a batch was tried while the broker was known down"
-        assert dispatcher.publisher.batches == 0
-        assert all(row(db, job_id).dispatched_at is None for job_id in ids)
-        # The sweeper's pass publishes them once the broker is back (here: still down, so not).
-        assert dispatch_due(db=db, settings=settings, dispatcher=dispatcher) == 20
-    finally:
-        dispatcher.close()
+        self.gate.set()
 
 
-def test_closing_publishes_what_is_queued(tmp_path: Path, db: Database) -> None:
-    require_port("Redis", "127.0.0.1", 6379)
-    import redis
-
-    settings = celery_settings(tmp_path, "redis://127.0.0.1:6379/0")
-    dispatcher = CeleryDispatcher(settings, db)
-    gated = GatedPublishes(dispatcher)
-    try:
-        ids = [repository.insert_job(db, make_job()).id for _ in range(5)]
-        for job_id in ids:
-            dispatcher.submit(job_id)
-        gated.open_after_first()
-        gated.gate.set()
-        dispatcher.close()  # returns once the queue is published
-        assert all(row(db, job_id).dispatched_at is not None for job_id in ids)
-        assert redis.Redis(host="127.0.0.1", port=6379).llen(settings.queue) == 5
-        with pytest.raises(RuntimeError, match="closed"):
-            dispatcher.submit(ids[0])
-    finally:
-        redis.Redis(host="127.0.0.1", port=6379).delete(
-            settings.queue, f"_kombu.binding.{settings.queue}", f"_kombu.binding_permanent.{settings.queue}"
-        )
+def test_ids_waiting_together_are_published_and_marked_in_one_batch(
+    on_redis: CeleryDispatcher, db: Database
+) -> None:
+    gated = GatedPublishes(on_redis)
+    ids = [repository.insert_job(db, make_job()).id for _ in range(10)]
+    # ids[1] twice: the sweeper's copy of an id the API also queued.
+    gated.submit_while_the_first_waits(on_redis, [*ids, ids[1]])
+    assert on_redis.publisher.flush(timeout=30)
+    assert gated.calls == [ids[:1], ids[1:]]
+    assert on_redis.publisher.batches == 2
+    assert all(row(db, job_id).dispatched_at is not None for job_id in ids)
+    assert on_redis.pending_messages() == 10
 
 
-def test_closing_waits_for_a_stalled_broker_only_so_long(tmp_path: Path, db: Database) -> None:
+def test_after_a_failed_publish_the_queue_is_left_untried(on_nothing: CeleryDispatcher, db: Database) -> None:
+    """A broker that is down costs one try, not one per queued id: the ids queued meanwhile go to
+    the sweeper at once, so the queue cannot grow while each waits out a connection timeout."""
+    gated = GatedPublishes(on_nothing)
+    ids = [repository.insert_job(db, make_job()).id for _ in range(20)]
+    gated.submit_while_the_first_waits(on_nothing, ids)
+    assert on_nothing.publisher.flush(timeout=60)
+    assert gated.calls == [ids[:1]], "a batch was tried while the broker was known down"
+    assert on_nothing.publisher.batches == 0
+    assert all(row(db, job_id).dispatched_at is None for job_id in ids)
+    # The sweeper's next pass offers them all again.
+    assert dispatch_due(db=db, settings=on_nothing.settings, dispatcher=on_nothing) == 20
+
+
+def test_closing_publishes_what_is_queued(on_redis: CeleryDispatcher, db: Database) -> None:
+    gated = GatedPublishes(on_redis)
+    ids = [repository.insert_job(db, make_job()).id for _ in range(5)]
+    gated.submit_while_the_first_waits(on_redis, ids)
+    on_redis.close()  # returns once the queue is published
+    assert all(row(db, job_id).dispatched_at is not None for job_id in ids)
+    assert len(queued_on_redis(on_redis)) == 5
+    with pytest.raises(RuntimeError, match="closed"):
+        on_redis.submit(ids[0])
+
+
+def test_closing_waits_for_a_stalled_broker_only_so_long(on_redis: CeleryDispatcher, db: Database) -> None:
     """A broker that takes the connection and then never answers must not hold up a shutdown."""
-    settings = celery_settings(tmp_path, "redis://127.0.0.1:6379/0")
-    dispatcher = CeleryDispatcher(settings, db)
     stalled = threading.Event()
     released = threading.Event()
 
@@ -320,13 +312,12 @@ def test_closing_waits_for_a_stalled_broker_only_so_long(tmp_path: Path, db: Dat
         released.wait(30)
         return []
 
-    dispatcher.publish_many = never_answers  # type: ignore[method-assign]
+    on_redis.publish_many = never_answers  # type: ignore[method-assign]
     try:
         job_id = repository.insert_job(db, make_job()).id
-        dispatcher.submit(job_id)
+        on_redis.submit(job_id)
         assert stalled.wait(30)
-        dispatcher.publisher.close(timeout=0.2)
+        on_redis.publisher.close(timeout=0.2)
         assert row(db, job_id).dispatched_at is None
     finally:
         released.set()
-        dispatcher.close()
