@@ -21,6 +21,10 @@ def test_a_slow_receiver_is_retried_and_the_api_stays_responsive(data_dir: Path)
     settings = make_settings(data_dir, **{**FAST, "webhook_timeout": 5.0})
     with Receiver() as receiver, TestClient(create_app(settings, dispatcher=InMemoryDispatcher())) as client:
         receiver.hang()
+        sender = client.app_state["services"].webhooks._http
+        forgotten: list[str] = []
+        forget = sender.forget
+        sender.forget = lambda target: (forgotten.append(str(target.url)), forget(target))
         hook = add_webhook(client, receiver.url)
         deliveries = f"/v1/webhooks/{hook['id']}/deliveries"
         job_id = submit(client)["id"]
@@ -37,6 +41,8 @@ def test_a_slow_receiver_is_retried_and_the_api_stays_responsive(data_dir: Path)
         )
         assert failed["status"] == "pending"
         assert "no answer within 5 s" in failed["last_error"]
+        # The cancelled request's pool is not used again (httpcore can leave it stuck).
+        assert forgotten == [receiver.url]
         receiver.release()
         wait_until(
             lambda: client.get(deliveries).json()["items"][0]["status"] == "delivered",

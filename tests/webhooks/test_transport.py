@@ -169,3 +169,67 @@ def test_plain_http_to_the_pinned_address_keeps_host() -> None:
 def test_ipv6_addresses_are_bracketed() -> None:
     url = httpx.URL("https://hooks.example/hook").copy_with(host=str(ipaddress.ip_address("::1")))
     assert str(url) == "https://[::1]/hook"
+
+
+async def _silent_server() -> tuple[asyncio.Server, list[int]]:
+    """A server that reads requests and never answers; the connections it accepted, counted."""
+    accepted: list[int] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        while await reader.read(65536):
+            pass
+        writer.close()
+
+    return await asyncio.start_server(hold, "127.0.0.1", 0), accepted
+
+
+def test_a_cancelled_request_retires_its_pool() -> None:
+    """After a request is cancelled at its deadline, its pool (which httpcore can leave with a slot
+    taken for good) is closed and the next request to that address gets a fresh one."""
+    sender = PinnedSender(timeout=5.0, connections_per_pool=1)
+
+    async def go() -> None:
+        server, accepted = await _silent_server()
+        port = server.sockets[0].getsockname()[1]
+        target = address.Resolved(httpx.URL(f"http://hooks.example:{port}/hook"), ("127.0.0.1",))
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await sender.post(target, headers={}, body=b"{}")
+            [stuck] = sender._pools.values()
+            sender.forget(target)
+            assert sender._pools == {}
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await sender.post(target, headers={}, body=b"{}")
+            [fresh] = sender._pools.values()
+            assert fresh is not stuck
+            assert stuck.is_closed
+            assert len(accepted) == 2
+        finally:
+            await sender.aclose()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(go())
+
+
+def test_closing_gives_up_on_a_pool_that_never_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from filejobs.webhooks import transport
+
+    monkeypatch.setattr(transport, "CLOSE_WITHIN", 0.1)
+    sender = PinnedSender(timeout=5.0, connections_per_pool=1)
+    closes: list[str] = []
+
+    class NeverCloses:
+        async def aclose(self) -> None:
+            closes.append("started")
+            await asyncio.Event().wait()
+
+    async def go() -> None:
+        sender._pools[("http", "hooks.example", 80, "127.0.0.1")] = NeverCloses()  # type: ignore[assignment]
+        await sender.aclose()
+
+    asyncio.run(go())
+    assert closes == ["started"]

@@ -160,6 +160,7 @@ class WebhookSender(BackgroundTask):
         status: int | None = None
         error = ""
         body = item.payload.encode()
+        target: address.Resolved | None = None
         try:
             async with asyncio.timeout(settings.webhook_timeout):
                 target = await self._resolve(item.url)
@@ -167,6 +168,8 @@ class WebhookSender(BackgroundTask):
                 status = await self._http.post(target, headers=headers, body=body)
         except TimeoutError:
             error = f"no answer within {settings.webhook_timeout:g} s"
+            if target is not None:  # the request was cancelled: its pool may be left stuck
+                self._http.forget(target)
         except address.RefusedURL as exc:
             error = f"refused: {exc}"
         except httpx.HTTPError as exc:

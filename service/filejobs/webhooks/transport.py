@@ -24,6 +24,8 @@ from filejobs.webhooks import address
 MAX_POOLS = 128
 #: Bytes of an answer's body read (to keep a connection reusable); the rest is not read.
 MAX_ANSWER_BYTES = 64 * 1024
+#: Seconds one pool's close may take: a pool that a cancelled request left stuck may never close.
+CLOSE_WITHIN = 5.0
 
 
 class PinnedSender:
@@ -36,9 +38,10 @@ class PinnedSender:
         self._per_pool = connections_per_pool
         self._verify = verify  # the system's CAs (certifi's); a test's own CA in tests
         self._pools: OrderedDict[tuple[str, str, int, str], httpx.AsyncClient] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _client(self, url: httpx.URL, ip: str) -> httpx.AsyncClient:
-        key = (url.scheme, url.host, address.port_of(url), ip)
+        key = _key(url, ip)
         client = self._pools.get(key)
         if client is None:
             import httpx  # on the first delivery (see filejobs.webhooks)
@@ -53,7 +56,7 @@ class PinnedSender:
             self._pools[key] = client
             while len(self._pools) > MAX_POOLS:
                 _, old = self._pools.popitem(last=False)
-                asyncio.get_running_loop().create_task(old.aclose())
+                self._close_later(old)
         self._pools.move_to_end(key)
         return client
 
@@ -79,8 +82,31 @@ class PinnedSender:
             await response.aclose()
         return response.status_code
 
+    def forget(self, target: address.Resolved) -> None:
+        """Stop using the pool of ``target`` (it is closed in the background): called after a
+        request to it was cancelled (its deadline), which can leave one of the pool's connection
+        slots taken for good (encode/httpcore#1093, #830), so that the next delivery does not
+        queue behind it."""
+        client = self._pools.pop(_key(target.url, target.addresses[0]), None)
+        if client is not None:
+            self._close_later(client)
+
+    def _close_later(self, client: httpx.AsyncClient) -> None:
+        task = asyncio.get_running_loop().create_task(_close(client))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def aclose(self) -> None:
+        """Close every pool, each within :data:`CLOSE_WITHIN` seconds."""
         pools, self._pools = list(self._pools.values()), OrderedDict()
-        for client in pools:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        await asyncio.gather(*(_close(client) for client in pools), *list(self._closing))
+
+
+def _key(url: httpx.URL, ip: str) -> tuple[str, str, int, str]:
+    return (url.scheme, url.host, address.port_of(url), ip)
+
+
+async def _close(client: httpx.AsyncClient) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_WITHIN):
+            await client.aclose()
