@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -443,6 +444,12 @@ def etag_of(job: Job) -> str:
 def etag_for(job_id: str, version: int) -> str:
     """:func:`etag_of` a job from its id and ``version`` alone (the status poll's fast path)."""
     return f'"{job_id}.{version}"'
+
+
+def http_date(moment: datetime) -> str:
+    """``moment`` as an RFC 9110 date (``Sun, 06 Dec 2026 11:00:00 GMT``): ``Last-Modified``,
+    tus's ``Upload-Expires``."""
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
 
 
 def none_match(etag: str, if_none_match: str | None) -> bool:

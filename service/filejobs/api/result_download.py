@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -27,7 +25,7 @@ from starlette.concurrency import iterate_in_threadpool
 from starlette.datastructures import Headers
 
 from filejobs.errors import Gone, Problem
-from filejobs.models import none_match
+from filejobs.models import http_date, none_match
 from filejobs.object_storage.store import READ_CHUNK, S3Storage
 
 #: One byte range (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``): passed on. Anything else is ignored
@@ -68,7 +66,7 @@ async def object_result(
     if if_none_match is not None or (byte_range is not None and if_range is not None):
         head = await _head(storage, key)
         etag = head.get("ETag") or ""
-        last_modified = http_date(head.get("LastModified"))
+        last_modified = _last_modified(head)
         if etag and none_match(etag, if_none_match):
             validators = {"ETag": etag} | ({"Last-Modified": last_modified} if last_modified else {})
             return Response(status_code=304, headers=validators)
@@ -89,7 +87,7 @@ async def object_result(
     }
     if got.get("ETag"):
         answer["ETag"] = got["ETag"]
-    if last_modified := http_date(got.get("LastModified")):
+    if last_modified := _last_modified(got):
         answer["Last-Modified"] = last_modified
     status = 200
     if got.get("ContentRange"):
@@ -100,11 +98,10 @@ async def object_result(
     )
 
 
-def http_date(moment: datetime | None) -> str:
-    """``moment`` as an HTTP date (``Sun, 06 Nov 1994 08:49:37 GMT``); ``""`` for none."""
-    if moment is None:
-        return ""
-    return format_datetime(moment.astimezone(UTC), usegmt=True)
+def _last_modified(answer: dict[str, Any]) -> str:
+    """A HeadObject's or GetObject's ``LastModified`` as an HTTP date; ``""`` when it has none."""
+    moment = answer.get("LastModified")
+    return http_date(moment) if moment is not None else ""
 
 
 async def _head(storage: S3Storage, key: str) -> dict[str, Any]:

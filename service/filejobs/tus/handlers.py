@@ -36,6 +36,7 @@ from filejobs.errors import (
 )
 from filejobs.jobs.intake import IntakeServices, Submitted
 from filejobs.jobs.submit import check_callback
+from filejobs.models import http_date
 from filejobs.shutdown import RETRY_AFTER
 from filejobs.storage import StorageUnavailable
 from filejobs.tus import protocol
@@ -110,7 +111,7 @@ def upload_headers(info: UploadInfo) -> dict[str, str]:
     if info.done and info.job_id is not None:
         headers[protocol.JOB_HEADER] = f"/v1/jobs/{info.job_id}"
     else:
-        headers["Upload-Expires"] = protocol.http_date(_datetime(info.expires_at))
+        headers["Upload-Expires"] = http_date(_datetime(info.expires_at))
     return headers
 
 

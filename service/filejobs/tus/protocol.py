@@ -12,8 +12,6 @@ import binascii
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from email.utils import format_datetime
 from typing import Any
 
 from filejobs.errors import BadRequest, PayloadTooLarge, PreconditionFailed
@@ -169,11 +167,6 @@ def parse_checksum(value: str | None) -> Checksum | None:
             f"Upload-Checksum: a {algorithm} digest has {CHECKSUMS[algorithm]().digest_size} bytes."
         )
     return Checksum(algorithm, digest)
-
-
-def http_date(moment: datetime) -> str:
-    """``Upload-Expires``: an RFC 9110 date (``Sun, 06 Dec 2026 11:00:00 GMT``)."""
-    return format_datetime(moment, usegmt=True)
 
 
 def encode_metadata(metadata: Mapping[str, str]) -> str:
