@@ -137,18 +137,13 @@ class Publisher(CommitThread[str]):
         self._start()
         self._queue.put(job_id)
 
-    def close(self, timeout: float = CLOSE_WITHIN) -> None:
+    def close(self, timeout: float | None = CLOSE_WITHIN) -> bool:
         """Publish what is queued, then stop the thread; after ``timeout`` s, log and go on (the
         thread is a daemon; the ids it did not publish keep ``dispatched_at`` empty)."""
-        with self._lock:
-            self._closed = True
-            thread = self._thread
-        if thread is None:
-            return
-        self._queue.put(None)
-        thread.join(timeout)
-        if thread.is_alive():
-            log.warning("the broker publisher did not finish within %g s; the sweeper has the rest", timeout)
+        if super().close(timeout):
+            return True
+        log.warning("the broker publisher did not finish within %g s; the sweeper has the rest", timeout)
+        return False
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every id queued before this call was published or left to the sweeper;

@@ -84,14 +84,17 @@ class CommitThread(Generic[T]):
                 self._thread = threading.Thread(target=self._run, name=name, daemon=True)
                 self._thread.start()
 
-    def close(self) -> None:
-        """Take what is queued, then stop the thread."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Take what is queued, then stop the thread; False when it had not stopped after
+        ``timeout`` seconds (None: wait as long as it takes)."""
         with self._lock:
             self._closed = True
             thread = self._thread
-        if thread is not None:
-            self._queue.put(None)
-            thread.join()
+        if thread is None:
+            return True
+        self._queue.put(None)
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def _run(self) -> None:
         while True:

@@ -133,10 +133,11 @@ class GroupCommitter(CommitThread[_Insert | Finish]):
         self._start()
         self._queue.put(Finish(write, then))
 
-    def close(self) -> None:
-        """Commit what is queued, then stop the thread."""
-        super().close()
+    def close(self, timeout: float | None = None) -> bool:
+        """Commit what is queued, then stop the thread (see :meth:`CommitThread.close`)."""
+        stopped = super().close(timeout)
         self._places.shutdown()
+        return stopped
 
     # ---- the committing thread --------------------------------------------------------------------
 
