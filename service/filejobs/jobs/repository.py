@@ -221,18 +221,6 @@ def mark_dispatched(db: Database, job_ids: Sequence[str], *, at: datetime | None
         ).rowcount
 
 
-#: :func:`mark_dispatched` on PostgreSQL (``= ANY`` of an array: one statement for any batch).
-_MARK_DISPATCHED = (
-    update(Job.__table__)  # type: ignore[attr-defined]
-    .where(
-        Job.__table__.c.id == any_(bindparam("b_ids", type_=postgresql.ARRAY(String))),  # type: ignore[attr-defined]
-        Job.__table__.c.status == QUEUED,  # type: ignore[attr-defined]
-    )
-    .values(dispatched_at=bindparam("b_at"))
-    .returning(Job.__table__.c.id)  # type: ignore[attr-defined]
-)
-
-
 def count_jobs(db: Database) -> list[tuple[str, str, int]]:
     """``(status, processor, rows)`` for every pair that has rows (one GROUP BY; for the metrics)."""
     query = select(col(Job.status), col(Job.processor), func.count()).group_by(
@@ -395,6 +383,14 @@ def _lock_content_of(session: Session, job_id: str, owner: str | None) -> bool:
 
 _T = Job.__table__  # type: ignore[attr-defined]
 _ENDPOINTS = WebhookEndpoint.__table__  # type: ignore[attr-defined]
+
+#: :func:`mark_dispatched` on PostgreSQL (``= ANY`` of an array: one statement for any batch).
+_MARK_DISPATCHED = (
+    update(_T)
+    .where(_T.c.id == any_(bindparam("b_ids", type_=postgresql.ARRAY(String))), _T.c.status == QUEUED)
+    .values(dispatched_at=bindparam("b_at"))
+    .returning(_T.c.id)
+)
 
 # The worker's two statements per job, built once with bind parameters: SQLAlchemy then reuses
 # their compiled form and cache key (building an ORM UPDATE per call cost about a millisecond).
