@@ -121,7 +121,7 @@ def measure(done: Callable[[], int], jobs: int, snapshot: Callable[[], CpuTimes]
     return count / elapsed, {k: (after.get(k, 0.0) - v) / count * 1e3 for k, v in before.items()}
 
 
-def filejobs_round(broker: str, jobs: int, root: Path) -> tuple[float, CpuTimes]:
+def filejobs_round(broker: str, jobs: int, root: Path, pool: str) -> tuple[float, CpuTimes]:
     with fresh_postgres_database() as database_url, ExitStack() as stack:
         queue = f"fj-cpu-{uuid.uuid4().hex[:10]}"
         data_dir = root / queue / "data"
@@ -136,7 +136,7 @@ def filejobs_round(broker: str, jobs: int, root: Path) -> tuple[float, CpuTimes]
         stack.callback(delete_queue, broker, queue)
         server = stack.enter_context(filejobs_server(data_dir, env))
         upload(server.base_url, jobs, 4)
-        worker = QuietWorker(data_dir, env=env, concurrency=1, name="worker")
+        worker = QuietWorker(data_dir, env=env, concurrency=1, pool=pool, name="worker")
         stack.callback(worker.stop)
         worker.spawn()
         conn = stack.enter_context(psycopg.connect(database_url, autocommit=True))
@@ -153,14 +153,19 @@ def filejobs_round(broker: str, jobs: int, root: Path) -> tuple[float, CpuTimes]
         return measure(lambda: succeeded(conn), jobs, snapshot)
 
 
-def bare_round(broker: str, jobs: int, *, rows: bool = False) -> tuple[float, CpuTimes]:
+def bare_round(broker: str, jobs: int, pool: str, *, rows: bool = False) -> tuple[float, CpuTimes]:
     """Bare Celery's no-op tasks, or with ``rows`` its claim-and-finish tasks on PostgreSQL."""
     with ExitStack() as stack:
         queue = f"fj-bare-{uuid.uuid4().hex[:10]}"
         app = bare_celery.make_app(BROKERS[broker], queue)
         stack.callback(delete_queue, broker, queue)
         stack.callback(app.close)
-        env = {**os.environ, "BARE_CELERY_BROKER": BROKERS[broker], "BARE_CELERY_QUEUE": queue}
+        env = {
+            **os.environ,
+            "BARE_CELERY_BROKER": BROKERS[broker],
+            "BARE_CELERY_QUEUE": queue,
+            "BARE_CELERY_POOL": pool,
+        }
         database: str | None = None
         poller: int | None = None
         if rows:
@@ -205,13 +210,14 @@ def main() -> None:
     parser.add_argument("--broker", choices=sorted(BROKERS), default="redis")
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--pool", choices=("prefork", "threads", "solo"), default="prefork")
     args = parser.parse_args()
     require_services()
     with tempfile.TemporaryDirectory(prefix="filejobs-cpu-", dir="/var/tmp") as root:
         for _ in range(args.rounds):
-            show("filejobs", *filejobs_round(args.broker, args.jobs, Path(root)))
-            show("bare", *bare_round(args.broker, args.jobs))
-            show("bare+rows", *bare_round(args.broker, args.jobs, rows=True))
+            show("filejobs", *filejobs_round(args.broker, args.jobs, Path(root), args.pool))
+            show("bare", *bare_round(args.broker, args.jobs, args.pool))
+            show("bare+rows", *bare_round(args.broker, args.jobs, args.pool, rows=True))
 
 
 if __name__ == "__main__":

@@ -190,6 +190,12 @@ class Database:
         with self._write_turn, engine.begin() as conn:
             return [[dict(row) for row in conn.execute(statement, one).mappings()] for one in params]
 
+    def open_connections(self) -> None:
+        """Open now, not on the first statement, the connections :meth:`write_one` runs on
+        (PostgreSQL; nothing on SQLite): a worker's first job then pays no connection set-up."""
+        for connections in self._autocommit.values():
+            connections.give_back(connections.take())
+
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A read-only session (a deferred transaction on SQLite; never upgrades to a write)."""

@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 import pytest
 import redis
+from sqlalchemy.engine import make_url
 
 from filejobs.jobs.celery_dispatch import CeleryDispatcher
 from filejobs.testing import TERMINAL, Cluster, Worker, lease_pid, submit, wait_for, wait_gone, wait_until
@@ -261,3 +262,27 @@ def test_small_inspect_jobs_run_in_the_pool_process_and_large_ones_in_a_child(cl
         "lines": 2,
         "words": 5,
     }
+
+
+def _database_sockets(pid: int, port: int) -> int:
+    """How many TCP connections process ``pid`` has open to the database's port."""
+    sockets = psutil.Process(pid).net_connections(kind="tcp")
+    return sum(1 for s in sockets if s.raddr and s.raddr.port == port and s.status == psutil.CONN_ESTABLISHED)
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+def test_a_pool_process_is_ready_before_its_first_job(cluster: Cluster) -> None:
+    """A pool process makes its runtime and opens its two database connections (the claim's and
+    the finish's) when it starts, not on its first job; the main process imported what they need
+    before forking and connected nothing (a socket it forked would be shared by every pool process)."""
+    port = make_url(cluster.database_url).port or 5432
+    worker = cluster.started_worker(1)
+    [pool] = wait_until(worker.pool_pids, timeout=30, what="the pool process")
+    wait_until(lambda: _database_sockets(pool, port) >= 2, timeout=30, what="the pool's connections")
+    assert _database_sockets(worker.pid, port) == 0
+    api = cluster.api()
+    with api.client() as client:
+        job_id = submit(client, b"ready\n")["id"]
+    job = cluster.wait_jobs([job_id], timeout=60)[job_id]
+    assert job.status == "succeeded", (job.status, job.error_code, job.error_message)
+    assert _database_sockets(pool, port) == 2  # the job used them: no third was opened

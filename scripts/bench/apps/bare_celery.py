@@ -149,12 +149,12 @@ def publish(app: Celery, counter: str, count: int) -> None:
             app.send_task(NOOP, args=[counter, f"{index:032x}"], producer=producer)
 
 
-def worker_argv(queue: str, hostname: str) -> list[str]:
+def worker_argv(queue: str, hostname: str, pool: str = "prefork") -> list[str]:
     """The same worker flags as filejobs' ``worker --concurrency 1`` (see ``celery_worker``)."""
     return [
         "worker",
         "--concurrency=1",
-        "--pool=prefork",
+        f"--pool={pool}",
         "--loglevel=warning",
         f"--queues={queue}",
         f"--hostname={hostname}",
@@ -170,4 +170,6 @@ if __name__ == "__main__":  # pragma: no cover - started by the bench as a worke
     from celery.platforms import SecurityWarning
 
     warnings.simplefilter("ignore", SecurityWarning)  # root in a container, as filejobs' worker
-    app.worker_main(worker_argv(app.conf.task_default_queue, sys.argv[1]))
+    app.worker_main(
+        worker_argv(app.conf.task_default_queue, sys.argv[1], os.environ.get("BARE_CELERY_POOL", "prefork"))
+    )
