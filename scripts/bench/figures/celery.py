@@ -31,7 +31,7 @@ Figures, per broker and worker count: end-to-end jobs/s and accept/s (202s per s
 submitting), medians of ``ctx.rounds`` rounds, with the local backend's as the baseline, and jobs/s
 from the broker.
 
-    python -m scripts.bench --only celery             # 200 jobs, 1 and 2 workers, 3 rounds
+    python -m scripts.bench --only celery             # 600 jobs, 1 and 2 workers, 3 rounds
     python -m scripts.bench --only celery --smoke     # 10 jobs, 1 worker, 1 round
 
 Needs PostgreSQL (``postgres`` user, trust), Redis and RabbitMQ (``guest``) on 127.0.0.1, as the
