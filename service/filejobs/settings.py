@@ -348,6 +348,15 @@ class Settings(BaseSettings):
         """An empty variable is no variable (as prometheus-client takes it)."""
         return None if value == "" else value
 
+    @field_validator("database_url")
+    @classmethod
+    def _drivable(cls, value: str | None) -> str | None:
+        """Checked when the settings are read: a bad scheme or a driver not installed is one line at
+        startup, not a traceback on the first request or job."""
+        if value:
+            check_database_url(value)
+        return value
+
     @field_validator("processors", "cors_origins", mode="before")
     @classmethod
     def _split_processors(cls, value: object) -> object:
@@ -397,14 +406,31 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL, with the driver chosen for plain ``postgresql://`` URLs."""
-        url = self.database_url
-        if not url:
+        if not self.database_url:
             return f"sqlite:///{(self.data_dir / 'filejobs.db').resolve()}"
-        if url.startswith("postgres://"):
-            url = "postgresql://" + url.removeprefix("postgres://")
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        return url
+        return sqlalchemy_url(self.database_url)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``url`` as SQLAlchemy takes it: plain ``postgres://`` and ``postgresql://`` URLs get psycopg."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def check_database_url(url: str) -> None:
+    """ValueError unless ``url`` names a database SQLAlchemy can drive here: a URL it parses, of a
+    dialect it knows, whose driver is installed (imported now). The error never repeats the URL
+    (it may hold a password)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(sqlalchemy_url(url)).get_dialect().import_dbapi()
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"not a database URL filejobs can use ({reason})") from None
 
 
 def get_settings() -> Settings:

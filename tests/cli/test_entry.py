@@ -58,3 +58,35 @@ def test_a_bad_environment_value_is_one_line_naming_the_variable(command: list[s
     assert result.stderr.splitlines() == [
         "Invalid FILEJOBS_WORKERS: Input should be a valid integer, unable to parse string as an integer"
     ]
+
+
+@pytest.mark.parametrize("command", [["serve"], ["migrate"], ["keys", "list"]])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "foo://user:s3cret@db/jobs",
+        "postgresql+asyncpg://user:s3cret@db/jobs",
+        "postgresql://user:s3cret@db:x/j",
+    ],
+)
+def test_a_database_url_filejobs_cannot_drive_is_one_line(
+    command: list[str], url: str, tmp_path: Path
+) -> None:
+    """An unknown scheme, a driver that is not installed, a URL that does not parse: one line when
+    the settings are read, before anything starts, and never the URL's password."""
+    result = run_cli(*command, env={"FILEJOBS_DATABASE_URL": url, "FILEJOBS_DATA_DIR": str(tmp_path)})
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        "Invalid FILEJOBS_DATABASE_URL: Value error, not a database URL filejobs can use ("
+    ), line
+    assert "s3cret" not in result.output
+
+
+def test_migrate_against_a_database_that_does_not_answer_is_one_line(tmp_path: Path) -> None:
+    url = "postgresql://postgres:s3cret@127.0.0.1:1/jobs"  # nothing listens on port 1
+    result = run_cli("migrate", env={"FILEJOBS_DATABASE_URL": url, "FILEJOBS_DATA_DIR": str(tmp_path)})
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("filejobs migrate: the database cannot be used: connection failed: "), line
+    assert "s3cret" not in result.output

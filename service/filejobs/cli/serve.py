@@ -218,11 +218,18 @@ def _migrate_in_child(settings: Settings) -> None:
 def migrate() -> None:
     """Create or upgrade the database schema to the latest version."""
     require_server("migrate")
+    from sqlalchemy.exc import OperationalError
+
     from filejobs.migrate import upgrade
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.resolved_database_url)
+    try:
+        upgrade(settings.resolved_database_url)
+    except OperationalError as exc:  # unreachable, refused, no such database, bad credentials
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        typer.echo(f"filejobs migrate: the database cannot be used: {reason}", err=True)
+        raise typer.Exit(1) from None
     typer.echo("database is up to date")
 
 
