@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 
 class WorkerRuntime:
-    """What one worker process shares between its threads; made lazily after the fork."""
+    """What one worker process shares between its threads; made after the fork, when the process
+    starts (:meth:`TaskRunner.start_process`) or else by its first job."""
 
     def __init__(self, settings: Settings, app: Celery, must_stop: Callable[[], bool]) -> None:
         self.pid = os.getpid()
