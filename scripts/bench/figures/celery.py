@@ -342,13 +342,18 @@ def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
 def measure(
     ctx: Context, root: Path, jobs: int, worker_counts: tuple[int, ...], brokers: list[str]
 ) -> Results:
-    """``ctx.rounds`` rounds of every configuration, local first, alternating within each round."""
+    """``ctx.rounds`` rounds of every configuration, alternating within each round, in the opposite
+    order every other round (local first, then last): on a machine whose speed drifts, neither
+    filejobs nor a baseline is always the one measured first."""
     results: Results = {}
     for round_no in range(1, ctx.rounds + 1):
         for workers in worker_counts:
             held = [f"held-{b}" for b in brokers]
             bare = [f"{kind}-{b}" for b in brokers for kind in ("bare", "rows")]
-            for backend in ["local", *brokers, *held, *bare]:
+            order = ["local", *brokers, *held, *bare]
+            if round_no % 2 == 0:
+                order.reverse()
+            for backend in order:
                 if backend.startswith(("bare-", "rows-")):
                     kind, broker = backend.split("-", 1)
                     result = run_bare(broker, workers, jobs, rows=kind == "rows")
