@@ -420,14 +420,20 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+def import_database_driver(url: str) -> None:
+    """Import the driver of ``url``'s SQLAlchemy dialect (psycopg for PostgreSQL); raises what
+    SQLAlchemy raises for a URL it cannot parse, a dialect it does not know, a driver not installed."""
+    from sqlalchemy.engine import make_url
+
+    make_url(sqlalchemy_url(url)).get_dialect().import_dbapi()
+
+
 def check_database_url(url: str) -> None:
     """ValueError unless ``url`` names a database SQLAlchemy can drive here: a URL it parses, of a
     dialect it knows, whose driver is installed (imported now). The error never repeats the URL
     (it may hold a password)."""
-    from sqlalchemy.engine import make_url
-
     try:
-        make_url(sqlalchemy_url(url)).get_dialect().import_dbapi()
+        import_database_driver(url)
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"not a database URL filejobs can use ({reason})") from None

@@ -20,7 +20,6 @@ from itertools import count
 from typing import Any
 
 from celery import Celery
-from sqlalchemy.engine import make_url
 
 from filejobs import metrics
 from filejobs.db import Database
@@ -30,7 +29,7 @@ from filejobs.jobs.finisher import Finisher
 from filejobs.jobs.runner import RunContext, run_job
 from filejobs.jobs.worker import worker_identity
 from filejobs.processors.registry import Registry, build_registry
-from filejobs.settings import Settings
+from filejobs.settings import Settings, import_database_driver
 from filejobs.storage import open_storage
 
 log = logging.getLogger(__name__)
@@ -145,7 +144,7 @@ def preload(settings: Settings) -> None:
     (psycopg's import alone took 60-170 ms of each pool process's start). Forked, the pool
     processes find them imported; nothing is connected or opened here."""
     build_registry(settings.processors)
-    make_url(settings.resolved_database_url).get_dialect().import_dbapi()
+    import_database_driver(settings.resolved_database_url)
 
 
 def worker_app(settings: Settings) -> tuple[Celery, TaskRunner]:
